@@ -1,0 +1,1 @@
+"""The `kiwoom-tape` command group."""

@@ -1,0 +1,1 @@
+"""Getting data in: the `record` command and the Kiwoom client driver."""
