@@ -101,6 +101,7 @@ SYSTEM_NO_LOGIN = ("R10004", "접속허용요청(토큰)이 들어오지 않았�
 TERMINAL_SYSTEM_CODES = frozenset({SYSTEM_KICKED[0], SYSTEM_NO_HEARTBEAT[0], SYSTEM_NO_LOGIN[0]})
 
 _AUTH_CODE = re.compile(r"CODE=(\d+)")
+_INT_TEXT = re.compile(r"[ \t]*-?[0-9]{1,18}[ \t]*")  # what int() surely parses (no "²", no 5000 digits)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,8 +139,10 @@ def encode_real_frame(rows: Sequence[str]) -> str:
 
 def is_real_text(text: str | bytes) -> bool:
     """A cheap pre-check: does this frame look like REAL? (True does not mean it is valid.)"""
-    tail = text[-16:]
-    return ('"REAL"' in tail) if isinstance(tail, str) else (b'"REAL"' in tail)
+    head, tail = text[:20], text[-16:]  # measured frames end with "trnm":"REAL"; official ones start with it
+    if isinstance(text, str):
+        return '"REAL"' in tail or '"REAL"' in head
+    return b'"REAL"' in tail or b'"REAL"' in head
 
 
 def login(token: str) -> str:
@@ -268,7 +271,7 @@ _decoder = msgspec.json.Decoder()
 def _load(text: str | bytes) -> dict[str, Any]:
     try:
         obj = _decoder.decode(text)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeError) as exc:  # UnicodeEncodeError: str with lone surrogates
         raise ProtocolError(f"not JSON ({exc})", text) from None
     except RecursionError:
         raise ProtocolError("JSON nested too deeply", text) from None
@@ -293,7 +296,7 @@ def _int_field(obj: dict[str, Any], key: str, text: str | bytes) -> int:
         raise ProtocolError(f"'{key}' must be an integer", text)
     if isinstance(v, int):
         return v
-    if isinstance(v, str) and v.strip().lstrip("-").isdigit():  # SYSTEM variants send "0"
+    if isinstance(v, str) and _INT_TEXT.fullmatch(v):  # SYSTEM variants send "0"
         return int(v)
     raise ProtocolError(f"'{key}' must be an integer", text)
 
@@ -738,7 +741,7 @@ class ClientSession:
             self._enqueue("REG", item_list, list(type_key), now)
 
     def next_deadline(self) -> float | None:
-        if self._in_flight is None and self._queue:
+        if self.state is ClientState.OPEN and self._in_flight is None and self._queue:
             return max(self._last_sent + self.reg_interval, self._queue[0].not_before)
         return None
 
@@ -773,7 +776,7 @@ class ClientSession:
             self._outbox.append(text)  # echo verbatim (PROTOCOL.md 1.6)
             return [PingEchoed(msg.text)]
         if isinstance(msg, LoginReply):
-            return self._on_login(msg, now)
+            return self._on_login(msg, text, now)
         if isinstance(msg, Ack):
             return self._on_ack(msg, text, now)
         if isinstance(msg, SystemMsg):
@@ -783,9 +786,9 @@ class ClientSession:
             return [SystemNotice(msg.code, msg.message, terminal)]
         return [UnexpectedMessage(text, f"unexpected trnm {msg.trnm!r}" if isinstance(msg, Unknown) else "")]
 
-    def _on_login(self, msg: LoginReply, now: float) -> list[Event]:
+    def _on_login(self, msg: LoginReply, text: str | bytes, now: float) -> list[Event]:
         if self.state is not ClientState.LOGIN_SENT:
-            return [UnexpectedMessage("", "LOGIN reply without a LOGIN in flight")]
+            return [UnexpectedMessage(text, "LOGIN reply without a LOGIN in flight")]
         if msg.return_code != RC_OK:
             self.state = ClientState.CLOSED
             code = auth_code_of(msg.return_msg)

@@ -1,0 +1,36 @@
+"""``kiwoom-tape``: the command group that holds every command (record, replay, and what follows)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import click
+
+from replay.cli import replay_command
+
+__all__ = ["cli", "main"]
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("kiwoom-tape")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="kiwoom-tape")
+def cli() -> None:
+    """Record, query and replay Kiwoom real-time market data (0D order book, 0E after-hours).
+
+    \b
+    Example:
+        kiwoom-tape replay --simulate --port 10000
+    """
+
+
+cli.add_command(replay_command)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,437 @@
+"""The mock Kiwoom server: an asyncio driver of :class:`schemas.protocol.ServerSession`.
+
+One port serves both what a Kiwoom client talks to:
+
+- ``ws://HOST:PORT/api/dostk/websocket``: LOGIN, REG/REMOVE with ``grp_no``/``refresh``, PING, REAL,
+  SYSTEM, exactly as :mod:`schemas.protocol` decides (PROTOCOL.md section 1);
+- ``POST /oauth2/token`` (au10001) and ``POST /oauth2/revoke`` (au10002), so a client that fetches
+  its own token works unchanged (PROTOCOL.md 4.3-4.4).
+
+A *source* produces REAL rows on its own clock and hands them to :meth:`Server.dispatch`; each client
+receives, from the moment of its REG, only the rows it registered, batched as the source batched them.
+A frame whose rows a client wants in full is sent as the source's exact text.
+
+Usage::
+
+    async with serve(SimSource(SimulatedMarket(seed=1)), port=0) as server:
+        print(server.url)          # ws://127.0.0.1:PORT/api/dostk/websocket
+        ...
+
+The server binds to 127.0.0.1 by default, refuses messages over ``max_message`` bytes (close 1009),
+and never crashes on a client's input: bad messages get the error reply of :class:`ServerSession`.
+permessage-deflate is not offered: it cuts loopback throughput about 5x (PERF-LIMITS.md §4), and a
+client that offers it (websockets does by default) simply runs uncompressed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosed
+
+from schemas import auth
+from schemas.protocol import WS_PATH, ServerConfig, ServerSession, ServerState, encode_real_frame
+
+__all__ = ["Row", "Server", "ServerStats", "Source", "serve"]
+
+log = logging.getLogger("kiwoom_tape.replay")
+
+MAX_HTTP_BODY = 64 * 1024
+TOKEN_LIFETIME = 24 * 3600.0
+
+
+class Row(Protocol):
+    """One REAL row as a source makes it: the subscribed item, the type and the encoded row JSON."""
+
+    @property
+    def item(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+
+
+Dispatch = Callable[[Sequence[Row], "str | None"], Awaitable[None]]
+
+
+class Source(Protocol):
+    """Where REAL rows come from. ``run`` paces itself and awaits ``dispatch(rows, frame_text)`` per batch.
+
+    ``frame_text`` is the exact text of the whole batch as one frame (or None to let the server build
+    it). ``add_item`` is called when any client registers an item, so a source can start producing it.
+    """
+
+    def add_item(self, item: str) -> None: ...
+    async def run(self, dispatch: Dispatch) -> None: ...
+
+
+@dataclass
+class ServerStats:
+    """Counters, for tests and the status line: what went out, to whom."""
+
+    connections: int = 0
+    logins: int = 0
+    frames_sent: int = 0
+    rows_sent: int = 0
+    rows_by_item: dict[str, int] = field(default_factory=dict)
+    slow_clients_dropped: int = 0
+    protocol_errors: int = 0
+
+
+class _Client:
+    __slots__ = ("conn", "frames_sent", "outbox", "peer", "rows_sent", "session", "wake")
+
+    def __init__(self, conn: ServerConnection, session: ServerSession) -> None:
+        self.conn = conn
+        self.session = session
+        self.outbox: deque[str | tuple[int, str]] = deque()
+        self.wake = asyncio.Event()
+        self.frames_sent = 0
+        self.rows_sent = 0
+        self.peer = "{}:{}".format(*conn.remote_address[:2]) if conn.remote_address else "?"
+
+    def push(self, item: str | tuple[int, str]) -> None:
+        self.outbox.append(item)
+        self.wake.set()
+
+    def flush_session(self) -> None:
+        for text in self.session.data_to_send():
+            self.push(text)
+        if self.session.close_request is not None:
+            self.push(self.session.close_request)
+            self.session.close_request = None
+
+
+class Server:
+    """A running mock server. Create it with :func:`serve`."""
+
+    def __init__(
+        self,
+        source: Source | None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        ping_interval: float = 15.0,
+        login_timeout: float = 10.0,
+        max_message: int = 64 * 1024,
+        max_queue_frames: int = 50_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.host = host
+        self.port = port
+        self.required_token = token
+        self.max_message = max_message
+        self.max_queue_frames = max_queue_frames
+        self.clock = clock
+        self.stats = ServerStats()
+        self._issued: set[str] = set()
+        self._clients: set[_Client] = set()
+        self._config = ServerConfig(
+            check_token=self._check_token, ping_interval=ping_interval, login_timeout=login_timeout
+        )
+        self._ws: WsServer | None = None
+        self._source_task: asyncio.Task[None] | None = None
+
+    # -- public
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL to give a client in place of Kiwoom's ``SOCKET_URL``."""
+        return f"ws://{self._url_host}:{self.port}{WS_PATH}"
+
+    @property
+    def rest_url(self) -> str:
+        """The REST base URL (``POST {rest_url}/oauth2/token``)."""
+        return f"http://{self._url_host}:{self.port}"
+
+    @property
+    def _url_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    def issue_token(self) -> str:
+        """A token LOGIN accepts (what ``POST /oauth2/token`` hands out)."""
+        if self.required_token is not None:
+            return self.required_token
+        tok = secrets.token_urlsafe(32)
+        self._issued.add(tok)
+        return tok
+
+    async def dispatch(self, rows: Sequence[Row], frame_text: str | None = None) -> None:
+        """Send each logged-in client the rows it registered, as one frame per client."""
+        for client in list(self._clients):
+            session = client.session
+            if session.state is not ServerState.OPEN:
+                continue
+            wanted = [r for r in rows if session.wants(r.item, r.type)]
+            if not wanted:
+                continue
+            if len(wanted) == len(rows):
+                if frame_text is None:
+                    frame_text = encode_real_frame([r.text for r in rows])
+                text = frame_text
+            else:
+                text = encode_real_frame([r.text for r in wanted])
+            if len(client.outbox) >= self.max_queue_frames:
+                self.stats.slow_clients_dropped += 1
+                log.warning("client %s reads too slowly (%d frames queued): closing it", client.peer, self.max_queue_frames)
+                client.outbox.clear()
+                client.push((1008, "client too slow"))
+                session.state = ServerState.CLOSED
+                continue
+            client.push(text)
+            client.frames_sent += 1
+            client.rows_sent += len(wanted)
+            self.stats.frames_sent += 1
+            self.stats.rows_sent += len(wanted)
+            by_item = self.stats.rows_by_item
+            for r in wanted:
+                by_item[r.item] = by_item.get(r.item, 0) + 1
+        await asyncio.sleep(0)
+
+    async def start(self) -> None:
+        conn_cls = _make_connection_class(self)
+        self._ws = await ws_serve(
+            self._handle,
+            self.host,
+            self.port,
+            compression=None,
+            max_size=self.max_message,
+            ping_interval=None,  # Kiwoom keeps alive with application PINGs (PROTOCOL.md 0)
+            create_connection=conn_cls,
+            logger=logging.getLogger("kiwoom_tape.replay.ws"),
+        )
+        sock = next(iter(self._ws.sockets))
+        self.port = sock.getsockname()[1]
+        if self.source is not None:
+            self._source_task = asyncio.create_task(self._run_source(self.source))
+        if self.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("listening on %s: reachable from other machines", self.host)
+        log.info("serving %s (token endpoint %s%s)", self.url, self.rest_url, auth.TOKEN_PATH)
+
+    async def stop(self) -> None:
+        if self._source_task is not None:
+            self._source_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._source_task
+            self._source_task = None
+        if self._ws is not None:
+            self._ws.close()
+            await self._ws.wait_closed()
+            self._ws = None
+
+    # -- internals
+
+    async def _run_source(self, source: Source) -> None:
+        try:
+            await source.run(self.dispatch)
+            log.info("source finished: connections stay open")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the frame source failed; connections stay open but no more data will flow")
+
+    def _check_token(self, token: str) -> int | None:
+        if self.required_token is not None:
+            return None if secrets.compare_digest(token, self.required_token) else 8005
+        return None if token.strip() else 8005
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        path = conn.request.path.split("?", 1)[0] if conn.request else ""
+        if path != WS_PATH:
+            await conn.close(1008, f"unknown path; use {WS_PATH}")
+            return
+        session = ServerSession(self._config, now=self.clock())
+        client = _Client(conn, session)
+        self._clients.add(client)
+        self.stats.connections += 1
+        log.info("client %s connected", client.peer)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                writer = tg.create_task(self._writer(client))
+                timer = tg.create_task(self._timer(client))
+                try:
+                    await self._reader(client)
+                finally:
+                    timer.cancel()
+                    if not writer.done():
+                        # let queued replies (e.g. a SYSTEM before close) go out, briefly
+                        client.push((1000, ""))
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(asyncio.shield(writer), 2.0)
+                        writer.cancel()
+        except* ConnectionClosed:
+            pass
+        finally:
+            self._clients.discard(client)
+            self.stats.protocol_errors += session.protocol_errors
+            log.info(
+                "client %s gone after %d frames, %d rows (close %s)",
+                client.peer, client.frames_sent, client.rows_sent, conn.close_code,
+            )
+
+    async def _reader(self, client: _Client) -> None:
+        session = client.session
+        was_open = False
+        with contextlib.suppress(ConnectionClosed):
+            async for message in client.conn:
+                before = session.registered
+                session.receive(message, self.clock())
+                if not was_open and session.state is ServerState.OPEN:
+                    was_open = True
+                    self.stats.logins += 1
+                    log.info("client %s logged in", client.peer)
+                after = session.registered
+                if after != before and self.source is not None:
+                    for item in {i for i, _ in after - before}:
+                        if item:
+                            self.source.add_item(item)
+                client.flush_session()
+                if session.state is ServerState.CLOSED:
+                    # stay until the writer has closed the socket
+                    await client.conn.wait_closed()
+                    return
+
+    async def _timer(self, client: _Client) -> None:
+        session = client.session
+        while session.state is not ServerState.CLOSED:
+            deadline = session.next_deadline()
+            delay = 1.0 if deadline is None else max(0.0, deadline - self.clock())
+            await asyncio.sleep(min(delay, 1.0))
+            session.tick(self.clock())
+            client.flush_session()
+
+    async def _writer(self, client: _Client) -> None:
+        conn = client.conn
+        outbox = client.outbox
+        while True:
+            while not outbox:
+                client.wake.clear()
+                await client.wake.wait()
+            item = outbox.popleft()
+            if isinstance(item, tuple):
+                await conn.close(item[0], item[1])
+                return
+            await conn.send(item)
+
+    # -- REST (au10001 / au10002), see _RestConnection
+
+    def handle_rest(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        path = path.split("?", 1)[0]
+        if path not in (auth.TOKEN_PATH, auth.REVOKE_PATH):
+            return 404, auth.token_error_response(404, f"no such endpoint {path[:60]}; try POST {auth.TOKEN_PATH}")
+        if method != "POST":
+            return 405, auth.token_error_response(405, f"use POST {path}")
+        try:
+            obj = msgspec.json.decode(body)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return 400, auth.token_error_response(1501, "요청 본문이 JSON 이 아닙니다 (body is not JSON)")
+        if path == auth.TOKEN_PATH:
+            problem = auth.validate_token_request(obj)
+            if problem is not None:
+                return 200, auth.token_error_response(1501, problem)
+            return 200, auth.token_response(self.issue_token(), time.time() + TOKEN_LIFETIME)
+        if isinstance(obj, dict) and isinstance(obj.get("token"), str):
+            self._issued.discard(obj["token"])
+        return 200, {"return_code": 0, "return_msg": auth.OK_MSG}
+
+
+def _make_connection_class(server: Server) -> type[ServerConnection]:
+    """A websockets connection that answers plain HTTP POSTs (the token endpoints) on the same port.
+
+    websockets' HTTP parser only takes bodiless GETs, so the first bytes decide: ``GET`` goes to
+    websockets untouched; anything else is read as one small HTTP/1.1 request and answered here.
+    """
+
+    class _RestConnection(ServerConnection):
+        _mode: str | None = None
+        _buf: bytes = b""
+
+        def data_received(self, data: bytes) -> None:
+            if self._mode == "ws":
+                super().data_received(data)
+                return
+            self._buf += data
+            if self._mode is None:
+                if len(self._buf) < 4:
+                    return
+                self._mode = "ws" if self._buf.startswith(b"GET ") else "http"
+                if self._mode == "ws":
+                    buf, self._buf = self._buf, b""
+                    super().data_received(buf)
+                    return
+            self._http()
+
+        def _http(self) -> None:
+            head_end = self._buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                if len(self._buf) > 16 * 1024:
+                    self._reply(431, {"return_code": 431, "return_msg": "request header too large"})
+                return
+            head = self._buf[:head_end].decode("latin-1")
+            lines = head.split("\r\n")
+            parts = lines[0].split(" ")
+            if len(parts) != 3:
+                self._reply(400, {"return_code": 400, "return_msg": "bad request line"})
+                return
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    try:
+                        length = int(value.strip())
+                    except ValueError:
+                        length = -1
+            if length < 0 or length > MAX_HTTP_BODY:
+                self._reply(413, {"return_code": 413, "return_msg": "body too large or bad Content-Length"})
+                return
+            body = self._buf[head_end + 4 : head_end + 4 + length]
+            if len(body) < length:
+                return
+            status, payload = server.handle_rest(parts[0], parts[1], body)
+            self._reply(status, payload)
+
+        def _reply(self, status: int, payload: dict[str, Any]) -> None:
+            body = msgspec.json.encode(payload)
+            reason = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else "Error"
+            head = (
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json;charset=UTF-8\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            self._mode = "done"
+            self.transport.write(head.encode("latin-1") + body)
+            self.transport.close()
+
+    return _RestConnection
+
+
+@contextlib.asynccontextmanager
+async def serve(source: Source | None = None, **kwargs: Any) -> AsyncIterator[Server]:
+    """Run a mock server for the duration of the block; see :class:`Server` for the options.
+
+    ``async with serve(SimSource(SimulatedMarket()), port=0) as server: server.url``
+    """
+    server = Server(source, **kwargs)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

@@ -1,0 +1,49 @@
+"""Frame sources for the mock server: the simulated market on its own clock.
+
+A source implements :class:`replay.server.Source`: it paces itself and hands batches of rows to the
+server's ``dispatch``. (Recorded datasets become a second source.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from replay.server import Dispatch
+from replay.simulator import SimulatedMarket
+
+__all__ = ["SimSource"]
+
+
+class SimSource:
+    """Serves a :class:`SimulatedMarket` in real time scaled by ``speed``.
+
+    Market time = the market's start + (clock() - start of :meth:`run`) x speed. Each batch the
+    market makes becomes one frame per client (PROTOCOL.md 1.7: rows of several items in one frame).
+    """
+
+    def __init__(
+        self, market: SimulatedMarket, *, speed: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self.market = market
+        self.speed = speed
+        self.clock = clock
+
+    def add_item(self, item: str) -> None:
+        self.market.add_item(item)
+
+    def market_time(self) -> float:
+        return self.market.now
+
+    async def run(self, dispatch: Dispatch) -> None:
+        t0 = self.clock()
+        m0 = self.market.now
+        step = max(0.001, self.market.batch / self.speed)
+        while True:
+            target = m0 + (self.clock() - t0) * self.speed
+            for tick in self.market.advance(target):
+                await dispatch(tick.rows, None)
+            await asyncio.sleep(step)
