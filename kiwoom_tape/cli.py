@@ -6,6 +6,7 @@ import importlib.metadata
 
 import click
 
+from recorder.cli import record_command
 from replay.cli import replay_command
 
 __all__ = ["cli", "main"]
@@ -29,6 +30,7 @@ def cli() -> None:
     """
 
 
+cli.add_command(record_command)
 cli.add_command(replay_command)
 
 

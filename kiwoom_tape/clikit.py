@@ -63,7 +63,7 @@ class _HMS(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic 
             self.fail(f"{value!r} is not a time of day; write it as HH:MM or HH:MM:SS, e.g. 08:59:50", param, ctx)
         h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
         if h > 23 or mi > 59 or s > 59:
-            self.fail(f"{value!r} is not a valid time of day (00:00:00 to 23:59:59)", param, ctx)
+            self.fail(f"{value!r} is not a valid time of day; use HH:MM[:SS] from 00:00:00 to 23:59:59", param, ctx)
         return float(h * 3600 + mi * 60 + s)
 
 

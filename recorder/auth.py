@@ -1,0 +1,141 @@
+"""Where the recorder's token comes from: ``KIWOOM_TOKEN``, or au10001 with an app key and secret.
+
+Secrets are read from the environment only, held in memory, and never logged, stored or put in an
+exception message. The REST base follows the WebSocket URL (PROTOCOL.md 0, 4.3):
+production -> https://api.kiwoom.com, mock trading -> https://mockapi.kiwoom.com, a local mock
+``ws://HOST:PORT/...`` -> ``http://HOST:PORT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from schemas import auth
+from schemas.errors import CredentialsError
+from schemas.protocol import MOCK_REST_URL, PROD_REST_URL
+
+__all__ = ["TokenProvider", "rest_base_for", "token_provider_from_env"]
+
+log = logging.getLogger("kiwoom_tape.recorder")
+
+REFRESH_BEFORE = 600.0
+"""Renew this many seconds before ``expires_dt``, as Kiwoom's own client does (PROTOCOL.md 4.3)."""
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def rest_base_for(ws_url: str) -> str:
+    """The REST base URL that issues tokens for this WebSocket URL."""
+    parts = urlsplit(ws_url)
+    host = parts.hostname or ""
+    if host == "api.kiwoom.com":
+        return PROD_REST_URL
+    if host == "mockapi.kiwoom.com":
+        return MOCK_REST_URL
+    scheme = "https" if parts.scheme == "wss" else "http"
+    netloc = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{netloc}:{parts.port}" if parts.port else f"{scheme}://{netloc}"
+
+
+def _post_json(url: str, body: Mapping[str, str], timeout: float) -> object:
+    data = json.dumps(body).encode()
+    req = urllib.request.Request(
+        url, data=data, method="POST",
+        headers={"Content-Type": "application/json;charset=UTF-8", "api-id": "au10001"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            return json.loads(exc.read())
+        except ValueError:
+            raise CredentialsError(f"the token endpoint {url} answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CredentialsError(
+            f"cannot reach the token endpoint {url}: {reason}", hint="check the network and --url"
+        ) from None
+    except ValueError:
+        raise CredentialsError(f"the token endpoint {url} did not answer JSON") from None
+
+
+@dataclass
+class TokenProvider:
+    """Hands out a current token; renews it (at most once per failed LOGIN) when it can.
+
+    A fixed token (``KIWOOM_TOKEN``) cannot be renewed: a LOGIN refused with 8005 then stops the
+    recorder with a message saying so, instead of looping on a dead token.
+    """
+
+    rest_base: str
+    appkey: str | None = field(default=None, repr=False)
+    secretkey: str | None = field(default=None, repr=False)
+    fixed_token: str | None = field(default=None, repr=False)
+    timeout: float = 10.0
+    now: Callable[[], float] = time.time
+    _current: auth.IssuedToken | None = field(default=None, repr=False)
+
+    @property
+    def renewable(self) -> bool:
+        return self.appkey is not None and self.secretkey is not None
+
+    async def token(self) -> str:
+        """A token valid for at least REFRESH_BEFORE seconds (issuing one if needed)."""
+        if self.fixed_token is not None:
+            return self.fixed_token
+        cur = self._current
+        if cur is None or cur.seconds_left(self.now()) < REFRESH_BEFORE:
+            await self.renew()
+            cur = self._current
+        assert cur is not None
+        return cur.token
+
+    async def renew(self) -> None:
+        """Issue a new token through au10001. Raises CredentialsError (without secrets) on failure."""
+        if not self.renewable:
+            raise CredentialsError(
+                "the server refused the token and it cannot be renewed",
+                hint="set a fresh KIWOOM_TOKEN, or set KIWOOM_APPKEY and KIWOOM_SECRETKEY so tokens renew",
+            )
+        assert self.appkey is not None and self.secretkey is not None
+        url = self.rest_base + auth.TOKEN_PATH
+        body = auth.token_request_body(self.appkey, self.secretkey)
+        reply = await asyncio.to_thread(_post_json, url, body, self.timeout)
+        self._current = auth.parse_token_response(reply)
+        log.info("new token issued by %s, valid until %s KST", url, auth.format_expires_dt(self._current.expires_at))
+
+    def secrets(self) -> list[str]:
+        """Every secret string this provider holds, for redaction checks."""
+        vals = [self.appkey, self.secretkey, self.fixed_token, self._current.token if self._current else None]
+        return [v for v in vals if v]
+
+
+def token_provider_from_env(ws_url: str, env: Mapping[str, str]) -> TokenProvider:
+    """``KIWOOM_TOKEN``, else ``KIWOOM_APPKEY`` + ``KIWOOM_SECRETKEY``; a loopback mock needs neither."""
+    base = rest_base_for(ws_url)
+    token = env.get("KIWOOM_TOKEN", "").strip()
+    appkey = env.get("KIWOOM_APPKEY", "").strip()
+    secret = env.get("KIWOOM_SECRETKEY", "").strip()
+    if appkey and secret:
+        return TokenProvider(base, appkey=appkey, secretkey=secret)
+    if token:
+        return TokenProvider(base, fixed_token=token)
+    if (urlsplit(ws_url).hostname or "") in LOOPBACK:
+        # a local mock (replay) issues tokens to anyone: no real credentials needed
+        return TokenProvider(base, appkey="kiwoom-tape-local", secretkey="kiwoom-tape-local")
+    if appkey or secret:
+        raise CredentialsError(
+            "only one of KIWOOM_APPKEY and KIWOOM_SECRETKEY is set", hint="set both, or set KIWOOM_TOKEN"
+        )
+    raise CredentialsError(
+        "no credentials", hint="set KIWOOM_TOKEN, or KIWOOM_APPKEY and KIWOOM_SECRETKEY, in the environment"
+    )
