@@ -27,7 +27,7 @@ def _fmt_hms(seconds: float) -> str:
 
 @click.command("replay", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--simulate", is_flag=True, help="Serve the built-in simulated KRX/NXT market.")
-@click.option("--items", type=ITEMS, default=None, help="Items to simulate (default: 22 large caps).")
+@click.option("--items", type=ITEMS, default=None, help="Items to simulate (default: 31 large caps).")
 @click.option(
     "--sim-start", type=HMS, default="08:59:50", show_default=True,
     help="Market clock at start, KST. 0D flows 08:50-15:30 (KRX) and 08:00-20:00 (_NX); 0E at 08:30-08:40 "
