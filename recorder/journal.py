@@ -34,6 +34,7 @@ the system's reason and how to fix it (:func:`storage_error`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -50,27 +51,40 @@ from schemas.errors import StorageError
 
 __all__ = [
     "JOURNAL_SUFFIX",
+    "KEEP_TORN_OVER",
     "MAGIC",
     "MAX_RECORD_BYTES",
+    "NEW_SUFFIX",
+    "TORN_SUFFIX",
     "VERSION",
     "EventRecord",
     "FrameRecord",
     "JournalBusy",
     "JournalContents",
+    "JournalFormatError",
     "JournalHeader",
     "JournalScan",
     "JournalWriter",
     "Record",
+    "encode_event",
+    "encode_frame",
+    "encode_header",
     "fsync_dir",
     "iter_journal",
     "read_journal",
     "scan_journal",
     "storage_error",
+    "torn_path",
 ]
 
 MAGIC = b"KTAPEJNL"
 VERSION = 1
 JOURNAL_SUFFIX = ".journal"
+NEW_SUFFIX = ".new"
+TORN_SUFFIX = ".torn"
+KEEP_TORN_OVER = 8 * 2**20
+"""A torn part longer than this (more than a crash can leave) is kept in ``{journal}.torn``."""
+"""A journal being created: ``{name}.journal.new`` until its header is written (garbage after a crash)."""
 MAX_RECORD_BYTES = 64 * 2**20
 """A length above this is corruption, not a record (a Kiwoom frame is a few KB; the server caps messages)."""
 
@@ -90,6 +104,8 @@ _F_PARSE_ERROR = 2
 _F_TRNM = 4
 _E_RETURN_CODE = 1
 
+_TRNM_EXTRA: dict[str, bytes] = {}
+"""Encoded ``u16 n | trnm`` of the few trnm values there are (REAL, PING, ...), built once."""
 _DIRECTIONS = ("in", "out")
 _DIR_CODE = {"in": 0, "out": 1}
 
@@ -109,6 +125,10 @@ class JournalBusy(StorageError):
     """The journal is locked by a live recorder (or another recovery): it must not be touched."""
 
 
+class JournalFormatError(StorageError):
+    """The file is not a journal this version can read (bad magic, another format version)."""
+
+
 def storage_error(exc: BaseException, path: str | os.PathLike[str], action: str) -> StorageError:
     """Translate an ``OSError`` (or pyarrow's I/O error) on ``path`` into a StorageError with a fix.
 
@@ -124,9 +144,7 @@ def storage_error(exc: BaseException, path: str | os.PathLike[str], action: str)
         hint = "make the directory writable or choose another --out"
     else:
         hint = "check the disk and the directory, or choose another --out"
-    err = StorageError(f"cannot {action} {os.fspath(path)}: {reason}", path=os.fspath(path), hint=hint)
-    err.__cause__ = exc
-    return err
+    return StorageError(f"cannot {action} {os.fspath(path)}: {reason}", path=os.fspath(path), hint=hint)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -200,15 +218,20 @@ def _frame_parts(
 ) -> tuple[bytes, bytes]:
     """(record header + fixed payload head + optional strings, crc-less tail = data) for one frame."""
     flags = _F_ROWS if has_rows else 0
-    extra = b""
+    if trnm is None:
+        extra = b""
+    else:
+        flags |= _F_TRNM
+        extra = _TRNM_EXTRA.get(trnm, b"")
+        if not extra:
+            tb = trnm.encode("utf-8", "replace")[:0xFFFF]
+            extra = _U16.pack(len(tb)) + tb
+            if len(_TRNM_EXTRA) < 64:
+                _TRNM_EXTRA[trnm] = extra
     if parse_error is not None:
         flags |= _F_PARSE_ERROR
         pe = parse_error.encode("utf-8", "replace")
-        extra += _U32.pack(len(pe)) + pe
-    if trnm is not None:
-        flags |= _F_TRNM
-        tb = trnm.encode("utf-8", "replace")[:0xFFFF]
-        extra += _U16.pack(len(tb)) + tb
+        extra = _U32.pack(len(pe)) + pe + extra
     head = _pack_frame(_KIND_FRAME, recv_ns, seq, _DIR_CODE[direction], flags) + extra
     return _pack_rec(len(head) + len(data), _crc32(data, _crc32(head))) + head, data
 
@@ -302,11 +325,11 @@ class JournalContents(NamedTuple):
     torn: bool
 
 
-def _read_header(f: BinaryIO, path: str | os.PathLike[str], size: int) -> JournalHeader | None:
+def _read_header(f: BinaryIO, path: str | os.PathLike[str]) -> JournalHeader | None:
     """The header, or None if it is torn (a crash while the file was being created: nothing in it)."""
     fixed = f.read(_HEAD_FIXED.size)
     if len(fixed) >= len(MAGIC) and fixed[: len(MAGIC)] != MAGIC:
-        raise StorageError(
+        raise JournalFormatError(
             f"{os.fspath(path)} is not a kiwoom-tape journal (bad magic)",
             path=os.fspath(path),
             hint="move the file out of the _journal directory",
@@ -315,7 +338,7 @@ def _read_header(f: BinaryIO, path: str | os.PathLike[str], size: int) -> Journa
         return None
     _, version, n, segment, created_ns = _HEAD_FIXED.unpack(fixed)
     if version != VERSION:
-        raise StorageError(
+        raise JournalFormatError(
             f"{os.fspath(path)} is a journal of format version {version}; this kiwoom-tape reads {VERSION}",
             path=os.fspath(path),
             hint="recover it with the kiwoom-tape version that wrote it",
@@ -333,57 +356,65 @@ def _read_header(f: BinaryIO, path: str | os.PathLike[str], size: int) -> Journa
     return JournalHeader(version, run_id, segment, created_ns, _HEAD_FIXED.size + n + _CRC.size)
 
 
-def _walk(
-    path: str | os.PathLike[str], decode: bool
-) -> Iterator[tuple[JournalHeader | None, int, bool, int, Record | None]]:
-    """Yield (header, end offset, torn, size, record) per valid record; a final item has record None."""
-    try:
-        f = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed in finally, generator-scoped
-    except OSError as exc:
-        raise storage_error(exc, path, "read the journal") from None
-    try:
-        size = os.fstat(f.fileno()).st_size
-        header = _read_header(f, path, size)
-        if header is None:
-            yield None, 0, size > 0, size, None
-            return
-        pos = header.length
-        read = f.read
-        while True:
-            rh = read(8)
-            if not rh:
-                break
-            if len(rh) < 8:
-                yield header, pos, True, size, None
+class _Walk:
+    """One pass over a journal: iterate :meth:`records`; afterwards the attributes say where it ended."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = path
+        self.header: JournalHeader | None = None
+        self.valid_length = 0
+        self.torn = False
+        self.size = 0
+        self.frames = 0
+        self.events = 0
+
+    def records(self, decode: bool) -> Iterator[Record | None]:
+        """Yield each valid record (None instead when not ``decode``), stopping at a torn tail."""
+        path = self.path
+        try:
+            f = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed in the finally below
+        except OSError as exc:
+            raise storage_error(exc, path, "read the journal") from exc
+        try:
+            self.size = size = os.fstat(f.fileno()).st_size
+            self.header = header = _read_header(f, path)
+            if header is None:
+                self.torn = size > 0
                 return
-            length, crc = _REC.unpack(rh)
-            if length == 0 or length > MAX_RECORD_BYTES or pos + 8 + length > size:
-                yield header, pos, True, size, None
-                return
-            payload = read(length)
-            if len(payload) < length or _crc32(payload) != crc:
-                yield header, pos, True, size, None
-                return
-            record: Record | None = None
-            if decode:
-                try:
-                    record = _decode_payload(payload)
-                except (ValueError, IndexError, struct.error):
-                    yield header, pos, True, size, None
-                    return
-            elif payload[0] not in (_KIND_FRAME, _KIND_EVENT):
-                yield header, pos, True, size, None
-                return
-            pos += 8 + length
-            if decode:
-                yield header, pos, False, size, record
-            else:
-                yield header, pos, False, size, FrameRecord(0, 0, "in", b"") if payload[0] == _KIND_FRAME else None
-        yield header, pos, False, size, None
-    except OSError as exc:
-        raise storage_error(exc, path, "read the journal") from None
-    finally:
-        f.close()
+            pos = header.length
+            read = f.read
+            while pos < size:
+                rh = read(8)
+                if len(rh) < 8:
+                    break
+                length, crc = _REC.unpack(rh)
+                if length == 0 or length > MAX_RECORD_BYTES or pos + 8 + length > size:
+                    break
+                payload = read(length)
+                if len(payload) < length or _crc32(payload) != crc:
+                    break
+                kind = payload[0]
+                record: Record | None = None
+                if decode:
+                    try:
+                        record = _decode_payload(payload)
+                    except (ValueError, IndexError, struct.error):
+                        break
+                elif kind != _KIND_FRAME and kind != _KIND_EVENT:
+                    break
+                pos += 8 + length
+                if kind == _KIND_FRAME:
+                    self.frames += 1
+                else:
+                    self.events += 1
+                self.valid_length = pos
+                yield record
+            self.valid_length = pos
+            self.torn = pos < size
+        except OSError as exc:
+            raise storage_error(exc, path, "read the journal") from exc
+        finally:
+            f.close()
 
 
 def scan_journal(path: str | os.PathLike[str]) -> JournalScan:
@@ -391,32 +422,15 @@ def scan_journal(path: str | os.PathLike[str]) -> JournalScan:
 
     Raises StorageError if the file is not a journal of this format version or cannot be read.
     """
-    header: JournalHeader | None = None
-    end = 0
-    torn = False
-    size = 0
-    frames = events = 0
-    for header, end, torn, size, rec in _walk(path, decode=False):
-        if rec is not None:
-            frames += 1
-        elif not torn and end != 0 and header is not None:
-            pass
-    # The last item carries the final position; count events as records minus frames.
-    total = _count_records(path) if header is not None else 0
-    events = total - frames
-    return JournalScan(header, end, torn, size, frames, events)
-
-
-def _count_records(path: str | os.PathLike[str]) -> int:
-    n = -1
-    for _h, _e, _t, _s, _r in _walk(path, decode=False):
-        n += 1
-    return max(n, 0)
+    w = _Walk(path)
+    for _ in w.records(decode=False):
+        pass
+    return JournalScan(w.header, w.valid_length, w.torn, w.size, w.frames, w.events)
 
 
 def iter_journal(path: str | os.PathLike[str]) -> Iterator[Record]:
     """Yield the valid records of a journal in order, stopping silently at a torn tail."""
-    for _h, _e, _t, _s, rec in _walk(path, decode=True):
+    for rec in _Walk(path).records(decode=True):
         if rec is not None:
             yield rec
 
@@ -427,14 +441,9 @@ def read_journal(path: str | os.PathLike[str]) -> JournalContents:
     ``torn`` is True when bytes follow the last valid record (a record cut short, a bad checksum, a
     malformed payload) or when the header itself is cut short. Nothing is modified.
     """
-    header: JournalHeader | None = None
-    end = 0
-    torn = False
-    records: list[Record] = []
-    for header, end, torn, _size, rec in _walk(path, decode=True):
-        if rec is not None:
-            records.append(rec)
-    return JournalContents(header, records, end, torn)
+    w = _Walk(path)
+    records = [r for r in w.records(decode=True) if r is not None]
+    return JournalContents(w.header, records, w.valid_length, w.torn)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -484,18 +493,30 @@ class JournalWriter:
             self._last_sync = monotonic()
             return
         head = encode_header(run_id, segment, time.time_ns() if created_ns is None else created_ns)
+        # Written and locked under a temporary name, then renamed: a ``.journal`` file always has a
+        # complete header, and recovery can never open it before its writer holds the lock.
+        tmp = self.path.with_name(self.path.name + NEW_SUFFIX)
+        if self.path.exists():
+            raise StorageError(
+                f"journal {self.path} already exists",
+                path=str(self.path),
+                hint="recover the dataset first (record recover DIR) or use a new run id",
+            )
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise storage_error(exc, self.path, "create the journal") from None
+            raise storage_error(exc, tmp, "create the journal") from exc
         try:
-            _lock(fd, self.path)
+            _lock(fd, tmp)
             _write_all(fd, head)
             os.fdatasync(fd)
+            os.rename(tmp, self.path)
             fsync_dir(self.path.parent)
         except OSError as exc:
             os.close(fd)
-            raise storage_error(exc, self.path, "create the journal") from None
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise storage_error(exc, self.path, "create the journal") from exc
         self._fd = fd
         self.size = len(head)
         self._last_sync = monotonic()
@@ -507,26 +528,32 @@ class JournalWriter:
         *,
         fsync_interval: float = 0.2,
         monotonic: Callable[[], float] = time.monotonic,
+        keep_torn_over: int = KEEP_TORN_OVER,
     ) -> tuple[JournalWriter, JournalScan]:
         """Lock an existing journal, cut its torn tail off, and return a writer appending after it.
 
-        Raises JournalBusy if a live recorder (or another recovery) holds it, StorageError if it is
-        not a journal. The caller must :meth:`close` or :meth:`remove` the writer.
+        A crash tears at most the last unsynced write (``max_buffer`` plus a record). A longer torn
+        part means corruption inside the file, with valid records possibly after it: those bytes are
+        first copied to ``{path}.torn`` (left for a human; see :func:`torn_path`), then cut off.
+        Raises JournalBusy if a live recorder (or another recovery) holds it, JournalFormatError if it
+        is not a journal. The caller must :meth:`close` or :meth:`remove` the writer.
         """
         p = Path(path)
         try:
             fd = os.open(p, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
         except OSError as exc:
-            raise storage_error(exc, p, "open the journal") from None
+            raise storage_error(exc, p, "open the journal") from exc
         try:
             _lock(fd, p)
             scan = scan_journal(p)
             if scan.torn:
+                if scan.torn_bytes > keep_torn_over:
+                    _save_tail(fd, scan.valid_length, torn_path(p))
                 os.ftruncate(fd, scan.valid_length)
                 os.fsync(fd)
         except OSError as exc:
             os.close(fd)
-            raise storage_error(exc, p, "repair the journal") from None
+            raise storage_error(exc, p, "repair the journal") from exc
         except BaseException:
             os.close(fd)
             raise
@@ -553,8 +580,9 @@ class JournalWriter:
         if self._failed is not None or self.closed:
             self._raise_closed()
         head, tail = _frame_parts(recv_ns, seq, direction, data, has_rows, parse_error, trnm)
-        self._buf.append(head)
-        self._buf.append(tail)
+        buf = self._buf
+        buf.append(head)
+        buf.append(tail)
         self._buffered += len(head) + len(tail)
         self.frames += 1
         if self._monotonic() - self._last_sync >= self.fsync_interval or self._buffered >= self.max_buffer:
@@ -569,6 +597,11 @@ class JournalWriter:
         self._buffered += len(rec)
         self.events += 1
         if self._monotonic() - self._last_sync >= self.fsync_interval:
+            self.sync()
+
+    def maybe_sync(self) -> None:
+        """:meth:`sync` if ``fsync_interval`` has passed since the last sync (call it from a timer)."""
+        if self._buf and self._monotonic() - self._last_sync >= self.fsync_interval:
             self.sync()
 
     @property
@@ -593,7 +626,7 @@ class JournalWriter:
             os.fdatasync(self._fd)
         except OSError as exc:
             self._failed = storage_error(exc, self.path, "write the journal")
-            raise self._failed from None
+            raise self._failed from exc
         self.size += len(data)
 
     def close(self) -> None:
@@ -628,7 +661,7 @@ class JournalWriter:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise storage_error(exc, self.path, "delete the finished journal") from None
+            raise storage_error(exc, self.path, "delete the finished journal") from exc
         finally:
             if not self.closed:
                 self.closed = True
@@ -637,7 +670,27 @@ class JournalWriter:
     def _raise_closed(self) -> None:
         if self._failed is not None:
             raise self._failed
-        raise StorageError(f"journal {self.path} is closed", path=str(self.path), hint="this is a bug; please report it")
+        raise StorageError(
+            f"journal {self.path} is closed", path=str(self.path), hint="this is a bug; please report it"
+        )
+
+
+def torn_path(path: str | os.PathLike[str]) -> Path:
+    """Where :meth:`JournalWriter.resume` keeps a suspiciously long torn part of ``path``."""
+    return Path(os.fspath(path) + TORN_SUFFIX)
+
+
+def _save_tail(fd: int, start: int, dest: Path) -> None:
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        pos = start
+        while chunk := os.pread(fd, 1 << 20, pos):
+            _write_all(out, chunk)
+            pos += len(chunk)
+        os.fsync(out)
+    finally:
+        os.close(out)
+    fsync_dir(dest.parent)
 
 
 def _lock(fd: int, path: Path) -> None:

@@ -1,0 +1,1055 @@
+"""The recorder's sink: journal first, then rolling Parquet files; and recovery after a crash.
+
+DESIGN.md "Data layout" and "Reliability" are the spec. One :class:`Store` per ``record`` run::
+
+    store = Store("data", run_id)          # run_id = schemas.layout.new_run_id(time.time_ns(), randbits(24))
+    store.open()
+    seq = store.add_frame(time.time_ns(), "in", text, rows=real.rows, trnm="REAL")
+    store.add_event(time.time_ns(), "login", {"items": 2})
+    store.tick()                           # from a timer, every ~100 ms
+    store.close()                          # in a finally: every file complete, the journal gone
+
+**The journal is the source of truth.** Every frame (out-frames with the LOGIN token already redacted)
+and every event is appended to the journal (:mod:`recorder.journal`) *before* anything is derived from
+it. Normalized rows are derived from the frame text by the same code live and in recovery
+(:meth:`Store._ingest_frame`), so :func:`recover` writes exactly what the live path would have written.
+What a caller passes beside the text (that it decoded rows itself, a ``parse_error`` or ``trnm`` it
+determined from session state) is journaled with the frame, so recovery reproduces it too.
+
+**Segments.** A segment is one journal file plus the Parquet part files written for it, one per
+(table, KST date) that received rows, named ``part-{run_id}-{segment:06d}.parquet`` in the table's
+Hive partition (``schemas.layout``). All tables roll together, to segment + 1, when the Parquet bytes
+written for the segment reach ``roll_bytes``, when the segment is ``roll_seconds`` old, or when a
+frame or event of another KST date arrives (the roll happens before it is added). Rolling:
+
+1. flush the builders into the open Parquet writers (a row group per flush);
+2. sync the journal: everything in the files about to appear is durable in the journal;
+3. per file: close the writer of ``.{name}.tmp`` (:func:`tmp_name`: hidden, so that pyarrow.dataset,
+   Spark and DuckDB globs skip it while ``record`` runs), fsync it, rename it to ``{name}``, fsync
+   the directory;
+4. delete the journal segment; then start the next one.
+
+**Crash at any point** leaves complete final Parquet files, maybe ``.tmp`` files (garbage) and journal
+segments (the truth for everything not finalized). :func:`recover` replays each segment into its files;
+because names are deterministic, a segment whose final files already exist (a crash between step 3
+and 4) is rewritten with the same rows: idempotent, no duplicates.
+
+**Loss bound.** A ``kill -9`` or power cut loses at most the frames appended in the last
+``fsync_interval`` seconds (the journal's buffer), provided :meth:`Store.tick` runs at least that often.
+
+**Errors.** Every ``OSError`` (full disk, unwritable directory) becomes a
+:class:`schemas.errors.StorageError` naming the path and the fix. After one, the store is *failed*:
+later calls raise it again, :meth:`Store.close` keeps the journal and removes only its own ``.tmp``
+files, and nothing already finalized is touched; the next start recovers what the journal holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recorder.journal import (
+    JOURNAL_SUFFIX,
+    NEW_SUFFIX,
+    EventRecord,
+    FrameRecord,
+    JournalBusy,
+    JournalFormatError,
+    JournalScan,
+    JournalWriter,
+    fsync_dir,
+    iter_journal,
+    storage_error,
+    torn_path,
+)
+from schemas import layout
+from schemas.errors import ProtocolError, StorageError
+from schemas.market import kst_date_of_ns
+from schemas.normalize import AfterhoursBuilder, EventBuilder, FrameBuilder, OrderbookBuilder, detail_json
+from schemas.protocol import (
+    Ack,
+    Login,
+    LoginReply,
+    Ping,
+    Real,
+    RealRow,
+    Reg,
+    Remove,
+    SystemMsg,
+    Unknown,
+    decode_client_message,
+    decode_server_message,
+)
+from schemas.tables import EVENT_KINDS, TABLES, redact_login
+
+__all__ = [
+    "PARQUET_OPTIONS",
+    "TMP_PREFIX",
+    "RecoveryReport",
+    "Store",
+    "StoreStats",
+    "recover",
+    "tmp_name",
+]
+
+TABLE_NAMES: Final = layout.TABLE_NAMES
+PARQUET_OPTIONS: Final[dict[str, Any]] = {"compression": "zstd", "write_statistics": True}
+"""Options of every ``pyarrow.parquet.ParquetWriter`` (PERF-LIMITS.md section 3: zstd, default level)."""
+
+TMP_PREFIX: Final = "."
+"""Leading part of a part file's temporary name (see :func:`tmp_name`)."""
+
+_NS_PER_S: Final = 1_000_000_000
+_KST_OFFSET_NS: Final = 9 * 3600 * _NS_PER_S
+_DAY_NS: Final = 86_400 * _NS_PER_S
+_MAX_ROW_IDX: Final = (1 << 15) - 1
+_SECRET_KEYS: Final = frozenset({"token", "appkey", "app_key", "secretkey", "secret_key", "secret", "authorization"})
+
+
+# --------------------------------------------------------------------------------------------------
+# Public results
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Counters of one :class:`Store` (a snapshot; take a new one with :attr:`Store.stats`)."""
+
+    frames: int
+    """Frames added (both directions)."""
+    rows: dict[str, int]
+    """Rows added per table: ``orderbook``, ``afterhours``, ``events``."""
+    parse_errors: int
+    """Frames stored with a ``parse_error``."""
+    other_rows: int
+    """REAL rows of types with no table of their own (kept in ``frames`` only), plus rows beyond 32767."""
+    files_written: int
+    """Parquet files finalized (renamed into place) by this store."""
+    bytes_written: int
+    """Bytes of those files."""
+    journal_bytes: int
+    """Bytes of the open journal segment (written and buffered)."""
+    segment: int
+    """The open segment's number."""
+
+
+@dataclass
+class RecoveryReport:
+    """What :func:`recover` did."""
+
+    segments: int = 0
+    """Journal segments turned into Parquet files (and deleted)."""
+    frames: int = 0
+    events: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    """Rows written per table, the ``recovery`` events included."""
+    torn_bytes: int = 0
+    """Bytes cut off the journals' torn tails (what a crash left half-written)."""
+    files: list[str] = field(default_factory=list)
+    """Parquet files written (or rewritten with the same rows)."""
+    removed: list[str] = field(default_factory=list)
+    """Stray ``.tmp`` Parquet files and half-created journals deleted (garbage of a crash)."""
+    skipped: list[str] = field(default_factory=list)
+    """Journals left alone because a running recorder holds them."""
+    unreadable: list[str] = field(default_factory=list)
+    """Files left alone and not recovered: journals that are not journals, Parquet files that do not open."""
+    torn_kept: list[str] = field(default_factory=list)
+    """Torn parts too long to be a crash's (corruption inside a journal), copied aside before the cut."""
+    bad_records: int = 0
+    last_recv_ns: int | None = None
+    """Receive time of the newest frame recovered (where the crash gap starts), or None."""
+    """Journal records that could not be ingested (a bug; logged in ``unreadable``-style detail, skipped)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Deriving a frame's fields (the same code live and in recovery)
+
+
+def _trnm_of_server(msg: object) -> str | None:
+    if isinstance(msg, Real):
+        return "REAL"
+    if isinstance(msg, Ping):
+        return "PING"
+    if isinstance(msg, LoginReply):
+        return "LOGIN"
+    if isinstance(msg, SystemMsg):
+        return "SYSTEM"
+    if isinstance(msg, Ack | Unknown):
+        return msg.trnm
+    return None
+
+
+def _trnm_of_client(msg: object) -> str | None:
+    if isinstance(msg, Login):
+        return "LOGIN"
+    if isinstance(msg, Reg):
+        return "REG"
+    if isinstance(msg, Remove):
+        return "REMOVE"
+    if isinstance(msg, Ping):
+        return "PING"
+    if isinstance(msg, Unknown):
+        return msg.trnm
+    return None
+
+
+def _guess_trnm(text: str) -> str | None:
+    """The ``trnm`` of a text that is JSON with a string ``trnm`` but not a valid envelope."""
+    try:
+        obj = msgspec.json.decode(text)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if isinstance(obj, dict):
+        t = obj.get("trnm")
+        if isinstance(t, str):
+            return t[:40]
+    return None
+
+
+def _derive(direction: str, text: str) -> tuple[Sequence[RealRow], str | None, str | None]:
+    """(rows, trnm, parse_error) of a frame's stored text, as the store itself reads it."""
+    try:
+        msg = decode_server_message(text) if direction == "in" else decode_client_message(text)
+    except ProtocolError as exc:
+        return (), _guess_trnm(text), exc.reason
+    if isinstance(msg, Real):
+        return msg.rows, "REAL", None
+    return (), (_trnm_of_server(msg) if direction == "in" else _trnm_of_client(msg)), None
+
+
+def _resolve(
+    direction: str,
+    text: str,
+    rows: Sequence[RealRow] | None,
+    has_rows: bool,
+    parse_error: str | None,
+    trnm: str | None,
+) -> tuple[Sequence[RealRow], str | None, str | None]:
+    """The (rows, trnm, parse_error) to store for a frame; ``rows`` None with ``has_rows`` = decode them.
+
+    Rules (the journal keeps what the caller passed, so recovery applies the same rules):
+
+    - out-frames never have rows; trnm and parse_error are the caller's, else derived from the text;
+    - in-frames whose caller passed ``rows``: those rows (recovery decodes them again from the text),
+      trnm the caller's or ``"REAL"`` if rows were passed non-empty, parse_error the caller's;
+    - in-frames whose caller passed a ``parse_error`` and no rows: no rows; trnm the caller's or derived;
+    - otherwise everything is derived from the text (``decode_server_message``).
+    """
+    if direction == "in" and has_rows:
+        if rows is None:
+            derived, _t, _e = _derive(direction, text)
+            rows = derived
+        if trnm is None and rows:
+            trnm = "REAL"
+        return rows, trnm, parse_error
+    if parse_error is None or trnm is None:
+        d_rows, d_trnm, d_err = _derive(direction, text)
+        if parse_error is not None:
+            return (), (trnm if trnm is not None else d_trnm), parse_error
+        return (d_rows if direction == "in" else ()), (trnm if trnm is not None else d_trnm), d_err
+    return (), trnm, parse_error
+
+
+def _scrub(detail: object, depth: int = 0) -> Any:
+    """A copy of an event's detail with secret-looking keys replaced (tokens never reach disk)."""
+    if depth > 16:
+        return detail
+    if isinstance(detail, dict):
+        return {
+            k: ("***" if isinstance(k, str) and k.lower() in _SECRET_KEYS else _scrub(v, depth + 1))
+            for k, v in detail.items()
+        }
+    if isinstance(detail, list | tuple):
+        return [_scrub(v, depth + 1) for v in detail]
+    return detail
+
+
+def _kst_day(recv_ns: int) -> tuple[dt.date, int, int]:
+    """(KST date, first ns of it, first ns of the next day) for a UTC epoch time in ns."""
+    date = kst_date_of_ns(recv_ns)
+    lo = (recv_ns // _NS_PER_S * _NS_PER_S + _KST_OFFSET_NS) // _DAY_NS * _DAY_NS - _KST_OFFSET_NS
+    return date, lo, lo + _DAY_NS
+
+
+# --------------------------------------------------------------------------------------------------
+# Parquet part files
+
+
+def tmp_name(final_name: str) -> str:
+    """The name a part file is written under: ``.{final}.tmp``.
+
+    Hidden (leading ``.``) as well as suffixed, because Hive-style readers (pyarrow.dataset, Spark)
+    skip names starting with ``.`` or ``_`` but would otherwise try, and fail, to read a file that is
+    still being written when a dataset is queried while ``record`` runs.
+    """
+    return TMP_PREFIX + final_name + layout.TMP_SUFFIX
+
+
+def _final_of_tmp(name: str) -> str | None:
+    """The final part file name of a temporary name (either spelling), or None if it is not one."""
+    if not name.endswith(layout.TMP_SUFFIX):
+        return None
+    base = name[: -len(layout.TMP_SUFFIX)]
+    return base[len(TMP_PREFIX) :] if base.startswith(TMP_PREFIX) else base
+
+
+class _Part:
+    """One Parquet file being written under :func:`tmp_name` until :meth:`finalize` renames it."""
+
+    def __init__(self, table: str, final: Path) -> None:
+        self.table = table
+        self.final = final
+        self.tmp = final.with_name(tmp_name(final.name))
+        self.rows = 0
+        self._sink: Any = None
+        self._writer: Any = None
+        try:
+            self._sink = pa.OSFile(str(self.tmp), "wb")
+            self._writer = pq.ParquetWriter(self._sink, TABLES[table], **PARQUET_OPTIONS)
+        except OSError as exc:
+            self._discard()
+            raise storage_error(exc, self.tmp, "write") from exc
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes written so far (complete row groups)."""
+        try:
+            return int(self._sink.tell())
+        except (OSError, ValueError):
+            return 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        try:
+            self._writer.write_batch(batch)
+        except OSError as exc:
+            raise storage_error(exc, self.tmp, "write") from exc
+        self.rows += batch.num_rows
+
+    def finalize(self) -> int:
+        """Close, fsync, rename to the final name, fsync the directory; returns the file's size."""
+        try:
+            self._writer.close()
+            self._writer = None
+            self._sink.close()
+            self._sink = None
+            fd = os.open(self.tmp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            os.replace(self.tmp, self.final)
+            fsync_dir(self.final.parent)
+        except OSError as exc:
+            raise storage_error(exc, self.tmp, "finish the Parquet file") from exc
+        return size
+
+    def _discard(self) -> None:
+        for obj in (self._writer, self._sink):
+            if obj is not None:
+                with contextlib.suppress(Exception):
+                    obj.close()
+        self._writer = self._sink = None
+
+    def abandon(self) -> None:
+        """Close without finalizing and delete the ``.tmp`` file (frees space after a full disk)."""
+        self._discard()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+
+
+class _Builders:
+    """The four builders of one KST date."""
+
+    __slots__ = ("afterhours", "events", "frames", "orderbook")
+
+    def __init__(self) -> None:
+        self.frames = FrameBuilder()
+        self.orderbook = OrderbookBuilder()
+        self.afterhours = AfterhoursBuilder()
+        self.events = EventBuilder()
+
+    def items(self) -> Iterator[tuple[str, FrameBuilder | OrderbookBuilder | AfterhoursBuilder | EventBuilder]]:
+        yield "frames", self.frames
+        yield "orderbook", self.orderbook
+        yield "afterhours", self.afterhours
+        yield "events", self.events
+
+
+# --------------------------------------------------------------------------------------------------
+# The store
+
+
+class Store:
+    """The recorder's sink (module docstring). Not thread-safe: call it from one thread (the event loop).
+
+    ``fsync_interval``: the journal's sync interval, the most a crash can lose (seconds).
+    ``flush_rows``: rows buffered per table before they are written as a Parquet row group.
+    ``flush_seconds``: buffered rows older than this are written at the next :meth:`tick`.
+    ``roll_bytes``: Parquet bytes of a segment (all tables) that start a new segment, checked per flush.
+    ``roll_seconds``: age of a segment that starts a new one, checked at :meth:`tick`.
+    ``clock_ns`` (wall clock, ns) dates the journal headers; ``monotonic`` times every interval. Receive
+    times are the caller's: ``add_frame``/``add_event`` take them, so tests can cross a KST midnight.
+
+    Contract: call :meth:`open` (or use ``with``) first; call :meth:`tick` at least every
+    ``fsync_interval`` seconds; call :meth:`close` in a ``finally``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        run_id: str,
+        *,
+        fsync_interval: float = 0.2,
+        flush_rows: int = 10_000,
+        flush_seconds: float = 60.0,
+        roll_bytes: int = 128 * 2**20,
+        roll_seconds: float = 3600.0,
+        clock_ns: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], float] = time.monotonic,
+        _recovering: int | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.run_id = run_id
+        self.fsync_interval = fsync_interval
+        self.flush_rows = max(1, flush_rows)
+        self.flush_seconds = flush_seconds
+        self.roll_bytes = roll_bytes
+        self.roll_seconds = roll_seconds
+        self._clock_ns = clock_ns
+        self._monotonic = monotonic
+        self._live = _recovering is None
+        layout.journal_filename(run_id, 0)  # ValueError now for a bad run id, not at the first roll
+        self._segment = 0 if _recovering is None else _recovering
+        self._journal: JournalWriter | None = None
+        self._seg_date: dt.date | None = None
+        self._seg_opened = 0.0
+        self._seg_records = 0
+        self._parts: dict[tuple[str, dt.date], _Part] = {}
+        self._by_date: dict[dt.date, _Builders] = {}
+        self._cur = _Builders()
+        self._lo = self._hi = 0  # receive-time window of self._cur's date; empty until the first record
+        self._seq = 0
+        self._pending_frames = 0
+        self._pending_rows = 0
+        self._last_flush = 0.0
+        self._dirs: set[Path] = set()
+        self._opened = False
+        self._closed = False
+        self._failed: StorageError | None = None
+        # counters
+        self._frames = 0
+        self._n_orderbook = 0
+        self._n_afterhours = 0
+        self._n_events = 0
+        self._parse_errors = 0
+        self._other_rows = 0
+        self._files_written = 0
+        self._bytes_written = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def open(self) -> Store:
+        """Create the dataset directory and the first journal segment. Raises StorageError."""
+        if self._opened:
+            return self
+        self._opened = True
+        try:
+            self._ensure_dir(self.root)
+            if self._live:
+                self._ensure_dir(self.root / layout.JOURNAL_DIR)
+                self._start_segment(self._segment)
+            else:
+                self._seg_opened = self._last_flush = self._monotonic()
+        except StorageError as exc:
+            self._failed = exc
+            self._closed = True
+            raise
+        return self
+
+    def close(self) -> None:
+        """Flush everything, finalize every Parquet file, delete the journal segment. Idempotent.
+
+        After a StorageError (now or earlier) the journal is kept for recovery, and only this store's
+        ``.tmp`` files are removed; the error is raised again if it happened here.
+        """
+        if self._closed or not self._opened:
+            self._closed = True
+            return
+        self._closed = True
+        if self._failed is None:
+            try:
+                self._finish_segment()
+                return
+            except StorageError as exc:
+                self._failed = exc
+                self._abandon()
+                raise
+            except BaseException:
+                self._abandon()
+                raise
+        self._abandon()
+
+    def __enter__(self) -> Store:
+        return self.open()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def segment(self) -> int:
+        return self._segment
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next frame will get."""
+        return self._seq
+
+    @property
+    def failed(self) -> StorageError | None:
+        """The StorageError that stopped this store, if any."""
+        return self._failed
+
+    @property
+    def stats(self) -> StoreStats:
+        j = self._journal
+        return StoreStats(
+            frames=self._frames,
+            rows={"orderbook": self._n_orderbook, "afterhours": self._n_afterhours, "events": self._n_events},
+            parse_errors=self._parse_errors,
+            other_rows=self._other_rows,
+            files_written=self._files_written,
+            bytes_written=self._bytes_written,
+            journal_bytes=0 if j is None else j.size + j.buffered,
+            segment=self._segment,
+        )
+
+    # -- adding ------------------------------------------------------------------------------------
+
+    def add_frame(
+        self,
+        recv_ns: int,
+        direction: str,
+        text: str | bytes,
+        *,
+        rows: Sequence[RealRow] | None = None,
+        parse_error: str | None = None,
+        trnm: str | None = None,
+    ) -> int:
+        """Journal one WebSocket message, then buffer it (and its 0D/0E rows); returns its ``seq``.
+
+        ``direction`` is ``"in"`` (from the server) or ``"out"``; out-frames are redacted
+        (``schemas.tables.redact_login``) before anything is written. For an in-frame, pass the
+        ``rows`` the session decoded (``RealData.rows``; ``()`` for a non-REAL frame) or a
+        ``parse_error``; with neither, the store decodes the text itself. 0D rows go to ``orderbook``,
+        0E rows to ``afterhours``, rows of other types only to ``frames`` (counted in ``other_rows``).
+        Raises StorageError (the store is then failed), ValueError for a bad ``direction``.
+        """
+        if not isinstance(text, str):
+            text = bytes(text).decode("utf-8", "replace")
+        if direction != "in":
+            if direction != "out":
+                raise ValueError(f"direction must be 'in' or 'out', not {direction!r}")
+            text = redact_login(text)  # before the journal: tokens never reach disk
+            rows = None
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates are not UTF-8, so not storable: replace them
+            text = text.encode("utf-8", "replace").decode("utf-8")
+            data = text.encode("utf-8")
+        if recv_ns < self._lo or recv_ns >= self._hi:
+            self._enter(recv_ns)  # a new KST date: roll first (or the first record of the segment)
+        if self._failed is not None or self._closed:
+            self._raise_unusable()
+        seq = self._seq
+        j = self._journal
+        if j is not None:
+            try:
+                j.append_frame(
+                    recv_ns,
+                    seq,
+                    direction,
+                    data,
+                    has_rows=rows is not None,
+                    parse_error=parse_error,
+                    trnm=trnm,
+                )
+            except StorageError as exc:
+                self._failed = exc
+                raise
+        self._seq = seq + 1
+        self._seg_records += 1
+        self._ingest_frame(recv_ns, seq, direction, text, rows, rows is not None, parse_error, trnm)
+        if self._pending_frames >= self.flush_rows or self._pending_rows >= self.flush_rows:
+            self._guarded(self._flush_and_maybe_roll)
+        return seq
+
+    def add_event(self, recv_ns: int, kind: str, detail: dict[str, Any] | str, return_code: int | None = None) -> None:
+        """Journal one event, then buffer it for ``events``.
+
+        ``kind`` is one of ``schemas.tables.EVENT_KINDS`` (ValueError otherwise, before anything is
+        written); ``detail`` a JSON-able dict (secret-looking keys such as ``token`` are replaced by
+        ``***``) or JSON text. Raises StorageError.
+        """
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {kind!r}; expected one of {', '.join(EVENT_KINDS)}")
+        if return_code is not None and (type(return_code) is not int or not -(1 << 63) <= return_code < (1 << 63)):
+            raise ValueError(f"return_code must be an int64 or None, not {return_code!r}")
+        text = detail_json(_scrub(detail) if isinstance(detail, dict) else detail)
+        if recv_ns < self._lo or recv_ns >= self._hi:
+            self._enter(recv_ns)
+        if self._failed is not None or self._closed:
+            self._raise_unusable()
+        j = self._journal
+        if j is not None:
+            try:
+                j.append_event(recv_ns, kind, text, return_code)
+            except StorageError as exc:
+                self._failed = exc
+                raise
+        self._seg_records += 1
+        self._ingest_event(recv_ns, kind, text, return_code)
+
+    def tick(self) -> None:
+        """Periodic work (call every ~100 ms): journal sync on its interval, flushes, rolls.
+
+        Raises StorageError (the store is then failed).
+        """
+        if self._failed is not None or self._closed or not self._opened:
+            if self._failed is not None:
+                raise self._failed
+            return
+        self._guarded(self._tick)
+
+    def sync(self) -> None:
+        """Write and fsync the journal now (everything added so far survives a crash)."""
+        if self._failed is not None:
+            raise self._failed
+        if self._journal is not None:
+            self._guarded(self._journal.sync)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _guarded(self, fn: Callable[[], None]) -> None:
+        if self._failed is not None:
+            raise self._failed
+        try:
+            fn()
+        except StorageError as exc:
+            self._failed = exc
+            raise
+
+    def _raise_unusable(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+        raise StorageError(
+            f"the store of run {self.run_id} is not open",
+            path=str(self.root),
+            hint="call Store.open() before adding, and nothing after close()",
+        )
+
+    def _tick(self) -> None:
+        now = self._monotonic()
+        if self._journal is not None:
+            self._journal.maybe_sync()
+        pending = self._pending_frames or self._pending_rows
+        if pending and (
+            self._pending_frames >= self.flush_rows
+            or self._pending_rows >= self.flush_rows
+            or now - self._last_flush >= self.flush_seconds
+        ):
+            self._flush()
+        if (
+            self._live
+            and self._seg_records
+            and (now - self._seg_opened >= self.roll_seconds or self._segment_bytes() >= self.roll_bytes)
+        ):
+            self._roll()
+
+    def _enter(self, recv_ns: int) -> None:
+        """Make ``recv_ns``'s KST date current; live, a date other than the segment's rolls first."""
+        if not self._opened or self._closed or self._failed is not None:
+            return  # add_* raise right after this
+        date, lo, hi = _kst_day(recv_ns)
+        if self._live and self._seg_date is not None and date != self._seg_date:
+            self._guarded(self._roll)
+        if self._live:
+            self._seg_date = date
+        b = self._by_date.get(date)
+        if b is None:
+            b = self._by_date[date] = _Builders() if self._by_date else self._cur
+        self._cur = b
+        self._lo, self._hi = lo, hi
+
+    def _ingest_frame(
+        self,
+        recv_ns: int,
+        seq: int,
+        direction: str,
+        text: str,
+        rows: Sequence[RealRow] | None,
+        has_rows: bool,
+        parse_error: str | None,
+        trnm: str | None,
+    ) -> None:
+        """Buffer one journaled frame: the frames row and its normalized rows. Shared with recovery."""
+        if not (has_rows and rows is not None and trnm is not None and parse_error is None and direction == "in"):
+            rows, trnm, parse_error = _resolve(direction, text, rows, has_rows, parse_error, trnm)
+        b = self._cur
+        run_id = self.run_id
+        b.frames.append(recv_ns, run_id, seq, direction, text, parse_error, trnm)
+        self._frames += 1
+        self._pending_frames += 1
+        if parse_error is not None:
+            self._parse_errors += 1
+        if rows:
+            n_rows = 0
+            for idx, row in enumerate(rows):
+                t = row.type
+                if idx > _MAX_ROW_IDX:
+                    self._other_rows += 1
+                elif t == "0D":
+                    b.orderbook.append(recv_ns, run_id, seq, idx, row.item, row.values)
+                    self._n_orderbook += 1
+                    n_rows += 1
+                elif t == "0E":
+                    b.afterhours.append(recv_ns, run_id, seq, idx, row.item, row.values)
+                    self._n_afterhours += 1
+                    n_rows += 1
+                else:
+                    self._other_rows += 1
+            self._pending_rows += n_rows
+
+    def _ingest_event(self, recv_ns: int, kind: str, detail_text: str, return_code: int | None) -> None:
+        self._cur.events.append(recv_ns, self.run_id, kind, detail_text, return_code)
+        self._n_events += 1
+        self._pending_rows += 1
+
+    def _replay(self, rec: FrameRecord | EventRecord) -> None:
+        """Recovery: ingest one journal record exactly as the live path did."""
+        if rec.recv_ns < self._lo or rec.recv_ns >= self._hi:
+            self._enter(rec.recv_ns)
+        if isinstance(rec, FrameRecord):
+            text = rec.text.decode("utf-8", "replace")
+            self._seq = max(self._seq, rec.seq + 1)
+            self._ingest_frame(rec.recv_ns, rec.seq, rec.direction, text, None, rec.has_rows, rec.parse_error, rec.trnm)
+        else:
+            self._ingest_event(rec.recv_ns, rec.kind, rec.detail_json, rec.return_code)
+        if self._pending_frames >= self.flush_rows or self._pending_rows >= self.flush_rows:
+            self._flush()
+
+    def _ensure_dir(self, path: Path) -> None:
+        """mkdir -p, fsyncing the parent of every directory created (so the entries survive a power cut)."""
+        if path in self._dirs:
+            return
+        missing: list[Path] = []
+        p = path
+        while not p.is_dir():
+            missing.append(p)
+            if p.parent == p:
+                break
+            p = p.parent
+        try:
+            for d in reversed(missing):
+                try:
+                    os.mkdir(d)
+                except FileExistsError:
+                    if not d.is_dir():
+                        raise
+                fsync_dir(d.parent)
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied", str(path))
+        except OSError as exc:
+            raise storage_error(exc, path, "create the directory") from exc
+        self._dirs.add(path)
+
+    def _part(self, table: str, date: dt.date) -> _Part:
+        key = (table, date)
+        part = self._parts.get(key)
+        if part is None:
+            d = Path(layout.partition_dir(str(self.root), table, date))
+            self._ensure_dir(d)
+            part = self._parts[key] = _Part(table, d / layout.part_filename(self.run_id, self._segment, table))
+        return part
+
+    def _flush(self) -> None:
+        """Write every non-empty builder as a row group of its (table, date) file."""
+        for date, builders in self._by_date.items():
+            for table, builder in builders.items():
+                if len(builder):
+                    batch = builder.flush()
+                    self._part(table, date).write(batch)
+        self._pending_frames = self._pending_rows = 0
+        self._last_flush = self._monotonic()
+
+    def _flush_and_maybe_roll(self) -> None:
+        self._flush()
+        if self._live and self._segment_bytes() >= self.roll_bytes:
+            self._roll()
+
+    def _segment_bytes(self) -> int:
+        return sum(p.nbytes for p in self._parts.values())
+
+    def _finish_segment(self) -> list[Path]:
+        """Steps 1-4 of a roll (module docstring): afterwards the segment is only final Parquet files."""
+        self._flush()
+        j = self._journal
+        if j is not None:
+            j.sync()
+        finals: list[Path] = []
+        for key in sorted(self._parts):
+            part = self._parts[key]
+            size = part.finalize()
+            del self._parts[key]
+            self._files_written += 1
+            self._bytes_written += size
+            finals.append(part.final)
+        if j is not None:
+            j.remove()
+            self._journal = None
+        self._by_date.clear()
+        self._lo = self._hi = 0
+        return finals
+
+    def _start_segment(self, number: int) -> None:
+        self._segment = number
+        path = self.root / layout.JOURNAL_DIR / layout.journal_filename(self.run_id, number)
+        self._journal = JournalWriter(
+            path,
+            self.run_id,
+            number,
+            fsync_interval=self.fsync_interval,
+            monotonic=self._monotonic,
+            created_ns=self._clock_ns(),
+        )
+        self._seg_date = None
+        self._seg_records = 0
+        self._seg_opened = self._last_flush = self._monotonic()
+
+    def _roll(self) -> None:
+        self._finish_segment()
+        self._start_segment(self._segment + 1)
+
+    def _abandon(self) -> None:
+        """After a failure: keep the journal (close it, syncing what it can), drop our ``.tmp`` files."""
+        for part in self._parts.values():
+            part.abandon()
+        self._parts.clear()
+        j = self._journal
+        self._journal = None
+        if j is not None:
+            try:
+                j.close()
+            except StorageError:
+                j.abandon()
+
+
+# --------------------------------------------------------------------------------------------------
+# Recovery
+
+
+def _journal_files(jdir: Path) -> list[Path]:
+    try:
+        return sorted(p for p in jdir.iterdir() if p.name.endswith(JOURNAL_SUFFIX))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise storage_error(exc, jdir, "list the journal directory") from exc
+
+
+def _tmp_files(root: Path) -> list[Path]:
+    out: list[Path] = []
+    for table in TABLE_NAMES:
+        tdir = root / table
+        if not tdir.is_dir():
+            continue
+        out.extend(sorted(tdir.glob("date=*/*" + layout.TMP_SUFFIX)))
+    return out
+
+
+def _run_has_journal(jdir: Path, run_id: str) -> bool:
+    return any(jdir.glob(_glob_escape(run_id) + "-*" + JOURNAL_SUFFIX))
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _remove_garbage(root: Path, jdir: Path, dead_runs: set[str], report: RecoveryReport) -> None:
+    """Delete ``.tmp`` part files of dead runs, and half-created journals no one holds.
+
+    A run is dead if this recovery holds its journal, or if it has no journal at all (a running
+    recorder always has one, created before any of its ``.tmp`` files, and holds it locked).
+    """
+    for tmp in _tmp_files(root):
+        final = _final_of_tmp(tmp.name)
+        parsed = None if final is None else layout.parse_part_filename(final)
+        if parsed is None:
+            continue  # not a file of ours
+        if parsed[0] not in dead_runs and _run_has_journal(jdir, parsed[0]):
+            continue  # a running recorder's file being written
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise storage_error(exc, tmp, "delete the stray temporary file") from exc
+        report.removed.append(str(tmp))
+    if jdir.is_dir():
+        for new in sorted(jdir.glob("*" + JOURNAL_SUFFIX + NEW_SUFFIX)):
+            try:
+                w, _scan = JournalWriter.resume(new)
+            except JournalBusy:
+                continue  # being created right now
+            except StorageError:
+                w = None
+            if w is not None:
+                w.remove()
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(new)
+            report.removed.append(str(new))
+
+
+def _check_readable(dirs: set[Path], report: RecoveryReport) -> None:
+    for d in sorted(dirs):
+        for f in sorted(d.glob("*.parquet")):
+            try:
+                pq.read_metadata(f)
+            except Exception:  # any failure to open is "unreadable": reported, left alone
+                report.unreadable.append(str(f))
+
+
+def recover(
+    root: str | os.PathLike[str],
+    *,
+    clock_ns: Callable[[], int] = time.time_ns,
+    flush_rows: int = 10_000,
+) -> RecoveryReport:
+    """Turn journals left by a crash into Parquet files; safe to run any time, and twice.
+
+    For each journal segment under ``ROOT/_journal`` that no running recorder holds (they are locked),
+    in name order (run start time, then segment): cut its torn tail off, append a ``recovery`` event
+    (detail: journal, segment, frames, events, torn_bytes), replay every record through the same
+    ingestion code as the live path, finalize the segment's Parquet files (``.tmp``, fsync, rename),
+    then delete the segment. Stray ``.tmp`` files of runs that are not running are deleted first.
+    A file that is not a journal, and a Parquet file that does not open, is left alone and reported;
+    a torn part longer than a crash can leave is copied to ``{journal}.torn`` before the cut.
+    Raises StorageError if the disk fails (what was finalized before stays; run it again later).
+    """
+    root = Path(root)
+    jdir = root / layout.JOURNAL_DIR
+    report = RecoveryReport()
+    if not root.exists():
+        return report
+    if not root.is_dir():
+        raise StorageError(
+            f"{root} is not a directory", path=str(root), hint="pass the --out directory of an earlier record run"
+        )
+    locked: list[tuple[JournalWriter, JournalScan]] = []
+    dead_runs: set[str] = set()
+    try:
+        for path in _journal_files(jdir):
+            try:
+                writer, scan = JournalWriter.resume(path)
+            except JournalBusy:
+                report.skipped.append(str(path))
+                continue
+            except JournalFormatError:
+                report.unreadable.append(str(path))
+                continue
+            locked.append((writer, scan))
+            parsed = layout.parse_journal_filename(path.name)
+            if parsed is not None:
+                dead_runs.add(parsed[0])
+        _remove_garbage(root, jdir, dead_runs, report)
+        touched: set[Path] = set()
+        for writer, scan in locked:
+            _recover_segment(root, writer, scan, report, touched, clock_ns, flush_rows)
+        _check_readable(touched, report)
+    finally:
+        for writer, _scan in locked:
+            if not writer.closed:
+                with contextlib.suppress(StorageError):
+                    writer.close()
+    return report
+
+
+def _recover_segment(
+    root: Path,
+    writer: JournalWriter,
+    scan: JournalScan,
+    report: RecoveryReport,
+    touched: set[Path],
+    clock_ns: Callable[[], int],
+    flush_rows: int,
+) -> None:
+    header = scan.header
+    kept = torn_path(writer.path)
+    if scan.torn and kept.exists():
+        report.torn_kept.append(str(kept))
+    if header is None or scan.frames + scan.events == 0:
+        # Nothing in it (a crash right after the segment started): nothing to recover, no event.
+        writer.remove()
+        report.removed.append(str(writer.path))
+        return
+    try:
+        layout.journal_filename(header.run_id, header.segment)
+    except ValueError:
+        report.unreadable.append(str(writer.path))
+        writer.close()
+        return
+    detail = {
+        "journal": writer.path.name,
+        "segment": header.segment,
+        "frames": scan.frames,
+        "events": scan.events,
+        "torn_bytes": scan.torn_bytes,
+    }
+    # The recovery event goes into the journal first: the journal stays the one source of truth, and a
+    # recovery interrupted after this point is redone with the same event, not a second one per file.
+    writer.append_event(clock_ns(), "recovery", json.dumps(detail, separators=(",", ":")))
+    writer.sync()
+    store = Store(root, header.run_id, flush_rows=flush_rows, _recovering=header.segment)
+    store.open()
+    try:
+        for rec in iter_journal(writer.path):
+            if isinstance(rec, FrameRecord) and (report.last_recv_ns is None or rec.recv_ns > report.last_recv_ns):
+                report.last_recv_ns = rec.recv_ns
+            try:
+                store._replay(rec)
+            except StorageError:
+                raise
+            except Exception:  # a record the ingestion code cannot take: skip it, never block recovery
+                report.bad_records += 1
+        finals = store._finish_segment()
+    except BaseException:
+        store._abandon()
+        raise
+    writer.remove()
+    report.segments += 1
+    report.frames += store._frames
+    report.events += store._n_events
+    report.torn_bytes += scan.torn_bytes
+    for table, n in (
+        ("frames", store._frames),
+        ("orderbook", store._n_orderbook),
+        ("afterhours", store._n_afterhours),
+        ("events", store._n_events),
+    ):
+        report.rows[table] = report.rows.get(table, 0) + n
+    report.files.extend(str(f) for f in finals)
+    touched.update(f.parent for f in finals)
