@@ -43,7 +43,7 @@ from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
 from schemas import auth
-from schemas.protocol import WS_PATH, ServerConfig, ServerSession, ServerState, encode_real_frame
+from schemas.protocol import WS_PATH, ServerConfig, ServerSession, ServerState, encode_real_frame, is_real_text
 
 __all__ = ["Row", "Server", "ServerStats", "Source", "serve"]
 
@@ -92,9 +92,10 @@ class ServerStats:
 
 
 class _Client:
-    __slots__ = ("conn", "frames_sent", "outbox", "peer", "rows_sent", "session", "wake")
+    __slots__ = ("conn", "frames_sent", "number", "outbox", "peer", "rows_sent", "session", "wake")
 
-    def __init__(self, conn: ServerConnection, session: ServerSession) -> None:
+    def __init__(self, conn: ServerConnection, session: ServerSession, number: int) -> None:
+        self.number = number
         self.conn = conn
         self.session = session
         self.outbox: deque[str | tuple[int, str]] = deque()
@@ -129,6 +130,7 @@ class Server:
         login_timeout: float = 10.0,
         max_message: int = 64 * 1024,
         max_queue_frames: int = 50_000,
+        keep_sent: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
@@ -139,7 +141,10 @@ class Server:
         self.max_queue_frames = max_queue_frames
         self.clock = clock
         self.stats = ServerStats()
+        self.sent: list[tuple[int, float, str]] | None = [] if keep_sent else None
+        """With ``keep_sent``: every REAL frame written to a client, as (connection number, clock(), text)."""
         self._issued: set[str] = set()
+        self._expired: set[str] = set()
         self._clients: set[_Client] = set()
         self._config = ServerConfig(
             check_token=self._check_token, ping_interval=ping_interval, login_timeout=login_timeout
@@ -167,6 +172,34 @@ class Server:
     def clients(self) -> int:
         return len(self._clients)
 
+    async def drop_all(self, code: int | None = 1011, reason: str = "") -> int:
+        """Close every client connection (a fault for tests): with a close frame, or abort the TCP
+        connection with none when ``code`` is None. Returns how many were dropped."""
+        clients = list(self._clients)
+        for client in clients:
+            client.session.state = ServerState.CLOSED
+            if code is None:
+                client.conn.transport.abort()
+            else:
+                client.outbox.clear()
+                client.push((code, reason))
+        return len(clients)
+
+    def kick_all(self) -> None:
+        """What a second session with the same app key does (PROTOCOL.md 1.9): R10001, close 1000 "Bye"."""
+        for client in list(self._clients):
+            client.session.kick()
+            client.flush_session()
+
+    def expire_tokens(self) -> None:
+        """Every token issued so far (and the ``--token``) stops working: the next LOGIN with one of
+        them is refused with ``[CODE=8005, ...]``, as after Kiwoom's token expiry."""
+        self._expired |= self._issued
+        self._issued.clear()
+        if self.required_token is not None:
+            self._expired.add(self.required_token)
+            self.required_token = secrets.token_urlsafe(32)
+
     def issue_token(self) -> str:
         """A token LOGIN accepts (what ``POST /oauth2/token`` hands out)."""
         if self.required_token is not None:
@@ -192,7 +225,9 @@ class Server:
                 text = encode_real_frame([r.text for r in wanted])
             if len(client.outbox) >= self.max_queue_frames:
                 self.stats.slow_clients_dropped += 1
-                log.warning("client %s reads too slowly (%d frames queued): closing it", client.peer, self.max_queue_frames)
+                log.warning(
+                    "client %s reads too slowly (%d frames queued): closing it", client.peer, self.max_queue_frames
+                )
                 client.outbox.clear()
                 client.push((1008, "client too slow"))
                 session.state = ServerState.CLOSED
@@ -250,6 +285,8 @@ class Server:
             log.exception("the frame source failed; connections stay open but no more data will flow")
 
     def _check_token(self, token: str) -> int | None:
+        if token in self._expired:
+            return 8005
         if self.required_token is not None:
             return None if secrets.compare_digest(token, self.required_token) else 8005
         return None if token.strip() else 8005
@@ -260,9 +297,9 @@ class Server:
             await conn.close(1008, f"unknown path; use {WS_PATH}")
             return
         session = ServerSession(self._config, now=self.clock())
-        client = _Client(conn, session)
-        self._clients.add(client)
         self.stats.connections += 1
+        client = _Client(conn, session, self.stats.connections)
+        self._clients.add(client)
         log.info("client %s connected", client.peer)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -331,6 +368,8 @@ class Server:
                 await conn.close(item[0], item[1])
                 return
             await conn.send(item)
+            if self.sent is not None and is_real_text(item):
+                self.sent.append((client.number, self.clock(), item))
 
     # -- REST (au10001 / au10002), see _RestConnection
 

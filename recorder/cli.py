@@ -1,0 +1,239 @@
+"""The ``record`` command (and ``record recover DIR``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets as _secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kiwoom_tape.clikit import ITEMS, friendly_errors, setup_logging, verbosity_options
+from recorder.auth import token_provider_from_env
+from recorder.client import Recorder
+from recorder.store import Store, recover
+from schemas.errors import KiwoomTapeError, StorageError
+from schemas.layout import new_run_id
+from schemas.protocol import MOCK_WS_URL, PROD_WS_URL
+
+__all__ = ["main", "record_command"]
+
+log = logging.getLogger("kiwoom_tape.recorder")
+
+TYPES = ("0D", "0E")
+
+
+class _Duration(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic only in click >= 8.2
+    """``30s``, ``5m``, ``2h``, or plain seconds."""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float | int):
+            return float(value)
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*", str(value))
+        if not m or float(m.group(1)) <= 0:
+            self.fail(f"{value!r} is not a duration; write e.g. 30s, 5m, 2h or 90", param, ctx)
+        return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def _types(value: str) -> tuple[str, ...]:
+    types = tuple(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
+    bad = [t for t in types if t not in TYPES]
+    if not types or bad:
+        raise click.BadParameter(f"{','.join(bad) or value!r}: record normalizes 0D and 0E; use --types 0D,0E")
+    return types
+
+
+def _check_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write to --out {out}: {exc.strerror or exc}", path=str(out),
+            hint="choose a writable directory with --out",
+        ) from None
+
+
+@click.group(
+    "record", invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option("--items", type=ITEMS, default=None, help="Items to record, comma-separated (max 200): 005930,000660_NX")
+@click.option("--types", "types_", default="0D,0E", show_default=True,
+              help="Real-time types: 0D (book), 0E (after-hours).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True,
+              help="Dataset directory (Hive partitions frames/, orderbook/, afterhours/, events/).")
+@click.option("--url", default=None, help=f"WebSocket URL [default: {PROD_WS_URL}]; a local mock: "
+              "ws://127.0.0.1:10000/api/dostk/websocket")
+@click.option("--mock-trading", is_flag=True, help=f"Use Kiwoom's mock-trading server ({MOCK_WS_URL}).")
+@click.option("--duration", type=_Duration(), default=None,
+              help="Stop after this long (30s, 5m, 2h). Default: until Ctrl-C.")
+@click.option("--fsync-interval", type=click.FloatRange(0.001, 5.0), default=0.2, show_default=True,
+              help="Seconds between journal fsyncs: the most a crash can lose.")
+@click.option("--roll-minutes", type=click.FloatRange(0.1, 24 * 60), default=60.0, show_default=True,
+              help="Close Parquet files and start new ones at least this often (also on size and at KST midnight).")
+@click.option("--silence-timeout", type=click.FloatRange(0.5, 3600), default=60.0, show_default=True,
+              help="Reconnect after this many seconds without any frame.")
+@verbosity_options
+@click.pass_context
+@friendly_errors
+def record_command(
+    ctx: click.Context, items: tuple[str, ...] | None, types_: str, out: Path, url: str | None,
+    mock_trading: bool, duration: float | None, fsync_interval: float, roll_minutes: float,
+    silence_timeout: float, verbose: int, quiet: bool,
+) -> None:
+    """Record Kiwoom real-time frames and order-book rows into rolling, crash-safe Parquet.
+
+    Every frame in both directions is stored verbatim (``frames``), every 0D row as a typed row
+    (``orderbook``), every 0E row in ``afterhours``, connection history in ``events``. A crash loses
+    at most --fsync-interval of data; the next start recovers the journal by itself.
+
+    Credentials come from the environment only: KIWOOM_TOKEN, or KIWOOM_APPKEY and
+    KIWOOM_SECRETKEY (tokens are then issued and renewed through au10001). A loopback --url (the
+    local mock from ``replay --simulate``) needs none.
+
+    \b
+    Examples:
+        KIWOOM_TOKEN=... record --items 005930,000660 --out data
+        record --items 005930,005930_NX --url ws://127.0.0.1:10000/api/dostk/websocket --duration 30s
+        record recover data        # turn a crashed run's journal into Parquet now
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    setup_logging(verbose, quiet)
+    if not items:
+        raise click.UsageError("which items? pass --items, e.g. --items 005930,000660_NX")
+    if url is not None and mock_trading:
+        raise click.UsageError("--url and --mock-trading both choose the server: pass one")
+    ws_url = url or (MOCK_WS_URL if mock_trading else PROD_WS_URL)
+    if not re.match(r"wss?://", ws_url):
+        raise click.BadParameter(f"{ws_url!r} is not a ws:// or wss:// URL", param_hint="--url")
+    types = _types(types_)
+    _check_out(out)
+    tokens = token_provider_from_env(ws_url, os.environ)
+    code = asyncio.run(
+        _record(ws_url, items, types, out, duration, fsync_interval, roll_minutes * 60, silence_timeout, tokens, quiet)
+    )
+    sys.exit(code)
+
+
+async def _record(
+    url: str, items: tuple[str, ...], types: tuple[str, ...], out: Path, duration: float | None,
+    fsync_interval: float, roll_seconds: float, silence_timeout: float, tokens: Any, quiet: bool,
+) -> int:
+    report = recover(out)
+    if report.segments:
+        log.warning("recovered %d journal segment(s) left by an earlier run: %d frames", report.segments, report.frames)
+    for path in report.skipped:
+        log.warning("journal %s is held by a running recorder: left alone", path)
+    for path in report.unreadable + report.torn_kept:
+        log.warning("%s could not be recovered and was left as it is", path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    run_id = new_run_id(time.time_ns(), _secrets.randbits(24))
+    store = Store(out, run_id, fsync_interval=fsync_interval, roll_seconds=roll_seconds)
+    store.open()
+    recorder = Recorder(url, items, types, store, tokens, silence_timeout=silence_timeout)
+    if report.segments and report.last_recv_ns is not None:
+        # the crash left a hole from the last recovered frame until this run logs in
+        recorder.open_gap("crash", since_ns=report.last_recv_ns, detail={"recovered_segments": report.segments})
+    log.info("recording %d items (%s) from %s into %s, run %s", len(items), ",".join(types), url, out, run_id)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_ticker(store, recorder, stop, quiet, fsync_interval))
+            if duration is not None:
+                tg.create_task(_stop_after(stop, duration))
+            try:
+                await recorder.run(stop)
+            finally:
+                stop.set()
+    except* KiwoomTapeError as group:
+        raise group.exceptions[0] from None  # one clear error for the CLI, not a group
+    finally:
+        store.close()
+        if not quiet and sys.stderr.isatty():
+            sys.stderr.write("\n")
+    st = store.stats
+    click.echo(
+        f"recorded {st.frames} frames, {st.rows.get('orderbook', 0)} orderbook rows, "
+        f"{st.rows.get('afterhours', 0)} afterhours rows into {out} (run {run_id}, "
+        f"{recorder.stats.reconnects} reconnects)",
+        err=True,
+    )
+    return 0
+
+
+async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    stop.set()
+
+
+async def _ticker(store: Store, recorder: Recorder, stop: asyncio.Event, quiet: bool, fsync_interval: float) -> None:
+    """Keeps the journal's fsync bound when no frame arrives, and shows the status line."""
+    tty = sys.stderr.isatty() and not quiet
+    period = min(0.1, fsync_interval / 2)
+    last_show = time.monotonic()
+    last_frames = 0
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), period)
+        store.tick()
+        now = time.monotonic()
+        every = 1.0 if tty else 10.0
+        if quiet or now - last_show < every:
+            continue
+        st, rs = store.stats, recorder.stats
+        rate = (rs.frames_in - last_frames) / (now - last_show)
+        last_frames, last_show = rs.frames_in, now
+        since = f"{now - rs.last_frame_mono:.1f}s" if rs.last_frame_mono is not None else "-"
+        line = (
+            f"{'connected' if rs.connected else 'DISCONNECTED'} | {rate:7.1f} frames/s | "
+            f"rows {st.rows.get('orderbook', 0)} 0D, {st.rows.get('afterhours', 0)} 0E | "
+            f"files {st.files_written} | reconnects {rs.reconnects} | last frame {since} ago"
+        )
+        if tty:
+            sys.stderr.write("\r" + line[:150].ljust(150))
+            sys.stderr.flush()
+        else:
+            log.info(line)
+
+
+@record_command.command("recover")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@verbosity_options
+@friendly_errors
+def recover_command(directory: Path, verbose: int, quiet: bool) -> None:
+    """Turn journals left by a crashed run into Parquet files, now.
+
+    ``record`` does this by itself at start; this command is for a directory you want to query
+    without recording again. Safe to run twice: nothing is duplicated.
+
+    \b
+    Example:
+        record recover data
+    """
+    setup_logging(verbose, quiet)
+    report = recover(directory)
+    click.echo(
+        f"recovered {report.segments} journal segment(s): {report.frames} frames, "
+        f"{report.torn_bytes} torn bytes dropped, {len(report.files)} files written"
+    )
+
+
+def main() -> None:
+    record_command()
