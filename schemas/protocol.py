@@ -498,8 +498,8 @@ class ServerSession:
             return
         if isinstance(msg, Ping):
             self._missed = 0
-        elif isinstance(msg, Login):
-            self._outbox.append(login_ok())
+        elif isinstance(msg, Login):  # a second LOGIN is checked like the first
+            self._login(msg, now)
         elif isinstance(msg, Reg):
             self._reg(msg, now)
         elif isinstance(msg, Remove):
