@@ -1,0 +1,86 @@
+"""A disk that fills while recording: a clear error, a non-zero exit, and nothing already written damaged.
+
+Uses a real 3 MiB tmpfs (needs root and mount; skipped with the reason otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from recorder.store import recover
+from replay.server import serve
+from replay.simulator import SimulatedMarket
+from replay.sources import SimSource
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) to make a small tmpfs")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_stops_with_a_clear_error_and_keeps_what_was_written(small_disk: Path, tmp_path: Path) -> None:
+    out = small_disk / "data"
+    secret = f"SECRET-{uuid.uuid4().hex}"
+
+    async def main() -> tuple[int, str]:
+        market = SimulatedMarket(seed=11, items=["005930", "000660", "005930_NX", "035420", "005380"],
+                                 start=15 * 3600 + 30 * 60 + 10)
+        async with serve(SimSource(market, speed=200.0), port=0) as server:
+            env = {**os.environ, "KIWOOM_APPKEY": "APP-" + secret, "KIWOOM_SECRETKEY": secret}
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c",
+                f"import sys; sys.path.insert(0, {str(ROOT)!r}); from recorder.cli import main; main()",
+                "--items", "005930_NX", "--url", server.url, "--out", str(out), "--fsync-interval", "0.05",
+                "--roll-minutes", "0.1", "-q",
+                env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+            try:
+                async with asyncio.timeout(90):
+                    stdout, stderr = await proc.communicate()
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            return proc.returncode or 0, (stdout + stderr).decode("utf-8", "replace")
+
+    code, output = asyncio.run(main())
+    print(output)  # shown when the test fails
+    assert code != 0, output
+    assert "Traceback" not in output, output
+    assert "space" in output.lower() and "--out" in output, output
+    assert secret not in output
+    # every finalized Parquet file is complete and readable
+    finals = [p for p in out.rglob("*.parquet") if not p.name.startswith(".")]
+    for p in finals:
+        pq.read_table(p)
+    # the journal left behind is recoverable once there is room again
+    roomy = tmp_path / "roomy"
+    shutil.copytree(out, roomy)
+    report = recover(roomy)
+    assert not report.unreadable
+    for p in roomy.rglob("*.parquet"):
+        pq.read_table(p)
+    blob = b"".join(p.read_bytes() for p in roomy.rglob("*") if p.is_file())
+    assert secret.encode() not in blob
