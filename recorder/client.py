@@ -268,8 +268,8 @@ class Recorder:
                 self.stats.parse_errors += 1
                 stored = True
             else:
-                if not stored:
-                    self.store.add_frame(recv_ns, "in", text, rows=(), trnm=_trnm_of(ev))
+                if not stored:  # a control frame: the store reads its trnm itself
+                    self.store.add_frame(recv_ns, "in", text)
                     stored = True
                 logged_in = self._on_event(ev, logged_in) or logged_in
                 if isinstance(ev, SystemNotice):
@@ -311,16 +311,3 @@ class Recorder:
             text = out if isinstance(out, str) else out.decode("utf-8", "replace")
             self.store.add_frame(self.clock_ns(), "out", text)
             await ws.send(out)
-
-
-def _trnm_of(ev: object) -> str | None:
-    if isinstance(ev, LoggedIn | LoginRejected):
-        return "LOGIN"
-    if isinstance(ev, RegistrationDone):
-        return ev.trnm
-    if isinstance(ev, PingEchoed):
-        return "PING"
-    if isinstance(ev, SystemNotice):
-        return "SYSTEM"
-    return None
-

@@ -56,7 +56,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -78,20 +77,7 @@ from schemas import layout
 from schemas.errors import ProtocolError, StorageError
 from schemas.market import kst_date_of_ns
 from schemas.normalize import AfterhoursBuilder, EventBuilder, FrameBuilder, OrderbookBuilder, detail_json
-from schemas.protocol import (
-    Ack,
-    Login,
-    LoginReply,
-    Ping,
-    Real,
-    RealRow,
-    Reg,
-    Remove,
-    SystemMsg,
-    Unknown,
-    decode_client_message,
-    decode_server_message,
-)
+from schemas.protocol import Real, RealRow, decode_client_message, decode_server_message, guess_trnm
 from schemas.tables import EVENT_KINDS, TABLES, redact_login
 
 __all__ = [
@@ -167,54 +153,13 @@ class RecoveryReport:
     torn_kept: list[str] = field(default_factory=list)
     """Torn parts too long to be a crash's (corruption inside a journal), copied aside before the cut."""
     bad_records: int = 0
+    """Journal records that could not be ingested (a bug; logged in ``unreadable``-style detail, skipped)."""
     last_recv_ns: int | None = None
     """Receive time of the newest frame recovered (where the crash gap starts), or None."""
-    """Journal records that could not be ingested (a bug; logged in ``unreadable``-style detail, skipped)."""
 
 
 # --------------------------------------------------------------------------------------------------
 # Deriving a frame's fields (the same code live and in recovery)
-
-
-def _trnm_of_server(msg: object) -> str | None:
-    if isinstance(msg, Real):
-        return "REAL"
-    if isinstance(msg, Ping):
-        return "PING"
-    if isinstance(msg, LoginReply):
-        return "LOGIN"
-    if isinstance(msg, SystemMsg):
-        return "SYSTEM"
-    if isinstance(msg, Ack | Unknown):
-        return msg.trnm
-    return None
-
-
-def _trnm_of_client(msg: object) -> str | None:
-    if isinstance(msg, Login):
-        return "LOGIN"
-    if isinstance(msg, Reg):
-        return "REG"
-    if isinstance(msg, Remove):
-        return "REMOVE"
-    if isinstance(msg, Ping):
-        return "PING"
-    if isinstance(msg, Unknown):
-        return msg.trnm
-    return None
-
-
-def _guess_trnm(text: str) -> str | None:
-    """The ``trnm`` of a text that is JSON with a string ``trnm`` but not a valid envelope."""
-    try:
-        obj = msgspec.json.decode(text)
-    except (msgspec.DecodeError, RecursionError):
-        return None
-    if isinstance(obj, dict):
-        t = obj.get("trnm")
-        if isinstance(t, str):
-            return t[:40]
-    return None
 
 
 def _derive(direction: str, text: str) -> tuple[Sequence[RealRow], str | None, str | None]:
@@ -222,10 +167,10 @@ def _derive(direction: str, text: str) -> tuple[Sequence[RealRow], str | None, s
     try:
         msg = decode_server_message(text) if direction == "in" else decode_client_message(text)
     except ProtocolError as exc:
-        return (), _guess_trnm(text), exc.reason
+        return (), guess_trnm(text), exc.reason
     if isinstance(msg, Real):
         return msg.rows, "REAL", None
-    return (), (_trnm_of_server(msg) if direction == "in" else _trnm_of_client(msg)), None
+    return (), msg.trnm, None
 
 
 def _resolve(

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -73,6 +73,7 @@ __all__ = [
     "encode",
     "encode_real_frame",
     "encode_real_row",
+    "guess_trnm",
     "is_real_text",
 ]
 
@@ -204,11 +205,13 @@ class Subscription:
 
 @dataclass(frozen=True, slots=True)
 class Login:
+    trnm: ClassVar[str] = "LOGIN"
     token: str
 
 
 @dataclass(frozen=True, slots=True)
 class Reg:
+    trnm: ClassVar[str] = "REG"
     grp_no: str
     refresh: str
     data: tuple[Subscription, ...]
@@ -216,17 +219,20 @@ class Reg:
 
 @dataclass(frozen=True, slots=True)
 class Remove:
+    trnm: ClassVar[str] = "REMOVE"
     grp_no: str
     data: tuple[Subscription, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Ping:
+    trnm: ClassVar[str] = "PING"
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class LoginReply:
+    trnm: ClassVar[str] = "LOGIN"
     return_code: int
     return_msg: str
 
@@ -248,11 +254,13 @@ class RealRow:
 
 @dataclass(frozen=True, slots=True)
 class Real:
+    trnm: ClassVar[str] = "REAL"
     rows: tuple[RealRow, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class SystemMsg:
+    trnm: ClassVar[str] = "SYSTEM"
     code: str
     message: str
 
@@ -485,7 +493,7 @@ class ServerSession:
             msg = decode_client_message(text)
         except ProtocolError as exc:
             self.protocol_errors += 1
-            trnm = _guess_trnm(text)
+            trnm = guess_trnm(text)
             self._outbox.append(ack(trnm or "SYSTEM", RC_ERROR, f"잘못된 요청입니다: {exc.reason}"))
             return
         if self.state is ServerState.AWAIT_LOGIN:
@@ -582,7 +590,8 @@ class ServerSession:
         self.close_request = (1000, "")
 
 
-def _guess_trnm(text: str | bytes) -> str | None:
+def guess_trnm(text: str | bytes) -> str | None:
+    """The ``trnm`` of a text that is JSON with a string ``trnm`` but not a valid envelope, else None."""
     try:
         obj = msgspec.json.decode(text)
     except Exception:
