@@ -1,4 +1,4 @@
-"""The ``replay`` command: a mock Kiwoom server on loopback."""
+"""The ``replay`` command: a mock Kiwoom server on loopback, serving a recorded day or a simulated market."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ import contextlib
 import datetime as dt
 import logging
 import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from kiwoom_tape.clikit import HMS, ITEMS, friendly_errors, setup_logging, verbosity_options
-from replay.server import serve
+from replay.recorded import RecordedSource
+from replay.server import Server, Source, serve
 from replay.simulator import DEFAULT_UNIVERSE, SimulatedMarket
 from replay.sources import SimSource
 
@@ -25,16 +30,62 @@ def _fmt_hms(seconds: float) -> str:
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+class _Speed(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic only in click >= 8.2
+    """A speed factor in (0, 10000], or ``max`` (converted to None)."""
+
+    name = "1|N|max"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float | None:
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).strip().lower() == "max":
+            return None
+        try:
+            speed = float(value)
+        except ValueError:
+            speed = float("nan")
+        if not 0.01 <= speed <= 10_000:
+            self.fail(f"{value!r} is not a speed; give a factor from 0.01 to 10000 (1 = real time) or max", param, ctx)
+        return speed
+
+
+SPEED = _Speed()
+_RECORDED_ONLY = ("date", "from_", "to", "loop", "start_delay")
+_SIMULATED_ONLY = ("sim_start", "seed")
+
+
+def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
+    """The options among ``names`` that the user typed (not defaults), as ``--option`` names."""
+    out = []
+    for name in names:
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            opt = next(p for p in ctx.command.params if p.name == name)
+            out.append(opt.opts[0])
+    return out
+
+
 @click.command("replay", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--simulate", is_flag=True, help="Serve the built-in simulated KRX/NXT market.")
-@click.option("--items", type=ITEMS, default=None, help="Items to simulate (default: 31 large caps).")
+@click.argument("dataset", required=False, type=click.Path(path_type=Path), metavar="[DIR]")
+@click.option("--simulate", is_flag=True, help="Serve the built-in simulated KRX/NXT market instead of a DIR.")
+@click.option("--date", default=None, metavar="YYYY-MM-DD",
+              help="The KST date to replay from DIR (default: the last recorded day).")
+@click.option("--from", "from_", type=HMS, default=None, help="Start the replay at this KST time of day.")
+@click.option("--to", type=HMS, default=None, help="End the replay at this KST time of day (exclusive).")
+@click.option("--items", type=ITEMS, default=None,
+              help="Only these items: of DIR, replay just their rows; simulated, the universe (default: 31 large "
+              "caps).")
+@click.option("--speed", type=SPEED, default="1", show_default=True, metavar="1|N|max",
+              help="Recorded (or market) seconds per real second; max = as fast as the slowest client reads "
+              "(DIR only).")
+@click.option("--loop", is_flag=True, help="At the end of the recording, start over at --from.")
+@click.option("--start-delay", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds between the first client's REG and the start of the replay clock (so that all of a "
+              "strategy's connections join one timeline).")
 @click.option(
     "--sim-start", type=HMS, default="08:59:50", show_default=True,
-    help="Market clock at start, KST. 0D flows 08:50-15:30 (KRX) and 08:00-20:00 (_NX); 0E at 08:30-08:40 "
-    "and 15:40-18:00.",
+    help="Simulated market clock at start, KST. 0D flows 08:50-15:30 (KRX) and 08:00-20:00 (_NX); 0E at "
+    "08:30-08:40 and 15:40-18:00.",
 )
-@click.option("--speed", type=click.FloatRange(min=0.01, max=10_000), default=1.0, show_default=True,
-              help="Market seconds per real second.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Simulator seed (same seed, same market).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; loopback by default.")
 @click.option("--port", type=click.IntRange(0, 65535), default=10000, show_default=True, help="0 picks a free port.")
@@ -45,33 +96,79 @@ def _fmt_hms(seconds: float) -> str:
 @verbosity_options
 @friendly_errors
 def replay_command(
-    simulate: bool, items: tuple[str, ...] | None, sim_start: float, speed: float, seed: int, host: str,
-    port: int, token: str | None, ping_interval: float, verbose: int, quiet: bool,
+    dataset: Path | None, simulate: bool, date: str | None, from_: float | None, to: float | None,
+    items: tuple[str, ...] | None, speed: float | None, loop: bool, start_delay: float, sim_start: float,
+    seed: int, host: str, port: int, token: str | None, ping_interval: float, verbose: int, quiet: bool,
 ) -> None:
-    """Serve a mock Kiwoom WebSocket server on loopback.
+    """Serve a recorded day (DIR) or a simulated market as a mock Kiwoom WebSocket server on loopback.
 
     Trading clients connect unchanged but for the URL: LOGIN, REG/REMOVE, PING and REAL behave as on
-    wss://api.kiwoom.com:10000 (see PROTOCOL.md), and POST /oauth2/token issues tokens.
+    wss://api.kiwoom.com:10000 (see PROTOCOL.md), and POST /oauth2/token issues tokens. A recorded day
+    is served byte for byte at its recorded pace (/ --speed), one clock for all clients, starting
+    --start-delay after the first REG; GET/POST /control on the same port pauses, steps, seeks and
+    changes the speed.
 
     \b
     Example:
-        replay --simulate --items 005930,000660,005930_NX --sim-start 08:59:50 --speed 1
+        replay data --date 2026-11-20 --from 09:00 --to 09:30 --speed 10
+        replay --simulate --items 005930,000660,005930_NX --sim-start 08:59:50
         # then, in a Kiwoom sample client:
         SOCKET_URL = 'ws://127.0.0.1:10000/api/dostk/websocket'
+        # and, to drive a recorded replay:
+        curl -s -X POST http://127.0.0.1:10000/control -d '{"cmd": "pause"}'
     """
     setup_logging(verbose, quiet)
-    if not simulate:
+    ctx = click.get_current_context()
+    if dataset is not None and simulate:
+        raise click.UsageError("give either a recorded DIR or --simulate, not both")
+    if dataset is None and not simulate:
         raise click.UsageError(
-            "nothing to serve: pass --simulate for the built-in market "
-            "(serving a recorded directory is not implemented yet)"
+            "nothing to serve: give a recorded dataset DIR (e.g. `replay data`), or --simulate for the "
+            "built-in market"
         )
-    market = SimulatedMarket(seed=seed, items=items or DEFAULT_UNIVERSE, start=sim_start)
-    asyncio.run(_serve(SimSource(market, speed=speed), host, port, token, ping_interval, sim_start, speed, quiet))
+    source: Source
+    if simulate:
+        wrong = _given(ctx, _RECORDED_ONLY)
+        if wrong:
+            raise click.UsageError(f"{', '.join(wrong)}: only for a recorded DIR, not for --simulate")
+        if speed is None:
+            raise click.UsageError("--speed max only applies to a recorded DIR; give --simulate a factor, e.g. 10")
+        market = SimulatedMarket(seed=seed, items=items or DEFAULT_UNIVERSE, start=sim_start)
+        source = SimSource(market, speed=speed)
+
+        def banner(server: Server) -> str:
+            return (
+                f"Simulated market on {server.url}\n"
+                f"  market clock {dt.date.today().isoformat()} {_fmt_hms(sim_start)} KST at {speed:g}x; tokens: "
+                f"POST {server.rest_url}/oauth2/token\n"
+            )
+    else:
+        assert dataset is not None
+        wrong = _given(ctx, _SIMULATED_ONLY)
+        if wrong:
+            raise click.UsageError(f"{', '.join(wrong)}: only for --simulate, not for a recorded DIR")
+        recorded = RecordedSource(
+            dataset, date=date, start=from_, end=to, speed=speed, items=items, loop=loop, start_delay=start_delay
+        )
+        source = recorded
+
+        def banner(server: Server) -> str:
+            st = recorded.status()
+            rec = st["recording"]
+            pace = "max speed" if speed is None else f"{speed:g}x"
+            return (
+                f"Replaying {dataset} on {server.url}\n"
+                f"  {st['date']} KST, recorded {rec['first']}-{rec['last']} ({rec['files']} files), "
+                f"window {st['from']}-{st['to']}, at {pace}{', looping' if loop else ''}\n"
+                f"  the clock starts {start_delay:g} s after the first REG; control: curl -s {server.rest_url}/control"
+                f" ; curl -s -X POST {server.rest_url}/control -d '{{\"cmd\": \"pause\"}}'\n"
+            )
+    asyncio.run(_serve(source, banner, host, port, token, ping_interval, quiet))
 
 
 async def _serve(
-    source: SimSource, host: str, port: int, token: str | None, ping_interval: float, sim_start: float,
-    speed: float, quiet: bool,
+    source: Source, banner: Callable[[Server], str], host: str, port: int, token: str | None,
+    ping_interval: float, quiet: bool,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,13 +178,8 @@ async def _serve(
     try:
         async with serve(source, host=host, port=port, token=token, ping_interval=ping_interval) as server:
             if not quiet:
-                today = dt.date.today().isoformat()
                 click.echo(
-                    f"Simulated market on {server.url}\n"
-                    f"  market clock {today} {_fmt_hms(sim_start)} KST at {speed:g}x; tokens: POST "
-                    f"{server.rest_url}/oauth2/token\n"
-                    f"  point a Kiwoom client here: SOCKET_URL = '{server.url}'\n"
-                    "  Ctrl-C stops.",
+                    banner(server) + f"  point a Kiwoom client here: SOCKET_URL = '{server.url}'\n  Ctrl-C stops.",
                     err=True,
                 )
             await stop.wait()

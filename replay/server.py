@@ -9,7 +9,12 @@ One port serves both what a Kiwoom client talks to:
 
 A *source* produces REAL rows on its own clock and hands them to :meth:`Server.dispatch`; each client
 receives, from the moment of its REG, only the rows it registered, batched as the source batched them.
-A frame whose rows a client wants in full is sent as the source's exact text.
+A frame whose rows a client wants in full is sent as the source's exact text; a client that wants some
+of the rows gets the source's :meth:`Frame.subset` of them (a recorded frame's own row texts), or a
+frame built with :func:`schemas.protocol.encode_real_frame`.
+
+``/control`` on the same port drives a source that has controls (a recorded replay, see
+:mod:`replay.control`): ``GET`` reads its status, ``POST`` runs a command.
 
 Usage::
 
@@ -40,12 +45,15 @@ import msgspec
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
+from replay import control
 from schemas import auth
 from schemas.protocol import WS_PATH, ServerConfig, ServerSession, ServerState, encode_real_frame, is_real_text
 
-__all__ = ["Row", "Server", "ServerStats", "Source", "serve"]
+__all__ = ["Dispatch", "Frame", "Row", "Server", "ServerStats", "Source", "serve"]
 
 log = logging.getLogger("kiwoom_tape.replay")
 
@@ -64,14 +72,33 @@ class Row(Protocol):
     def text(self) -> str: ...
 
 
-Dispatch = Callable[[Sequence[Row], "str | None"], Awaitable[None]]
+class Frame(Protocol):
+    """A batch's frame as the source has it: its exact ``text``, and the frame of only some of its rows."""
+
+    @property
+    def text(self) -> str: ...
+
+    def subset(self, rows: Sequence[Row]) -> str:
+        """The frame of ``rows`` (some of the batch's rows, in order)."""
+        ...
+
+
+class Dispatch(Protocol):
+    """:meth:`Server.dispatch`, as a source sees it."""
+
+    def __call__(
+        self, rows: Sequence[Row], frame: str | Frame | None = None, /, *, wait: bool = False
+    ) -> Awaitable[None]: ...
 
 
 class Source(Protocol):
-    """Where REAL rows come from. ``run`` paces itself and awaits ``dispatch(rows, frame_text)`` per batch.
+    """Where REAL rows come from. ``run`` paces itself and awaits ``dispatch(rows, frame)`` per batch.
 
-    ``frame_text`` is the exact text of the whole batch as one frame (or None to let the server build
-    it). ``add_item`` is called when any client registers an item, so a source can start producing it.
+    ``frame`` is the whole batch as one frame: its exact text, a :class:`Frame`, or None to let the
+    server build it. ``wait=True`` makes ``dispatch`` wait while a client has more than
+    ``Server.backpressure_frames`` frames queued (the pace of the slowest reader) instead of closing
+    clients that fall ``max_queue_frames`` behind. ``add_item`` is called when any client registers
+    an item, so a source can start producing it (or start its clock).
     """
 
     def add_item(self, item: str) -> None: ...
@@ -92,7 +119,7 @@ class ServerStats:
 
 
 class _Client:
-    __slots__ = ("conn", "frames_sent", "number", "outbox", "peer", "rows_sent", "session", "wake")
+    __slots__ = ("conn", "frames_sent", "number", "outbox", "peer", "rows_sent", "session", "space", "wake")
 
     def __init__(self, conn: ServerConnection, session: ServerSession, number: int) -> None:
         self.number = number
@@ -100,6 +127,8 @@ class _Client:
         self.session = session
         self.outbox: deque[str | tuple[int, str]] = deque()
         self.wake = asyncio.Event()
+        self.space = asyncio.Event()
+        """Set when the outbox is short again (backpressure, see :meth:`Server.dispatch`)."""
         self.frames_sent = 0
         self.rows_sent = 0
         self.peer = "{}:{}".format(*conn.remote_address[:2]) if conn.remote_address else "?"
@@ -119,6 +148,9 @@ class _Client:
 class Server:
     """A running mock server. Create it with :func:`serve`."""
 
+    YIELD_EVERY = 32
+    """``dispatch(wait=True)`` yields to the event loop after this many calls or queued frames."""
+
     def __init__(
         self,
         source: Source | None,
@@ -130,6 +162,7 @@ class Server:
         login_timeout: float = 10.0,
         max_message: int = 64 * 1024,
         max_queue_frames: int = 50_000,
+        backpressure_frames: int = 256,
         keep_sent: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -139,6 +172,7 @@ class Server:
         self.required_token = token
         self.max_message = max_message
         self.max_queue_frames = max_queue_frames
+        self.backpressure_frames = max(1, backpressure_frames)
         self.clock = clock
         self.stats = ServerStats()
         self.sent: list[tuple[int, float, str]] | None = [] if keep_sent else None
@@ -151,6 +185,7 @@ class Server:
         )
         self._ws: WsServer | None = None
         self._source_task: asyncio.Task[None] | None = None
+        self._unyielded = 0
 
     # -- public
 
@@ -208,8 +243,15 @@ class Server:
         self._issued.add(tok)
         return tok
 
-    async def dispatch(self, rows: Sequence[Row], frame_text: str | None = None) -> None:
-        """Send each logged-in client the rows it registered, as one frame per client."""
+    async def dispatch(self, rows: Sequence[Row], frame: str | Frame | None = None, *, wait: bool = False) -> None:
+        """Send each logged-in client the rows it registered, as one frame per client.
+
+        With ``wait``, return only once every client has at most ``backpressure_frames`` frames queued
+        (or has gone): the source then runs at the pace of the slowest reader and nothing piles up. It
+        then yields to the event loop only every :attr:`YIELD_EVERY` calls (or queued frames).
+        """
+        frame_text = frame if isinstance(frame, str) or frame is None else frame.text
+        pushed: list[_Client] = []
         for client in list(self._clients):
             session = client.session
             if session.state is not ServerState.OPEN:
@@ -221,9 +263,11 @@ class Server:
                 if frame_text is None:
                     frame_text = encode_real_frame([r.text for r in rows])
                 text = frame_text
+            elif frame is not None and not isinstance(frame, str):
+                text = frame.subset(wanted)
             else:
                 text = encode_real_frame([r.text for r in wanted])
-            if len(client.outbox) >= self.max_queue_frames:
+            if not wait and len(client.outbox) >= self.max_queue_frames:
                 self.stats.slow_clients_dropped += 1
                 log.warning(
                     "client %s reads too slowly (%d frames queued): closing it", client.peer, self.max_queue_frames
@@ -233,6 +277,7 @@ class Server:
                 session.state = ServerState.CLOSED
                 continue
             client.push(text)
+            pushed.append(client)
             client.frames_sent += 1
             client.rows_sent += len(wanted)
             self.stats.frames_sent += 1
@@ -240,7 +285,27 @@ class Server:
             by_item = self.stats.rows_by_item
             for r in wanted:
                 by_item[r.item] = by_item.get(r.item, 0) + 1
+        if wait:
+            for client in pushed:
+                await self._backpressure(client)
+            # Full speed: let the writers run once a few frames are queued (they then send them in one go),
+            # or every few calls, rather than after every frame (PERF: one loop turn per frame costs ~3x).
+            self._unyielded += 1
+            if self._unyielded < self.YIELD_EVERY and all(len(c.outbox) < self.YIELD_EVERY for c in pushed):
+                return
+        self._unyielded = 0
         await asyncio.sleep(0)
+
+    async def _backpressure(self, client: _Client) -> None:
+        """Wait until ``client`` has at most ``backpressure_frames`` queued, or is closing or gone."""
+        while (
+            len(client.outbox) > self.backpressure_frames
+            and client.session.state is ServerState.OPEN
+            and client in self._clients
+        ):
+            client.space.clear()
+            with contextlib.suppress(TimeoutError):  # re-check the state now and then
+                await asyncio.wait_for(client.space.wait(), 1.0)
 
     async def start(self) -> None:
         conn_cls = _make_connection_class(self)
@@ -248,6 +313,7 @@ class Server:
             self._handle,
             self.host,
             self.port,
+            process_request=self._process_request,
             compression=None,
             max_size=self.max_message,
             ping_interval=None,  # Kiwoom keeps alive with application PINGs (PROTOCOL.md 0)
@@ -319,6 +385,7 @@ class Server:
             pass
         finally:
             self._clients.discard(client)
+            client.space.set()
             self.stats.protocol_errors += session.protocol_errors
             log.info(
                 "client %s gone after %d frames, %d rows (close %s)",
@@ -364,6 +431,8 @@ class Server:
                 client.wake.clear()
                 await client.wake.wait()
             item = outbox.popleft()
+            if len(outbox) <= self.backpressure_frames // 2:
+                client.space.set()
             if isinstance(item, tuple):
                 await conn.close(item[0], item[1])
                 return
@@ -374,7 +443,9 @@ class Server:
     # -- REST (au10001 / au10002), see _RestConnection
 
     def handle_rest(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        path = path.split("?", 1)[0]
+        path, _, query = path.partition("?")
+        if path == control.CONTROL_PATH:
+            return self.handle_control(method, query, body)
         if path not in (auth.TOKEN_PATH, auth.REVOKE_PATH):
             return 404, auth.token_error_response(404, f"no such endpoint {path[:60]}; try POST {auth.TOKEN_PATH}")
         if method != "POST":
@@ -392,9 +463,30 @@ class Server:
             self._issued.discard(obj["token"])
         return 200, {"return_code": 0, "return_msg": auth.OK_MSG}
 
+    # -- /control (see replay.control)
+
+    def handle_control(self, method: str, query: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Answer ``METHOD /control?QUERY`` with ``body``: the source's status, after a command if any."""
+        extra = {"url": self.url, "clients": self.clients, "frames_sent": self.stats.frames_sent,
+                 "rows_sent": self.stats.rows_sent, "slow_clients_dropped": self.stats.slow_clients_dropped}
+        return control.handle_http(self.source, method, query, body, extra)
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        """websockets' hook: a plain ``GET /control`` (no Upgrade) is answered here; all else is WebSocket."""
+        path, _, query = request.path.partition("?")
+        if path != control.CONTROL_PATH or "websocket" in request.headers.get("Upgrade", "").lower():
+            return None
+        status, payload = self.handle_control("GET", query, b"")
+        body = msgspec.json.encode(payload)
+        headers = Headers(
+            [("Content-Type", "application/json;charset=UTF-8"), ("Content-Length", str(len(body))),
+             ("Connection", "close")]
+        )
+        return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
 
 def _make_connection_class(server: Server) -> type[ServerConnection]:
-    """A websockets connection that answers plain HTTP POSTs (the token endpoints) on the same port.
+    """A websockets connection that answers plain HTTP POSTs (token endpoints, /control) on the same port.
 
     websockets' HTTP parser only takes bodiless GETs, so the first bytes decide: ``GET`` goes to
     websockets untouched; anything else is read as one small HTTP/1.1 request and answered here.
