@@ -6,6 +6,9 @@ import importlib.metadata
 
 import click
 
+from kiwoom_tape.demo import demo_command
+from kiwoom_tape.sql import sql_command
+from kiwoom_tape.verify import verify_command
 from recorder.cli import record_command
 from replay.cli import replay_command
 
@@ -25,13 +28,18 @@ def cli() -> None:
     """Record, query and replay Kiwoom real-time market data (0D order book, 0E after-hours).
 
     \b
-    Example:
+    Examples:
+        kiwoom-tape demo                  # start here: simulated market -> record -> query -> replay
         kiwoom-tape replay --simulate --port 10000
+        kiwoom-tape sql data "select item, avg(spread_ticks) from quotes group by all"
     """
 
 
 cli.add_command(record_command)
 cli.add_command(replay_command)
+cli.add_command(sql_command)
+cli.add_command(verify_command)
+cli.add_command(demo_command)
 
 
 def main() -> None:

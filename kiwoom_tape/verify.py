@@ -1,0 +1,491 @@
+"""``kiwoom-tape verify DIR``: is this dataset whole and sane? A report, and an exit code for scripts.
+
+Two passes. First every part file is read in full with pyarrow (a file that cannot be decoded to its
+last page is *unreadable*), its footer checked (schema version, table, columns), its rows counted and
+its receive times compared with its ``date`` partition. Then the readable files are queried through
+the catalog's views (:mod:`schemas.views`, over the explicit file list): duplicated rows, books that
+are crossed or off the KRX tick grid, frames that failed to parse, rows with missing or unreadable
+FIDs, and the gaps the recorder wrote to ``events``.
+
+Errors (exit 1) mean the data is damaged or wrong: unreadable files, unknown schema versions, columns
+that do not match, rows in the wrong partition, duplicates, crossed books outside the call auctions,
+prices off every tick grid. Warnings (exit 0, or 1 with ``--strict``) are facts a user should know:
+gaps, unparsed frames, flagged rows, a journal not yet turned into Parquet, stray temporary files,
+crossed books during a call auction, prices only on the 5-won ETF/ETN grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import click
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from kiwoom_tape.clikit import friendly_errors
+from replay.catalog import dataset_root
+from schemas import views
+from schemas.layout import JOURNAL_DIR, TABLE_NAMES, TMP_SUFFIX, parse_part_filename
+from schemas.market import KST
+from schemas.tables import META_TABLE, META_WRITER, SCHEMA_VERSION, TABLES, schema_version_of
+
+__all__ = ["FileCheck", "Problem", "VerifyReport", "format_report", "verify", "verify_command"]
+
+Severity = Literal["error", "warning"]
+
+_DATE_DIR: Final = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
+_NS: Final = 1_000_000_000
+_PRICE_COLUMNS: Final = [f"{side}_price_{n}" for side in ("ask", "bid") for n in range(1, 11)]
+# KRX call auctions, seconds of the KST day (PROTOCOL.md 5.1): 장전 동시호가 08:30-09:00, 장마감 15:20-15:30.
+# A crossed book there is how a call auction looks, not damage. NXT (venue 'NXT') has no auction.
+_AUCTIONS: Final = ((8 * 3600 + 30 * 60, 9 * 3600), (15 * 3600 + 20 * 60, 15 * 3600 + 30 * 60))
+
+
+@dataclass
+class Problem:
+    severity: Severity
+    message: str
+    hint: str = ""
+
+
+@dataclass
+class FileCheck:
+    """One part file, after the first pass."""
+
+    table: str
+    date: str
+    path: Path
+    size: int
+    rows: int = 0
+    schema_version: int | None = None
+    writer: str = ""
+    first_ns: int | None = None
+    last_ns: int | None = None
+    error: str | None = None
+    """Why the file cannot be used (unreadable, unknown schema): it is left out of the second pass."""
+
+
+@dataclass
+class VerifyReport:
+    root: Path
+    files: list[FileCheck] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    book_rows: int = 0
+    crossed: int = 0
+    crossed_in_auction: int = 0
+    off_grid: int = 0
+    off_stock_grid_only: int = 0
+    parse_errors: list[tuple[str, str, int]] = field(default_factory=list)
+    """(date, reason, frames) of frames stored with a parse_error."""
+    flagged: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """table -> (rows with a missing FID, rows with an unreadable FID)."""
+    gaps: list[tuple[str, str, str, float | None, str]] = field(default_factory=list)
+    """(run_id, start, end or '', seconds or None, cause), times as KST text."""
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def ok(self, *, strict: bool = False) -> bool:
+        """No errors (and, if ``strict``, no warnings either)."""
+        return not self.errors and not (strict and self.warnings)
+
+    def error(self, message: str, hint: str = "") -> None:
+        self.problems.append(Problem("error", message, hint))
+
+    def warn(self, message: str, hint: str = "") -> None:
+        self.problems.append(Problem("warning", message, hint))
+
+
+# --------------------------------------------------------------------------------------------------
+# Pass 1: files
+
+
+def _rel(report: VerifyReport, path: Path) -> str:
+    try:
+        return path.relative_to(report.root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _kst_date(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns // _NS, KST).date().isoformat()
+
+
+def _same_type(got: pa.DataType, want: pa.DataType) -> bool:
+    if pa.types.is_timestamp(got) and pa.types.is_timestamp(want):
+        return (got.tz is None) == (want.tz is None)  # Parquet stores timestamp[s] as [ms]
+    return bool(got == want)
+
+
+def _check_file(report: VerifyReport, fc: FileCheck) -> None:
+    name = _rel(report, fc.path)
+    want = TABLES[fc.table]
+    try:
+        pf = pq.ParquetFile(fc.path)
+    except Exception as exc:  # any failure to open the footer: the file is unreadable
+        fc.error = f"unreadable: {_short(exc)}"
+        report.error(f"{name}: {fc.error}", "move it out of the dataset: the other files stay queryable")
+        return
+    with pf:
+        schema = pf.schema_arrow
+        meta = schema.metadata or {}
+        fc.schema_version = schema_version_of(schema)
+        fc.writer = meta.get(META_WRITER, b"").decode("utf-8", "replace")
+        table_meta = meta.get(META_TABLE, b"").decode("utf-8", "replace")
+        if fc.schema_version is None:
+            fc.error = "no kiwoom-tape schema version in its metadata: not written by kiwoom-tape"
+            report.error(f"{name}: {fc.error}", "move files of other tools out of the dataset directory")
+            return
+        if fc.schema_version > SCHEMA_VERSION:
+            fc.error = f"schema version {fc.schema_version} is newer than this kiwoom-tape reads ({SCHEMA_VERSION})"
+            report.error(f"{name}: {fc.error}", "upgrade kiwoom-tape")
+            return
+        if table_meta and table_meta != fc.table:
+            fc.error = f"holds table {table_meta!r} but sits in {fc.table}/"
+            report.error(f"{name}: {fc.error}", f"move it to {table_meta}/")
+            return
+        if fc.schema_version == SCHEMA_VERSION:
+            got = [(f.name, f.type) for f in schema]
+            expected = [(f.name, f.type) for f in want]
+            if [n for n, _ in got] != [n for n, _ in expected] or not all(
+                _same_type(g, w) for (_, g), (_, w) in zip(got, expected, strict=True)
+            ):
+                missing = sorted({n for n, _ in expected} - {n for n, _ in got})
+                extra = sorted({n for n, _ in got} - {n for n, _ in expected})
+                detail = f"missing {missing[:5]}" if missing else ""
+                detail += (", " if detail and extra else "") + (f"unexpected {extra[:5]}" if extra else "")
+                fc.error = f"columns do not match schema version {SCHEMA_VERSION} of {fc.table} ({detail or 'types'})"
+                report.error(f"{name}: {fc.error}", "the file was changed by another tool: restore or remove it")
+                return
+        else:
+            report.warn(f"{name}: schema version {fc.schema_version}, older than {SCHEMA_VERSION}",
+                        "the views read it by column name; columns added since are missing from it")
+        declared = pf.metadata.num_rows
+        first: int | None = None
+        last: int | None = None
+        rows = 0
+        try:
+            for batch in pf.iter_batches(batch_size=65_536):
+                rows += batch.num_rows
+                if "recv_ts" in batch.schema.names and batch.num_rows:
+                    mm = pc.min_max(batch.column("recv_ts").cast(pa.int64()))
+                    lo, hi = mm["min"].as_py(), mm["max"].as_py()
+                    if lo is not None:
+                        first = lo if first is None else min(first, lo)
+                        last = hi if last is None else max(last, hi)
+        except Exception as exc:  # a page that does not decode: unreadable from there on
+            fc.error = f"unreadable after {rows} rows: {_short(exc)}"
+            report.error(f"{name}: {fc.error}", "move it aside; the rows before the damage can be read with pyarrow")
+            return
+    fc.rows, fc.first_ns, fc.last_ns = rows, first, last
+    if rows != declared:
+        fc.error = f"footer declares {declared} rows but {rows} were read"
+        report.error(f"{name}: {fc.error}", "move it aside")
+        return
+    if first is not None and last is not None and not (_kst_date(first) == fc.date == _kst_date(last)):
+        report.error(
+            f"{name}: rows received on {_kst_date(first)}..{_kst_date(last)} (KST) sit in partition date={fc.date}",
+            "queries filtering on date will miss them: move the file to the partition of its KST date",
+        )
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _scan_files(report: VerifyReport) -> None:
+    root = report.root
+    for table in TABLE_NAMES:
+        tdir = root / table
+        if not tdir.is_dir():
+            continue
+        for part in sorted(tdir.iterdir()):
+            if part.name.startswith((".", "_")):
+                continue
+            m = _DATE_DIR.fullmatch(part.name)
+            if not part.is_dir() or m is None:
+                report.warn(f"{_rel(report, part)}: not a date=YYYY-MM-DD partition", "move it out of the dataset")
+                continue
+            try:
+                dt.date.fromisoformat(m.group(1))
+            except ValueError:
+                report.error(f"{_rel(report, part)}: {m.group(1)} is not a date", "rename or remove the directory")
+                continue
+            for f in sorted(part.iterdir()):
+                if f.name.endswith(TMP_SUFFIX):
+                    report.warn(
+                        f"{_rel(report, f)}: a temporary file (a recorder is writing it, or crashed)",
+                        f"when no recorder runs, `record recover {root}` removes it and rewrites its rows from the "
+                        "journal",
+                    )
+                    continue
+                if not f.name.endswith(".parquet"):
+                    continue
+                fc = FileCheck(table, m.group(1), f, f.stat().st_size)
+                report.files.append(fc)
+                if parse_part_filename(f.name) is None:
+                    report.warn(f"{_rel(report, f)}: not named like a kiwoom-tape part file",
+                                "the views read it all the same; move it out if it is not yours")
+                _check_file(report, fc)
+    jdir = root / JOURNAL_DIR
+    journals = sorted(jdir.glob("*.journal")) if jdir.is_dir() else []
+    if journals:
+        report.warn(
+            f"{len(journals)} journal segment(s) in {JOURNAL_DIR}/ are not in Parquet yet "
+            "(a recorder is running, or one crashed)",
+            f"when no recorder runs, `record recover {root}` turns them into Parquet files",
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Pass 2: content, through the views over the readable files
+
+
+def _kst_text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _check_content(report: VerifyReport, con: duckdb.DuckDBPyConnection) -> None:
+    def one(sql: str) -> tuple[Any, ...]:
+        (row,) = con.execute(sql).fetchall()  # fetchall: a result fully read frees the connection
+        return tuple(row)
+
+    for table, key in (("frames", "run_id, seq"), ("orderbook", "run_id, frame_seq, row_idx"),
+                       ("afterhours", "run_id, frame_seq, row_idx")):
+        (dupes,) = one(f"SELECT count(*) - count(DISTINCT ({key})) FROM {table}")
+        if dupes:
+            report.error(f"{table}: {dupes} duplicated rows (same {key})",
+                         "two files hold the same rows: a copied file, or a recovery run twice by hand")
+
+    sod = "((epoch(quote_time)::BIGINT + 32400) % 86400)"  # second of the KST day
+    in_auction = " OR ".join(f"({sod} >= {a} AND {sod} < {b})" for a, b in _AUCTIONS)
+    off_stock = " OR ".join(f"coalesce({c} % krx_tick_size({c}) <> 0, false)" for c in _PRICE_COLUMNS)
+    off_all = " OR ".join(f"coalesce({c} % krx_tick_size({c}) <> 0 AND {c} % 5 <> 0, false)" for c in _PRICE_COLUMNS)
+    rows, crossed, crossed_auction, off_any, off_stock_n = one(
+        f"""SELECT count(*),
+                   count(*) FILTER (WHERE bid_price_1 >= ask_price_1 AND NOT (venue <> 'NXT' AND ({in_auction}))),
+                   count(*) FILTER (WHERE bid_price_1 >= ask_price_1 AND venue <> 'NXT' AND ({in_auction})),
+                   count(*) FILTER (WHERE {off_all}),
+                   count(*) FILTER (WHERE ({off_stock}) AND NOT ({off_all}))
+            FROM orderbook"""
+    )
+    report.book_rows, report.crossed, report.crossed_in_auction = rows, crossed, crossed_auction
+    report.off_grid, report.off_stock_grid_only = off_any, off_stock_n
+    if crossed:
+        examples = con.execute(
+            f"""SELECT item, count(*), min(quote_time)::VARCHAR, any_value(bid_price_1), any_value(ask_price_1)
+                FROM orderbook
+                WHERE bid_price_1 >= ask_price_1 AND NOT (venue <> 'NXT' AND ({in_auction}))
+                GROUP BY item ORDER BY 2 DESC LIMIT 5"""
+        ).fetchall()
+        where = "; ".join(f"{i}: {n} rows from {t} (e.g. bid {b} >= ask {a})" for i, n, t, b, a in examples)
+        report.error(
+            f"orderbook: {crossed} crossed books (best bid >= best ask) outside the call auctions: {where}",
+            "a VI (volatility interruption) auction also crosses a book for 2 minutes; otherwise the rows are damaged",
+        )
+    if crossed_auction:
+        report.warn(f"orderbook: {crossed_auction} crossed books during the KRX call auctions (expected there)")
+    if off_any:
+        examples = con.execute(
+            f"SELECT item, count(*) FROM orderbook WHERE {off_all} GROUP BY item ORDER BY 2 DESC LIMIT 5"
+        ).fetchall()
+        report.error(
+            f"orderbook: {off_any} rows with a price off the KRX tick grid (PROTOCOL.md 5.5): "
+            + ", ".join(f"{i} ({n})" for i, n in examples),
+            "prices are stored as absolute won: damaged rows, or a normalizer bug",
+        )
+    if off_stock_n:
+        examples = con.execute(
+            f"SELECT item, count(*) FROM orderbook WHERE ({off_stock}) AND NOT ({off_all}) GROUP BY item LIMIT 5"
+        ).fetchall()
+        report.warn(
+            f"orderbook: {off_stock_n} rows priced off the stock tick grid but on the 5-won grid: "
+            + ", ".join(f"{i} ({n})" for i, n in examples),
+            "expected for ETFs, ETNs and ELWs (5-won tick); an error for a stock",
+        )
+
+    report.parse_errors = [
+        (str(d), str(r), int(n))
+        for d, r, n in con.execute(
+            """SELECT "date"::VARCHAR, parse_error, count(*) FROM frames WHERE parse_error IS NOT NULL
+               GROUP BY ALL ORDER BY 1, 3 DESC"""
+        ).fetchall()
+    ]
+    if report.parse_errors:
+        total = sum(n for _, _, n in report.parse_errors)
+        top = ", ".join(f"{r!r} x{n}" for _, r, n in report.parse_errors[:3])
+        report.warn(f"frames: {total} frames failed to parse ({top})",
+                    "they are kept verbatim: `select text from frames where parse_error is not null`")
+
+    for table in ("orderbook", "afterhours"):
+        missing, invalid = one(
+            f"SELECT count(*) FILTER (WHERE flags & 1 <> 0), count(*) FILTER (WHERE flags & 2 <> 0) FROM {table}"
+        )
+        report.flagged[table] = (missing, invalid)
+        if missing or invalid:
+            report.warn(f"{table}: {missing} rows with a missing FID, {invalid} with an unreadable one (flags)",
+                        f"the raw frames are in frames: join on run_id and seq = {table}.frame_seq")
+
+    report.gaps = [
+        (str(r), _kst_text(s), _kst_text(e), None if sec is None else float(sec), str(c or ""))
+        for r, s, e, sec, c in con.execute(
+            "SELECT run_id, gap_start::VARCHAR, gap_end::VARCHAR, seconds, cause FROM gaps"
+        ).fetchall()
+    ]
+    if report.gaps:
+        gap_seconds = math.fsum(g[3] for g in report.gaps if g[3] is not None)
+        still_open = sum(1 for g in report.gaps if g[3] is None)
+        report.warn(
+            f"events: {len(report.gaps)} gap(s) in the recording, {gap_seconds:.1f} s in all"
+            + (f", {still_open} never closed" if still_open else ""),
+            "listed above; `select * from gaps` shows them",
+        )
+
+
+def verify(root: str | Path) -> VerifyReport:
+    """Check the dataset at ``root`` (see the module docstring). Raises DatasetError if it is not one."""
+    report = VerifyReport(dataset_root(root))
+    _scan_files(report)
+    good: dict[str, list[str]] = defaultdict(list)
+    for fc in report.files:
+        if fc.error is None:
+            good[fc.table].append(fc.path.as_posix())
+    con = duckdb.connect(":memory:")
+    try:
+        statements = views.statements_for(good)
+        with contextlib.suppress(duckdb.Error):
+            con.execute(statements[0])  # SET TimeZone (ICU)
+        for stmt in statements[1:]:
+            con.execute(stmt)
+        _check_content(report, con)
+    except duckdb.Error as exc:
+        report.error(f"DuckDB could not read the files pyarrow read: {_short(exc)}",
+                     "please report this with the file attached")
+    finally:
+        con.close()
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# The report
+
+
+def _clock(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    t = dt.datetime.fromtimestamp(ns / _NS, KST)
+    return t.strftime("%H:%M:%S.") + f"{t.microsecond // 1000:03d}"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True))
+
+    return ["  " + line(headers).rstrip(), *("  " + line(r).rstrip() for r in rows)]
+
+
+def format_report(report: VerifyReport, *, strict: bool = False) -> str:
+    """The human-readable report ``kiwoom-tape verify`` prints."""
+    out = [f"Dataset {report.root}"]
+    files = report.files
+    bad = [f for f in files if f.error is not None]
+    size = sum(f.size for f in files)
+    versions = sorted({f.schema_version for f in files if f.schema_version is not None})
+    writers = sorted({f.writer for f in files if f.writer})
+    out.append(
+        f"Files: {len(files)} Parquet files, {size / 1e6:.1f} MB, "
+        + (f"{len(bad)} not usable" if bad else "all readable")
+        + (f"; schema version {', '.join(map(str, versions))}" if versions else "")
+        + (f" ({', '.join(writers)})" if writers else "")
+    )
+    parts: dict[tuple[str, str], list[FileCheck]] = defaultdict(list)
+    for f in files:
+        if f.error is None:
+            parts[(f.table, f.date)].append(f)
+    rows = []
+    for (table, date), fs in sorted(parts.items(), key=lambda kv: (kv[0][1], TABLE_NAMES.index(kv[0][0]))):
+        firsts = [f.first_ns for f in fs if f.first_ns is not None]
+        lasts = [f.last_ns for f in fs if f.last_ns is not None]
+        rows.append([table, date, str(len(fs)), f"{sum(f.rows for f in fs):,}",
+                     _clock(min(firsts) if firsts else None), _clock(max(lasts) if lasts else None)])
+    if rows:
+        out += ["", *_table(["table", "date", "files", "rows", "first (KST)", "last (KST)"], rows,
+                            [False, False, True, True, False, False])]
+    else:
+        out.append("No readable rows.")
+    out.append("")
+    out.append(
+        f"Books: {report.book_rows:,} rows; crossed {report.crossed}"
+        + (f" (+{report.crossed_in_auction} in call auctions)" if report.crossed_in_auction else "")
+        + f"; off the tick grid {report.off_grid}"
+        + (f" (+{report.off_stock_grid_only} on the 5-won grid only)" if report.off_stock_grid_only else "")
+    )
+    n_parse = sum(n for _, _, n in report.parse_errors)
+    out.append(f"Frames that failed to parse: {n_parse}")
+    flagged = ", ".join(f"{t} {m} with a missing FID, {i} with an unreadable one"
+                        for t, (m, i) in report.flagged.items() if m or i)
+    out.append(f"Rows with flagged FIDs: {flagged or 0}")
+    if report.gaps:
+        out.append(f"Gaps: {len(report.gaps)}")
+        out += _table(
+            ["run", "start (KST)", "end (KST)", "seconds", "cause"],
+            [[r, s, e or "(open)", "-" if sec is None else f"{sec:.1f}", c] for r, s, e, sec, c in report.gaps],
+            [False, False, False, True, False],
+        )
+    else:
+        out.append("Gaps: none")
+    out.append("")
+    errors, warnings = report.errors, report.warnings
+    for p in [*errors, *warnings]:
+        out.append(f"{'ERROR' if p.severity == 'error' else 'warning'}: {p.message}")
+        if p.hint:
+            out.append(f"    hint: {p.hint}")
+    if report.ok(strict=strict):
+        out.append("OK" + (f" ({len(warnings)} warning{'s' if len(warnings) != 1 else ''})" if warnings else
+                           ": no problems found"))
+    else:
+        out.append(
+            f"FAILED: {len(errors)} error{'s' if len(errors) != 1 else ''}, "
+            f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}" + (" (--strict)" if strict else "")
+        )
+    return "\n".join(out)
+
+
+@click.command("verify", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), required=False)
+@click.option("--strict", is_flag=True, help="Exit non-zero on warnings too (gaps, unparsed frames, journals).")
+@friendly_errors
+def verify_command(directory: Path, strict: bool) -> None:
+    """Check a dataset: files readable, schema versions, rows, gaps, bad books; exit 1 if damaged.
+
+    Reads every Parquet file in full, then reports rows and time range per table and date, the gaps
+    the recorder wrote to events, frames that failed to parse, and books that are crossed or off the
+    KRX tick grid. Exit status: 0 when nothing is wrong (warnings allowed unless --strict), 1 otherwise.
+
+    \b
+    Examples:
+        kiwoom-tape verify demo-data
+        kiwoom-tape verify data --strict && echo "all good"
+    """
+    report = verify(directory)
+    click.echo(format_report(report, strict=strict))
+    if not report.ok(strict=strict):
+        raise SystemExit(1)

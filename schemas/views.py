@@ -1,0 +1,252 @@
+"""The DuckDB catalog of a dataset as SQL text (DESIGN.md: "the DuckDB view definitions as SQL text").
+
+Pure: no ``duckdb`` import, no filesystem call. :mod:`replay.catalog` runs these statements on a
+connection, ``kiwoom-tape sql DIR`` (no query) hands them to the ``duckdb`` shell as an init script.
+
+Views and macros, in the order :func:`catalog_statements` creates them::
+
+    frames, orderbook, afterhours, events   the stored tables (schemas.tables), one row per stored row,
+                                            plus the Hive partition column ``date`` (KST trading date)
+    krx_tick_size(price)                    the KRX tick at a price (PROTOCOL.md 5.5)
+    krx_tick_index(price)                   the number of ticks from 0 to a price on the KRX ladder
+    quotes                                  per orderbook row: best bid/ask, mid, spread (won, ticks),
+                                            microprice, depth imbalance
+    gaps                                    holes in the recording: events gap_start paired with gap_end
+    book_asof(item, ts)                     table macro: the orderbook row in force at ``ts``
+
+Each table view reads ``ROOT/TABLE/date=*/*.parquet`` with ``hive_partitioning``: a filter on ``date``
+skips whole partitions, whose files are then not even opened. Columns are matched by name across
+files and the first file (the oldest date) fixes the column list. ``union_by_name`` is deliberately
+off: it opens every file's footer on every query, and one unreadable file anywhere would then break
+every query (``kiwoom-tape verify`` finds such files). Temporary files of a running recorder
+(``.part-...parquet.tmp``) do not match the glob. ``recv_ts`` is exposed as ``TIMESTAMPTZ``
+(microseconds; the files keep nanoseconds) so that it compares with ``now()`` and with literals such
+as ``'2026-11-23 09:00:00'`` on every DuckDB version. A table with no file yet (a dataset without
+after-hours rows, say) gets a view of the same columns and types with no rows, so queries still bind.
+
+The catalog sets ``TimeZone`` to ``Asia/Seoul``: timestamps print in KST and a literal without an
+offset means KST, like the market.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Final
+
+import pyarrow as pa
+
+from schemas.layout import TABLE_NAMES
+from schemas.tables import QUOTE_TZ, TABLES
+
+__all__ = [
+    "BOOK_ASOF_SQL",
+    "GAPS_SQL",
+    "GLOB_CHARS",
+    "QUOTES_SQL",
+    "TICK_MACROS_SQL",
+    "VIEW_NAMES",
+    "catalog_statements",
+    "duckdb_type",
+    "empty_select",
+    "init_script",
+    "parquet_glob",
+    "read_parquet",
+    "sql_string",
+    "statements_for",
+    "table_view",
+]
+
+VIEW_NAMES: Final = (*TABLE_NAMES, "quotes", "gaps")
+"""Every view the catalog creates (the table macros come on top: ``book_asof``, ``krx_tick_*``)."""
+
+GLOB_CHARS: Final = frozenset("*?[]{}")
+"""Characters DuckDB's file globbing interprets; a dataset root must not contain them."""
+
+# PROTOCOL.md 5.5, the KRX tick table since 2023-01-25: (upper bound exclusive, tick); 1,000 above.
+# Kept here as data for the SQL; tests/test_catalog.py checks it against schemas.market.tick_size.
+_TICK_BANDS: Final = ((2_000, 1), (5_000, 5), (20_000, 10), (50_000, 50), (200_000, 100), (500_000, 500))
+_TOP_TICK: Final = 1_000
+
+
+def sql_string(text: str) -> str:
+    """``text`` as a SQL string literal: ``it's`` -> ``'it''s'``."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def parquet_glob(root: str, table: str) -> str:
+    """``ROOT/TABLE/date=*/*.parquet``: every complete part file of a table (schemas.layout)."""
+    if table not in TABLE_NAMES:
+        raise ValueError(f"unknown table {table!r}; expected one of {', '.join(TABLE_NAMES)}")
+    if not root:
+        raise ValueError("the dataset root must not be empty (use '.' for the current directory)")
+    return f"{root.rstrip('/') or ''}/{table}/date=*/*.parquet"
+
+
+def read_parquet(files: str | Iterable[str]) -> str:
+    """``read_parquet(...)`` over a glob or a list of files, Hive-partitioned on ``date`` (a DATE)."""
+    arg = sql_string(files) if isinstance(files, str) else "[" + ", ".join(map(sql_string, files)) + "]"
+    return f"read_parquet({arg}, hive_partitioning = true, hive_types = {{'date': DATE}})"
+
+
+def duckdb_type(typ: pa.DataType) -> str:
+    """The DuckDB type a column of Arrow type ``typ`` has in the views (timestamps with a zone: TIMESTAMPTZ)."""
+    if pa.types.is_timestamp(typ):
+        return "TIMESTAMPTZ" if typ.tz is not None else "TIMESTAMP"
+    simple = {
+        pa.int8(): "TINYINT",
+        pa.int16(): "SMALLINT",
+        pa.int32(): "INTEGER",
+        pa.int64(): "BIGINT",
+        pa.float64(): "DOUBLE",
+        pa.string(): "VARCHAR",
+        pa.large_string(): "VARCHAR",
+        pa.bool_(): "BOOLEAN",
+        pa.date32(): "DATE",
+    }
+    try:
+        return simple[typ]
+    except KeyError:
+        raise ValueError(f"no DuckDB type for Arrow {typ}") from None
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def empty_select(table: str) -> str:
+    """A SELECT of no rows with the table's columns and view types, ``date`` last: the view of a table
+    that has no file yet."""
+    cols = [f"CAST(NULL AS {duckdb_type(f.type)}) AS {_ident(f.name)}" for f in TABLES[table]]
+    cols.append('CAST(NULL AS DATE) AS "date"')
+    return "SELECT " + ", ".join(cols) + " WHERE false"
+
+
+def table_view(table: str, files: str | Iterable[str] | None) -> str:
+    """``CREATE OR REPLACE VIEW table AS ...`` over ``files`` (a glob or a list), or empty when None."""
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
+    if files is None:
+        body = empty_select(table)
+    else:
+        body = f"SELECT * REPLACE (CAST(recv_ts AS TIMESTAMPTZ) AS recv_ts) FROM {read_parquet(files)}"
+    return f"CREATE OR REPLACE VIEW {table} AS {body}"
+
+
+def _tick_macros() -> str:
+    size = " ".join(f"WHEN price < {bound} THEN {tick}" for bound, tick in _TICK_BANDS)
+    index_parts = []
+    lo = base = 0
+    for bound, tick in _TICK_BANDS:
+        index_parts.append(f"WHEN price < {bound} THEN {base} + (price - {lo}) // {tick}")
+        base += (bound - lo) // tick
+        lo = bound
+    index = " ".join(index_parts)
+    return (
+        f"CREATE OR REPLACE MACRO krx_tick_size(price) AS CASE WHEN price IS NULL THEN NULL {size} "
+        f"ELSE {_TOP_TICK} END;\n"
+        f"CREATE OR REPLACE MACRO krx_tick_index(price) AS CASE WHEN price IS NULL THEN NULL {index} "
+        f"ELSE {base} + (price - {lo}) // {_TOP_TICK} END"
+    )
+
+
+TICK_MACROS_SQL: Final = _tick_macros()
+"""``krx_tick_size(price)`` (PROTOCOL.md 5.5) and ``krx_tick_index(price)``: the position of a price on
+the KRX ladder, so that ``krx_tick_index(ask) - krx_tick_index(bid)`` counts ticks across band edges
+(49,950 -> 50,100 is 2 ticks: 50 then 100 won). Exact for prices on the grid; off-grid prices floor."""
+
+QUOTES_SQL: Final = """CREATE OR REPLACE VIEW quotes AS
+SELECT
+    recv_ts, quote_time, "date", run_id, frame_seq, row_idx, item, code, venue,
+    bid_price_1 AS bid,
+    ask_price_1 AS ask,
+    bid_qty_1 AS bid_qty,
+    ask_qty_1 AS ask_qty,
+    (bid_price_1 + ask_price_1) / 2.0 AS mid,
+    ask_price_1 - bid_price_1 AS spread,
+    krx_tick_index(ask_price_1) - krx_tick_index(bid_price_1) AS spread_ticks,
+    krx_tick_size(bid_price_1) AS tick,
+    (CAST(bid_price_1 AS DOUBLE) * ask_qty_1 + CAST(ask_price_1 AS DOUBLE) * bid_qty_1)
+        / NULLIF(bid_qty_1 + ask_qty_1, 0) AS microprice,
+    CAST(bid_qty_1 - ask_qty_1 AS DOUBLE) / NULLIF(bid_qty_1 + ask_qty_1, 0) AS imbalance_1,
+    total_bid_qty AS bid_depth,
+    total_ask_qty AS ask_depth,
+    CAST(total_bid_qty - total_ask_qty AS DOUBLE) / NULLIF(total_bid_qty + total_ask_qty, 0) AS imbalance,
+    bid_price_1 >= ask_price_1 AS crossed,
+    flags
+FROM orderbook"""
+"""One row per orderbook row. ``mid``, ``spread``, ``spread_ticks``, ``microprice`` are NULL when a side is
+empty; ``microprice = (bid * ask_qty + ask * bid_qty) / (bid_qty + ask_qty)``; ``imbalance_1`` uses the
+best level, ``imbalance`` the 10-level totals (FIDs 125 and 121): ``(bid - ask) / (bid + ask)`` in -1..1."""
+
+GAPS_SQL: Final = """CREATE OR REPLACE VIEW gaps AS
+WITH g AS (
+    SELECT run_id, recv_ts, kind, detail, "date",
+           row_number() OVER (PARTITION BY run_id, kind ORDER BY recv_ts) AS n
+    FROM events
+    WHERE kind IN ('gap_start', 'gap_end')
+)
+SELECT
+    s.run_id,
+    s.recv_ts AS gap_start,
+    e.recv_ts AS gap_end,
+    epoch(e.recv_ts) - epoch(s.recv_ts) AS seconds,
+    json_extract_string(s.detail, '$.cause') AS cause,
+    s."date"
+FROM g AS s
+LEFT JOIN g AS e ON e.run_id = s.run_id AND e.kind = 'gap_end' AND e.n = s.n
+WHERE s.kind = 'gap_start'
+ORDER BY gap_start"""
+"""One row per hole in the recording: a ``gap_start`` event paired, within its run, with the ``gap_end``
+of the same rank (the recorder opens at most one gap at a time). ``gap_end`` is NULL for a gap still
+open when the run stopped; ``cause`` is e.g. ``connect_failed``, ``server_close``, ``crash``."""
+
+BOOK_ASOF_SQL: Final = """CREATE OR REPLACE MACRO book_asof(item_, ts_) AS TABLE
+SELECT * FROM orderbook
+WHERE item = item_
+  AND recv_ts <= CAST(ts_ AS TIMESTAMPTZ)
+  AND "date" <= CAST(make_timestamp(epoch_us(CAST(ts_ AS TIMESTAMPTZ)) + 32400000000) AS DATE)
+ORDER BY recv_ts DESC, run_id DESC, frame_seq DESC, row_idx DESC
+LIMIT 1"""
+"""``book_asof(item, ts)``: the last orderbook row of ``item`` received at or before ``ts`` (a TIMESTAMPTZ,
+or a string read in the session time zone, KST), i.e. the book in force then; no row before the first.
+The ``date`` bound (the KST date of ``ts``; 32400 s = UTC+9) lets DuckDB skip later partitions."""
+
+
+def _set_timezone() -> str:
+    return f"SET TimeZone = {sql_string(QUOTE_TZ)}"
+
+
+def statements_for(sources: Mapping[str, str | Sequence[str]]) -> list[str]:
+    """The catalog's statements over explicit ``sources``: table -> a glob or a list of part files.
+
+    A table missing from ``sources`` (or with an empty list) gets an empty view. The first statement
+    sets the time zone (it needs DuckDB's ICU extension: a caller may skip it when that fails).
+    """
+    out = [_set_timezone()]
+    for table in TABLE_NAMES:
+        files = sources.get(table)
+        if files is not None and not isinstance(files, str):
+            files = list(files) or None
+        out.append(table_view(table, files))
+    out.extend(TICK_MACROS_SQL.split(";\n"))
+    out += [QUOTES_SQL, GAPS_SQL, BOOK_ASOF_SQL]
+    return out
+
+
+def catalog_statements(root: str, present: Collection[str]) -> list[str]:
+    """The statements that create the catalog of the dataset at ``root``, in order.
+
+    ``present``: the tables that have at least one part file (the others get empty views). ``root``
+    should be absolute so that the views work from any directory; it must not contain
+    :data:`GLOB_CHARS` (ValueError).
+    """
+    bad = GLOB_CHARS.intersection(root)
+    if bad:
+        raise ValueError(f"the dataset path {root!r} contains {''.join(sorted(bad))}, which DuckDB reads as a glob")
+    return statements_for({t: parquet_glob(root, t) for t in TABLE_NAMES if t in present})
+
+
+def init_script(root: str, present: Collection[str]) -> str:
+    """:func:`catalog_statements` as one script for ``duckdb -init FILE``."""
+    head = f"-- kiwoom-tape catalog of {root}: views {', '.join(VIEW_NAMES)}; macro book_asof(item, ts)\n"
+    return head + ";\n".join(catalog_statements(root, present)) + ";\n"
