@@ -401,18 +401,20 @@ def demo_command(out: Path, seconds: float, verbose: int) -> None:
     click.echo(f"\n{'Done' if ok else 'Finished, but the client received nothing'} in "
                f"{time.monotonic() - t_start:.0f} s. Try next:")
     replay_next = (
-        f"replay {out} --speed 10                  # serve the capture to your own client"
+        (f"replay {out} --speed 10", "serve the capture to your own client")
         if received.source == "recorded"
-        else "replay --simulate --port 10000            # serve the simulated market to your own client"
+        else ("replay --simulate --port 10000", "serve the simulated market to your own client")
     )
-    click.echo(
-        f"  kiwoom-tape sql {out} \"select item, count(*), avg(spread_ticks) from quotes group by all\"\n"
-        f"  kiwoom-tape sql {out} \"from book_asof('005930_NX', now())\"\n"
-        f"  kiwoom-tape sql {out}                   # the duckdb shell on the views, if installed\n"
-        f"  kiwoom-tape verify {out}\n"
-        f"  {replay_next}\n"
-        "  jupyter lab notebooks/                   # capture-and-query, after-hours, strategy-against-replay\n"
-        "  record --items 005930 --out data         # the real market (KIWOOM_APPKEY + KIWOOM_SECRETKEY)"
-    )
+    hints = [
+        (f"kiwoom-tape sql {out} \"select item, count(*), avg(spread_ticks) from quotes group by all\"", ""),
+        (f"kiwoom-tape sql {out} \"from book_asof('005930_NX', now())\"", ""),
+        (f"kiwoom-tape sql {out}", "the duckdb shell on the views, if installed"),
+        (f"kiwoom-tape verify {out}", "check every file, schema, gap and book"),
+        replay_next,
+        ("pip install jupyterlab && jupyter lab notebooks/", "capture-and-query, after-hours, strategy"),
+        ("record --items 005930 --out data", "the real market (KIWOOM_APPKEY + KIWOOM_SECRETKEY)"),
+    ]
+    width = max(len(cmd) for cmd, why in hints if why)
+    click.echo("\n".join(f"  {cmd.ljust(width)}  # {why}" if why else f"  {cmd}" for cmd, why in hints))
     if not ok:
         raise SystemExit(1)
