@@ -15,6 +15,8 @@ import click
 from click.core import ParameterSource
 
 from kiwoom_tape.clikit import HMS, ITEMS, friendly_errors, setup_logging, verbosity_options
+from replay.faults import FaultScript
+from replay.faults import summary as fault_summary
 from replay.recorded import RecordedSource
 from replay.server import Server, Source, serve
 from replay.simulator import DEFAULT_UNIVERSE, SimulatedMarket
@@ -93,12 +95,15 @@ def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
               help="Demand this token at LOGIN (default: any non-empty token). Env: KIWOOM_REPLAY_TOKEN.")
 @click.option("--ping-interval", type=click.FloatRange(min=0.05), default=15.0, show_default=True,
               help="Seconds between server PINGs; 5 unanswered close the connection (R10002).")
+@click.option("--faults", "faults_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A TOML fault script: drops, kicks, stalls, refused LOGIN/REG, bad frames... (README: Faults).")
 @verbosity_options
 @friendly_errors
 def replay_command(
     dataset: Path | None, simulate: bool, date: str | None, from_: float | None, to: float | None,
     items: tuple[str, ...] | None, speed: float | None, loop: bool, start_delay: float, sim_start: float,
-    seed: int, host: str, port: int, token: str | None, ping_interval: float, verbose: int, quiet: bool,
+    seed: int, host: str, port: int, token: str | None, ping_interval: float, faults_file: Path | None,
+    verbose: int, quiet: bool,
 ) -> None:
     """Serve a recorded day (DIR) or a simulated market as a mock Kiwoom WebSocket server on loopback.
 
@@ -116,6 +121,9 @@ def replay_command(
         SOCKET_URL = 'ws://127.0.0.1:10000/api/dostk/websocket'
         # and, to drive a recorded replay:
         curl -s -X POST http://127.0.0.1:10000/control -d '{"cmd": "pause"}'
+        # kick the client 5 s after its LOGIN, as a second session would (see README: Faults):
+        printf '[[fault]]\\nkind = "kick"\\nat = "5s"\\n' > faults.toml
+        replay --simulate --faults faults.toml
     """
     setup_logging(verbose, quiet)
     ctx = click.get_current_context()
@@ -126,6 +134,7 @@ def replay_command(
             "nothing to serve: give a recorded dataset DIR (e.g. `replay data`), or --simulate for the "
             "built-in market"
         )
+    faults = FaultScript.load(faults_file) if faults_file is not None else None
     source: Source
     if simulate:
         wrong = _given(ctx, _RECORDED_ONLY)
@@ -163,12 +172,12 @@ def replay_command(
                 f"  the clock starts {start_delay:g} s after the first REG; control: curl -s {server.rest_url}/control"
                 f" ; curl -s -X POST {server.rest_url}/control -d '{{\"cmd\": \"pause\"}}'\n"
             )
-    asyncio.run(_serve(source, banner, host, port, token, ping_interval, quiet))
+    asyncio.run(_serve(source, banner, host, port, token, ping_interval, quiet, faults))
 
 
 async def _serve(
     source: Source, banner: Callable[[Server], str], host: str, port: int, token: str | None,
-    ping_interval: float, quiet: bool,
+    ping_interval: float, quiet: bool, faults: FaultScript | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -176,10 +185,14 @@ async def _serve(
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        async with serve(source, host=host, port=port, token=token, ping_interval=ping_interval) as server:
+        async with serve(
+            source, host=host, port=port, token=token, ping_interval=ping_interval, faults=faults
+        ) as server:
             if not quiet:
+                scripted = "".join(f"  fault {line}\n" for line in fault_summary(faults)) if faults else ""
                 click.echo(
-                    banner(server) + f"  point a Kiwoom client here: SOCKET_URL = '{server.url}'\n  Ctrl-C stops.",
+                    banner(server) + scripted
+                    + f"  point a Kiwoom client here: SOCKET_URL = '{server.url}'\n  Ctrl-C stops.",
                     err=True,
                 )
             await stop.wait()

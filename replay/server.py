@@ -24,6 +24,7 @@ Usage::
 
 The server binds to 127.0.0.1 by default, refuses messages over ``max_message`` bytes (close 1009),
 and never crashes on a client's input: bad messages get the error reply of :class:`ServerSession`.
+``faults=`` (a :class:`replay.faults.FaultScript`) scripts drops, stalls, refusals and bad frames.
 permessage-deflate is not offered: it cuts loopback throughput about 5x (PERF-LIMITS.md §4), and a
 client that offers it (websockets does by default) simply runs uncompressed.
 """
@@ -33,7 +34,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+import ipaddress
 import logging
+import re
 import secrets
 import time
 from collections import deque
@@ -50,15 +53,41 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from replay import control
+from replay.faults import Fault, FaultRunner, FaultScript, script_of
 from schemas import auth
 from schemas.protocol import WS_PATH, ServerConfig, ServerSession, ServerState, encode_real_frame, is_real_text
 
-__all__ = ["Dispatch", "Frame", "Row", "Server", "ServerStats", "Source", "serve"]
+__all__ = ["Dispatch", "Frame", "Row", "Server", "ServerStats", "Source", "exposed", "serve"]
 
 log = logging.getLogger("kiwoom_tape.replay")
+_TOKEN_IN_TEXT = re.compile(r'("token"\s*:\s*")[^"]*')
+
+
+class _RedactTokens(logging.Filter):
+    """websockets logs every frame at DEBUG, a client's LOGIN with its token: log ``"token":"***`` instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if '"token"' in text:
+            record.msg, record.args = _TOKEN_IN_TEXT.sub(r"\1***", text), None
+        return True
+
+
+_ws_log = logging.getLogger("kiwoom_tape.replay.ws")
+_ws_log.addFilter(_RedactTokens())
 
 MAX_HTTP_BODY = 64 * 1024
 TOKEN_LIFETIME = 24 * 3600.0
+
+
+def exposed(host: str) -> bool:
+    """Whether binding ``host`` makes the server reachable from other machines (anything not loopback)."""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return True  # a host name other than localhost: assume it resolves to a real interface
 
 
 class Row(Protocol):
@@ -164,6 +193,7 @@ class Server:
         max_queue_frames: int = 50_000,
         backpressure_frames: int = 256,
         keep_sent: bool = False,
+        faults: FaultScript | Sequence[Fault] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
@@ -185,6 +215,10 @@ class Server:
         )
         self._ws: WsServer | None = None
         self._source_task: asyncio.Task[None] | None = None
+        script = script_of(faults)
+        self.faults: FaultRunner | None = FaultRunner(script, self) if script is not None else None
+        """With ``faults``: the runner of the fault script (:mod:`replay.faults`), its ``fired`` list."""
+        self._faults_task: asyncio.Task[None] | None = None
         self._unyielded = 0
 
     # -- public
@@ -318,17 +352,24 @@ class Server:
             max_size=self.max_message,
             ping_interval=None,  # Kiwoom keeps alive with application PINGs (PROTOCOL.md 0)
             create_connection=conn_cls,
-            logger=logging.getLogger("kiwoom_tape.replay.ws"),
+            logger=_ws_log,
         )
         sock = next(iter(self._ws.sockets))
         self.port = sock.getsockname()[1]
         if self.source is not None:
             self._source_task = asyncio.create_task(self._run_source(self.source))
-        if self.host not in ("127.0.0.1", "localhost", "::1"):
+        if self.faults is not None:
+            self._faults_task = asyncio.create_task(self.faults.run())
+        if exposed(self.host):
             log.warning("listening on %s: reachable from other machines", self.host)
         log.info("serving %s (token endpoint %s%s)", self.url, self.rest_url, auth.TOKEN_PATH)
 
     async def stop(self) -> None:
+        if self._faults_task is not None:
+            self._faults_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._faults_task
+            self._faults_task = None
         if self._source_task is not None:
             self._source_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -397,6 +438,11 @@ class Server:
         was_open = False
         with contextlib.suppress(ConnectionClosed):
             async for message in client.conn:
+                if self.faults is not None and self.faults.intercept(client, message):
+                    if session.state is ServerState.CLOSED:  # a refused LOGIN
+                        await client.conn.wait_closed()
+                        return
+                    continue
                 before = session.registered
                 session.receive(message, self.clock())
                 if not was_open and session.state is ServerState.OPEN:
@@ -420,6 +466,8 @@ class Server:
             deadline = session.next_deadline()
             delay = 1.0 if deadline is None else max(0.0, deadline - self.clock())
             await asyncio.sleep(min(delay, 1.0))
+            if self.faults is not None:
+                await self.faults.hold_pings(client)  # a stall or no_pings window
             session.tick(self.clock())
             client.flush_session()
 
@@ -436,6 +484,9 @@ class Server:
             if isinstance(item, tuple):
                 await conn.close(item[0], item[1])
                 return
+            if self.faults is not None:
+                await self.faults.send(client, item)  # stall, slow, burst, duplicate, reorder
+                continue
             await conn.send(item)
             if self.sent is not None and is_real_text(item):
                 self.sent.append((client.number, self.clock(), item))

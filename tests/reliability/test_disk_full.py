@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,17 +23,21 @@ from replay.server import serve
 from replay.simulator import SimulatedMarket
 from replay.sources import SimSource
 
+from .conftest import Report, SecretAudit
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
+def small_disk(tmp_path: Path, report: Report) -> Iterator[Path]:
     mnt = tmp_path / "small"
     mnt.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
+        report.disk_full = "skipped: needs root and mount(8) to make a small tmpfs"
         pytest.skip("needs root and mount(8) to make a small tmpfs")
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if r.returncode != 0:
+        report.disk_full = f"skipped: cannot mount a tmpfs here: {r.stderr.strip()}"
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     try:
         yield mnt
@@ -41,15 +45,18 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_full_disk_stops_with_a_clear_error_and_keeps_what_was_written(small_disk: Path, tmp_path: Path) -> None:
+def test_full_disk_stops_with_a_clear_error_and_keeps_what_was_written(
+    small_disk: Path, tmp_path: Path, report: Report, audit: SecretAudit
+) -> None:
     out = small_disk / "data"
-    secret = f"SECRET-{uuid.uuid4().hex}"
+    report.disk_full = "failed"
+    secret = audit.secret("secretkey")
 
     async def main() -> tuple[int, str]:
         market = SimulatedMarket(seed=11, items=["005930", "000660", "005930_NX", "035420", "005380"],
                                  start=15 * 3600 + 30 * 60 + 10)
         async with serve(SimSource(market, speed=200.0), port=0) as server:
-            env = {**os.environ, "KIWOOM_APPKEY": "APP-" + secret, "KIWOOM_SECRETKEY": secret}
+            env = {**os.environ, "KIWOOM_APPKEY": audit.secret("appkey"), "KIWOOM_SECRETKEY": secret}
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-c",
                 f"import sys; sys.path.insert(0, {str(ROOT)!r}); from recorder.cli import main; main()",
@@ -63,10 +70,13 @@ def test_full_disk_stops_with_a_clear_error_and_keeps_what_was_written(small_dis
             finally:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
+            for tok in server._issued:
+                audit.add(tok)
             return proc.returncode or 0, (stdout + stderr).decode("utf-8", "replace")
 
     code, output = asyncio.run(main())
     print(output)  # shown when the test fails
+    audit.text("record stderr", output)
     assert code != 0, output
     assert "Traceback" not in output, output
     assert "space" in output.lower() and "--out" in output, output
@@ -78,9 +88,14 @@ def test_full_disk_stops_with_a_clear_error_and_keeps_what_was_written(small_dis
     # the journal left behind is recoverable once there is room again
     roomy = tmp_path / "roomy"
     shutil.copytree(out, roomy)
-    report = recover(roomy)
-    assert not report.unreadable
+    recovery = recover(roomy)
+    assert not recovery.unreadable
     for p in roomy.rglob("*.parquet"):
         pq.read_table(p)
     blob = b"".join(p.read_bytes() for p in roomy.rglob("*") if p.is_file())
     assert secret.encode() not in blob
+    why = re.search(r"[^:]*space[^:(]*", output, re.I)
+    report.disk_full = (
+        f"stopped with a clear error (exit {code}: {why.group(0).strip() if why else '?'}); {len(finals)} files "
+        f"finalized and readable, the journal recovered ({recovery.frames} frames)"
+    )

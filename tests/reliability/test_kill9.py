@@ -1,7 +1,9 @@
 """kill -9 of the recorder at 20 random instants of one long recording.
 
 After every restart: the journal is recovered, every Parquet file is readable, nothing is duplicated
-or reordered, and what is lost was sent within the fsync window before the kill. Prints a summary.
+or reordered, and what is lost was sent within the fsync window before the kill. The figures (kills
+survived, worst frames lost per kill, the oldest lost frame against the fsync bound) go to the
+reliability summary (conftest.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from replay.server import serve
 from replay.simulator import SimulatedMarket
 from replay.sources import SimSource
 
+from .conftest import Report, SecretAudit
+
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 20
 FSYNC = 0.05
@@ -36,11 +40,12 @@ def _frames(out: Path) -> list[dict[str, Any]]:
     return t.to_pylist()  # type: ignore[no-any-return]
 
 
-def test_kill_9_at_random_instants(tmp_path: Path) -> None:
+def test_kill_9_at_random_instants(tmp_path: Path, report: Report, audit: SecretAudit) -> None:
     out = tmp_path / "data"
     rng = random.Random(20261122)
-    env = {**os.environ, "KIWOOM_APPKEY": "K", "KIWOOM_SECRETKEY": "S"}
+    env = {**os.environ, "KIWOOM_APPKEY": audit.secret("appkey"), "KIWOOM_SECRETKEY": audit.secret("secretkey")}
     kill_times: list[float] = []
+    report.kills = KILLS
 
     async def main() -> list[tuple[int, float, str]]:
         market = SimulatedMarket(seed=12, items=["005930_NX", "000660_NX", "035420_NX"], start=16 * 3600)
@@ -52,7 +57,7 @@ def test_kill_9_at_random_instants(tmp_path: Path) -> None:
                 "--fsync-interval", str(FSYNC), "-q",
             ]
             for k in range(KILLS + 1):
-                proc = await asyncio.create_subprocess_exec(*cmd, env=env)
+                proc = await asyncio.create_subprocess_exec(*cmd, env=env, stderr=asyncio.subprocess.PIPE)
                 async with asyncio.timeout(30):
                     while server.stats.logins < k + 1:  # noqa: ASYNC110  # a server counter, no event to wait on
                         await asyncio.sleep(0.01)
@@ -65,6 +70,10 @@ def test_kill_9_at_random_instants(tmp_path: Path) -> None:
                     proc.send_signal(signal.SIGTERM)
                     async with asyncio.timeout(30):
                         assert await proc.wait() == 0
+                assert proc.stderr is not None
+                audit.text(f"record stderr, run {k + 1}", await proc.stderr.read())
+            for tok in server._issued:
+                audit.add(tok)
             assert server.sent is not None
             return list(server.sent)
 
@@ -90,14 +99,12 @@ def test_kill_9_at_random_instants(tmp_path: Path) -> None:
             worst_lost, worst_age = max(worst_lost, len(lost)), max(worst_age, age)
             total_lost += len(lost)
             assert age <= FSYNC + SLACK, f"kill {conn}: lost a frame sent {age:.3f} s before the kill"
+            report.kills_survived += 1
         else:
             assert not lost, "the run stopped with SIGTERM lost frames"
     kinds = [r["kind"] for r in ds.dataset(out / "events", format="parquet", partitioning="hive").to_table(
         columns=["kind"]).to_pylist()]
     assert kinds.count("recovery") >= KILLS - 2  # a kill before the first frame leaves nothing to recover
     assert kinds.count("gap_start") >= KILLS - 2
-    print(
-        f"\nkill -9: {KILLS} kills survived; frames lost per kill: worst {worst_lost}, total {total_lost}; "
-        f"oldest lost frame sent {worst_age * 1000:.0f} ms before its kill (fsync bound {FSYNC * 1000:.0f} ms "
-        f"+ {SLACK * 1000:.0f} ms receive slack)"
-    )
+    report.worst_lost_per_kill, report.total_lost = worst_lost, total_lost
+    report.oldest_lost_ms, report.fsync_ms, report.slack_ms = worst_age * 1000, FSYNC * 1000, SLACK * 1000

@@ -1,0 +1,132 @@
+"""Recording from the mock server in-process, and reading back what was recorded, for the reliability tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+
+from recorder.auth import TokenProvider
+from recorder.client import Recorder
+from recorder.store import Store
+from replay.server import Server
+from schemas.protocol import is_real_text
+
+RUN_ID = "reliability"
+
+
+def table(root: Path, name: str) -> list[dict[str, Any]]:
+    d = root / name
+    if not d.exists():
+        return []
+    t = ds.dataset(d, format="parquet", partitioning="hive").to_table()
+    t = t.set_column(t.schema.get_field_index("recv_ts"), "recv_ts", t["recv_ts"].cast("int64"))
+    return t.to_pylist()  # type: ignore[no-any-return]
+
+
+@dataclass
+class Recorded:
+    """What one recording left on disk, split by connection (each starts with the recorder's LOGIN)."""
+
+    frames: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    orderbook: list[dict[str, Any]]
+    by_connection: list[list[dict[str, Any]]] = field(default_factory=list)
+    """REAL-looking in-frames of each connection, in the order received."""
+
+    @classmethod
+    def read(cls, root: Path) -> Recorded:
+        frames = sorted(table(root, "frames"), key=lambda r: (r["run_id"], r["seq"]))
+        events = sorted(table(root, "events"), key=lambda r: r["recv_ts"])
+        rec = cls(frames, events, table(root, "orderbook"))
+        for f in frames:
+            if f["direction"] == "out" and f["trnm"] == "LOGIN":
+                rec.by_connection.append([])
+            elif f["direction"] == "in" and is_real_text(f["text"]) and rec.by_connection:
+                rec.by_connection[-1].append(f)
+        return rec
+
+    def kinds(self) -> list[str]:
+        return [e["kind"] for e in self.events]
+
+    def gap_causes(self) -> list[str]:
+        import json
+
+        return [json.loads(e["detail"])["cause"] for e in self.events if e["kind"] == "gap_start"]
+
+    def assert_no_duplicates(self) -> None:
+        keys = [(f["run_id"], f["seq"]) for f in self.frames]
+        assert len(keys) == len(set(keys)), "a frame was stored twice"
+        rows = [(r["run_id"], r["frame_seq"], r["row_idx"]) for r in self.orderbook]
+        assert len(rows) == len(set(rows)), "an orderbook row was stored twice"
+
+    def compare_with_sent(self, sent: list[tuple[int, float, str]], *, lossy: bool = False) -> int:
+        """Each connection recorded what the server sent it, in order: all of it, or (``lossy``) a prefix.
+        Returns how many frames were sent but not recorded."""
+        lost = 0
+        for k, got in enumerate(self.by_connection, start=1):
+            texts = [f["text"] for f in got]
+            mine = [text for conn, _, text in sent if conn == k]
+            assert texts == mine[: len(texts)], f"connection {k}: not what the server sent, in its order"
+            lost += len(mine) - len(texts)
+            if not lossy:
+                assert len(texts) == len(mine), f"connection {k}: {len(mine) - len(texts)} frames sent, not recorded"
+        extra = [c for c, _, _ in sent if c > len(self.by_connection)]
+        assert not extra, f"frames sent on connections the recorder never logged in on: {set(extra)}"
+        return lost
+
+
+async def record(
+    server: Server,
+    root: Path,
+    items: list[str],
+    tokens: TokenProvider,
+    until: Callable[[Recorder], Awaitable[None]],
+    *,
+    silence_timeout: float = 5.0,
+    limit: float = 30.0,
+) -> tuple[Recorder, BaseException | None]:
+    """Record into ``root`` until ``until(recorder)`` returns; returns the recorder and what it raised."""
+    store = Store(root, RUN_ID, fsync_interval=0.05)
+    store.open()
+    rec = Recorder(server.url, items, ["0D"], store, tokens, silence_timeout=silence_timeout,
+                   backoff_base=0.05, backoff_cap=0.2)
+    stop = asyncio.Event()
+    error: BaseException | None = None
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            store.tick()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.05)
+
+    async def stopper() -> None:
+        try:
+            await until(rec)
+        finally:
+            stop.set()
+
+    async def recording() -> None:
+        nonlocal error
+        try:
+            await rec.run(stop)
+        except Exception as exc:
+            error = exc
+        finally:
+            stop.set()
+
+    try:
+        async with asyncio.timeout(limit), asyncio.TaskGroup() as tg:
+            tg.create_task(ticker())
+            s = tg.create_task(stopper())
+            await recording()
+            if not s.done():
+                s.cancel()
+    finally:
+        store.close()
+    return rec, error
