@@ -629,7 +629,8 @@ class LoginRejected:
 
 @dataclass(frozen=True, slots=True)
 class RegistrationDone:
-    """A REG or REMOVE was answered. ``return_code`` 0 means applied; 105110 is retried by the session."""
+    """A REG or REMOVE was answered. ``return_code`` 0 means applied; ``will_retry``: the session sends
+    the batch again later (105110 after ``rate_backoff``; other refusals of a REG with a doubling delay)."""
 
     trnm: str
     items: tuple[str, ...]
@@ -680,6 +681,7 @@ class _Pending:
     items: tuple[str, ...]
     types: tuple[str, ...]
     not_before: float = 0.0
+    refusals: int = 0
 
 
 @dataclass
@@ -690,7 +692,8 @@ class ClientSession:
     frame to :meth:`receive` and handle the returned events; after each call (and at
     :meth:`next_deadline`, via :meth:`tick`) send what :meth:`data_to_send` returns. The session
     holds at most one REG/REMOVE in flight (acks carry no id), spaces them ``reg_interval`` apart,
-    and retries a batch refused with 105110 after ``rate_backoff``.
+    retries a batch refused with 105110 after ``rate_backoff``, and a batch refused otherwise (1,
+    105115, ...) after ``refused_backoff``, doubling, forgetting it after ``reg_retries`` refusals.
     """
 
     token: str = field(repr=False)
@@ -698,6 +701,8 @@ class ClientSession:
     reg_batch: int = 50
     reg_interval: float = 0.35
     rate_backoff: float = 1.0
+    refused_backoff: float = 1.0
+    reg_retries: int = 5
     max_items: int = MAX_ITEMS_PER_CONNECTION
     state: ClientState = ClientState.NEW
     subscribed: dict[tuple[str, str], None] = field(default_factory=dict)
@@ -812,14 +817,23 @@ class ClientSession:
         if head is None or head.trnm != msg.trnm:
             return [UnexpectedMessage(text, f"{msg.trnm} ack with no request in flight")]
         self._in_flight = None
-        retry = msg.return_code == RC_REG_RATE
-        if retry:
+        retry = False
+        if msg.return_code == RC_REG_RATE:
+            retry = True
             head.not_before = now + self.rate_backoff
             self._queue.appendleft(head)
         elif msg.return_code != RC_OK and head.trnm == "REG":
-            for i in head.items:
-                for t in head.types:
-                    self.subscribed.pop((i, t), None)
+            # A refusal may be passing (a server-side hiccup, a stale registration count): try again,
+            # later each time, and forget the batch only after reg_retries refusals.
+            if head.refusals < self.reg_retries:
+                retry = True
+                head.not_before = now + self.refused_backoff * 2**head.refusals
+                head.refusals += 1
+                self._queue.append(head)
+            else:
+                for i in head.items:
+                    for t in head.types:
+                        self.subscribed.pop((i, t), None)
         self.tick(now)
         return [RegistrationDone(msg.trnm, head.items, head.types, msg.return_code, msg.return_msg, retry)]
 

@@ -766,15 +766,29 @@ def test_wire_client_paced_too_fast_recovers_from_105110() -> None:
 
 
 @pytest.mark.parametrize("frame", [REG_CAP, '{"trnm":"REG","return_code":1,"return_msg":"등록 종목수 초과"}'])
-def test_client_drops_pairs_refused_for_good(frame: str) -> None:
+def test_client_retries_a_refused_reg_later_then_forgets_it(frame: str) -> None:
     client = open_client()
+    client.reg_retries = 3
     client.subscribe(["A", "B"], ["0D"], now=0.0)
-    client.data_to_send()
-    (event,) = client.receive(frame, 0.1)
-    assert isinstance(event, RegistrationDone)
-    assert event.return_code != 0 and not event.will_retry
+    (reg_text,) = client.data_to_send()
+    now, delays = 0.1, []
+    for attempt in range(3):
+        (event,) = client.receive(frame, now)
+        assert isinstance(event, RegistrationDone)
+        assert event.return_code != 0 and event.will_retry
+        assert set(client.subscribed) == {("A", "0D"), ("B", "0D")}
+        assert client.data_to_send() == []  # not at once
+        due = client.next_deadline()
+        assert due is not None
+        delays.append(round(due - now, 6))
+        client.tick(due)
+        assert client.data_to_send() == [reg_text]  # the same batch again
+        now = due + 0.1
+    assert delays == [1.0, 2.0, 4.0]  # doubling, never a tight loop
+    (event,) = client.receive(frame, now)
+    assert isinstance(event, RegistrationDone) and not event.will_retry
     assert client.subscribed == {}
-    assert client.data_to_send() == []
+    assert client.next_deadline() is None and client.data_to_send() == []
 
 
 def test_wire_unknown_type_is_refused_and_forgotten() -> None:
@@ -784,8 +798,10 @@ def test_wire_unknown_type_is_refused_and_forgotten() -> None:
     wire.now = 1.0
     wire.client.subscribe(["005930"], ["XX"], now=1.0)
     wire.pump()
+    wire.advance(80.0)  # five retries, 1 + 2 + 4 + 8 + 16 s apart, then forgotten
     done = [e for e in wire.events if isinstance(e, RegistrationDone)]
-    assert [(e.types, e.return_code) for e in done] == [(("0D",), 0), (("XX",), 1)]
+    assert [(e.types, e.return_code) for e in done] == [(("0D",), 0)] + [(("XX",), 1)] * 6
+    assert [e.will_retry for e in done[1:]] == [True] * 5 + [False]
     assert list(wire.client.subscribed) == [("005930", "0D")]
     assert wire.server.registered == {("005930", "0D")}
 

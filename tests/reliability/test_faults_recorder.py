@@ -231,17 +231,11 @@ def test_recorder_survives_fault(case: Case, tmp_path: Path, audit: SecretAudit,
     report.faults[case.name] = "survived"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recorder/client.py forgets items whose REG was refused with a code other than 105110 and never "
-    "registers them again on that connection: it stays connected (PINGs flow) and records nothing until "
-    "the next disconnect (or a silence timeout, which PINGs prevent)",
-)
 @pytest.mark.parametrize("case", REJECT_FOR_GOOD, ids=[c.name for c in REJECT_FOR_GOOD])
 def test_recorder_registers_again_after_a_refused_reg(
     case: Case, tmp_path: Path, audit: SecretAudit, report: Report
 ) -> None:
-    report.faults[case.name] = "xfail: no data after the refused REG (recorder does not retry)"
+    report.faults[case.name] = "failed: no data after the refused REG"
 
     async def bounded() -> tuple[Recorded, Server, Recorder, BaseException | None]:
         return await asyncio.wait_for(_run(case, tmp_path, audit), 4.0)
