@@ -36,10 +36,13 @@ from schemas.protocol import (
     SystemNotice,
     UnexpectedMessage,
 )
+from schemas.redact import RedactTokens
 
 __all__ = ["Recorder", "RecorderStats"]
 
 log = logging.getLogger("kiwoom_tape.recorder")
+_ws_log = logging.getLogger("kiwoom_tape.recorder.ws")
+_ws_log.addFilter(RedactTokens())  # websockets logs frames at DEBUG, the LOGIN with its token
 
 
 @dataclass
@@ -97,6 +100,10 @@ class Recorder:
         self._gap_since_ns: int | None = None
         self._gap_cause = ""
         self._silent = False
+        self._closing = False
+        self._watchdog_error: BaseException | None = None
+        self._last_frame = 0.0
+        self._watch_until = float("inf")
         # Fail before connecting if the request cannot be honoured (more than 200 items).
         ClientSession(token="").subscribe(self.items, self.types)
 
@@ -167,6 +174,7 @@ class Recorder:
                 open_timeout=self.open_timeout,
                 close_timeout=2.0,
                 user_agent_header="kiwoom-tape",
+                logger=_ws_log,
             )
         except InvalidURI as exc:
             raise KiwoomTapeError(f"bad --url: {exc}", hint="use wss://HOST:PORT/api/dostk/websocket") from None
@@ -207,54 +215,107 @@ class Recorder:
     async def _receive_loop(
         self, ws: ClientConnection, session: ClientSession, stop: asyncio.Event
     ) -> tuple[bool, str | None]:
+        """Receive and store frames until the connection ends (PERF-LIMITS.md section 6).
+
+        This task only receives: a frame already buffered costs no trip through the event loop, and no
+        timer is armed per frame. Timers belong to :meth:`_watchdog`: it ticks the session at its REG
+        deadlines, closes the connection after ``silence_timeout`` without a frame, and closes it when
+        ``stop`` is set; the frames that arrive before the server's close frame are still received
+        and stored here. A REAL frame the store reads by itself (:meth:`Store.add_real_frame`) skips the
+        session: a REAL frame never changes the session's state.
+        """
         logged_in = False
         system_code: str | None = None
-        last_frame = self.monotonic()
         self._silent = False
+        self._closing = False
+        self._watchdog_error = None
+        self._last_frame = self.monotonic()
+        self._watch_until = float("inf")
+        wake = asyncio.Event()
+        watchdog = asyncio.create_task(self._watchdog(ws, session, stop, wake))
+        recv = ws.recv
+        add_real = self.store.add_real_frame
+        clock_ns, monotonic, stats = self.clock_ns, self.monotonic, self.stats
+        try:
+            while True:
+                try:
+                    data = await recv(False)
+                except ConnectionClosed:
+                    if self._watchdog_error is not None:
+                        raise self._watchdog_error from None
+                    # closed by us (stop, silence) or by the server: either way what we learnt
+                    # (logged in, the SYSTEM code that announced the close) goes to the classifier
+                    return logged_in, system_code
+                recv_ns = clock_ns()
+                now = monotonic()
+                rows = add_real(recv_ns, data)
+                if rows is not None:
+                    stats.last_frame_mono = self._last_frame = now
+                    stats.frames_in += 1
+                    stats.real_rows += rows
+                    continue
+                logged_in, system_code = self._on_frame(data, session, logged_in, system_code, recv_ns, now)
+                try:
+                    await self._flush(ws, session)
+                except ConnectionClosed:
+                    return logged_in, system_code
+                due = session.next_deadline()
+                if due is not None and due < self._watch_until:
+                    wake.set()
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+
+    async def _watchdog(
+        self, ws: ClientConnection, session: ClientSession, stop: asyncio.Event, wake: asyncio.Event
+    ) -> None:
+        """The receive loop's timers: REG pacing, the silence timeout, and ``stop``. See :meth:`_receive_loop`."""
         stop_wait = asyncio.ensure_future(stop.wait())
         try:
             while True:
                 now = self.monotonic()
-                deadline = last_frame + self.silence_timeout
+                deadline = self._last_frame + self.silence_timeout
                 reg_due = session.next_deadline()
                 if reg_due is not None:
                     deadline = min(deadline, reg_due)
-                recv = asyncio.ensure_future(ws.recv())
-                done, _ = await asyncio.wait({recv, stop_wait}, timeout=max(0.0, deadline - now),
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if recv not in done:
-                    recv.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                        await recv
-                    if stop_wait in done:
-                        await ws.close(1000, "recorder stopping")
-                        # what arrived before the server's close frame is data too: keep it
-                        with contextlib.suppress(ConnectionClosed):
-                            while True:
-                                logged_in, system_code = self._on_frame(await ws.recv(), session, logged_in,
-                                                                        system_code)
-                        return logged_in, system_code
-                    now = self.monotonic()
-                    if now - last_frame >= self.silence_timeout:
-                        self._silent = True
-                        await ws.close(1000, "silence")
-                        return logged_in, system_code
-                    session.tick(now)
-                    await self._flush(ws, session)
-                    continue
-                logged_in, system_code = self._on_frame(recv.result(), session, logged_in, system_code)
-                last_frame = self.monotonic()
+                self._watch_until = deadline
+                if not stop.is_set() and deadline > now:
+                    wake.clear()
+                    wake_wait = asyncio.ensure_future(wake.wait())
+                    try:
+                        await asyncio.wait({stop_wait, wake_wait}, timeout=deadline - now,
+                                           return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        wake_wait.cancel()
+                    if wake.is_set() and not stop.is_set():
+                        continue  # a new deadline: compute it again
+                if stop.is_set():
+                    self._closing = True
+                    await ws.close(1000, "recorder stopping")
+                    return
+                now = self.monotonic()
+                if now - self._last_frame >= self.silence_timeout:
+                    self._silent = True
+                    self._closing = True
+                    await ws.close(1000, "silence")
+                    return
+                session.tick(now)
                 await self._flush(ws, session)
+        except ConnectionClosed:
+            return  # the receive loop sees it too
+        except Exception as exc:  # a StorageError while storing an out-frame: the receive loop raises it
+            self._watchdog_error = exc
+            ws.transport.abort()
         finally:
             stop_wait.cancel()
 
     def _on_frame(
-        self, text: str | bytes, session: ClientSession, logged_in: bool, system_code: str | None
+        self, text: str | bytes, session: ClientSession, logged_in: bool, system_code: str | None,
+        recv_ns: int, now: float,
     ) -> tuple[bool, str | None]:
         """Store one received frame (always exactly once, before acting on it) and handle its events."""
-        recv_ns = self.clock_ns()
-        now = self.monotonic()
-        self.stats.last_frame_mono = now
+        self.stats.last_frame_mono = self._last_frame = now
         self.stats.frames_in += 1
         events = session.receive(text, now)
         stored = False
@@ -310,4 +371,4 @@ class Recorder:
         for out in session.data_to_send():
             text = out if isinstance(out, str) else out.decode("utf-8", "replace")
             self.store.add_frame(self.clock_ns(), "out", text)
-            await ws.send(out)
+            await ws.send(out, text=True)  # a text frame, also when echoing a PING received as bytes

@@ -76,7 +76,14 @@ from recorder.journal import (
 from schemas import layout
 from schemas.errors import ProtocolError, StorageError
 from schemas.market import kst_date_of_ns
-from schemas.normalize import AfterhoursBuilder, EventBuilder, FrameBuilder, OrderbookBuilder, detail_json
+from schemas.normalize import (
+    AfterhoursBuilder,
+    EventBuilder,
+    FrameBuilder,
+    OrderbookBuilder,
+    detail_json,
+    read_real_frame,
+)
 from schemas.protocol import Real, RealRow, decode_client_message, decode_server_message, guess_trnm
 from schemas.tables import EVENT_KINDS, TABLES, redact_login
 
@@ -86,13 +93,46 @@ __all__ = [
     "RecoveryReport",
     "Store",
     "StoreStats",
+    "parquet_options",
     "recover",
     "tmp_name",
 ]
 
 TABLE_NAMES: Final = layout.TABLE_NAMES
-PARQUET_OPTIONS: Final[dict[str, Any]] = {"compression": "zstd", "write_statistics": True}
-"""Options of every ``pyarrow.parquet.ParquetWriter`` (PERF-LIMITS.md section 3: zstd, default level)."""
+PARQUET_OPTIONS: Final[dict[str, Any]] = {"compression": "zstd", "compression_level": 3, "write_statistics": True}
+"""Options of every ``pyarrow.parquet.ParquetWriter`` (PERF-LIMITS.md section 3), with :func:`parquet_options`.
+
+zstd level 3 rather than pyarrow's default level 1: as fast to write here, and the verbatim frames
+take about a quarter less space (bench/README: Storage)."""
+
+
+def parquet_options(table: str) -> dict[str, Any]:
+    """The ``ParquetWriter`` options of ``table``: :data:`PARQUET_OPTIONS`, dictionary encoding for its
+    string columns only (item, run id, ...), never for the frames' ``text`` nor for numbers.
+
+    Trying a dictionary for every column is what pyarrow does by default; for the 160 number columns
+    of ``orderbook`` and the unique texts of ``frames`` it costs a third of the write time and saves
+    next to nothing once zstd has compressed the pages (bench/README: Storage).
+    """
+    opts = dict(PARQUET_OPTIONS)
+    opts["use_dictionary"] = [f.name for f in TABLES[table] if pa.types.is_string(f.type) and f.name != "text"]
+    if table == "frames":
+        opts["data_page_size"] = FRAMES_PAGE_BYTES
+    return opts
+
+
+FRAMES_PAGE_BYTES: Final = 16 * 2**20
+"""Data page size of ``frames``: zstd compresses each page on its own, and a page of thousands of
+verbatim frames (rather than pyarrow's 1 MiB, a few hundred) finds their common keys and values:
+about a tenth fewer bytes, at the same speed (bench/README: Storage)."""
+
+ROW_GROUP_ORDER: Final[dict[str, tuple[str, ...]]] = {
+    "orderbook": ("item", "recv_ts", "frame_seq", "row_idx"),
+    "afterhours": ("item", "recv_ts", "frame_seq", "row_idx"),
+}
+"""Each row group of these tables is sorted by item, then time, when it is written: consecutive rows of
+one item differ in a few levels, so zstd stores the row group in about half the bytes, for free
+(bench/README: Storage). ``frames`` stays in receive order. Query with ORDER BY, as always with Parquet."""
 
 TMP_PREFIX: Final = "."
 """Leading part of a part file's temporary name (see :func:`tmp_name`)."""
@@ -261,7 +301,7 @@ class _Part:
         self._writer: Any = None
         try:
             self._sink = pa.OSFile(str(self.tmp), "wb")
-            self._writer = pq.ParquetWriter(self._sink, TABLES[table], **PARQUET_OPTIONS)
+            self._writer = pq.ParquetWriter(self._sink, TABLES[table], **parquet_options(table))
         except OSError as exc:
             self._discard()
             raise storage_error(exc, self.tmp, "write") from exc
@@ -542,6 +582,54 @@ class Store:
             self._guarded(self._flush_and_maybe_roll)
         return seq
 
+    def add_real_frame(self, recv_ns: int, data: bytes) -> int | None:
+        """Journal and buffer a received REAL frame of well-formed 0D/0E rows, from its bytes; returns its row count.
+
+        The recorder's fast path (PERF-LIMITS.md section 6): the bytes go to the journal as received,
+        and the rows are read with :func:`schemas.normalize.read_real_frame`, so nothing is decoded
+        twice. What is stored is what ``add_frame(recv_ns, "in", data, rows=<its rows>, trnm="REAL")``
+        stores. Returns None, having stored nothing, for any other frame: the caller then handles it
+        the general way (``ClientSession.receive``, :meth:`add_frame`). Raises StorageError.
+        """
+        rows = read_real_frame(data)
+        if rows is None:
+            return None
+        if recv_ns < self._lo or recv_ns >= self._hi:
+            self._enter(recv_ns)
+        if self._failed is not None or self._closed:
+            self._raise_unusable()
+        seq = self._seq
+        j = self._journal
+        if j is not None:
+            try:
+                j.append_frame(recv_ns, seq, "in", data, has_rows=True, trnm="REAL")
+            except StorageError as exc:
+                self._failed = exc
+                raise
+        self._seq = seq + 1
+        self._seg_records += 1
+        b = self._cur
+        run_id = self.run_id
+        b.frames.append(recv_ns, run_id, seq, "in", data, None, "REAL")
+        self._frames += 1
+        self._pending_frames += 1
+        n_book = n_after = 0
+        for idx, row in enumerate(rows):
+            if idx > _MAX_ROW_IDX:
+                self._other_rows += 1
+            elif row.table == "orderbook":
+                b.orderbook.append_parsed(recv_ns, run_id, seq, idx, row)
+                n_book += 1
+            else:
+                b.afterhours.append_parsed(recv_ns, run_id, seq, idx, row)
+                n_after += 1
+        self._n_orderbook += n_book
+        self._n_afterhours += n_after
+        self._pending_rows += n_book + n_after
+        if self._pending_frames >= self.flush_rows or self._pending_rows >= self.flush_rows:
+            self._guarded(self._flush_and_maybe_roll)
+        return len(rows)
+
     def add_event(self, recv_ns: int, kind: str, detail: dict[str, Any] | str, return_code: int | None = None) -> None:
         """Journal one event, then buffer it for ``events``.
 
@@ -736,6 +824,9 @@ class Store:
             for table, builder in builders.items():
                 if len(builder):
                     batch = builder.flush()
+                    order = ROW_GROUP_ORDER.get(table)
+                    if order is not None:
+                        batch = batch.sort_by([(c, "ascending") for c in order])
                     self._part(table, date).write(batch)
         self._pending_frames = self._pending_rows = 0
         self._last_flush = self._monotonic()

@@ -36,7 +36,6 @@ import contextlib
 import http
 import ipaddress
 import logging
-import re
 import secrets
 import time
 from collections import deque
@@ -56,25 +55,13 @@ from replay import control
 from replay.faults import Fault, FaultRunner, FaultScript, script_of
 from schemas import auth
 from schemas.protocol import WS_PATH, ServerConfig, ServerSession, ServerState, encode_real_frame, is_real_text
+from schemas.redact import RedactTokens
 
 __all__ = ["Dispatch", "Frame", "Row", "Server", "ServerStats", "Source", "exposed", "serve"]
 
 log = logging.getLogger("kiwoom_tape.replay")
-_TOKEN_IN_TEXT = re.compile(r'("token"\s*:\s*")[^"]*')
-
-
-class _RedactTokens(logging.Filter):
-    """websockets logs every frame at DEBUG, a client's LOGIN with its token: log ``"token":"***`` instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if '"token"' in text:
-            record.msg, record.args = _TOKEN_IN_TEXT.sub(r"\1***", text), None
-        return True
-
-
 _ws_log = logging.getLogger("kiwoom_tape.replay.ws")
-_ws_log.addFilter(_RedactTokens())
+_ws_log.addFilter(RedactTokens())
 
 MAX_HTTP_BODY = 64 * 1024
 TOKEN_LIFETIME = 24 * 3600.0

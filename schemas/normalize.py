@@ -46,14 +46,18 @@ import datetime as dt
 import json
 import math
 import re
+import struct
+import sys
 from array import array
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
-from operator import is_not
+from operator import is_not, itemgetter
 from typing import Any, Final
 
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
+from msgspec.structs import astuple
 
 from schemas.fields import FIELDS_0D, FIELDS_0E, FieldSpec, Kind
 from schemas.market import split_item
@@ -80,6 +84,7 @@ __all__ = [
     "builder_for",
     "detail_json",
     "kst_midnight_epoch_s",
+    "read_real_frame",
     "read_value",
 ]
 
@@ -284,6 +289,11 @@ def _plan(fields: tuple[FieldSpec, ...]) -> _Plan:
     return _Plan(fields)
 
 
+def _raw(a: array[Any]) -> memoryview:
+    """The bytes of an array, without a copy (what ``array.frombytes`` takes)."""
+    return memoryview(a).cast("B")
+
+
 def _u8_bitmap(valid: bytes | bytearray, n: int) -> pa.Buffer | None:
     """An Arrow validity bitmap from one byte per row (1 = valid), or None when all are valid."""
     if 0 not in valid:
@@ -472,8 +482,52 @@ class _RealTableBuilder:
             for i, raw in enumerate(texts):
                 texts[i], f = read_value(Kind.TEXT, raw)
                 flags |= f
+        self._commit(keys, row_idx, run_id, item, _raw(price), _raw(ints), pct, _raw(code), vpat, times, tvalid, texts,
+                     flags)
+        return flags
 
-        # Commit: nothing below can fail.
+    def append_parsed(self, recv_ns: int, run_id: str, frame_seq: int, row_idx: int, row: ParsedRow) -> int:
+        """Add one row of :func:`read_real_frame`; the same result as :meth:`append` of the row's ``values``.
+
+        Returns its ``flags`` (0, or :data:`FLAG_INVALID` for an invalid quote time). ValueError as
+        :meth:`append` for a bad ``row_idx``.
+        """
+        if not 0 <= row_idx <= _I16_MAX:
+            raise ValueError(f"row_idx {row_idx} out of range 0..{_I16_MAX}")
+        keys = array("q", (recv_ns, frame_seq))
+        flags = 0
+        times = array("q")
+        tvalid = bytearray()
+        if row.times:
+            base = kst_midnight_epoch_s(recv_ns)
+            for raw in row.times:
+                secs, f = _read_time(raw)
+                flags |= f
+                times.append(0 if secs is None else base + secs)
+                tvalid.append(secs is not None)
+        t = _FAST_0D if row.table == "orderbook" else _FAST_0E
+        nums = memoryview(row.nums)
+        self._commit(keys, row_idx, run_id, row.item, nums[: t.price_end], nums[t.price_end : t.int_end], row.pct,
+                     nums[t.int_end :], self._p.ones, times, tvalid, row.texts, flags)
+        return flags
+
+    def _commit(
+        self,
+        keys: array[int],
+        row_idx: int,
+        run_id: str,
+        item: str,
+        price: memoryview,
+        ints: memoryview,
+        pct: array[float],
+        code: memoryview,
+        vpat: bytes,
+        times: array[int],
+        tvalid: bytearray,
+        texts: Sequence[str | None],
+        flags: int,
+    ) -> None:
+        """Append one checked row to every buffer (the numbers as the bytes of their buffer). Nothing here can fail."""
         cv = self._items.get(item)
         if cv is None:
             if len(self._items) >= 4096:
@@ -486,17 +540,16 @@ class _RealTableBuilder:
         self._item.append(item)
         self._code.append(cv[0])
         self._venue.append(cv[1])
-        self._price += price
-        self._int += ints
+        self._price.frombytes(price)
+        self._int.frombytes(ints)
         self._pct += pct
-        self._cd += code
+        self._cd.frombytes(code)
         self._valid += vpat
         self._time += times
         self._tvalid += tvalid
         for col, s in zip(self._text, texts, strict=True):
             col.append(s)
         self._flags.append(flags)
-        return flags
 
     def flush(self) -> pa.RecordBatch:
         """The buffered rows as one batch of the table's schema (maybe empty); the builder starts over."""
@@ -523,10 +576,13 @@ class _RealTableBuilder:
         ]
         for _spec, typ, buf, j in p.order:
             if buf == "price":  # NULL <=> 0 (missing and invalid prices are stored as 0)
-                data: array[Any] = self._price[j::a]
-                bitmap = pc.not_equal(pa.Array.from_buffers(typ, n, [None, pa.py_buffer(data)]), 0).buffers()[1]
+                # abs() here, for the whole column: append_parsed() keeps the wire's sign (PROTOCOL.md 2.0)
+                prices = pc.abs(pa.Array.from_buffers(typ, n, [None, pa.py_buffer(self._price[j::a])]))
+                bitmap = pc.not_equal(prices, 0).buffers()[1]
+                cols.append(pa.Array.from_buffers(typ, n, [bitmap, prices.buffers()[1]]))
+                continue
             elif buf == "time":
-                data = self._time[j::nt]
+                data: array[Any] = self._time[j::nt]
                 bitmap = _u8_bitmap(self._tvalid[j::nt], n)
             elif buf == "text":
                 cols.append(_strings(self._text[j]))
@@ -556,6 +612,175 @@ class AfterhoursBuilder(_RealTableBuilder):
     _schema = AFTERHOURS
 
 
+# --- the typed fast path: a well-formed REAL frame, read straight from its bytes -----------------------
+#
+# PERF-LIMITS.md sections 1-2: msgspec decodes a Struct whose fields come in the wire's key order about
+# 3x faster than a dict, and parses integers in C once the "+" signs are gone (neither msgspec nor
+# Arrow casts accept them). Two typed decodes of one frame: the bytes with every "+" deleted give the
+# integer FIDs; the bytes as received give every text-like value exactly (time, rates, text, item).
+# Everything the careful path would read differently is refused before or after decoding, and the
+# frame then takes the general path (``decode_server_message`` and :meth:`_RealTableBuilder.append`),
+# so the rows are the same either way; tests/test_normalize.py checks that on mutated frames.
+
+_INT_KINDS: Final = frozenset({Kind.PRICE, Kind.QTY, Kind.SIGNED, Kind.CODE})
+_TOP_BYTE: Final = 7 if sys.byteorder == "little" else 0
+_ROW_KEY_E: Final = sum(k.count("e") for k in ("values", "type", "name", "item"))
+"""Letters "e" in the keys of one row: with the values' own, the only ones a frame may hold."""
+
+
+class ParsedRow:
+    """One row of :func:`read_real_frame`: the integer FIDs packed as the builders' buffers hold them.
+
+    ``nums`` is the prices (int32, with the wire's sign: the builder takes ``abs`` when it flushes),
+    then the quantities and signed values (int64), then the codes (int8), each checked to fit its
+    column; the rest is text.
+    """
+
+    __slots__ = ("item", "nums", "pct", "table", "texts", "times")
+
+    def __init__(self, table: str, item: str, nums: bytes, pct: array[float], times: tuple[str, ...],
+                 texts: list[str | None]) -> None:
+        self.table = table
+        self.item = item
+        self.nums = nums
+        self.pct = pct
+        self.times = times
+        self.texts = texts
+
+
+def _getter(positions: Sequence[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """``itemgetter`` that always returns a tuple (also for zero or one position)."""
+    if not positions:
+        return lambda t: ()
+    if len(positions) == 1:
+        i = positions[0]
+        return lambda t: (t[i],)
+    return itemgetter(*positions)
+
+
+class _FastTable:
+    """The msgspec types of one field table for :func:`read_real_frame`, and where each value goes."""
+
+    def __init__(self, fields: tuple[FieldSpec, ...], table: str, tag: str) -> None:
+        self.table = table
+        p = _plan(fields)
+        nums = msgspec.defstruct(
+            f"_Nums{tag}",
+            [(f"f{f.fid}", int if f.kind in _INT_KINDS else str, msgspec.field(name=f.fid)) for f in fields],
+            gc=False,
+        )
+        text_like = [f for f in fields if f.kind not in _INT_KINDS]
+        strs = msgspec.defstruct(
+            f"_Strs{tag}", [(f"f{f.fid}", str, msgspec.field(name=f.fid)) for f in text_like], gc=False
+        )
+        self.tag = tag
+        row_nums = msgspec.defstruct(
+            f"_NumRow{tag}", [("values", nums), ("type", str), ("name", str), ("item", str)], gc=False
+        )
+        row_strs = msgspec.defstruct(
+            f"_StrRow{tag}", [("values", strs), ("type", str), ("name", str), ("item", str)], gc=False
+        )
+        frame_nums = msgspec.defstruct(f"_NumFrame{tag}", [("data", list[row_nums]), ("trnm", str)], gc=False)  # type: ignore[valid-type]
+        frame_strs = msgspec.defstruct(f"_StrFrame{tag}", [("data", list[row_strs]), ("trnm", str)], gc=False)  # type: ignore[valid-type]
+        # lax: "-20800" -> -20800; the frames are msgspec Structs made at run time, hence Any
+        self.read_nums: Callable[[bytes], Any] = msgspec.json.Decoder(frame_nums, strict=False).decode
+        self.read_strs: Callable[[bytes], Any] = msgspec.json.Decoder(frame_strs).decode
+        at = {f.fid: i for i, f in enumerate(fields)}
+        at_text = {f.fid: i for i, f in enumerate(text_like)}
+        by_kind = {k: [f.fid for f in p.num_specs if f.kind is k] for k in Kind}
+        # every integer FID, in the builders' order: prices, quantities, signed values, codes
+        ints = by_kind[Kind.PRICE] + by_kind[Kind.QTY] + by_kind[Kind.SIGNED] + by_kind[Kind.CODE]
+        self.ints = _getter([at[fid] for fid in ints])
+        self.pack = struct.Struct(f"={p.n_price}i{p.n_int}q{p.n_code}b").pack  # raises struct.error out of range
+        self.price_end = 4 * p.n_price
+        self.int_end = self.price_end + 8 * p.n_int
+        # the top byte of every quantity's int64 (>= 0x80: negative)
+        self.qty_tops = slice(self.price_end + _TOP_BYTE, self.price_end + 8 * p.n_qty, 8)
+        self.pct = _getter([at_text[fid] for fid in by_kind[Kind.PCT]])
+        self.times = _getter([at_text[fid] for fid in p.time_keys])
+        self.texts = _getter([at_text[fid] for fid in p.text_keys])
+
+
+_FAST_0D: Final = _FastTable(FIELDS_0D, "orderbook", "0D")
+_FAST_0E: Final = _FastTable(FIELDS_0E, "afterhours", "0E")
+_I32_MIN: Final = -(1 << 31)
+
+
+def _count(data: bytes, char: bytes) -> int:
+    return len(data) - len(data.replace(char, b""))  # faster than bytes.count for one byte
+
+
+def read_real_frame(data: bytes) -> list[ParsedRow] | None:
+    """The rows of a REAL frame of only 0D/0E rows that are all well-formed, read fast; else None.
+
+    None means "use the general path": :func:`schemas.protocol.decode_server_message` and
+    :meth:`OrderbookBuilder.append` / :meth:`AfterhoursBuilder.append`, which give, for a frame this
+    function reads, exactly the rows it returns (what :meth:`OrderbookBuilder.append_parsed` stores).
+    Never raises. A frame is read here when, besides being a valid REAL envelope of 0D/0E rows with
+    every FID present once as a string: no backslash escape; every ``+`` starts a value and is
+    followed by a digit; integer FIDs are plain ``[+-]digits`` within their column type (no ``.``,
+    exponent, leading zero, space; quantities not negative); rates are plain decimals.
+    """
+    if b"\\" in data:
+        return None
+    stripped = data.replace(b"+", b"")
+    n_plus = len(data) - len(stripped)
+    if n_plus and (data.count(b'":"+') != n_plus or b"+-" in data):
+        return None
+    for t in (_FAST_0D, _FAST_0E):  # a frame of one type: 0D nearly always (a mixed frame is rare)
+        try:
+            texts = t.read_strs(data)
+            nums = t.read_nums(stripped)
+            break
+        except (msgspec.MsgspecError, ValueError, RecursionError):
+            continue
+    else:
+        return None
+    if texts.trnm != "REAL" or not texts.data or len(texts.data) != len(nums.data):
+        return None
+    # An integer value with a "." or an exponent would be read differently: every ".", "e" and "E" of the
+    # frame must be in the text-like values, the keys of the rows, "REAL" and the "0E" tags.
+    words = [texts.trnm]
+    tag = t.tag
+    rows: list[ParsedRow] = []
+    for r_txt, r_num in zip(texts.data, nums.data, strict=True):
+        if r_txt.type != tag:
+            return None
+        tv = astuple(r_txt.values)
+        words.append(r_txt.item)
+        words.append(r_txt.name)
+        words.append(tag)
+        words.extend(tv)
+        try:
+            nums = t.pack(*t.ints(astuple(r_num.values)))
+        except struct.error:  # out of its column's range
+            return None
+        if _I32_MIN in memoryview(nums)[: t.price_end].cast("i") or not nums[t.qty_tops].isascii():
+            return None  # abs() would overflow; a quantity is negative
+        pcts = t.pct(tv)
+        if pcts:
+            sp = "".join(pcts)
+            if not sp.isascii() or "_" in sp or sp.lower() != sp.upper():
+                return None
+            try:
+                pct = array("d", map(float, pcts))
+            except ValueError:
+                return None
+            if not math.isfinite(sum(pct)):
+                return None
+        else:
+            pct = array("d")
+        rows.append(ParsedRow(t.table, r_txt.item, nums, pct, t.times(tv), list(t.texts(tv))))
+    joined = "".join(words)
+    if (
+        _count(stripped, b".") != joined.count(".")
+        or _count(stripped, b"e") != joined.count("e") + _ROW_KEY_E * len(rows)
+        or _count(stripped, b"E") != joined.count("E")
+    ):
+        return None
+    return rows
+
+
 # --- frames and events -----------------------------------------------------------------------------
 
 
@@ -563,7 +788,9 @@ class FrameBuilder:
     """Every WebSocket message, verbatim -> batches of :data:`schemas.tables.FRAMES`.
 
     Outgoing texts pass through :func:`schemas.tables.redact_login`, so a LOGIN token never reaches a
-    batch (and so never a journal or a Parquet file).
+    batch (and so never a journal or a Parquet file). A message may be given as received, in bytes:
+    it is stored as its UTF-8 text (bytes that are not UTF-8 with U+FFFD in their place), and Arrow
+    checks the whole batch at once when it is flushed.
     """
 
     def __init__(self) -> None:
@@ -574,7 +801,8 @@ class FrameBuilder:
         self._seq = array("q")
         self._run: list[str] = []
         self._dir: list[str] = []
-        self._text: list[str] = []
+        self._text: list[str | bytes] = []
+        self._n_bytes = 0
         self._err: list[str | None] = []
         self._trnm: list[str | None] = []
         self._chars = 0
@@ -593,7 +821,7 @@ class FrameBuilder:
         run_id: str,
         seq: int,
         direction: str,
-        text: str,
+        text: str | bytes,
         parse_error: str | None,
         trnm: str | None,
     ) -> None:
@@ -601,7 +829,12 @@ class FrameBuilder:
         if direction != "in":
             if direction != "out":
                 raise ValueError(f"direction must be 'in' or 'out', not {direction!r}")
+            if not isinstance(text, str):
+                text = bytes(text).decode("utf-8", "replace")
             text = redact_login(text)
+        elif not isinstance(text, str):
+            text = bytes(text)
+            self._n_bytes += 1
         keys = array("q", (recv_ns, seq))
         self._recv.append(keys[0])
         self._seq.append(keys[1])
@@ -612,6 +845,21 @@ class FrameBuilder:
         self._trnm.append(trnm)
         self._chars += len(text)
 
+    def _texts(self) -> pa.Array:
+        texts = self._text
+        if not self._n_bytes:
+            return _strings(texts)  # type: ignore[arg-type]  # all str
+        if self._n_bytes < len(texts):
+            try:
+                texts = [t.encode("utf-8") if isinstance(t, str) else t for t in texts]
+            except UnicodeEncodeError:  # a str that is not UTF-8: let Arrow refuse it as before
+                return _strings([t if isinstance(t, str) else t.decode("utf-8", "replace") for t in texts])
+        raw = pa.array(texts, type=pa.binary())
+        try:
+            return raw.cast(pa.string())  # checks that every message is UTF-8, in C
+        except pa.ArrowInvalid:
+            return _strings([t.decode("utf-8", "replace") for t in texts])  # type: ignore[union-attr]
+
     def flush(self) -> pa.RecordBatch:
         """The buffered messages as one batch (maybe empty); the builder starts over."""
         n = len(self._seq)
@@ -620,7 +868,7 @@ class FrameBuilder:
             _strings(self._run),
             pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(self._seq)]),
             _strings(self._dir),
-            _strings(self._text),
+            self._texts(),
             _strings(self._err),
             _strings(self._trnm),
         ]

@@ -772,7 +772,7 @@ def test_client_retries_a_refused_reg_later_then_forgets_it(frame: str) -> None:
     client.subscribe(["A", "B"], ["0D"], now=0.0)
     (reg_text,) = client.data_to_send()
     now, delays = 0.1, []
-    for attempt in range(3):
+    for _attempt in range(3):
         (event,) = client.receive(frame, now)
         assert isinstance(event, RegistrationDone)
         assert event.return_code != 0 and event.will_retry

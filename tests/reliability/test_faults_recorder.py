@@ -139,7 +139,7 @@ CASES = [
     Case("no_pings", '[[fault]]\nkind = "no_pings"\nat = "1.2s"\nseconds = 1\n', ping_interval=0.1,
          check=_no_ping_hole(0.9), linger=0.3),
     # the cause should read "heartbeat": see test_gap_cause_names_the_system_code (xfail)
-    Case("ignore_echoes", '[[fault]]\nkind = "ignore_echoes"\nat = "0.3s"\n', ["closed"], ping_interval=0.1,
+    Case("ignore_echoes", '[[fault]]\nkind = "ignore_echoes"\nat = "0.3s"\n', ["heartbeat"], ping_interval=0.1,
          max_connections=2, check=_system_before_gap("R10002")),
     Case("expire_token", '[[fault]]\nkind = "expire_token"\nat = "0.5s"\ndrop = true\n', ["closed"],
          max_connections=3, check=_logins(2, 1)),
@@ -245,11 +245,6 @@ def test_recorder_registers_again_after_a_refused_reg(
     report.faults[case.name] = "survived"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recorder/client.py: when the server closes the connection, _receive_loop raises ConnectionClosed "
-    "and the SYSTEM code it saw (R10002, R10004) is lost, so the gap's cause reads 'closed'",
-)
 def test_gap_cause_names_the_system_code(tmp_path: Path, audit: SecretAudit) -> None:
     case = next(c for c in CASES if c.name == "ignore_echoes")
     rec, _server, _recorder, _error = asyncio.run(_run(case, tmp_path, audit))

@@ -222,11 +222,6 @@ def test_login_and_credential_errors_carry_no_secret(tmp_path: Path, audit: Secr
     run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recorder/client.py connects with websockets' default logger, which logs every frame at DEBUG "
-    "(record -vv), the LOGIN frame with its token; the mock server's logger redacts it (replay/server.py)",
-)
 def test_recorder_debug_log_redacts_the_token(tmp_path: Path, audit: SecretAudit) -> None:
     token = audit.secret("fixedtoken")
     seen: list[str] = []

@@ -1,0 +1,262 @@
+"""Query: a generated trading day through DuckDB, hand-written SQL on the files vs the catalog's views.
+
+The day (200 items x 6.5 h x ~3.6 Hz, ~17M 0D rows in full mode) is generated with numpy straight into
+the ``orderbook`` schema and written as ``record`` writes it (hourly part files, 10k-row row groups
+sorted by item, the writer's options), in a temp dir that is deleted afterwards. Prices follow a
+per-item random walk on a KRX tick grid with a one- or two-tick spread; level quantities are i.i.d.
+(pessimistic for compression). Each query runs once to warm the page cache, then is timed.
+
+Queries (the same result both ways; the view is ``replay.catalog.connect(root)``):
+
+- count: ``count(*)`` of the day;
+- per-item per-minute mid/spread: avg/min/max/open/close mid, avg/max spread per (item, minute), with
+  ``date_trunc('minute', recv_ts)`` as everyone writes it, and with integer minutes
+  (``epoch_us(recv_ts) // 60000000``: the same buckets, KST being a whole number of minutes from UTC,
+  without the per-row ICU time-zone arithmetic that ``date_trunc`` on a TIMESTAMPTZ does);
+- per-minute 10-level imbalance: per (item, minute) the average of (bid - ask) / (bid + ask) over the
+  10-level totals (``quotes.imbalance``), and the same from the 20 level quantities;
+- book as-of a 1-second grid: for every item and every second of the session, the best bid/ask in force
+  (ASOF JOIN).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench.report import Config, Figure
+from bench.storage import TRADING_DAY
+from recorder.store import ROW_GROUP_ORDER, parquet_options
+from schemas import layout
+from schemas.fields import FIELDS_0D, Kind
+from schemas.market import KST
+from schemas.tables import ORDERBOOK
+
+__all__ = ["generate_day", "run"]
+
+OPEN_S = 9 * 3600
+CLOSE_S = 15 * 3600 + 30 * 60
+TICKS = np.array([1, 5, 10, 50, 100, 500], dtype=np.int64)
+RUN_ID = "20261123T000000Z-bench1"
+
+
+def _day_start_ns() -> int:
+    return int(dt.datetime.combine(TRADING_DAY, dt.time(0), KST).timestamp()) * 1_000_000_000
+
+
+def generate_day(root: Path, n_rows: int, n_items: int = 200, seed: int = 6, group: int = 10_000) -> dict[str, Any]:
+    """Write ``n_rows`` orderbook rows of one session into ``root`` as ``record`` lays them out."""
+    rng = np.random.default_rng(seed)
+    items = np.array([f"{100000 + 37 * i:06d}" for i in range(n_items)], dtype=object)
+    tick = TICKS[rng.integers(1, len(TICKS), n_items)]
+    base = (rng.integers(2_000, 40_000, n_items) * tick).astype(np.int64)
+    minutes = (CLOSE_S - OPEN_S) // 60 + 1
+    walk = np.cumsum(rng.choice([-1, 0, 0, 1], size=(n_items, minutes)), axis=1)
+    day0 = _day_start_ns()
+    span_ns = (CLOSE_S - OPEN_S) * 1_000_000_000
+    by_kind: dict[Kind, list[str]] = {k: [f.column for f in FIELDS_0D if f.kind is k] for k in Kind}
+    prices = set(by_kind[Kind.PRICE])
+    opts = parquet_options("orderbook")
+    sort = [(c, "ascending") for c in ROW_GROUP_ORDER["orderbook"]]
+    hours = int(np.ceil((CLOSE_S - OPEN_S) / 3600))
+    rows_per_hour = n_rows / ((CLOSE_S - OPEN_S) / 3600)
+    part_dir = Path(layout.partition_dir(str(root), "orderbook", TRADING_DAY))
+    part_dir.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for hour in range(hours):
+        lo = round(hour * rows_per_hour)
+        hi = min(n_rows, round((hour + 1) * rows_per_hour))
+        if hi <= lo:
+            continue
+        path = part_dir / layout.part_filename(RUN_ID, hour, "orderbook")
+        with pq.ParquetWriter(path, ORDERBOOK, **opts) as writer:
+            for start in range(lo, hi, group):
+                n = min(group, hi - start)
+                idx = np.arange(start, start + n, dtype=np.int64)
+                recv = day0 + OPEN_S * 1_000_000_000 + ((idx + rng.random(n)) * (span_ns / n_rows)).astype(np.int64)
+                it = rng.integers(0, n_items, n)
+                minute = ((recv - day0) // 1_000_000_000 - OPEN_S) // 60
+                t = tick[it]
+                bid1 = base[it] + walk[it, np.minimum(minute, minutes - 1)] * t
+                ask1 = bid1 + t * (1 + (rng.random(n) < 0.2))
+                cols: dict[str, pa.Array] = {}
+                ask_q = rng.integers(1, 5_000, (10, n))
+                bid_q = rng.integers(1, 5_000, (10, n))
+                for k in range(10):
+                    cols[f"ask_price_{k + 1}"] = pa.array((ask1 + k * t).astype(np.int32))
+                    cols[f"bid_price_{k + 1}"] = pa.array((bid1 - k * t).astype(np.int32))
+                    cols[f"ask_qty_{k + 1}"] = pa.array(ask_q[k])
+                    cols[f"bid_qty_{k + 1}"] = pa.array(bid_q[k])
+                    for side in ("ask", "bid"):
+                        d = rng.integers(-300, 300, n) * (rng.random(n) < 0.3)
+                        cols[f"{side}_qty_delta_{k + 1}"] = pa.array(d)
+                tot_a, tot_b = ask_q.sum(axis=0), bid_q.sum(axis=0)
+                cols["total_ask_qty"] = pa.array(tot_a)
+                cols["total_bid_qty"] = pa.array(tot_b)
+                cols["net_bid_qty"] = pa.array(tot_b - tot_a)
+                cols["net_ask_qty"] = pa.array(tot_a - tot_b)
+                cols["bid_ratio_pct"] = pa.array(np.round(tot_b / tot_a * 100, 2))
+                cols["ask_ratio_pct"] = pa.array(np.round(tot_a / tot_b * 100, 2))
+                secs = (recv // 1_000_000_000).astype(np.int64)
+                for c in by_kind[Kind.TIME]:
+                    cols[c] = pa.array(secs, pa.timestamp("s", tz="Asia/Seoul"))
+                arrays = []
+                for f in ORDERBOOK:
+                    name = f.name
+                    if name in cols:
+                        arr = cols[name]
+                    elif name == "recv_ts":
+                        arr = pa.array(recv, pa.timestamp("ns", tz="UTC"))
+                    elif name == "run_id":
+                        arr = pa.array([RUN_ID] * n, pa.string())
+                    elif name == "frame_seq":
+                        arr = pa.array(idx)
+                    elif name in ("item", "code"):
+                        arr = pa.array(items[it], pa.string())
+                    elif name == "venue":
+                        arr = pa.array(["KRX"] * n, pa.string())
+                    elif name in prices:  # a price with no value here: NULL, as "0" is stored
+                        arr = pa.nulls(n, f.type)
+                    elif pa.types.is_string(f.type):
+                        arr = pa.array([""] * n, pa.string())
+                    elif pa.types.is_int8(f.type):
+                        arr = pa.array(np.full(n, 3, dtype=np.int8))
+                    elif pa.types.is_floating(f.type):
+                        arr = pa.array(np.zeros(n))
+                    else:
+                        arr = pa.array(np.zeros(n, dtype=f.type.to_pandas_dtype()))
+                    arrays.append(arr.cast(f.type) if arr.type != f.type else arr)
+                batch = pa.RecordBatch.from_arrays(arrays, schema=ORDERBOOK).sort_by(sort)
+                writer.write_batch(batch)
+                written += n
+    return {"rows": written, "items": n_items, "files": hours,
+            "bytes": sum(p.stat().st_size for p in part_dir.glob("*.parquet"))}
+
+
+def _queries(src: str, quotes: str, ts: str = "recv_ts") -> dict[str, str]:
+    """The benchmark queries over ``src`` (the orderbook rows) and ``quotes`` (rows with mid/spread/imbalance);
+    ``ts`` is the receive time as a TIMESTAMPTZ (the files keep nanoseconds, which DuckDB reads as
+    TIMESTAMPTZ_NS: no ``date_trunc`` for that type, hence the cast in hand-written SQL)."""
+    return {
+        "count": f"SELECT count(*) FROM {src}",
+        "per-item per-minute mid/spread": f"""
+            SELECT item, date_trunc('minute', {ts}) AS minute,
+                   avg(mid), min(mid), max(mid), arg_min(mid, {ts}) AS open, arg_max(mid, {ts}) AS close,
+                   avg(spread), max(spread), count(*)
+            FROM {quotes} GROUP BY ALL""",
+        "per-item per-minute mid/spread, integer minutes": f"""
+            SELECT item, epoch_us({ts}) // 60000000 AS minute,
+                   avg(mid), min(mid), max(mid), arg_min(mid, {ts}) AS open, arg_max(mid, {ts}) AS close,
+                   avg(spread), max(spread), count(*)
+            FROM {quotes} GROUP BY ALL""",
+        "per-minute 10-level imbalance (totals)": f"""
+            SELECT item, date_trunc('minute', {ts}) AS minute, avg(imbalance)
+            FROM {quotes} GROUP BY ALL""",
+        "per-minute 10-level imbalance (20 level qty)": f"""
+            SELECT item, date_trunc('minute', {ts}) AS minute,
+                   avg(CAST((bid_qty_1 + bid_qty_2 + bid_qty_3 + bid_qty_4 + bid_qty_5 + bid_qty_6 + bid_qty_7
+                             + bid_qty_8 + bid_qty_9 + bid_qty_10)
+                            - (ask_qty_1 + ask_qty_2 + ask_qty_3 + ask_qty_4 + ask_qty_5 + ask_qty_6 + ask_qty_7
+                               + ask_qty_8 + ask_qty_9 + ask_qty_10) AS DOUBLE)
+                       / NULLIF(bid_qty_1 + bid_qty_2 + bid_qty_3 + bid_qty_4 + bid_qty_5 + bid_qty_6 + bid_qty_7
+                                + bid_qty_8 + bid_qty_9 + bid_qty_10 + ask_qty_1 + ask_qty_2 + ask_qty_3
+                                + ask_qty_4 + ask_qty_5 + ask_qty_6 + ask_qty_7 + ask_qty_8 + ask_qty_9
+                                + ask_qty_10, 0))
+            FROM {src} GROUP BY ALL""",
+        "book as-of a 1-second grid": f"""
+            WITH bounds AS (SELECT min({ts}) AS lo, max({ts}) AS hi FROM {src}),
+                 its AS (SELECT DISTINCT item FROM {src}),
+                 grid AS (SELECT item, ts FROM its, bounds,
+                          unnest(generate_series(date_trunc('second', lo), hi, INTERVAL 1 SECOND)) AS g(ts))
+            SELECT count(*), avg(b.ask_price_1 - b.bid_price_1)
+            FROM grid ASOF JOIN (SELECT item, {ts} AS recv_ts, bid_price_1, ask_price_1 FROM {src}) AS b
+                 ON grid.item = b.item AND grid.ts >= b.recv_ts""",
+    }
+
+
+def _hand_quotes(src: str) -> str:
+    return f"""(SELECT CAST(recv_ts AS TIMESTAMPTZ) AS recv_ts, item, (bid_price_1 + ask_price_1) / 2.0 AS mid,
+                ask_price_1 - bid_price_1 AS spread,
+                CAST(total_bid_qty - total_ask_qty AS DOUBLE) / NULLIF(total_bid_qty + total_ask_qty, 0) AS imbalance
+                FROM {src})"""
+
+
+def _time(con: duckdb.DuckDBPyConnection, sql: str, repeats: int) -> tuple[float, list[float], Any]:
+    result = con.execute(sql).fetchall()  # warm-up, and the answer to compare
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        con.execute(sql).fetchall()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), times, result
+
+
+def _rows_equal(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
+    def norm(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in r) for r in rows)
+    return len(a) == len(b) and norm(a) == norm(b)
+
+
+def run(cfg: Config, tmp: Path, log: Callable[[str], None]) -> tuple[list[Figure], dict[str, Any]]:
+    root = tmp / "query-day"
+    t = time.perf_counter()
+    gen = generate_day(root, cfg.query_rows)
+    gen["seconds"] = time.perf_counter() - t
+    log(f"  generated {gen['rows']:,} orderbook rows in {gen['files']} files, {gen['bytes'] / 2**20:,.0f} MiB "
+        f"({gen['bytes'] / max(1, gen['rows']):.0f} B/row) in {gen['seconds']:.0f} s")
+    detail: dict[str, Any] = {"generated": gen, "queries": {}}
+    repeats = 1 if cfg.quick else 3
+    try:
+        glob = f"{root}/orderbook/date=*/*.parquet"
+        src = f"read_parquet('{glob}', hive_partitioning = true)"
+        hand_con = duckdb.connect(":memory:")
+        hand_con.execute("SET TimeZone = 'Asia/Seoul'")
+        hand = _queries(src, _hand_quotes(src), "CAST(recv_ts AS TIMESTAMPTZ)")
+        try:
+            from replay.catalog import connect
+
+            view_con: duckdb.DuckDBPyConnection | None = connect(root)
+            views: dict[str, str] | None = _queries("orderbook", "quotes")
+        except ImportError:
+            view_con = views = None
+        figs: list[Figure] = []
+        for name, sql in hand.items():
+            h, h_runs, h_res = _time(hand_con, sql, repeats)
+            entry: dict[str, Any] = {"hand_s": h, "hand_runs": h_runs}
+            if view_con is not None and views is not None:
+                v, v_runs, v_res = _time(view_con, views[name], repeats)
+                entry.update({"view_s": v, "view_runs": v_runs, "same_result": _rows_equal(h_res, v_res)})
+                log(f"  {name}: hand-written {h:.3f} s, views {v:.3f} s ({v / h - 1:+.0%}), "
+                    f"same result {entry['same_result']}")
+                fig = Figure("query", f"{name}, views (hand-written = ceiling)", v, "s", h, runs=v_runs,
+                             note=f"{gen['rows']:,} rows; same result: {entry['same_result']}")
+                fig.ratio = v / h if h else None
+                fig.target = "views <= 110 % of hand-written"
+                fig.verdict = "met" if h and v <= 1.10 * h else "MISSED"
+                if name.startswith("per-item per-minute mid/spread"):
+                    figs.append(fig)
+                    figs.append(Figure("query", f"{name}, views, the day", v, "s", note=f"{gen['rows']:,} rows")
+                                .check_at_most(1.0, "<= 1 s"))
+                    continue
+                figs.append(fig)
+            else:
+                log(f"  {name}: hand-written {h:.3f} s (no replay.catalog: views not measured)")
+                figs.append(Figure("query", f"{name}, hand-written", h, "s", runs=h_runs,
+                                   note="replay.catalog missing: views not measured"))
+            detail["queries"][name] = entry
+        hand_con.close()
+        if view_con is not None:
+            view_con.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return figs, detail

@@ -1,0 +1,123 @@
+"""Our replay server for the benchmarks: ``replay.server.serve`` with a recorded dataset as its source.
+
+Run as ``python -m bench.replay_server`` (pinned to its own core). It serves ``--dataset`` with
+:class:`replay.recorded.RecordedSource` (``--speed 0``: as fast as the slowest client reads, the
+``replay --speed max`` path; else recorded seconds per real second), waits for ``--connections``
+clients to come and go, and writes ``--stats`` JSON: frames sent and, with ``--pacing``, the pacing
+error of every frame sent to the first client (send time minus its scheduled time, in seconds).
+
+Without ``replay.recorded`` (an older tree) it falls back to a minimal in-bench source that dispatches
+the dataset's REAL frames as fast as the server takes them; the stats say which source ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from bench.machine import write_atomic
+from replay.server import Server, serve
+from schemas.protocol import decode_server_message
+
+
+def _recorded_frames(dataset: Path) -> tuple[list[int], list[str]]:
+    t = ds.dataset(dataset / "frames", format="parquet", partitioning="hive").to_table(
+        columns=["recv_ts", "seq", "direction", "trnm", "text"])
+    t = t.filter(pc.and_(pc.equal(t["direction"], "in"), pc.equal(t["trnm"], "REAL")))
+    t = t.sort_by([("recv_ts", "ascending"), ("seq", "ascending")])
+    return t["recv_ts"].cast("int64").to_pylist(), t["text"].to_pylist()
+
+
+class _Row:
+    __slots__ = ("item", "text", "type")
+
+    def __init__(self, item: str, type_: str, text: str) -> None:
+        self.item, self.type, self.text = item, type_, text
+
+
+class _ListSource:
+    """Fallback source: every recorded REAL frame, as fast as the server takes it (rows from the text)."""
+
+    def __init__(self, dataset: Path, connections: int) -> None:
+        self.texts = _recorded_frames(dataset)[1]
+        self.connections = connections
+        self.server: Server | None = None
+
+    def add_item(self, item: str) -> None:
+        pass
+
+    async def run(self, dispatch: Any) -> None:
+        for _ in range(12_000):  # wait, at most 10 minutes, for every client to log in
+            if self.server is not None and self.server.stats.logins >= self.connections:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # let every client REG
+        for text in self.texts:
+            rows: Sequence[Any] = getattr(decode_server_message(text), "rows", ())
+            batch = [_Row(r.item, r.type, "") for r in rows]
+            try:
+                await dispatch(batch, text, wait=True)
+            except TypeError:  # a server without backpressure: pace by queue length
+                await dispatch(batch, text)
+                await asyncio.sleep(0)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    dataset = Path(args.dataset)
+    speed = None if args.speed == 0 else args.speed
+    kind = "RecordedSource"
+    try:
+        from replay.recorded import RecordedSource
+
+        source: Any = RecordedSource(dataset, speed=speed, start_delay=args.start_delay)
+    except ImportError:
+        kind = "in-bench list source"
+        source = _ListSource(dataset, args.connections)
+    async with serve(source, port=0, keep_sent=args.pacing, ping_interval=3600.0,
+                     max_queue_frames=10**7) as server:
+        if isinstance(source, _ListSource):
+            source.server = server
+        write_atomic(args.ready_file, str(server.port))
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            if server.stats.connections >= args.connections and server.clients == 0:
+                break
+            await asyncio.sleep(0.1)
+        stats: dict[str, Any] = {"source": kind, "frames_sent": server.stats.frames_sent,
+                                 "connections": server.stats.connections}
+        if args.pacing and server.sent:
+            ts, texts = _recorded_frames(dataset)
+            when = dict(zip(texts, ts, strict=True))
+            first = [(t, when[text]) for conn, t, text in server.sent if conn == 1 and text in when]
+            if first:
+                t0, r0 = first[0]
+                stats["pacing_errors_s"] = [(t - t0) - (r - r0) / 1e9 / (speed or 1.0) for t, r in first]
+    write_atomic(args.stats, json.dumps(stats))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.replay_server", description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--ready-file", required=True)
+    p.add_argument("--stats", required=True)
+    p.add_argument("--speed", type=float, default=0.0, help="0 = as fast as the clients read")
+    p.add_argument("--connections", type=int, default=1)
+    p.add_argument("--start-delay", type=float, default=1.0)
+    p.add_argument("--pacing", action="store_true", help="record send times and report the pacing error")
+    p.add_argument("--timeout", type=float, default=900.0)
+    args = p.parse_args(argv)
+    return asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

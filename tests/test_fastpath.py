@@ -1,0 +1,220 @@
+"""The recorder's fast path reads exactly what the general path reads, or declines.
+
+:func:`schemas.normalize.read_real_frame` (typed decoding of a REAL frame's bytes) must give, for every
+frame it accepts, the same rows and flags as ``decode_server_message`` + ``OrderbookBuilder.append``;
+for any other frame it returns None and the recorder takes the general path. These tests compare the
+two on the simulator's frames and on frames mutated in every way the fast path has to notice.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recorder.store import Store
+from replay.simulator import SimulatedMarket
+from schemas.errors import ProtocolError
+from schemas.normalize import AfterhoursBuilder, FrameBuilder, OrderbookBuilder, read_real_frame
+from schemas.protocol import decode_server_message, encode_real_frame
+
+RECV_NS = 1_795_000_000_123_456_789
+ITEMS = ["005930", "000660", "005930_NX", "035720_AL"]
+
+
+def _sim_rows(start: float, seconds: float, seed: int = 5) -> list[Any]:
+    market = SimulatedMarket(seed=seed, items=ITEMS, start=start)
+    return [row for tick in market.advance(start + seconds) for row in tick.rows]
+
+
+ROWS_0D = [r for r in _sim_rows(9 * 3600 + 10, 3.0) if r.type == "0D"]
+ROWS_0E = [r for r in _sim_rows(15 * 3600 + 45 * 60, 30.0) if r.type == "0E"]
+
+
+def _reference(data: bytes) -> tuple[pa.RecordBatch, pa.RecordBatch] | None:
+    """The general path: the session's decoder and the builders' careful ``append``."""
+    try:
+        msg = decode_server_message(data)
+    except ProtocolError:
+        return None
+    rows = getattr(msg, "rows", None)
+    if rows is None:
+        return None
+    book, after = OrderbookBuilder(), AfterhoursBuilder()
+    for idx, row in enumerate(rows):
+        if row.type == "0D":
+            book.append(RECV_NS, "run", 7, idx, row.item, row.values)
+        elif row.type == "0E":
+            after.append(RECV_NS, "run", 7, idx, row.item, row.values)
+    return book.flush(), after.flush()
+
+
+def _fast(data: bytes) -> tuple[pa.RecordBatch, pa.RecordBatch] | None:
+    rows = read_real_frame(data)
+    if rows is None:
+        return None
+    book, after = OrderbookBuilder(), AfterhoursBuilder()
+    for idx, row in enumerate(rows):
+        (book if row.table == "orderbook" else after).append_parsed(RECV_NS, "run", 7, idx, row)
+    return book.flush(), after.flush()
+
+
+def _check(data: bytes) -> bool:
+    """Asserts the fast path agrees with the general one; returns whether it accepted the frame."""
+    fast = _fast(data)
+    if fast is None:
+        return False
+    ref = _reference(data)
+    assert ref is not None, f"fast path accepted a frame the general path refuses: {data[:300]!r}"
+    for got, want in zip(fast, ref, strict=True):
+        assert got.equals(want), f"{data[:300]!r}\n{got.to_pylist()}\n{want.to_pylist()}"
+    return True
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_simulated_frames_take_the_fast_path_with_the_same_rows(k: int) -> None:
+    for rows in (ROWS_0D, ROWS_0E):
+        for i in range(0, min(len(rows), 60), k):
+            frame = encode_real_frame([r.text for r in rows[i : i + k]]).encode()
+            assert _check(frame), frame[:200]
+
+
+def test_official_order_and_spacing_variants() -> None:
+    row = json.loads(ROWS_0D[0].text)
+    # key order of the official docs (trnm first, type before values): still the fast path
+    doc = {"trnm": "REAL", "data": [{"type": "0D", "name": row["name"], "item": row["item"], "values": row["values"]}]}
+    assert _check(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode())
+    # spaced JSON (not what Kiwoom sends): the general path, with the same result
+    assert not _check(json.dumps(doc, ensure_ascii=False).encode())
+    assert not _check(json.dumps(doc, ensure_ascii=False, indent=2).encode())
+
+
+def test_mixed_0d_0e_frame_takes_the_general_path() -> None:
+    frame = encode_real_frame([ROWS_0D[0].text, ROWS_0E[0].text]).encode()
+    assert read_real_frame(frame) is None
+    assert _reference(frame) is not None
+
+
+def test_other_messages_are_declined() -> None:
+    for text in ('{"trnm":"PING"}', '{"trnm":"LOGIN","return_code":0}', '{"data":[],"trnm":"REAL"}',
+                 '{"data":[{"type":"0B","item":"005930","name":"x","values":{"10":"+1"}}],"trnm":"REAL"}',
+                 "not json", ""):
+        assert read_real_frame(text.encode()) is None
+
+
+# --- mutations: every way a value or the envelope may differ from the well-formed case ------------------
+
+NASTY_VALUES = [
+    '"+"', '"-"', '"+-5"', '"-+5"', '"++5"', '"5+3"', '"5.0"', '"+5.0"', '"1e3"', '"1E3"', '"+1e3"', '"1e+3"',
+    '" 5"', '"5 "', '"+ 5"', '"05"', '"+05"', '"-05"', '""', '"-0"', '"+0"', '"0"', '"-1"', '"\\u0035"',
+    '"١"', '"5_0"', '"inf"', '"nan"', '"Infinity"', '"0x10"', '"2147483648"', '"-2147483648"', '"+2147483647"',
+    '"9223372036854775808"', '"-9223372036854775809"', '"128"', '"-129"', '"127"', '"99999999999999999999"',
+    '"114.51"', '"+114.51"', '"-0.24"', '".5"', '"5."', '"+.5"', '"1.2.3"', '"165207"', '"+165207"', '"16520"',
+    '"246060"', '"abc"', '"+abc"', '"주식"',
+    "5", "-5", "5.0", "1e3", "1E3", "-0", "0", "5.5", "true", "false", "null", "[]", "{}", '["5"]',
+    "9007199254740993.0", "1e400", "2147483648",
+]
+
+
+def _row_pairs(text: str) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    row = json.loads(text)
+    pairs = [(json.dumps(k), json.dumps(v, ensure_ascii=False)) for k, v in row["values"].items()]
+    return pairs, row
+
+
+def _encode(rows: list[tuple[list[tuple[str, str]], list[tuple[str, str]]]], tail: str = ',"trnm":"REAL"') -> bytes:
+    out = []
+    for values, keys in rows:
+        v = "{" + ",".join(f"{k}:{x}" for k, x in values) + "}"
+        out.append("{" + ",".join([f'"values":{v}'] + [f"{k}:{x}" for k, x in keys]) + "}")
+    return ('{"data":[' + ",".join(out) + "]" + tail + "}").encode()
+
+
+@st.composite
+def mutated_frames(draw: st.DrawFn) -> bytes:
+    source = draw(st.sampled_from(ROWS_0D[:20] + ROWS_0E[:10]))
+    n_rows = draw(st.integers(1, 3))
+    rows = []
+    for _ in range(n_rows):
+        pairs, row = _row_pairs(source.text)
+        keys = [('"type"', json.dumps(row["type"])), ('"name"', json.dumps(row["name"], ensure_ascii=False)),
+                ('"item"', json.dumps(row["item"]))]
+        for _ in range(draw(st.integers(0, 3))):
+            kind = draw(st.sampled_from(["value", "value", "value", "drop", "dup", "extra", "key", "meta", "escape"]))
+            i = draw(st.integers(0, len(pairs) - 1))
+            if kind == "value":
+                pairs[i] = (pairs[i][0], draw(st.sampled_from(NASTY_VALUES)))
+            elif kind == "drop":
+                del pairs[i]
+            elif kind == "dup":
+                pairs.insert(draw(st.integers(0, len(pairs))), (pairs[i][0], draw(st.sampled_from(NASTY_VALUES))))
+            elif kind == "extra":
+                pairs.insert(i, (draw(st.sampled_from(['"9999"', '"e"', '"x.y"', '"+41"', '""'])),
+                                 draw(st.sampled_from(NASTY_VALUES))))
+            elif kind == "key":
+                pairs[i] = (draw(st.sampled_from(['"+41"', '" 41"', '"41 "', '"\\u0034\\u0031"', '"21"'])), pairs[i][1])
+            elif kind == "meta":
+                j = draw(st.integers(0, 2))
+                keys[j] = (keys[j][0], draw(st.sampled_from(['"+0D"', '"0E"', '"0D"', '"+005930"', '5', "null",
+                                                               '"item.e"', '"E"', '"\\u0030D"'])))
+            else:
+                k, v = pairs[i]
+                pairs[i] = (k, v.replace("0", "\\u0030", 1))
+        if draw(st.booleans()):
+            keys.append(draw(st.sampled_from([('"type"', '"0D"'), ('"item"', '"000660"'), ('"name"', '"x"'),
+                                              ('"extra"', '"e.E"')])))
+        rows.append((pairs, keys))
+    tail = draw(st.sampled_from([',"trnm":"REAL"', ',"trnm":"+REAL"', ',"trnm":"REAL","trnm":"PING"',
+                                 ',"trnm":"PING","trnm":"REAL"', ',"trnm":"REAL","x":1.5', ',"trnm":"REAL","data":[]']))
+    return _encode(rows, tail)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_frames())
+def test_mutated_frames_read_the_same_or_are_declined(frame: bytes) -> None:
+    _check(frame)
+
+
+# --- the store: add_real_frame writes what add_frame writes ---------------------------------------------
+
+
+def _tables(root: Path) -> dict[str, list[dict[str, Any]]]:
+    out = {}
+    for name in ("frames", "orderbook", "afterhours"):
+        t = ds.dataset(root / name, format="parquet", partitioning="hive").to_table()
+        t = t.drop_columns(["run_id"]).sort_by("recv_ts")
+        out[name] = t.set_column(0, "recv_ts", t["recv_ts"].cast("int64")).to_pylist()
+    return out
+
+
+def test_store_fast_path_writes_what_the_general_path_writes(tmp_path: Path) -> None:
+    frames = [encode_real_frame([r.text for r in ROWS_0D[i : i + 2]]).encode() for i in range(0, 40, 2)]
+    frames += [encode_real_frame([r.text]).encode() for r in ROWS_0E[:5]]
+    frames.append(b'{"data":[{"values":{"21":"+1"},"type":"0E","name":"x","item":"1"}],"trnm":"REAL"}')
+    for kind in ("fast", "general"):
+        with Store(tmp_path / kind, "run1", flush_rows=7) as store:
+            for i, data in enumerate(frames):
+                ns = RECV_NS + i
+                if kind == "fast" and store.add_real_frame(ns, data) is not None:
+                    continue
+                msg = decode_server_message(data)
+                store.add_frame(ns, "in", data.decode(), rows=getattr(msg, "rows", ()), trnm="REAL")
+    assert _tables(tmp_path / "fast") == _tables(tmp_path / "general")
+
+
+def test_frame_builder_keeps_bytes_as_their_text() -> None:
+    b = FrameBuilder()
+    b.append(1, "r", 0, "in", "é", None, None)
+    b.append(2, "r", 1, "in", "é".encode(), None, "REAL")
+    b.append(3, "r", 2, "in", b"\xff ok", "bad", None)  # not UTF-8: U+FFFD in place, as the store did
+    b.append(4, "r", 3, "out", b'{"trnm":"LOGIN","token":"secret"}', None, "LOGIN")
+    texts = b.flush().column("text").to_pylist()
+    assert texts[:3] == ["é", "é", "\ufffd ok"] and "secret" not in texts[3]
+    b.append(5, "r", 4, "in", b"plain", None, None)
+    assert b.flush().column("text").to_pylist() == ["plain"]
