@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.loop == "uvloop":
         import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional (--loop uvloop)
 
-        return uvloop.run(_main(args))
+        return int(uvloop.run(_main(args)))
     return asyncio.run(_main(args))
 
 
