@@ -23,6 +23,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from bench.machine import write_atomic
+from kiwoom_tape.clikit import run_on_loop
 
 
 async def _one(args: argparse.Namespace, items: list[str]) -> dict[str, Any]:
@@ -81,11 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = p.parse_args(argv)
-    if args.loop == "uvloop":
-        import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional (--loop uvloop)
-
-        return int(uvloop.run(_main(args)))
-    return asyncio.run(_main(args))
+    return run_on_loop(_main(args), args.loop)
 
 
 if __name__ == "__main__":

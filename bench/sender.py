@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed
 
 from bench.frames import Workload
 from bench.machine import write_atomic
+from kiwoom_tape.clikit import run_on_loop
 
 LOGIN_OK = '{"trnm":"LOGIN","return_code":0,"return_msg":"","sor_yn":"Y"}'
 PING = '{"trnm":"PING"}'
@@ -247,11 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hold", type=float, default=120.0, help="without --close: wait this long for the client to go")
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = p.parse_args(argv)
-    if args.loop == "uvloop":
-        import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional (--loop uvloop)
-
-        return int(uvloop.run(_main(args)))
-    return asyncio.run(_main(args))
+    return run_on_loop(_main(args), args.loop)
 
 
 if __name__ == "__main__":

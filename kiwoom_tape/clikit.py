@@ -1,24 +1,29 @@
-"""What every kiwoom-tape command shares: logging, option types, and turning errors into one clear line.
+"""What every kiwoom-tape command shares: logging, option types, errors as one clear line, the event loop.
 
-Imported by ``recorder.cli`` and ``replay.cli``; imports neither.
+Imported by ``recorder.cli``, ``replay.cli`` and the benchmarks' processes (``bench/``); imports none of them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
 
 from schemas.errors import KiwoomTapeError
 
-__all__ = ["HMS", "ITEMS", "friendly_errors", "setup_logging", "verbosity_options"]
+__all__ = ["EVENT_LOOPS", "HMS", "ITEMS", "friendly_errors", "run_on_loop", "setup_logging", "verbosity_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+"""What :func:`run_on_loop` accepts: ``auto`` is uvloop when it is installed, else asyncio."""
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
@@ -48,6 +53,28 @@ def friendly_errors(f: F) -> F:
             raise click.ClickException(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def run_on_loop(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
+    """Run ``main`` to the end on a new event loop of kind ``loop`` (one of :data:`EVENT_LOOPS`); its result.
+
+    uvloop is optional (``pip install 'kiwoom-tape[fast]'``: less CPU per frame, bench/README: Record):
+    ``auto`` falls back to asyncio without it, ``uvloop`` raises click.UsageError (``main`` is then
+    closed, never run).
+    """
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if loop != "asyncio":
+        try:
+            import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional
+        except ImportError:
+            if loop == "uvloop":
+                main.close()
+                raise click.UsageError("the uvloop event loop was asked for, but uvloop is not installed; "
+                                       "pip install uvloop") from None
+        else:
+            factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 class _HMS(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic only in click >= 8.2

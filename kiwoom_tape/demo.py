@@ -3,8 +3,9 @@
 The pieces are library functions the notebooks use too:
 
 - :func:`record_simulation` serves a :class:`replay.simulator.SimulatedMarket` on a loopback port and
-  records it with the real recorder (:class:`recorder.client.Recorder` into a
-  :class:`recorder.store.Store`), exactly as ``record --url ws://127.0.0.1:...`` would;
+  records it with the real recorder (:func:`kiwoom_tape.testing.run_recorder`: a
+  :class:`recorder.client.Recorder` into a :class:`recorder.store.Store`), as ``record --url
+  ws://127.0.0.1:...`` would;
 - :func:`replay_to_client` serves a dataset back (``replay.recorded.RecordedSource`` when this
   installation has it, else the simulated market again) and counts what a plain client receives.
 
@@ -15,7 +16,6 @@ The market clock starts at 15:29:00 KST and runs 60x, so 20 s of recording cover
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import shutil
@@ -33,9 +33,8 @@ from websockets.exceptions import ConnectionClosed
 
 from kiwoom_tape.clikit import friendly_errors, setup_logging
 from kiwoom_tape.sql import render_table, run_query
-from recorder.auth import token_provider_from_env
+from kiwoom_tape.testing import loopback_recorder, run_recorder
 from recorder.client import Recorder
-from recorder.store import Store
 from replay.catalog import connect
 from replay.server import Source, serve
 from replay.simulator import SimulatedMarket
@@ -123,40 +122,25 @@ async def record_simulation(
     market = SimulatedMarket(seed=seed, items=items, start=sim_start)
     run_id = new_run_id(time.time_ns(), secrets.randbits(24))
     async with serve(SimSource(market, speed=speed), port=0) as server:
-        store = Store(root, run_id, fsync_interval=0.2)
-        store.open()
-        rec = Recorder(server.url, list(items), list(types), store, token_provider_from_env(server.url, {}),
-                       backoff_base=0.05, backoff_cap=0.5)
-        stop = asyncio.Event()
+        rec = loopback_recorder(server.url, root, items, types, run_id=run_id, fsync_interval=0.2, backoff_cap=0.5)
         t0 = time.monotonic()
 
-        async def ticker() -> None:
+        async def until(rec: Recorder) -> None:
             last = -progress_interval
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.1)
-                store.tick()
+            while True:
+                await asyncio.sleep(0.1)
                 elapsed = time.monotonic() - t0
-                if elapsed >= seconds:
-                    stop.set()
-                if progress is not None and (elapsed - last >= progress_interval or stop.is_set()):
+                done = elapsed >= seconds
+                if progress is not None and (elapsed - last >= progress_interval or done):
                     last = elapsed
-                    st = store.stats
+                    st = rec.store.stats
                     progress(Progress(min(elapsed, seconds), seconds, market.now, st.frames,
                                       st.rows.get("orderbook", 0), st.rows.get("afterhours", 0)))
+                if done:
+                    return
 
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(ticker())
-                try:
-                    await rec.run(stop)
-                finally:
-                    stop.set()
-        except* KiwoomTapeError as group:
-            raise group.exceptions[0] from None
-        finally:
-            store.close()
-        st = store.stats
+        await run_recorder(rec, until, tick=0.1)
+        st = rec.store.stats
     return Recording(root, run_id, st.frames, dict(st.rows), time.monotonic() - t0, sim_start, market.now,
                      rec.stats.reconnects)
 

@@ -11,13 +11,12 @@ import secrets as _secrets
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from kiwoom_tape.clikit import ITEMS, friendly_errors, setup_logging, verbosity_options
+from kiwoom_tape.clikit import EVENT_LOOPS, ITEMS, friendly_errors, run_on_loop, setup_logging, verbosity_options
 from recorder.auth import token_provider_from_env
 from recorder.client import Recorder
 from recorder.store import Store, recover
@@ -86,7 +85,7 @@ def _check_out(out: Path) -> None:
               help="Close Parquet files and start new ones at least this often (also on size and at KST midnight).")
 @click.option("--silence-timeout", type=click.FloatRange(0.5, 3600), default=60.0, show_default=True,
               help="Reconnect after this many seconds without any frame.")
-@click.option("--event-loop", type=click.Choice(["auto", "asyncio", "uvloop"]), default="auto", show_default=True,
+@click.option("--event-loop", type=click.Choice(EVENT_LOOPS), default="auto", show_default=True,
               help="auto: uvloop when it is installed (pip install uvloop: less CPU per frame), else asyncio.")
 @verbosity_options
 @click.pass_context
@@ -125,26 +124,11 @@ def record_command(
     types = _types(types_)
     _check_out(out)
     tokens = token_provider_from_env(ws_url, os.environ)
-    with asyncio.Runner(loop_factory=_loop_factory(event_loop)) as runner:
-        code = runner.run(
-            _record(ws_url, items, types, out, duration, fsync_interval, roll_minutes * 60, silence_timeout, tokens,
-                    quiet)
-        )
+    code = run_on_loop(
+        _record(ws_url, items, types, out, duration, fsync_interval, roll_minutes * 60, silence_timeout, tokens, quiet),
+        event_loop,
+    )
     sys.exit(code)
-
-
-def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop ``record`` runs on: uvloop is optional (bench/README: Record)."""
-    if choice == "asyncio":
-        return None
-    try:
-        import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional
-    except ImportError:
-        if choice == "uvloop":
-            raise click.UsageError("--event-loop uvloop: uvloop is not installed; pip install uvloop") from None
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 async def _record(

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from _cli import cli_argv
 from click.testing import CliRunner
 
 from kiwoom_tape.cli import cli
 from kiwoom_tape.verify import verify
 from replay.catalog import connect
 
-DEMO = [sys.executable, "-c", "from kiwoom_tape.cli import main; main()", "demo"]
+DEMO = cli_argv("kiwoom_tape.cli", "demo")
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import os
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,17 +19,18 @@ from typing import Any
 import duckdb
 import pyarrow.dataset as ds
 import pytest
+from _cli import cli_argv
 
+from kiwoom_tape.testing import loopback_recorder, run_recorder
+from kiwoom_tape.testing import read_table as table
 from recorder.auth import TokenProvider
 from recorder.client import Recorder
-from recorder.store import Store
 from replay.server import Server, serve
 from replay.simulator import SimulatedMarket
 from replay.sources import SimSource
 from schemas.fields import FIELDS_0D, FIELDS_0E, Kind
 from schemas.market import KST, kst_date_of_ns
 
-ROOT = Path(__file__).resolve().parent.parent
 ITEMS = ["005930", "000660", "005930_NX"]
 # 15:29:50 at 120x: KRX 0D until 15:30, NXT 0D from 15:30, KRX 0E from 15:40 (PROTOCOL.md 5.3)
 SIM_START = 15 * 3600 + 29 * 60 + 50
@@ -45,16 +45,6 @@ def run(coro: Awaitable[None], timeout: float = 60) -> None:
     asyncio.run(bounded())
 
 
-def table(root: Path, name: str) -> list[dict[str, Any]]:
-    d = root / name
-    if not d.exists():
-        return []
-    t = ds.dataset(d, format="parquet", partitioning="hive").to_table()
-    # nanosecond timestamps do not fit datetime: read recv_ts as int ns
-    t = t.set_column(t.schema.get_field_index("recv_ts"), "recv_ts", t["recv_ts"].cast("int64"))
-    return t.to_pylist()  # type: ignore[no-any-return]
-
-
 def real_frames(root: Path) -> list[str]:
     rows = [r for r in table(root, "frames") if r["direction"] == "in" and r["trnm"] == "REAL"]
     rows.sort(key=lambda r: (r["run_id"], r["seq"]))
@@ -65,36 +55,15 @@ async def record_for(
     server: Server, root: Path, seconds: float, *, during: Callable[[Recorder], Awaitable[None]] | None = None,
     tokens: TokenProvider | None = None,
 ) -> Recorder:
-    store = Store(root, "testrun", fsync_interval=0.05)
-    store.open()
+    """Record ITEMS x 0D, 0E into ``root``: ``during(recorder)`` (faults, a wait), then ``seconds`` more."""
     tokens = tokens or TokenProvider(server.rest_url, appkey="APPKEY-SECRET-1", secretkey="SECRET-KEY-2")
-    rec = Recorder(server.url, ITEMS, ["0D", "0E"], store, tokens, backoff_base=0.05, backoff_cap=0.2)
-    stop = asyncio.Event()
 
-    async def ticker() -> None:
-        while not stop.is_set():
-            store.tick()
-            await asyncio.sleep(0.05)
-
-    async def stopper() -> None:
+    async def until(rec: Recorder) -> None:
         if during is not None:
             await during(rec)
         await asyncio.sleep(seconds)
-        stop.set()
 
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(ticker())
-            tg.create_task(stopper())
-            try:
-                await rec.run(stop)
-            finally:
-                stop.set()
-    except* Exception as group:
-        raise group.exceptions[0] from None
-    finally:
-        store.close()
-    return rec
+    return await run_recorder(loopback_recorder(server.url, root, ITEMS, ["0D", "0E"], tokens=tokens), until)
 
 
 def _expected(kind: Kind, raw: str, date: dt.date) -> Any:
@@ -194,17 +163,6 @@ def test_a_dead_fixed_token_stops_instead_of_looping(tmp_path: Path) -> None:
     assert b"WRONG-TOKEN-XYZ" not in b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
 
 
-def _child_script(url: str, out: Path) -> str:
-    return f"""
-import sys
-sys.path.insert(0, {str(ROOT)!r})
-from recorder.cli import main
-sys.argv = ["record", "--items", {",".join(ITEMS)!r}, "--url", {url!r}, "--out", {str(out)!r},
-            "--fsync-interval", "0.05", "-q"]
-main()
-"""
-
-
 def test_kill_9_loses_at_most_the_fsync_window_and_recovers(tmp_path: Path) -> None:
     out = tmp_path / "data"
     env = {**os.environ, "KIWOOM_APPKEY": "APPKEY-SECRET-1", "KIWOOM_SECRETKEY": "SECRET-KEY-2"}
@@ -212,9 +170,9 @@ def test_kill_9_loses_at_most_the_fsync_window_and_recovers(tmp_path: Path) -> N
     async def main() -> None:
         market = SimulatedMarket(seed=6, items=ITEMS, start=SIM_START)
         async with serve(SimSource(market, speed=SPEED), port=0, keep_sent=True) as server:
-            script = tmp_path / "child.py"
-            script.write_text(_child_script(server.url, out))
-            proc = await asyncio.create_subprocess_exec(sys.executable, str(script), env=env)
+            cmd = cli_argv("recorder.cli", "--items", ",".join(ITEMS), "--url", server.url, "--out", str(out),
+                           "--fsync-interval", "0.05", "-q")
+            proc = await asyncio.create_subprocess_exec(*cmd, env=env)
             await asyncio.sleep(4.0)
             assert server.stats.logins == 1
             proc.send_signal(signal.SIGKILL)
@@ -225,7 +183,7 @@ def test_kill_9_loses_at_most_the_fsync_window_and_recovers(tmp_path: Path) -> N
             # no Parquet file has been closed yet: everything is in the journal
             assert list((out / "_journal").glob("*.journal"))
             # restart: the journal is recovered before connecting, then recording goes on
-            proc2 = await asyncio.create_subprocess_exec(sys.executable, str(script), env=env)
+            proc2 = await asyncio.create_subprocess_exec(*cmd, env=env)
             await asyncio.sleep(3.0)
             proc2.send_signal(signal.SIGTERM)
             assert await proc2.wait() == 0

@@ -12,8 +12,6 @@ import asyncio
 import datetime as dt
 import json
 import re
-import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +21,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _cli import started_replay
 from _seedclients import SEEDS, check_seed_output, run_seed_client, seed_files, seed_type
+from _wire import drain
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -207,21 +207,6 @@ async def recv_reals(ws: ClientConnection, n: int, *, quiet: float = 0.0, wait: 
         extra = await drain(ws, quiet)
         assert extra == [], f"{len(extra)} frames more than the {n} expected"
     return got
-
-
-async def drain(ws: ClientConnection, quiet: float) -> list[str]:
-    """Every REAL frame until ``quiet`` seconds pass without one (PINGs echoed)."""
-    got: list[str] = []
-    while True:
-        try:
-            raw = await asyncio.wait_for(ws.recv(), quiet)
-        except TimeoutError:
-            return got
-        assert isinstance(raw, str)
-        if '"PING"' in raw[:20]:
-            await ws.send(raw)
-        else:
-            got.append(raw)
 
 
 async def http(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
@@ -565,29 +550,13 @@ def test_cli_serves_a_recorded_day_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     frames = mixed_tape(tmp_path, n=12)
 
     async def main() -> None:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); from replay.cli import main; main()",
-            str(tmp_path), "--port", "0", "--speed", "max", "--start-delay", "0", "--items", "005930",
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert proc.stderr is not None
-        try:
-            url = None
-            while url is None:
-                line = (await proc.stderr.readline()).decode()
-                assert line, "replay exited before printing its URL"
-                m = re.search(r"(ws://127\.0\.0\.1:\d+/api/dostk/websocket)", line)
-                url = m.group(1) if m else None
-            async with connect(url) as ws:
+        args = [str(tmp_path), "--port", "0", "--speed", "max", "--start-delay", "0", "--items", "005930"]
+        async with started_replay(*args) as replay:
+            async with connect(replay.url) as ws:
                 await login_reg(ws, [A, B, C], ["0D", "0E"])
                 want = [e for f in frames if (e := f.expected(lambda i, t: i == A))]  # --items 005930
                 assert await recv_reals(ws, len(want), quiet=0.2) == want
-            proc.send_signal(signal.SIGINT)
-            assert await proc.wait() == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            assert await replay.interrupt() == 0
 
     run(main())
 

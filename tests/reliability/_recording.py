@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.dataset as ds
-
+from kiwoom_tape.testing import loopback_recorder, run_recorder
+from kiwoom_tape.testing import read_table as table
 from recorder.auth import TokenProvider
 from recorder.client import Recorder
-from recorder.store import Store
 from replay.server import Server
 from schemas.protocol import is_real_text
 
 RUN_ID = "reliability"
-
-
-def table(root: Path, name: str) -> list[dict[str, Any]]:
-    d = root / name
-    if not d.exists():
-        return []
-    t = ds.dataset(d, format="parquet", partitioning="hive").to_table()
-    t = t.set_column(t.schema.get_field_index("recv_ts"), "recv_ts", t["recv_ts"].cast("int64"))
-    return t.to_pylist()  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -92,41 +81,12 @@ async def record(
     limit: float = 30.0,
 ) -> tuple[Recorder, BaseException | None]:
     """Record into ``root`` until ``until(recorder)`` returns; returns the recorder and what it raised."""
-    store = Store(root, RUN_ID, fsync_interval=0.05)
-    store.open()
-    rec = Recorder(server.url, items, ["0D"], store, tokens, silence_timeout=silence_timeout,
-                   backoff_base=0.05, backoff_cap=0.2)
-    stop = asyncio.Event()
+    rec = loopback_recorder(server.url, root, items, ["0D"], tokens=tokens, run_id=RUN_ID,
+                            silence_timeout=silence_timeout)
     error: BaseException | None = None
-
-    async def ticker() -> None:
-        while not stop.is_set():
-            store.tick()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.05)
-
-    async def stopper() -> None:
+    async with asyncio.timeout(limit):
         try:
-            await until(rec)
-        finally:
-            stop.set()
-
-    async def recording() -> None:
-        nonlocal error
-        try:
-            await rec.run(stop)
+            await run_recorder(rec, until)
         except Exception as exc:
             error = exc
-        finally:
-            stop.set()
-
-    try:
-        async with asyncio.timeout(limit), asyncio.TaskGroup() as tg:
-            tg.create_task(ticker())
-            s = tg.create_task(stopper())
-            await recording()
-            if not s.done():
-                s.cancel()
-    finally:
-        store.close()
     return rec, error

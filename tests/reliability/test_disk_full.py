@@ -11,12 +11,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from _cli import cli_argv
 
 from recorder.store import recover
 from replay.server import serve
@@ -24,8 +24,6 @@ from replay.simulator import SimulatedMarket
 from replay.sources import SimSource
 
 from .conftest import Report, SecretAudit
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -58,10 +56,8 @@ def test_full_disk_stops_with_a_clear_error_and_keeps_what_was_written(
         async with serve(SimSource(market, speed=200.0), port=0) as server:
             env = {**os.environ, "KIWOOM_APPKEY": audit.secret("appkey"), "KIWOOM_SECRETKEY": secret}
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c",
-                f"import sys; sys.path.insert(0, {str(ROOT)!r}); from recorder.cli import main; main()",
-                "--items", "005930_NX", "--url", server.url, "--out", str(out), "--fsync-interval", "0.05",
-                "--roll-minutes", "0.1", "-q",
+                *cli_argv("recorder.cli", "--items", "005930_NX", "--url", server.url, "--out", str(out),
+                          "--fsync-interval", "0.05", "--roll-minutes", "0.1", "-q"),
                 env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )
             try:

@@ -10,8 +10,6 @@ import asyncio
 import json
 import logging
 import re
-import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _cli import cli_argv, started_replay
+from _wire import drain
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -188,22 +188,6 @@ async def open_client(server: Server, token: str = "tok", items: Sequence[str] =
     return ws
 
 
-async def frames(ws: ClientConnection, quiet: float = 0.3, *, echo: bool = True) -> list[str]:
-    """Everything received until ``quiet`` seconds of silence (PINGs echoed and left out)."""
-    got: list[str] = []
-    while True:
-        try:
-            raw = await asyncio.wait_for(ws.recv(), quiet)
-        except TimeoutError:
-            return got
-        assert isinstance(raw, str)
-        if raw == '{"trnm":"PING"}':
-            if echo:
-                await ws.send(raw)
-            continue
-        got.append(raw)
-
-
 async def recv_data(ws: ClientConnection, within: float = 3.0) -> str:
     """The next frame that is not a PING (PINGs are echoed)."""
     async with asyncio.timeout(within):
@@ -298,7 +282,7 @@ def test_stall_holds_frames_and_pings() -> None:
         t0 = time.monotonic()
         first = await recv_data(ws)
         assert time.monotonic() - t0 >= 0.45, "a frame went out during the stall"
-        rest = await frames(ws, echo=True)
+        rest = await drain(ws)
         assert [frame_no(f) for f in [first, *rest]] == [0, 1, 2]  # delivered after, in order
         await stall
         assert server.faults is not None and server.faults.fired[0].fault.kind == "stall"
@@ -417,7 +401,7 @@ def test_malformed_frames() -> None:
         ws = await open_client(server, items=["035420"])
         for kind in ("not_json", "truncated", "unknown_trnm", "bad_row"):
             await fire(server, Fault("malformed", at=0, frame=kind))
-        got = await frames(ws)
+        got = await drain(ws)
         assert got[0] == "502 Bad Gateway"
         with pytest.raises(ValueError):
             json.loads(got[1])
@@ -436,11 +420,11 @@ def test_duplicate_and_reorder_the_next_frames() -> None:
         await fire(server, Fault("duplicate", at=0, count=2))
         for n in range(4):
             await source.queue.put([real(n)])
-        assert [frame_no(f) for f in await frames(ws)] == [0, 0, 1, 1, 2, 3]
+        assert [frame_no(f) for f in await drain(ws)] == [0, 0, 1, 1, 2, 3]
         await fire(server, Fault("reorder", at=0, count=3))
         for n in range(10, 15):
             await source.queue.put([real(n)])
-        assert [frame_no(f) for f in await frames(ws)] == [12, 11, 10, 13, 14]
+        assert [frame_no(f) for f in await drain(ws)] == [12, 11, 10, 13, 14]
         assert server.sent is not None
         assert [frame_no(t) for _, _, t in server.sent] == [0, 0, 1, 1, 2, 3, 12, 11, 10, 13, 14]
 
@@ -477,7 +461,7 @@ def test_burst_holds_real_frames_then_sends_them_at_once() -> None:
             await asyncio.sleep(0.05)
         first = await recv_data(ws)
         assert time.monotonic() - t0 >= 0.45
-        got = [first, *await frames(ws)]
+        got = [first, *await drain(ws)]
         assert [frame_no(f) for f in got] == [0, 1, 2, 3, 4]
         await window
 
@@ -490,8 +474,8 @@ def test_clients_other_than_the_faulted_ones_keep_working() -> None:
         await fire(server, Fault("duplicate", at=0, count=1))
         b = await open_client(server)  # connected after: not duplicated
         await source.queue.put([real(1)])
-        assert [frame_no(f) for f in await frames(a)] == [1, 1]
-        assert [frame_no(f) for f in await frames(b)] == [1]
+        assert [frame_no(f) for f in await drain(a)] == [1, 1]
+        assert [frame_no(f) for f in await drain(b)] == [1]
 
     with_server(t, [])
 
@@ -500,56 +484,33 @@ def test_clients_other_than_the_faulted_ones_keep_working() -> None:
 # The CLI: --faults in both modes
 
 
-def _replay_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); from replay.cli import main; main()",
-            *args]
-
-
 def test_cli_refuses_a_bad_script_before_serving(tmp_path: Path) -> None:
     import subprocess
 
     bad = tmp_path / "faults.toml"
     bad.write_text('[[fault]]\nkind = "dorp"\nat = "1s"\n')
-    r = subprocess.run(_replay_cmd("--simulate", "--port", "0", "--faults", str(bad)), capture_output=True,
+    r = subprocess.run(cli_argv("replay.cli", "--simulate", "--port", "0", "--faults", str(bad)), capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 1, r.stderr
     assert f"{bad}, line 2: fault #1: unknown kind 'dorp'" in r.stderr and "Traceback" not in r.stderr
 
 
 async def _kicked_via_cli(args: list[str], audit: SecretAudit, item: str) -> str:
-    proc = await asyncio.create_subprocess_exec(*_replay_cmd(*args), stderr=asyncio.subprocess.PIPE)
-    assert proc.stderr is not None
-    out: list[str] = []
-    try:
-        async with asyncio.timeout(30):
-            url = None
-            while url is None:
-                line = (await proc.stderr.readline()).decode()
-                assert line, "replay exited early: " + "".join(out)
-                out.append(line)
-                m = re.search(r"(ws://127\.0\.0\.1:\d+/api/dostk/websocket)", line)
-                url = m.group(1) if m else None
-            token = audit.secret("clitoken")
-            async with connect(url) as ws:
-                await ws.send(json.dumps({"trnm": "LOGIN", "token": token}))
-                assert json.loads(await ws.recv())["return_code"] == 0
-                await ws.send(json.dumps({"trnm": "REG", "grp_no": "1", "refresh": "1",
-                                          "data": [{"item": [item], "type": ["0D"]}]}))
-                got = []
-                with pytest.raises(ConnectionClosed):
-                    while True:
-                        got.append(await ws.recv())
-                assert json.loads(got[-1])["code"] == "R10001" and ws.close_reason == "Bye"
-            proc.send_signal(signal.SIGINT)
-            rest = await proc.stderr.read()
-            assert await proc.wait() == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    text = "".join(out) + rest.decode()
-    audit.text("replay stderr", text)
-    return text
+    async with started_replay(*args) as replay:
+        token = audit.secret("clitoken")
+        async with connect(replay.url) as ws:
+            await ws.send(json.dumps({"trnm": "LOGIN", "token": token}))
+            assert json.loads(await ws.recv())["return_code"] == 0
+            await ws.send(json.dumps({"trnm": "REG", "grp_no": "1", "refresh": "1",
+                                      "data": [{"item": [item], "type": ["0D"]}]}))
+            got = []
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    got.append(await ws.recv())
+            assert json.loads(got[-1])["code"] == "R10001" and ws.close_reason == "Bye"
+        assert await replay.interrupt() == 0
+    audit.text("replay stderr", replay.output)
+    return replay.output
 
 
 def test_cli_simulate_with_faults(tmp_path: Path, audit: SecretAudit) -> None:

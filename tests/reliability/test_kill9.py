@@ -12,13 +12,13 @@ import asyncio
 import os
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from _cli import cli_argv
 
 from replay.server import serve
 from replay.simulator import SimulatedMarket
@@ -26,7 +26,6 @@ from replay.sources import SimSource
 
 from .conftest import Report, SecretAudit
 
-ROOT = Path(__file__).resolve().parents[2]
 KILLS = 20
 FSYNC = 0.05
 SLACK = 0.3  # receive + scheduling on a loaded 2-core machine, on top of the fsync window
@@ -50,12 +49,8 @@ def test_kill_9_at_random_instants(tmp_path: Path, report: Report, audit: Secret
     async def main() -> list[tuple[int, float, str]]:
         market = SimulatedMarket(seed=12, items=["005930_NX", "000660_NX", "035420_NX"], start=16 * 3600)
         async with serve(SimSource(market, speed=30.0), port=0, keep_sent=True) as server:
-            cmd = [
-                sys.executable, "-c",
-                f"import sys; sys.path.insert(0, {str(ROOT)!r}); from recorder.cli import main; main()",
-                "--items", "005930_NX,000660_NX,035420_NX", "--url", server.url, "--out", str(out),
-                "--fsync-interval", str(FSYNC), "-q",
-            ]
+            cmd = cli_argv("recorder.cli", "--items", "005930_NX,000660_NX,035420_NX", "--url", server.url,
+                           "--out", str(out), "--fsync-interval", str(FSYNC), "-q")
             for k in range(KILLS + 1):
                 proc = await asyncio.create_subprocess_exec(*cmd, env=env, stderr=asyncio.subprocess.PIPE)
                 async with asyncio.timeout(30):

@@ -11,12 +11,10 @@ import contextlib
 import json
 import logging
 import os
-import re
-import signal
-import sys
 from pathlib import Path
 
 import pytest
+from _cli import started_replay
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -32,7 +30,6 @@ from schemas.errors import CredentialsError, LoginError
 from ._recording import record
 from .conftest import RECORDER_WS_LOGGER, SecretAudit
 
-ROOT = Path(__file__).resolve().parents[2]
 ITEMS = ["005930_NX"]
 
 
@@ -121,36 +118,16 @@ def test_the_cli_enforces_the_token_and_never_prints_it(tmp_path: Path, audit: S
     env = {**os.environ, "KIWOOM_REPLAY_TOKEN": token}
 
     async def main() -> str:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); from replay.cli import main; main()",
-            "--simulate", "--port", "0", "--items", "005930", "--sim-start", "09:30:00", "-vv",
-            env=env, stderr=asyncio.subprocess.PIPE,
-        )
-        assert proc.stderr is not None
-        lines: list[str] = []
-        try:
-            async with asyncio.timeout(30):
-                url = None
-                while url is None:
-                    line = (await proc.stderr.readline()).decode()
-                    assert line, "replay exited early:\n" + "".join(lines)
-                    lines.append(line)
-                    m = re.search(r"(ws://127\.0\.0\.1:\d+/api/dostk/websocket)", line)
-                    url = m.group(1) if m else None
-                async with connect(url) as ws:
-                    await ws.send('{"trnm":"LOGIN","token":"not-it"}')
-                    assert json.loads(await ws.recv())["return_code"] == 805004
-                async with connect(url) as ws:
-                    await ws.send(json.dumps({"trnm": "LOGIN", "token": token}))  # logged at -vv: redacted
-                    assert json.loads(await ws.recv())["return_code"] == 0
-                proc.send_signal(signal.SIGINT)
-                rest = await proc.stderr.read()
-                assert await proc.wait() == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        return "".join(lines) + rest.decode()
+        args = ["--simulate", "--port", "0", "--items", "005930", "--sim-start", "09:30:00", "-vv"]
+        async with started_replay(*args, env=env) as replay:
+            async with connect(replay.url) as ws:
+                await ws.send('{"trnm":"LOGIN","token":"not-it"}')
+                assert json.loads(await ws.recv())["return_code"] == 805004
+            async with connect(replay.url) as ws:
+                await ws.send(json.dumps({"trnm": "LOGIN", "token": token}))  # logged at -vv: redacted
+                assert json.loads(await ws.recv())["return_code"] == 0
+            assert await replay.interrupt() == 0
+        return replay.output
 
     text = asyncio.run(main())
     audit.text("replay -vv stderr", text)
@@ -222,6 +199,16 @@ def test_login_and_credential_errors_carry_no_secret(tmp_path: Path, audit: Secr
     run(main())
 
 
+async def _record_briefly(root: Path, token: str) -> None:
+    """Record 5 rows into ``root`` with a fixed ``token`` (from the mock server, on loopback)."""
+    async with serve(_market(), port=0) as server:
+        async def briefly(rec: Recorder) -> None:
+            while rec.stats.real_rows < 5:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+        await record(server, root, ITEMS, TokenProvider(server.rest_url, fixed_token=token), briefly)
+
+
 def test_recorder_debug_log_redacts_the_token(tmp_path: Path, audit: SecretAudit) -> None:
     token = audit.secret("fixedtoken")
     seen: list[str] = []
@@ -236,16 +223,8 @@ def test_recorder_debug_log_redacts_the_token(tmp_path: Path, audit: SecretAudit
     ws_log.setLevel(logging.DEBUG)
     ws_log.propagate = False  # keep the leak out of the suite's own audit: this test is about it
 
-    async def main() -> None:
-        async with serve(_market(), port=0) as server:
-            async def briefly(rec: Recorder) -> None:
-                while rec.stats.real_rows < 5:  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
-
-            await record(server, tmp_path / "a", ITEMS, TokenProvider(server.rest_url, fixed_token=token), briefly)
-
     try:
-        run(main())
+        run(_record_briefly(tmp_path / "a", token))
     finally:
         ws_log.removeHandler(handler)
         ws_log.setLevel(level)
@@ -257,15 +236,7 @@ def test_recorder_debug_log_redacts_the_token(tmp_path: Path, audit: SecretAudit
 def test_the_stored_login_frame_is_redacted(tmp_path: Path, audit: SecretAudit) -> None:
     token = audit.secret("fixedtoken")
 
-    async def main() -> None:
-        async with serve(_market(), port=0) as server:
-            async def briefly(rec: Recorder) -> None:
-                while rec.stats.real_rows < 5:  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
-
-            await record(server, tmp_path / "a", ITEMS, TokenProvider(server.rest_url, fixed_token=token), briefly)
-
-    run(main())
+    run(_record_briefly(tmp_path / "a", token))
     from ._recording import table
 
     logins = [f["text"] for f in table(tmp_path / "a", "frames") if f["direction"] == "out" and f["trnm"] == "LOGIN"]

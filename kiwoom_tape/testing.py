@@ -1,0 +1,113 @@
+"""Testing tools: record a mock server in-process with the real recorder, and read back what it wrote.
+
+``kiwoom-tape demo`` and the test suite record the same way::
+
+    async with serve(SimSource(SimulatedMarket(items=["005930"])), port=0) as server:
+        rec = loopback_recorder(server.url, "data", ["005930"], ["0D"])
+
+        async def until(rec: Recorder) -> None:
+            while rec.stats.real_rows < 100:
+                await asyncio.sleep(0.05)
+
+        await run_recorder(rec, until)
+    rows = read_table("data", "orderbook")
+
+:func:`loopback_recorder` is :class:`recorder.client.Recorder` into a new, opened
+:class:`recorder.store.Store`, with a short backoff (a local mock comes back at once);
+:func:`run_recorder` drives it as ``record`` does (the store ticked between frames, the
+store closed at the end) until a condition of the caller's is met. Importing this module loads the
+recorder but not the replay server: ``recorder/`` and ``replay/`` stay apart (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import pyarrow.dataset as ds
+
+from recorder.auth import TokenProvider, token_provider_from_env
+from recorder.client import Recorder
+from recorder.store import Store
+
+__all__ = ["loopback_recorder", "read_table", "run_recorder"]
+
+
+def loopback_recorder(
+    url: str,
+    root: str | os.PathLike[str],
+    items: Sequence[str],
+    types: Sequence[str],
+    *,
+    tokens: TokenProvider | None = None,
+    run_id: str = "testrun",
+    fsync_interval: float = 0.05,
+    silence_timeout: float = 60.0,
+    backoff_base: float = 0.05,
+    backoff_cap: float = 0.2,
+) -> Recorder:
+    """A recorder of ``items`` x ``types`` from ``url`` into a new store at ``root`` (run ``run_id``), opened.
+
+    ``tokens`` defaults to what ``record`` uses with no credentials in the environment: a loopback mock
+    issues a token to anyone. After calling this you must hand the recorder to :func:`run_recorder`,
+    which closes its store (``rec.store``). Raises StorageError if the store cannot be opened.
+    """
+    store = Store(root, run_id, fsync_interval=fsync_interval)
+    store.open()
+    return Recorder(url, list(items), list(types), store, tokens or token_provider_from_env(url, {}),
+                    silence_timeout=silence_timeout, backoff_base=backoff_base, backoff_cap=backoff_cap)
+
+
+async def run_recorder(
+    rec: Recorder, until: Callable[[Recorder], Awaitable[object]], *, tick: float = 0.05
+) -> Recorder:
+    """Run ``rec`` until ``until(rec)`` returns, ticking its store every ``tick`` seconds; close the store.
+
+    ``until`` starts with the recorder and may also inject faults, watch ``rec.stats`` or report
+    progress. If the recorder stops by itself (a LoginError, a StorageError), ``until`` is cancelled.
+    Raises what the recorder, the store or ``until`` raised (the first of them, not a group).
+    """
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            rec.store.tick()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), tick)
+
+    async def stopper() -> None:
+        try:
+            await until(rec)
+        finally:
+            stop.set()
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(ticker())
+            waiting = tg.create_task(stopper())
+            try:
+                await rec.run(stop)
+            finally:
+                stop.set()
+                waiting.cancel()  # a no-op once ``until`` returned
+    except* Exception as group:
+        raise group.exceptions[0] from None
+    finally:
+        rec.store.close()
+    return rec
+
+
+def read_table(root: str | os.PathLike[str], name: str) -> list[dict[str, Any]]:
+    """Every row of table ``name`` (``frames``, ``orderbook``, ...) under ``root``, ``recv_ts`` as int ns.
+
+    Nanosecond timestamps do not fit ``datetime``; no table yet reads as no rows.
+    """
+    path = os.path.join(root, name)
+    if not os.path.exists(path):
+        return []
+    t = ds.dataset(path, format="parquet", partitioning="hive").to_table()
+    t = t.set_column(t.schema.get_field_index("recv_ts"), "recv_ts", t["recv_ts"].cast("int64"))
+    return t.to_pylist()  # type: ignore[no-any-return]

@@ -1,0 +1,78 @@
+"""The console scripts as a user runs them, in a subprocess. Shared test helper.
+
+:func:`cli_argv` is the command line of ``record``, ``replay`` or ``kiwoom-tape`` from this checkout
+(no install needed). :func:`started_replay` starts ``replay ARGS``, waits for the ``ws://`` URL it
+prints, and kills it on the way out if the test did not stop it::
+
+    async with started_replay("--simulate", "--port", "0") as replay:
+        async with connect(replay.url) as ws:
+            ...
+        assert await replay.interrupt() == 0   # Ctrl-C: a clean exit
+    text = replay.output                       # everything it printed on stderr
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+URL = re.compile(r"(ws://127\.0\.0\.1:\d+/api/dostk/websocket)")
+"""What ``replay`` prints where to connect (port 0: the port it got)."""
+
+
+def cli_argv(module: str, *args: str) -> list[str]:
+    """``python -c "...; from MODULE import main; main()" ARGS``: the console script whose ``main`` is in ``module``."""
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from {module} import main; main()"
+    return [sys.executable, "-c", code, *args]
+
+
+@dataclass
+class StartedCli:
+    """A command running in a subprocess, past its start-up line."""
+
+    proc: asyncio.subprocess.Process
+    url: str
+    lines: list[str] = field(default_factory=list)
+    """What it printed on stderr: the lines up to the URL, then (after :meth:`interrupt`) the rest."""
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    async def interrupt(self) -> int:
+        """Ctrl-C (SIGINT); reads the rest of stderr into ``lines`` and returns the exit code."""
+        assert self.proc.stderr is not None
+        self.proc.send_signal(signal.SIGINT)
+        self.lines.append((await self.proc.stderr.read()).decode())
+        return await self.proc.wait()
+
+
+@asynccontextmanager
+async def started_replay(
+    *args: str, env: Mapping[str, str] | None = None, limit: float = 30.0
+) -> AsyncIterator[StartedCli]:
+    """``replay ARGS`` in a subprocess, once it printed its URL; the whole block is bounded by ``limit`` s."""
+    proc = await asyncio.create_subprocess_exec(*cli_argv("replay.cli", *args), env=env, stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(limit):
+            url = None
+            while url is None:
+                line = (await proc.stderr.readline()).decode()
+                assert line, "replay exited before printing its URL:\n" + "".join(lines)
+                lines.append(line)
+                m = URL.search(line)
+                url = m.group(1) if m else None
+            yield StartedCli(proc, url, lines)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
