@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from array import array
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -206,15 +207,55 @@ def _slope_per_minute(samples: list[tuple[float, int]]) -> float:
     return 60.0 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else float("nan")
 
 
-def _median_growth(samples: list[tuple[float, float, int, int]], t0: float, seconds: float) -> float:
-    """MiB per minute between the median RSS of [25 %, 50 %) and of [75 %, 100 %] of the run."""
+def _growth(samples: list[tuple[float, float, int, int]], t0: float, seconds: float,
+            stat: Callable[[list[int]], float]) -> float:
+    """MiB per minute between ``stat`` of the RSS in [25 %, 50 %) and in [75 %, 100 %] of the run."""
     def window(lo: float, hi: float) -> list[int]:
         return [rss for t, _c, rss, _h in samples if lo * seconds <= t - t0 < hi * seconds]
 
     early, late = window(0.25, 0.5), window(0.75, 1.01)
     if not early or not late:
         return float("nan")
-    return (median(late) - median(early)) / 2**20 / (0.5 * seconds / 60.0)
+    return (stat(late) - stat(early)) / 2**20 / (0.5 * seconds / 60.0)
+
+
+def footer_bytes_per_row_group(table: str = "orderbook", groups: int = 400) -> float:
+    """Memory an open ``ParquetWriter`` of ``table`` keeps per row group written (its footer), in bytes.
+
+    Parquet writes the footer (every row group's metadata, about 850 B per column here) when the file
+    closes, so until the segment rolls the writer holds it: a growth bounded by the roll, not a leak.
+    Measured in-process with the store's options on tiny row groups, from RSS.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recorder.store import parquet_options
+    from schemas.tables import TABLES
+
+    schema = TABLES[table]
+    n = 16
+    cols: list[Any] = []
+    for f in schema:
+        t = f.type
+        if pa.types.is_string(t):
+            cols.append(pa.array([f"v{i}" for i in range(n)], pa.string()))
+        elif pa.types.is_timestamp(t):
+            cols.append(pa.array(range(n), pa.int64()).cast(t))
+        else:
+            cols.append(pa.array(range(n), pa.int8()).cast(t))
+    batch = pa.RecordBatch.from_arrays(cols, schema=schema)
+    with tempfile.TemporaryDirectory(prefix="kiwoom-bench-footer-") as d:
+        writer = pq.ParquetWriter(f"{d}/x.parquet", schema, **parquet_options(table))
+        try:
+            for _ in range(groups // 4):  # warm up the allocator
+                writer.write_batch(batch)
+            before = proc_rss_bytes(os.getpid())[0]
+            for _ in range(groups):
+                writer.write_batch(batch)
+            after = proc_rss_bytes(os.getpid())[0]
+        finally:
+            writer.close()
+    return (after - before) / groups
 
 
 def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: float, seconds: float, tag: str,
@@ -291,7 +332,8 @@ def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: flo
         res["rss_last_mib"] = samples[-1][2] / 2**20
         # Growth with time, robust to the sawtooth of the flushes (every 10k rows, ~14 s at the peak): the
         # median RSS of the last quarter of the run minus that of the second quarter, per minute.
-        res["rss_slope_mib_per_min"] = _median_growth(samples, t0, seconds)
+        res["rss_slope_mib_per_min"] = _growth(samples, t0, seconds, median)
+        res["rss_envelope_mib_per_min"] = _growth(samples, t0, seconds, max)
         res["rss_slope_whole_mib_per_min"] = _slope_per_minute(
             [(t - t0, rss) for t, _c, rss, _h in samples if t - t0 >= min(10.0, seconds / 4)])
         res["rss_mib_at"] = {
@@ -314,6 +356,13 @@ def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: flo
             if len(whole) > 1 and whole[-1][0] > whole[0][0]:
                 res["cpu_pct_whole_run"] = 100.0 * (whole[-1][1] - whole[0][1]) / (whole[-1][0] - whole[0][0])
     return res
+
+
+def _footer_in_fresh_process() -> float:
+    """:func:`footer_bytes_per_row_group` in a new process (memory freed earlier would be reused)."""
+    code = "from bench.record import footer_bytes_per_row_group as f; print(f())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    return float(out.stdout.strip())
 
 
 def run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, log: Any) -> tuple[list[Figure], dict[str, Any]]:
@@ -357,8 +406,12 @@ def run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, log: Any) -> tuple[
     # The real peak: CPU over the window, RSS over the whole (memory) run.
     peak_fps = REAL_PEAK_ROWS / rows_per_frame
     seconds = max(cfg.cpu_seconds, cfg.memory_seconds) + 2.0
+    # Segments roll every fifth of the run, so the memory run sees several: each open Parquet writer keeps
+    # its file's footer until the roll (footer_bytes_per_row_group), a growth the roll bounds; what is
+    # left over the rolls is what would grow without bound.
+    roll_minutes = max(0.1, seconds / 5 / 60)
     r = record_run(cfg, tmp, wl_path, wl, rate=peak_fps, seconds=seconds, tag="recpeak", cpu_window=cfg.cpu_seconds,
-                   sample_every=0.25 if cfg.quick else 1.0)
+                   sample_every=0.25 if cfg.quick else 1.0, record_args=("--roll-minutes", f"{roll_minutes:.2f}"))
     detail["peak"] = r
     log(f"  record at the real peak ({peak_fps:.0f} frames/s) for {seconds:.0f} s: CPU {r.get('cpu_pct', 0):.2f} %, "
         f"peak RSS {r.get('rss_peak_mib', 0):.0f} MiB, lost {r['lost']}")
@@ -380,12 +433,21 @@ def run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, log: Any) -> tuple[
     figs.append(Figure("record", "store path in-process (no socket), fast path", median(sp["fast"]), "frames/s",
                        runs=sp["fast"], note=f"CPU time; the general path it replaced: {median(sp['general']):,.0f} "
                        f"frames/s ({speedup:.2f}x)"))
-    figs.append(Figure("memory", f"peak RSS of record at 720 rows/s ({seconds:.0f} s)", r.get("rss_peak_mib"), "MiB"))
-    slope = r.get("rss_slope_mib_per_min")
+    figs.append(Figure("memory", f"peak RSS of record at 720 rows/s ({seconds:.0f} s)", r.get("rss_peak_mib"), "MiB",
+                       note=f"segments rolled every {roll_minutes:.2f} min"))
     at = r.get("rss_mib_at", {})
-    figs.append(Figure("memory", "RSS growth with time", slope, "MiB/min",
-                       note="median RSS of the last quarter of the run minus the second quarter; least-squares "
-                       f"slope after 10 s {r.get('rss_slope_whole_mib_per_min', float('nan')):.2f} MiB/min; "
-                       f"RSS at 10/25/50/75/100 %: {'/'.join(str(v) for v in at.values())} MiB")
+    figs.append(Figure("memory", "RSS growth with time (peak of each window)", r.get("rss_envelope_mib_per_min"),
+                       "MiB/min",
+                       note="peak RSS of the last quarter of the run minus that of the second quarter, per minute; "
+                       f"with medians instead {r.get('rss_slope_mib_per_min', float('nan')):.2f} MiB/min; "
+                       f"least-squares slope after 10 s {r.get('rss_slope_whole_mib_per_min', float('nan')):.2f} "
+                       f"MiB/min; RSS at 10/25/50/75/100 %: {'/'.join(str(v) for v in at.values())} MiB")
                 .check_at_most(0.5, "flat (<= 0.5 MiB/min)"))
+    footer = [_footer_in_fresh_process() for _ in range(cfg.repeats)]
+    detail["footer_bytes_per_row_group"] = footer
+    groups_per_min = 60.0 * REAL_PEAK_ROWS / 10_000  # the store writes a row group per 10,000 rows
+    per_min = median(footer) * groups_per_min / 2**20
+    figs.append(Figure("memory", "open writer's footer per orderbook row group", median(footer) / 1024, "KiB",
+                       note=f"held until the segment rolls: at the real peak {per_min:.2f} MiB/min"
+                       " while a segment is open, reset by each roll (128 MiB or 60 min by default)"))
     return figs, detail

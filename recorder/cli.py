@@ -124,11 +124,27 @@ def record_command(
     types = _types(types_)
     _check_out(out)
     tokens = token_provider_from_env(ws_url, os.environ)
+    _use_returning_memory_pool()
     code = run_on_loop(
         _record(ws_url, items, types, out, duration, fsync_interval, roll_minutes * 60, silence_timeout, tokens, quiet),
         event_loop,
     )
     sys.exit(code)
+
+
+def _use_returning_memory_pool() -> None:
+    """Let Arrow allocate from jemalloc, which gives freed memory back: ``record`` runs for hours.
+
+    With the pyarrow wheels' default (mimalloc) a recorder at the real peak settled about 90 MiB
+    higher (about 215 MiB against 125 MiB, bench: memory). ARROW_DEFAULT_MEMORY_POOL, when set, wins;
+    a pyarrow built without jemalloc keeps its default.
+    """
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    import pyarrow as pa
+
+    with contextlib.suppress(NotImplementedError):
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
 
 
 async def _record(

@@ -11,6 +11,8 @@ import datetime as dt
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -227,3 +229,23 @@ def test_duckdb_reads_the_dataset(tmp_path: Path) -> None:
         f"select count(*) from read_parquet('{tmp_path}/orderbook/*/*.parquet', hive_partitioning=true)"
     ).fetchall()
     assert n[0][0] > 0
+
+
+@pytest.mark.parametrize(("env_pool", "expected"), [(None, "jemalloc"), ("system", "system")])
+def test_record_gives_arrow_memory_back_unless_the_user_chose_a_pool(env_pool: str | None, expected: str) -> None:
+    """``record`` switches Arrow to jemalloc (it returns freed memory); ARROW_DEFAULT_MEMORY_POOL wins."""
+    import pyarrow as pa
+
+    if expected == "jemalloc":
+        try:
+            pa.jemalloc_memory_pool()
+        except NotImplementedError:
+            pytest.skip("this pyarrow is built without jemalloc")
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if env_pool:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = env_pool
+    code = ("from recorder.cli import _use_returning_memory_pool as use; use(); "
+            "import pyarrow as pa; print(pa.default_memory_pool().backend_name)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+                         check=True, cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == expected
