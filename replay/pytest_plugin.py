@@ -16,7 +16,10 @@ The server runs on its own event loop in a background thread, so the test may be
 - ``date``, ``start``, ``end``, ``items``, ``loop``, ``start_delay``: as :class:`replay.recorded.RecordedSource`
   (times are KST ``"HH:MM[:SS]"``); ``speed``: **default None = as fast as the slowest client reads**
   (tests rarely want to wait in real time; pass ``speed=1.0`` for the recorded pace);
-- ``token``, ``ping_interval``: as :class:`replay.server.Server` (the port is always a free one).
+- ``token``, ``ping_interval``: as :class:`replay.server.Server` (the port is always a free one);
+- ``faults``: scripted faults (:mod:`replay.faults`), a TOML file's path, a :class:`replay.faults.FaultScript`
+  or a list of :class:`replay.faults.Fault`, e.g. ``faults=[Fault("drop", after_frames=100)]`` to see
+  how the client under test reconnects; ``server.fired()`` lists what fired.
 
 The handle has ``url`` (give it to the client as ``SOCKET_URL``), ``rest_url`` (``POST
 {rest_url}/oauth2/token``), ``control(cmd, **args)`` / ``status()`` (the ``/control`` endpoint, see
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
     import asyncio
     import datetime as dt
 
+    from replay.faults import Fault, FaultScript
     from replay.recorded import RecordedSource, TimeOfDay
     from replay.server import Server
 
@@ -116,6 +120,13 @@ class ReplayServer:
         """``GET /control``: state, position, speed, frames played, clients (see :mod:`replay.control`)."""
         return self.control("status")
 
+    def fired(self) -> list[str]:
+        """The faults that fired so far (``faults=``), oldest first: ``"drop(code=1011, ...) after 100 frames"``."""
+        runner = self._running().faults
+        if runner is None:
+            return []
+        return [f"{f.fault.describe()} {f.fault.trigger}" for f in list(runner.fired)]
+
     # -- lifecycle
 
     def start(self) -> ReplayServer:
@@ -176,7 +187,7 @@ def _default_dataset(config: pytest.Config) -> Path:
 @pytest.fixture
 def kiwoom_replay(request: pytest.FixtureRequest) -> Iterator[Callable[..., ReplayServer]]:
     """Factory: ``kiwoom_replay(dataset_dir=None, *, date=None, start=None, end=None, speed=None, items=None,
-    loop=False, start_delay=0.2, token=None, ping_interval=15.0)`` -> a running :class:`ReplayServer`.
+    loop=False, start_delay=0.2, token=None, ping_interval=15.0, faults=None)`` -> a running :class:`ReplayServer`.
 
     Every server it made stops when the test ends. See :mod:`replay.pytest_plugin`.
     """
@@ -194,14 +205,18 @@ def kiwoom_replay(request: pytest.FixtureRequest) -> Iterator[Callable[..., Repl
         start_delay: float = 0.2,
         token: str | None = None,
         ping_interval: float = 15.0,
+        faults: str | os.PathLike[str] | FaultScript | Iterable[Fault] | None = None,
     ) -> ReplayServer:
+        from replay.faults import FaultScript
         from replay.recorded import RecordedSource
 
         root = _default_dataset(request.config) if dataset_dir is None else Path(dataset_dir)
         source = RecordedSource(
             root, date=date, start=start, end=end, speed=speed, items=items, loop=loop, start_delay=start_delay
         )
-        server = ReplayServer(source, {"token": token, "ping_interval": ping_interval})
+        if isinstance(faults, str | os.PathLike):
+            faults = FaultScript.load(Path(faults))  # FaultScriptError names the line and the fix
+        server = ReplayServer(source, {"token": token, "ping_interval": ping_interval, "faults": faults})
         servers.append(server)
         return server.start()
 

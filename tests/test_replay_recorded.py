@@ -583,6 +583,44 @@ def test_kiwoom_replay_fixture_serves_a_sync_client(kiwoom_replay: Any, tmp_path
         server.control("rewind")
 
 
+def test_kiwoom_replay_fixture_runs_a_fault_script(kiwoom_replay: Any, tmp_path: Path) -> None:
+    """``faults=`` takes Faults or a TOML path: here the server drops the client after 3 frames (at 1x, so
+    the 4th frame is not queued yet when the drop fires)."""
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.sync.client import connect as sync_connect
+
+    from replay.faults import Fault, FaultScriptError
+
+    frames = mixed_tape(tmp_path / "data", n=8)
+    script = tmp_path / "drop.toml"
+    script.write_text('[[fault]]\nkind = "drop"\nafter_frames = 3\ncode = 1012\nreason = "test"\n')
+    for faults in ([Fault("drop", after_frames=3, code=1012, reason="test")], script):
+        server = kiwoom_replay(tmp_path / "data", faults=faults, speed=1.0)  # 100 ms apart: the drop comes between
+        assert server.fired() == []
+        got: list[str] = []
+        with sync_connect(server.url) as ws:
+            ws.send('{"trnm":"LOGIN","token":"t"}')
+            assert json.loads(ws.recv(5))["return_code"] == 0
+            ws.send(json.dumps({"trnm": "REG", "grp_no": "1", "refresh": "1",
+                                "data": [{"item": [A, B, C], "type": ["0D", "0E"]}]}))
+            assert json.loads(ws.recv(5))["trnm"] == "REG"
+            with pytest.raises(ConnectionClosedError) as closed:
+                while True:
+                    msg = ws.recv(5)
+                    assert isinstance(msg, str)
+                    if '"REAL"' in msg:
+                        got.append(msg)
+            rcvd = closed.value.rcvd
+            assert rcvd is not None and (rcvd.code, rcvd.reason) == (1012, "test")
+        want = [e for f in frames if (e := f.expected(lambda i, t: True))]
+        assert got == want[:3]
+        assert [f.split("(")[0] for f in server.fired()] == ["drop"] and "after 3 frames" in server.fired()[0]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[fault]]\nkind = "explode"\nat = 1\n')
+    with pytest.raises(FaultScriptError, match="explode"):
+        kiwoom_replay(tmp_path / "data", faults=bad)
+
+
 def _readme_example() -> str:
     section = README.split("## Replay a recorded day", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
