@@ -112,6 +112,16 @@ class Recorder:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Record until ``stop`` is set. Raises LoginError/CredentialsError when recording cannot go on."""
+        try:
+            await self._run(stop)
+        except BaseException:
+            # the recording ends inside its gap (a LoginError, a cancel): close it, unless the store is gone
+            with contextlib.suppress(Exception):
+                self._close_gap_if_stopping()
+            raise
+        self._close_gap_if_stopping()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         delays = backoff(self.backoff_base, self.backoff_cap)
         renewed_for_this_failure = False
         while not stop.is_set():
@@ -138,7 +148,6 @@ class Recorder:
             log.warning("disconnected (%s); reconnecting in %.1f s", self.stats.last_cause, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-        self._close_gap_if_stopping()
 
     def open_gap(self, cause: str, *, since_ns: int | None = None, detail: dict[str, Any] | None = None) -> None:
         """Mark the start of a hole in the data (``since_ns``, default now); the next login closes it."""

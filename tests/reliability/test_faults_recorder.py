@@ -211,8 +211,9 @@ def _check(case: Case, rec: Recorded, server: Server, recorder: Recorder, error:
     assert server.stats.connections <= case.max_connections, "more connections than the fault explains"
     assert rec.gap_causes() == case.causes, rec.events
     kinds = rec.kinds()
-    if not case.login_error:  # (stopping on a LoginError leaves the gap open: the recording ends in it)
-        assert kinds.count("gap_end") == kinds.count("gap_start")
+    assert kinds.count("gap_end") == kinds.count("gap_start")  # a LoginError ends the recording in its gap
+    if case.login_error:
+        assert json.loads(rec.events[-1]["detail"]).get("stopped") is True, rec.events[-1]
     if case.check is not None:
         case.check(rec, server, recorder)
     # it kept recording: REAL frames after the last fault ended
