@@ -18,6 +18,8 @@ receiver pinned to core 1:
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import os
 import signal
@@ -425,6 +427,20 @@ def run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, log: Any) -> tuple[
                        f"max delay {r['delay_max_s']:.3f} s")
                 .check_at_most(3.0, "<= 3 %"))
     figs[-1].ratio = (r["cpu_pct"] / median(floor)) if r.get("cpu_pct") and median(floor) else None
+    if cfg.loop == "asyncio" and importlib.util.find_spec("uvloop") is not None:
+        # what `record --event-loop auto` uses when the `fast` extra is installed, against the same floor
+        uv = dataclasses.replace(cfg, loop="uvloop")
+        ru = record_run(uv, tmp, wl_path, wl, rate=peak_fps, seconds=cfg.cpu_seconds + 2.0, tag="recpeakuv",
+                        cpu_window=cfg.cpu_seconds, sample_every=0.25 if cfg.quick else 1.0)
+        floor_uv = bare_cpu(uv, tmp, wl_path, items, peak_fps, cfg.cpu_seconds, "barecpuuv")
+        detail["uvloop_peak"] = {k: v for k, v in ru.items() if k != "rss_samples"}
+        detail["bare_cpu_at_peak_uvloop"] = floor_uv
+        log(f"  the same on uvloop: record CPU {ru.get('cpu_pct', 0):.2f} %, bare client {floor_uv:.2f} %")
+        figs.append(Figure("record", f"CPU of record at 720 rows/s, uvloop ({cfg.cpu_seconds:.0f} s)",
+                           ru.get("cpu_pct"), "% of a core", floor_uv,
+                           note=f"ceiling column: a bare websockets client on uvloop; lost {ru['lost']}")
+                    .check_at_most(3.0, "<= 3 %"))
+        figs[-1].ratio = (ru["cpu_pct"] / floor_uv) if ru.get("cpu_pct") and floor_uv else None
     # The store path alone, in-process (no socket): the fast path vs the general path it replaced.
     sp = {kind: [store_path(wl, kind == "fast") for _ in range(cfg.repeats)] for kind in ("general", "fast")}
     detail["store_path"] = sp
