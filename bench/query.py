@@ -4,17 +4,21 @@ The day (200 items x 6.5 h x ~3.6 Hz, ~17M 0D rows in full mode) is generated wi
 the ``orderbook`` schema and written as ``record`` writes it (hourly part files, 10k-row row groups
 sorted by item, the writer's options), in a temp dir that is deleted afterwards. Prices follow a
 per-item random walk on a KRX tick grid with a one- or two-tick spread; level quantities are i.i.d.
-(pessimistic for compression). Each query runs once to warm the page cache, then is timed.
+(pessimistic for compression). Each query runs once to warm the page cache, then is timed 5 times (median),
+hand-written and views taking turns, to an Arrow table (the Python objects of ``fetchall()`` would add
+client time that is not DuckDB's: ~0.3 s for the 78,000 TIMESTAMPTZ values of a per-minute result).
 
 Queries (the same result both ways; the view is ``replay.catalog.connect(root)``):
 
 - count: ``count(*)`` of the day;
-- per-item per-minute mid/spread: avg/min/max/open/close mid, avg/max spread per (item, minute), with
-  ``date_trunc('minute', recv_ts)`` as everyone writes it, and with integer minutes
-  (``epoch_us(recv_ts) // 60000000``: the same buckets, KST being a whole number of minutes from UTC,
-  without the per-row ICU time-zone arithmetic that ``date_trunc`` on a TIMESTAMPTZ does);
+- per-item per-minute mid/spread: avg/min/max/open/close mid, avg/max spread per (item, minute), grouped
+  by the views' ``minute`` column (``recv_ts`` floored to the minute, computed from the integer epoch:
+  ``schemas.views.MINUTE_SQL``); the hand-written side computes the same bucket on the files. This is
+  "the day" figure (<= 1 s). For comparison, the same query bucketing with ``date_trunc('minute',
+  recv_ts)`` as everyone writes it, which on a TIMESTAMPTZ does ICU time-zone arithmetic per row (the
+  same buckets, KST being a whole number of hours from UTC);
 - per-minute 10-level imbalance: per (item, minute) the average of (bid - ask) / (bid + ask) over the
-  10-level totals (``quotes.imbalance``), and the same from the 20 level quantities;
+  10-level totals (``quotes.imbalance``), and the same from the 20 level quantities of ``orderbook``;
 - book as-of a 1-second grid: for every item and every second of the session, the best bid/ask in force
   (ASOF JOIN).
 """
@@ -25,7 +29,7 @@ import datetime as dt
 import shutil
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,27 +147,38 @@ def generate_day(root: Path, n_rows: int, n_items: int = 200, seed: int = 6, gro
             "bytes": sum(p.stat().st_size for p in part_dir.glob("*.parquet"))}
 
 
-def _queries(src: str, quotes: str, ts: str = "recv_ts") -> dict[str, str]:
-    """The benchmark queries over ``src`` (the orderbook rows) and ``quotes`` (rows with mid/spread/imbalance);
-    ``ts`` is the receive time as a TIMESTAMPTZ (the files keep nanoseconds, which DuckDB reads as
-    TIMESTAMPTZ_NS: no ``date_trunc`` for that type, hence the cast in hand-written SQL)."""
+MID_SPREAD = "per-item per-minute mid/spread"
+"""The query of "the day" figure (<= 1 s through the views)."""
+
+# recv_ts (the files' nanoseconds, as TIMESTAMPTZ microseconds) floored to the minute, as a TIMESTAMPTZ:
+# whole minutes since the epoch in integer arithmetic, then to_timestamp (seconds). Written out here, not
+# imported from schemas.views: the hand-written side is what a user would write on the raw files.
+HAND_MINUTE = "to_timestamp(epoch_us(CAST(recv_ts AS TIMESTAMPTZ)) // 60000000 * 60)"
+
+
+def _queries(src: str, quotes: str, ts: str = "recv_ts", minute: str = "minute") -> dict[str, str]:
+    """The benchmark queries over ``src`` (the orderbook rows) and ``quotes`` (rows with minute/mid/spread/
+    imbalance); ``ts`` is the receive time as a TIMESTAMPTZ over ``src`` (the files keep nanoseconds,
+    which DuckDB reads as TIMESTAMPTZ_NS: no ``date_trunc`` for that type, hence the cast in hand-written
+    SQL) and ``minute`` its minute bucket over ``src``. Over ``quotes`` they are the columns ``recv_ts``
+    and ``minute``."""
     return {
         "count": f"SELECT count(*) FROM {src}",
-        "per-item per-minute mid/spread": f"""
-            SELECT item, date_trunc('minute', {ts}) AS minute,
-                   avg(mid), min(mid), max(mid), arg_min(mid, {ts}) AS open, arg_max(mid, {ts}) AS close,
+        MID_SPREAD: f"""
+            SELECT item, minute,
+                   avg(mid), min(mid), max(mid), arg_min(mid, recv_ts) AS open, arg_max(mid, recv_ts) AS close,
                    avg(spread), max(spread), count(*)
             FROM {quotes} GROUP BY ALL""",
-        "per-item per-minute mid/spread, integer minutes": f"""
-            SELECT item, epoch_us({ts}) // 60000000 AS minute,
-                   avg(mid), min(mid), max(mid), arg_min(mid, {ts}) AS open, arg_max(mid, {ts}) AS close,
+        f"{MID_SPREAD}, date_trunc('minute', recv_ts)": f"""
+            SELECT item, date_trunc('minute', recv_ts) AS minute,
+                   avg(mid), min(mid), max(mid), arg_min(mid, recv_ts) AS open, arg_max(mid, recv_ts) AS close,
                    avg(spread), max(spread), count(*)
             FROM {quotes} GROUP BY ALL""",
         "per-minute 10-level imbalance (totals)": f"""
-            SELECT item, date_trunc('minute', {ts}) AS minute, avg(imbalance)
+            SELECT item, minute, avg(imbalance)
             FROM {quotes} GROUP BY ALL""",
         "per-minute 10-level imbalance (20 level qty)": f"""
-            SELECT item, date_trunc('minute', {ts}) AS minute,
+            SELECT item, {minute} AS minute,
                    avg(CAST((bid_qty_1 + bid_qty_2 + bid_qty_3 + bid_qty_4 + bid_qty_5 + bid_qty_6 + bid_qty_7
                              + bid_qty_8 + bid_qty_9 + bid_qty_10)
                             - (ask_qty_1 + ask_qty_2 + ask_qty_3 + ask_qty_4 + ask_qty_5 + ask_qty_6 + ask_qty_7
@@ -185,20 +200,34 @@ def _queries(src: str, quotes: str, ts: str = "recv_ts") -> dict[str, str]:
 
 
 def _hand_quotes(src: str) -> str:
-    return f"""(SELECT CAST(recv_ts AS TIMESTAMPTZ) AS recv_ts, item, (bid_price_1 + ask_price_1) / 2.0 AS mid,
+    return f"""(SELECT CAST(recv_ts AS TIMESTAMPTZ) AS recv_ts, {HAND_MINUTE} AS minute,
+                item, (bid_price_1 + ask_price_1) / 2.0 AS mid,
                 ask_price_1 - bid_price_1 AS spread,
                 CAST(total_bid_qty - total_ask_qty AS DOUBLE) / NULLIF(total_bid_qty + total_ask_qty, 0) AS imbalance
                 FROM {src})"""
 
 
-def _time(con: duckdb.DuckDBPyConnection, sql: str, repeats: int) -> tuple[float, list[float], Any]:
-    result = con.execute(sql).fetchall()  # warm-up, and the answer to compare
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        con.execute(sql).fetchall()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), times, result
+def _time(
+    runs: Sequence[tuple[duckdb.DuckDBPyConnection, str]], repeats: int
+) -> list[tuple[float, list[float], Any]]:
+    """Per (connection, query): the median time to an Arrow table, the times, and its rows.
+
+    Each query first runs once untimed (the page cache warms up; its rows are the answer to compare).
+    Then the queries take turns, ``repeats`` times, the first one alternating, so that load coming and
+    going on a shared machine falls on both sides of a comparison alike.
+
+    Arrow, not ``fetchall()``: the figure is DuckDB's, not that of building Python objects, which for a
+    per-minute result (78,000 rows a day) with a TIMESTAMPTZ column costs ~0.3 s in the client alone.
+    """
+    results = [con.execute(sql).fetchall() for con, sql in runs]
+    times: list[list[float]] = [[] for _ in runs]
+    for i in range(repeats):
+        for k in range(len(runs)) if i % 2 == 0 else reversed(range(len(runs))):
+            con, sql = runs[k]
+            t = time.perf_counter()
+            con.sql(sql).to_arrow_table()
+            times[k].append(time.perf_counter() - t)
+    return [(statistics.median(ts), ts, rows) for ts, rows in zip(times, results, strict=True)]
 
 
 def _rows_equal(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
@@ -215,13 +244,13 @@ def run(cfg: Config, tmp: Path, log: Callable[[str], None]) -> tuple[list[Figure
     log(f"  generated {gen['rows']:,} orderbook rows in {gen['files']} files, {gen['bytes'] / 2**20:,.0f} MiB "
         f"({gen['bytes'] / max(1, gen['rows']):.0f} B/row) in {gen['seconds']:.0f} s")
     detail: dict[str, Any] = {"generated": gen, "queries": {}}
-    repeats = 1 if cfg.quick else 3
+    repeats = 1 if cfg.quick else 5
     try:
         glob = f"{root}/orderbook/date=*/*.parquet"
         src = f"read_parquet('{glob}', hive_partitioning = true)"
         hand_con = duckdb.connect(":memory:")
         hand_con.execute("SET TimeZone = 'Asia/Seoul'")
-        hand = _queries(src, _hand_quotes(src), "CAST(recv_ts AS TIMESTAMPTZ)")
+        hand = _queries(src, _hand_quotes(src), "CAST(recv_ts AS TIMESTAMPTZ)", HAND_MINUTE)
         try:
             from replay.catalog import connect
 
@@ -231,10 +260,12 @@ def run(cfg: Config, tmp: Path, log: Callable[[str], None]) -> tuple[list[Figure
             view_con = views = None
         figs: list[Figure] = []
         for name, sql in hand.items():
-            h, h_runs, h_res = _time(hand_con, sql, repeats)
+            if view_con is not None and views is not None:
+                (h, h_runs, h_res), (v, v_runs, v_res) = _time([(hand_con, sql), (view_con, views[name])], repeats)
+            else:
+                ((h, h_runs, h_res),) = _time([(hand_con, sql)], repeats)
             entry: dict[str, Any] = {"hand_s": h, "hand_runs": h_runs}
             if view_con is not None and views is not None:
-                v, v_runs, v_res = _time(view_con, views[name], repeats)
                 entry.update({"view_s": v, "view_runs": v_runs, "same_result": _rows_equal(h_res, v_res)})
                 log(f"  {name}: hand-written {h:.3f} s, views {v:.3f} s ({v / h - 1:+.0%}), "
                     f"same result {entry['same_result']}")
@@ -243,12 +274,11 @@ def run(cfg: Config, tmp: Path, log: Callable[[str], None]) -> tuple[list[Figure
                 fig.ratio = v / h if h else None
                 fig.target = "views <= 110 % of hand-written"
                 fig.verdict = "met" if h and v <= 1.10 * h else "MISSED"
-                if name.startswith("per-item per-minute mid/spread"):
-                    figs.append(fig)
-                    figs.append(Figure("query", f"{name}, views, the day", v, "s", note=f"{gen['rows']:,} rows")
-                                .check_at_most(1.0, "<= 1 s"))
-                    continue
                 figs.append(fig)
+                if name == MID_SPREAD:
+                    figs.append(Figure("query", f"{name}, views, the day", v, "s",
+                                       note=f"{gen['rows']:,} rows; GROUP BY the views' minute column")
+                                .check_at_most(1.0, "<= 1 s"))
             else:
                 log(f"  {name}: hand-written {h:.3f} s (no replay.catalog: views not measured)")
                 figs.append(Figure("query", f"{name}, hand-written", h, "s", runs=h_runs,

@@ -196,13 +196,16 @@ def sql_command(
 
     Views: frames, orderbook, afterhours, events (the stored tables plus their `date` partition),
     quotes (best bid/ask, mid, spread in won and ticks, microprice, imbalance per book row) and gaps;
-    table macro book_asof(item, ts): the book in force at a time. Times print in KST. DIR defaults to
-    ./data; QUERY "-" reads the query from stdin. With no query, opens the duckdb shell on the views.
+    table macro book_asof(item, ts): the book in force at a time. Times print in KST. Group by `minute`
+    (recv_ts floored to the minute, in every view with recv_ts) for per-minute figures: it is much
+    cheaper than date_trunc. DIR defaults to ./data; QUERY "-" reads the query from stdin. With no
+    query, opens the duckdb shell on the views.
 
     \b
     Examples:
         kiwoom-tape sql demo-data "select item, count(*) from orderbook group by all"
         kiwoom-tape sql demo-data "select item, avg(spread_ticks), avg(imbalance) from quotes group by all"
+        kiwoom-tape sql demo-data "select item, minute, avg(mid) from quotes group by all order by all"
         kiwoom-tape sql demo-data "from book_asof('005930_NX', now())"
         kiwoom-tape sql demo-data "from quotes" --format parquet --output quotes.parquet
         kiwoom-tape sql demo-data          # interactive duckdb shell, if installed

@@ -6,10 +6,12 @@
 
     con = connect("data")
     con.sql("select item, count(*), avg(spread_ticks) from quotes group by all").show()
+    con.sql("select item, minute, avg(mid), max(spread) from quotes group by all order by all").show()
     con.sql("select * from book_asof('005930', '2026-11-23 10:00:00')").show()
 
 The views and macros are defined as SQL text in :mod:`schemas.views` (frames, orderbook, afterhours,
-events, quotes, gaps, book_asof, krx_tick_size, krx_tick_index); this module only decides which tables
+events, quotes, gaps, book_asof, krx_tick_size, krx_tick_index; ``minute``, the cheap per-minute bucket of
+every view with ``recv_ts``: :data:`schemas.views.MINUTE_SQL`); this module only decides which tables
 have files and runs the statements. A view reads its files when queried, so part files a running
 recorder finishes later show up in the next query; a table that had no file at all when the catalog
 was made stays an empty view until the next :func:`connect`.

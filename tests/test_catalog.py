@@ -175,13 +175,90 @@ def test_every_table_view_counts_what_the_files_hold(con: duckdb.DuckDBPyConnect
     assert con.execute("select count(*) from afterhours").fetchone() == (rec.rows["afterhours"],)
 
 
-def test_views_have_the_stored_columns_and_a_date(con: duckdb.DuckDBPyConnection) -> None:
+def test_views_have_the_stored_columns_a_date_and_a_minute(con: duckdb.DuckDBPyConnection) -> None:
     for table, schema in TABLES.items():
         cols = con.execute(f"describe {table}").fetchall()
-        assert [c[0] for c in cols] == [*schema.names, "date"]
+        assert [c[0] for c in cols] == [*schema.names, "date", "minute"]
         assert [c[1] for c in cols] == [
-            *(views.duckdb_type(f.type).replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE") for f in schema), "DATE"
+            *(views.duckdb_type(f.type).replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE") for f in schema), "DATE",
+            "TIMESTAMP WITH TIME ZONE",
         ]
+
+
+# --------------------------------------------------------------------------------------------------
+# minute
+
+
+def test_minute_is_recv_ts_truncated_to_the_minute_in_every_view(con: duckdb.DuckDBPyConnection) -> None:
+    for view in ("frames", "orderbook", "afterhours", "events", "quotes"):
+        n, same = con.execute(
+            f"select count(*), count(*) filter (where minute = date_trunc('minute', recv_ts)) from {view}"
+        ).fetchone() or (None, None)
+        assert n and n == same, view
+    # quotes carries the orderbook row's minute
+    assert con.execute(
+        "select count(*) from quotes q join orderbook o using (run_id, frame_seq, row_idx) where q.minute <> o.minute"
+    ).fetchone() == (0,)
+
+
+def test_minute_across_day_boundaries_in_kst_and_utc(tmp_path: Path) -> None:
+    day = dt.date(2026, 3, 10)
+    nxt = day + dt.timedelta(days=1)
+    book = book_values(71_400, 71_500, 100, 300)
+    times = [  # (recv_ns, KST minute it belongs to)
+        (kst_ns(day, "08:59:59") + 999_999_000, "2026-03-10 08:59:00+09"),  # 23:59 UTC the day before
+        (kst_ns(day, "09:00:00"), "2026-03-10 09:00:00+09"),  # 00:00 UTC
+        (kst_ns(day, "10:00:00") - 1_000, "2026-03-10 09:59:00+09"),
+        (kst_ns(day, "10:00:30") + 1, "2026-03-10 10:00:00+09"),
+        (kst_ns(day, "10:00:59") + 999_999_499, "2026-03-10 10:00:00+09"),
+        (kst_ns(day, "10:01:59") + 999_999_500, "2026-03-10 10:02:00+09"),  # recv_ts rounds to 10:02:00.000000
+        (kst_ns(day, "23:59:59") + 999_999_000, "2026-03-10 23:59:00+09"),  # the last minute of a KST date
+        (kst_ns(nxt, "00:00:00"), "2026-03-11 00:00:00+09"),  # the next partition
+    ]
+    write_frames(tmp_path, [(ns, "0D", f"{i:06d}", book) for i, (ns, _) in enumerate(times)])
+    c = connect(tmp_path)
+    got = c.execute(
+        'select item, minute::VARCHAR, epoch_us(minute), "date"::VARCHAR from quotes order by item'
+    ).fetchall()
+    assert [g[1] for g in got] == [want for _, want in times]
+    assert [g[2] for g in got] == [(ns + 500) // 1_000 // 60_000_000 * 60_000_000 for ns, _ in times]
+    assert [g[3] for g in got] == [*["2026-03-10"] * 7, "2026-03-11"]
+    for tz in ("Asia/Seoul", "UTC"):
+        c.execute(f"SET TimeZone = '{tz}'")
+        for view in ("orderbook", "quotes", "frames"):
+            assert c.execute(
+                f"select count(*) from {view} where minute is distinct from date_trunc('minute', recv_ts)"
+            ).fetchone() == (0,), (tz, view)
+    c.execute("SET TimeZone = 'Asia/Seoul'")
+    # grouping by it gives one row per minute, and it compares with a KST literal
+    assert c.execute("select count(distinct minute) from quotes").fetchone() == (7,)
+    assert c.execute("select count(*) from quotes where minute = '2026-03-10 10:00'").fetchone() == (2,)
+    # the README's 5-minute bucket, the same way
+    assert c.execute(
+        "select count(*) from quotes where to_timestamp(epoch_us(recv_ts) // 300000000 * 300)"
+        " is distinct from time_bucket(interval 5 minute, recv_ts)"
+    ).fetchone() == (0,)
+
+
+def _plan_projections(con: duckdb.DuckDBPyConnection, query: str) -> set[str]:
+    """Every ``Projections`` entry of the physical plan of ``query`` (the scan's columns included)."""
+    def walk(node: dict[str, Any]) -> Iterator[str]:
+        proj = node.get("extra_info", {}).get("Projections")
+        if proj:
+            yield from ([proj] if isinstance(proj, str) else proj)
+        for child in node.get("children", []):
+            yield from walk(child)
+
+    (row,) = con.execute(f"explain (format json) {query}").fetchall()
+    return {p.strip() for node in json.loads(row[1]) for entry in walk(node) for p in entry.split(",")}
+
+
+def test_columns_a_query_does_not_name_are_not_read_or_computed(con: duckdb.DuckDBPyConnection) -> None:
+    stored = set(TABLES["orderbook"].names)
+    for view in ("orderbook", "quotes"):
+        assert not _plan_projections(con, f"select count(*) from {view}") & (stored | {"minute"}), view
+        assert _plan_projections(con, f"select item, count(*) from {view} group by all") & stored == {"item"}, view
+    assert _plan_projections(con, "select minute, count(*) from quotes group by all") & stored == {"recv_ts"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,7 +381,7 @@ def test_book_asof_returns_the_last_book_at_or_before_the_time(con: duckdb.DuckD
     assert con.execute("select count(*) from book_asof('NOPE', now())").fetchone() == (0,)
     # a TIMESTAMPTZ works as well as a string, and the row carries every column of the book
     last = con.execute("select * from book_asof('005930_NX', now() + interval 1 day)").fetchall()
-    assert len(last) == 1 and len(last[0]) == len(TABLES["orderbook"].names) + 1
+    assert len(last) == 1 and len(last[0]) == len(TABLES["orderbook"].names) + 2  # + date, minute
 
 
 # --------------------------------------------------------------------------------------------------
