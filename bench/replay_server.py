@@ -4,7 +4,8 @@ Run as ``python -m bench.replay_server`` (pinned to its own core). It serves ``-
 :class:`replay.recorded.RecordedSource` (``--speed 0``: as fast as the slowest client reads, the
 ``replay --speed max`` path; else recorded seconds per real second), waits for ``--connections``
 clients to come and go, and writes ``--stats`` JSON: frames sent and, with ``--pacing``, the pacing
-error of every frame sent to the first client (send time minus its scheduled time, in seconds).
+error of every frame sent to the first client (send time minus its scheduled time, in seconds, counted
+from the least late frame; ``pacing_offset_s`` is that frame's error counted from the first frame).
 
 Without ``replay.recorded`` (an older tree) it falls back to a minimal in-bench source that dispatches
 the dataset's REAL frames as fast as the server takes them; the stats say which source ran.
@@ -99,8 +100,15 @@ async def _main(args: argparse.Namespace) -> int:
             when = dict(zip(texts, ts, strict=True))
             first = [(t, when[text]) for conn, t, text in server.sent if conn == 1 and text in when]
             if first:
+                # Each frame's send time minus its recorded time (scaled), both from the first frame. The
+                # first frame is sent at an unknown lateness of its own, so these are offset by it: the
+                # errors are given from the least late frame (>= 0, the spread of the lateness), and that
+                # frame's error from the first one (<= 0) as the offset.
                 t0, r0 = first[0]
-                stats["pacing_errors_s"] = [(t - t0) - (r - r0) / 1e9 / (speed or 1.0) for t, r in first]
+                errs = [(t - t0) - (r - r0) / 1e9 / (speed or 1.0) for t, r in first]
+                least = min(errs)
+                stats["pacing_errors_s"] = [e - least for e in errs]
+                stats["pacing_offset_s"] = least
     write_atomic(args.stats, json.dumps(stats))
     return 0
 

@@ -27,10 +27,14 @@ exclusive. At the end of the tape the connections stay open (PINGs go on) and th
 ``loop=True`` the tape starts over at ``start``. ``/control`` pauses, steps, seeks and changes the
 speed (:mod:`replay.control`); :meth:`RecordedSource.status` is what it reports.
 
-**Reading.** A worker thread (``asyncio.to_thread``, one read at a time) reads and merges Arrow batches,
-so decompression does not stall the event loop; the event loop turns them into Python strings a batch
-at a time and paces them. Row groups entirely outside the window are skipped using the Parquet
-statistics of ``recv_ts``, so a seek does not read the morning to get to the afternoon.
+**Reading.** A worker thread (its own, one read at a time) reads and merges Arrow batches and turns
+each into Python lists of receive times and frame bytes (the recorded UTF-8, never decoded to ``str``),
+so decompression does not stall the event loop. The event loop reads each frame's rows' item and type
+(msgspec, from the bytes) and hands the server every frame that is due at once (at max speed, a
+chunk of them): :meth:`replay.server.Server.dispatch_frames`, which queues them for every client in one
+go. At 1x it sleeps until the next frame is due on the monotonic clock, then sends all that are due.
+Row groups entirely outside the window are skipped using the Parquet statistics of ``recv_ts``, so a
+seek does not read the morning to get to the afternoon.
 """
 
 from __future__ import annotations
@@ -42,11 +46,13 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -63,8 +69,8 @@ from replay.control import (
     format_time_of_day,
     parse_time_of_day,
 )
-from replay.server import Dispatch
-from schemas.errors import DatasetError, ProtocolError
+from replay.server import Dispatch, EncodedFrame
+from schemas.errors import DatasetError
 from schemas.layout import JOURNAL_DIR, parse_part_filename
 from schemas.market import KST
 from schemas.realframe import RealFrame, parse_real_frame
@@ -256,8 +262,8 @@ class _RunReader:
                 self._part = part
                 try:
                     self._file = pq.ParquetFile(part.path)
-                    self._batches = self._file.iter_batches(
-                        batch_size=self._batch_rows, row_groups=groups, columns=list(COLUMNS)
+                    self._batches = self._file.iter_batches(  # decoded in this (background) thread
+                        batch_size=self._batch_rows, row_groups=groups, columns=list(COLUMNS), use_threads=False
                     )
                 except (OSError, pa.ArrowException) as exc:
                     raise DatasetError(f"cannot read {part.path}: {exc}", hint="move the file aside") from None
@@ -352,6 +358,92 @@ class _Cursor:
             self._bufs = []
 
 
+_Batch = tuple[list[int], list[bytes | None]]
+"""Receive times (epoch ns) and frame texts (UTF-8 bytes) of a run of frames, as Python lists."""
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _read_batch(cursor: _Cursor) -> _Batch | None:
+    """The cursor's next table as Python lists (in the worker thread: the event loop only swaps them in)."""
+    table = cursor.read()
+    if table is None:
+        return None
+    text = table.column("text")
+    binary = pa.large_binary() if pa.types.is_large_string(text.type) else pa.binary()
+    return table.column("recv_ts").to_pylist(), text.cast(binary).to_pylist()  # the exact bytes, never decoded
+
+
+# --------------------------------------------------------------------------------------------------
+# A recorded frame, ready to send
+
+
+class _Head(msgspec.Struct, gc=False):
+    type: str
+    item: str
+
+
+class _Heads(msgspec.Struct, gc=False):
+    trnm: str
+    data: list[_Head]
+
+
+_heads = msgspec.json.Decoder(_Heads)
+"""What :func:`schemas.realframe.parse_real_frame` checks and reads, straight from the recorded bytes."""
+
+
+class _Recorded(msgspec.Struct, gc=False):
+    """A recorded REAL frame as :meth:`Server.dispatch_frames` takes it (:class:`replay.server.EncodedFrame`):
+    its exact UTF-8 bytes and each row's (item, type); the rows' own texts are found only for a subset.
+    (A Struct without GC tracking: one is made per frame played, and none is part of a cycle.)"""
+
+    data: bytes
+    keys: tuple[tuple[str, str], ...]
+    parsed: RealFrame | None = None
+
+    @property
+    def real(self) -> RealFrame:
+        """The frame as :class:`RealFrame` (parsed on first use)."""
+        if self.parsed is None:
+            self.parsed = parse_real_frame(self.data.decode("utf-8"))
+        return self.parsed
+
+    def subset(self, keep: Sequence[int]) -> str:
+        real = self.real
+        rows = real.rows
+        return real.subset([rows[k] for k in keep])
+
+
+def _encode(data: bytes | None, items: frozenset[str] | None, env: _Heads | None = None) -> _Recorded | str | None:
+    """A recorded frame's bytes (and their ``env``, if decoded already) as a :class:`_Recorded`; None if
+    it has no row to replay (none of ``items``), or why it is not REAL rows (the checks of
+    :func:`schemas.realframe.parse_real_frame`)."""
+    if data is None:
+        return "no text"
+    if env is None:
+        try:
+            env = _heads.decode(data)
+        except (msgspec.DecodeError, UnicodeError) as exc:  # ValidationError is a DecodeError
+            return f"not a REAL frame with item/type rows ({exc})"
+        except RecursionError:
+            return "JSON nested too deeply"
+    if env.trnm != "REAL":
+        return f"trnm is {env.trnm[:20]!r}, not 'REAL'"
+    rows = env.data
+    if items is not None and not all(h.item in items for h in rows):
+        real = parse_real_frame(data.decode("utf-8"))
+        real = real.only(r for r in real.rows if r.item in items)
+        if not real.rows:
+            return None
+        return _Recorded(real.text.encode("utf-8"), tuple((r.item, r.type) for r in real.rows), real)
+    if not rows:
+        return None
+    return _Recorded(data, tuple([(h.item, h.type) for h in rows]))
+
+
 # --------------------------------------------------------------------------------------------------
 # The source
 
@@ -441,12 +533,14 @@ class RecordedSource:
         self._cursor: _Cursor | None = None
         self._reading: _Cursor | None = None
         self._ts: list[int] = []
-        self._texts: list[str] = []
+        self._data: list[bytes | None] = []
         self._i = 0
         self._eof = False
         self._wake: asyncio.Event | None = None
+        self._sleeper: asyncio.Future[None] | None = None
         self._seeked: asyncio.Event | None = None
-        self._queue: asyncio.Queue[tuple[int, pa.Table | None]] | None = None
+        self._queue: asyncio.Queue[tuple[int, _Batch | None]] | None = None
+        self._reader: ThreadPoolExecutor | None = None
 
     # -- Source
 
@@ -461,6 +555,7 @@ class RecordedSource:
         self._seeked = asyncio.Event()
         self._queue = asyncio.Queue(maxsize=2)
         self._cursor = self._new_cursor(self.start_ns)
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="replay-reader")
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._produce())
@@ -470,6 +565,7 @@ class RecordedSource:
         finally:
             if self._cursor is not None:
                 self._cursor.close()
+            self._reader.shutdown(wait=False, cancel_futures=True)
 
     # -- Controllable
 
@@ -547,6 +643,8 @@ class RecordedSource:
     def _poke(self) -> None:
         if self._wake is not None:
             self._wake.set()
+        if self._sleeper is not None:
+            _resolve(self._sleeper)
 
     def _anchor(self, tape_ns: int | None) -> None:
         """From now on, the replay clock reads ``tape_ns`` + elapsed x speed (None: the next frame's time)."""
@@ -586,7 +684,7 @@ class RecordedSource:
         while not self._queue.empty():  # stale tables; the producer may still add one, tagged stale
             self._queue.get_nowait()
         self._seeked.set()
-        self._ts, self._texts, self._i = [], [], 0
+        self._ts, self._data, self._i = [], [], 0
         self._eof = self._ended = False
         self._position_ns = None if anchor_at_first_frame else target_ns
         self._anchor(None if anchor_at_first_frame else target_ns)
@@ -599,6 +697,7 @@ class RecordedSource:
     async def _produce(self) -> None:
         """Read tables in a worker thread, one at a time, into the bounded queue (tagged by seek generation)."""
         assert self._queue is not None and self._seeked is not None
+        loop = asyncio.get_running_loop()
         current: _Cursor | None = None
         try:
             while True:
@@ -607,11 +706,11 @@ class RecordedSource:
                 if current is not None and current is not cursor:
                     current.close()
                 current = self._reading = cursor
-                table = await asyncio.to_thread(cursor.read)
+                batch = await loop.run_in_executor(self._reader, _read_batch, cursor)
                 if gen != self._gen:
                     continue
-                await self._queue.put((gen, table))
-                if table is None:
+                await self._queue.put((gen, batch))
+                if batch is None:
                     while gen == self._gen:
                         self._seeked.clear()
                         await self._seeked.wait()
@@ -620,17 +719,32 @@ class RecordedSource:
                 current.close()  # waits for a read still running in the worker thread
 
     async def _wait(self, seconds: float | None) -> None:
-        """Until a control command or registration pokes us, or ``seconds`` pass (None: no limit)."""
+        """Until a control command or registration pokes us, or ``seconds`` pass (None: no limit).
+
+        A timed wait is a bare future and a timer (the pace at 1x): no task is cancelled to end it."""
         assert self._wake is not None
+        if self._wake.is_set():
+            return
+        if seconds is None:
+            await self._wake.wait()
+            return
+        loop = asyncio.get_running_loop()
+        self._sleeper = sleeper = loop.create_future()
+        timer = loop.call_later(seconds, _resolve, sleeper)
         try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+            await sleeper
+        finally:
+            timer.cancel()
+            self._sleeper = None
+
+    CHUNK = 64
+    """At most this many frames are handed to the server in one call (one loop turn): at max speed
+    and when stepping; at 1x, every frame that is due, up to this many at a time."""
 
     async def _play(self, dispatch: Dispatch) -> None:
         assert self._wake is not None and self._queue is not None
         wake, queue = self._wake, self._queue
+        send = getattr(dispatch, "frames", None) or self._one_by_one(dispatch)
         while not self._started:
             wake.clear()
             if self._registered and self._start_at is None:
@@ -644,14 +758,13 @@ class RecordedSource:
             wake.clear()
             if self._i >= len(self._ts):
                 if not self._eof:
-                    gen, table = await queue.get()
+                    gen, batch = await queue.get()
                     if gen != self._gen:
                         continue
-                    if table is None:
+                    if batch is None:
                         self._eof = True
                     else:
-                        self._ts = table.column("recv_ts").to_pylist()
-                        self._texts = table.column("text").to_pylist()
+                        self._ts, self._data = batch
                         self._i = 0
                     continue
                 if self.loop and self._played:
@@ -670,41 +783,80 @@ class RecordedSource:
                     )
                 await self._wait(None)
                 continue
-            ts = self._ts[self._i]
             stepping = self._steps > 0
+            hi = min(len(self._ts), self._i + self.CHUNK)
             if not stepping:
                 if self._paused:
                     await self._wait(None)
                     continue
                 if self._speed is not None:
                     if self._anchor_tape is None:
-                        self._anchor(ts)
+                        self._anchor(self._ts[self._i])
                     assert self._anchor_tape is not None
-                    delay = self._anchor_wall + (ts - self._anchor_tape) / (_NS * self._speed) - self.clock()
-                    if delay > 0:
-                        await self._wait(delay)
+                    # every frame due by now goes out at once; sleep until the next one is due
+                    now = self.clock()
+                    horizon = self._anchor_tape + int((now - self._anchor_wall) * self._speed * _NS)
+                    ts = self._ts
+                    k = self._i
+                    while k < hi and ts[k] <= horizon:
+                        k += 1
+                    if k == self._i:
+                        await self._wait((ts[k] - horizon) / (_NS * self._speed))
                         continue
-            text = self._texts[self._i]
-            self._i += 1
-            self._last_frame_ns = ts
+                    hi = k
+            frames = self._take(hi, self._steps if stepping else 0)
             if stepping or self._speed is None:
-                self._position_ns = ts
-            if await self._send(dispatch, text, wait=stepping or self._speed is None):
-                self._played += 1
+                self._position_ns = self._last_frame_ns
+            if frames:
+                self._played += len(frames)
                 if stepping:
-                    self._steps = max(0, self._steps - 1)
+                    self._steps = max(0, self._steps - len(frames))
+                await send(frames, wait=stepping or self._speed is None)
 
-    async def _send(self, dispatch: Dispatch, text: str, *, wait: bool) -> bool:
-        """Hand one recorded frame to the server; False if it is not part of the replay (skipped, --items)."""
-        try:
-            frame: RealFrame = parse_real_frame(text)
-        except ProtocolError as exc:
-            self._skipped += 1
-            log.debug("skipping a recorded frame that is not REAL rows: %s", exc.reason)
-            return False
-        if self.items is not None:
-            frame = frame.only(r for r in frame.rows if r.item in self.items)
-        if not frame.rows:
-            return False
-        await dispatch(frame.rows, frame, wait=wait)
-        return True
+    def _take(self, hi: int, steps: int) -> list[_Recorded]:
+        """The frames from the current one to ``hi`` (exclusive) that are part of the replay (at most
+        ``steps`` of them if ``steps``), moving the position past them and counting the skipped ones."""
+        ts, data = self._ts, self._data
+        decode, items = _heads.decode, self.items
+        i = self._i
+        out: list[_Recorded] = []
+        while i < hi:
+            text = data[i]
+            i += 1
+            f: _Recorded | str | None
+            try:  # the common case inline: a REAL frame, no --items (else see _encode)
+                env = decode(text)  # type: ignore[arg-type]  # None: _encode says why
+            except Exception:
+                f = _encode(text, items)
+            else:
+                rows = env.data
+                if env.trnm != "REAL" or items is not None or not rows:
+                    f = _encode(text, items, env)
+                elif len(rows) == 1:
+                    h = rows[0]
+                    f = _Recorded(text, ((h.item, h.type),))  # type: ignore[arg-type]
+                else:
+                    f = _Recorded(text, tuple([(h.item, h.type) for h in rows]))  # type: ignore[arg-type]
+            if f is None:
+                continue
+            if isinstance(f, str):
+                self._skipped += 1
+                log.debug("skipping a recorded frame that is not REAL rows: %s", f)
+                continue
+            out.append(f)
+            if len(out) == steps:
+                break
+        self._i = i
+        self._last_frame_ns = ts[i - 1]
+        return out
+
+    @staticmethod
+    def _one_by_one(dispatch: Dispatch) -> Callable[..., Awaitable[None]]:
+        """For a ``dispatch`` without ``frames``: each frame on its own, as rows of a :class:`RealFrame`."""
+
+        async def send(frames: Sequence[EncodedFrame], *, wait: bool) -> None:
+            for f in frames:
+                real = f.real if isinstance(f, _Recorded) else parse_real_frame(f.data.decode("utf-8"))
+                await dispatch(real.rows, real, wait=wait)
+
+        return send

@@ -57,7 +57,7 @@ from schemas import auth
 from schemas.protocol import WS_PATH, ServerConfig, ServerSession, ServerState, encode_real_frame, is_real_text
 from schemas.redact import RedactTokens
 
-__all__ = ["Dispatch", "Frame", "Row", "Server", "ServerStats", "Source", "exposed", "serve"]
+__all__ = ["Dispatch", "EncodedFrame", "Frame", "Row", "Server", "ServerStats", "Source", "exposed", "serve"]
 
 log = logging.getLogger("kiwoom_tape.replay")
 _ws_log = logging.getLogger("kiwoom_tape.replay.ws")
@@ -99,22 +99,40 @@ class Frame(Protocol):
         ...
 
 
+class EncodedFrame(Protocol):
+    """A frame handed over ready to send (:meth:`Server.dispatch_frames`): its exact UTF-8 ``data``,
+    the ``(item, type)`` of each row in order (``keys``), and the frame of only some of its rows."""
+
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def keys(self) -> tuple[tuple[str, str], ...]: ...
+
+    def subset(self, keep: Sequence[int]) -> str | bytes:
+        """The frame of the rows at the indexes ``keep`` (ascending)."""
+        ...
+
+
 class Dispatch(Protocol):
-    """:meth:`Server.dispatch`, as a source sees it."""
+    """:meth:`Server.dispatch`, as a source sees it; ``frames`` is :meth:`Server.dispatch_frames`."""
 
     def __call__(
-        self, rows: Sequence[Row], frame: str | Frame | None = None, /, *, wait: bool = False
+        self, rows: Sequence[Row], frame: str | bytes | Frame | None = None, /, *, wait: bool = False
     ) -> Awaitable[None]: ...
+
+    def frames(self, frames: Sequence[EncodedFrame], /, *, wait: bool = False) -> Awaitable[None]: ...
 
 
 class Source(Protocol):
     """Where REAL rows come from. ``run`` paces itself and awaits ``dispatch(rows, frame)`` per batch.
 
-    ``frame`` is the whole batch as one frame: its exact text, a :class:`Frame`, or None to let the
-    server build it. ``wait=True`` makes ``dispatch`` wait while a client has more than
-    ``Server.backpressure_frames`` frames queued (the pace of the slowest reader) instead of closing
-    clients that fall ``max_queue_frames`` behind. ``add_item`` is called when any client registers
-    an item, so a source can start producing it (or start its clock).
+    ``frame`` is the whole batch as one frame: its exact text (``str``, or its UTF-8 ``bytes``), a
+    :class:`Frame`, or None to let the server build it. ``wait=True`` makes ``dispatch`` wait while a
+    client has more than ``Server.backpressure_frames`` frames queued (the pace of the slowest reader)
+    instead of closing clients that fall ``max_queue_frames`` behind. ``dispatch.frames(frames)`` hands
+    over many frames at once, each already encoded and split into rows (:class:`EncodedFrame`): the
+    fast path, with fewer awaits and socket writes per frame. ``add_item`` is called when any client
+    registers an item, so a source can start producing it (or start its clock).
     """
 
     def add_item(self, item: str) -> None: ...
@@ -134,14 +152,20 @@ class ServerStats:
     protocol_errors: int = 0
 
 
+Outgoing = str | bytes | tuple[int, str]
+"""What a client's outbox holds: a text frame (``str``, or ``bytes`` already UTF-8), or (code, reason) to close."""
+
+
 class _Client:
-    __slots__ = ("conn", "frames_sent", "number", "outbox", "peer", "rows_sent", "session", "space", "wake")
+    __slots__ = ("conn", "frames_sent", "number", "outbox", "peer", "rows_sent", "session", "space", "wake", "wanted")
 
     def __init__(self, conn: ServerConnection, session: ServerSession, number: int) -> None:
         self.number = number
         self.conn = conn
         self.session = session
-        self.outbox: deque[str | tuple[int, str]] = deque()
+        self.wanted: frozenset[tuple[str, str]] = session.registered
+        """``session.registered``, refreshed after every message the session receives (it changes only then)."""
+        self.outbox: deque[Outgoing] = deque()
         self.wake = asyncio.Event()
         self.space = asyncio.Event()
         """Set when the outbox is short again (backpressure, see :meth:`Server.dispatch`)."""
@@ -149,7 +173,7 @@ class _Client:
         self.rows_sent = 0
         self.peer = "{}:{}".format(*conn.remote_address[:2]) if conn.remote_address else "?"
 
-    def push(self, item: str | tuple[int, str]) -> None:
+    def push(self, item: Outgoing) -> None:
         self.outbox.append(item)
         self.wake.set()
 
@@ -166,6 +190,8 @@ class Server:
 
     YIELD_EVERY = 32
     """``dispatch(wait=True)`` yields to the event loop after this many calls or queued frames."""
+    WRITE_BATCH = 64
+    """A writer sends at most this many queued frames in one socket write."""
 
     def __init__(
         self,
@@ -230,14 +256,17 @@ class Server:
 
     async def drop_all(self, code: int | None = 1011, reason: str = "") -> int:
         """Close every client connection (a fault for tests): with a close frame, or abort the TCP
-        connection with none when ``code`` is None. Returns how many were dropped."""
+        connection with none when ``code`` is None. Returns how many were dropped.
+
+        The close frame goes after the frames already queued (and counted in :attr:`stats`): a client
+        gets every frame counted before the drop, whichever task runs first. Nothing is queued after it.
+        """
         clients = list(self._clients)
         for client in clients:
             client.session.state = ServerState.CLOSED
             if code is None:
                 client.conn.transport.abort()
             else:
-                client.outbox.clear()
                 client.push((code, reason))
         return len(clients)
 
@@ -264,47 +293,46 @@ class Server:
         self._issued.add(tok)
         return tok
 
-    async def dispatch(self, rows: Sequence[Row], frame: str | Frame | None = None, *, wait: bool = False) -> None:
+    async def dispatch(
+        self, rows: Sequence[Row], frame: str | bytes | Frame | None = None, *, wait: bool = False
+    ) -> None:
         """Send each logged-in client the rows it registered, as one frame per client.
 
         With ``wait``, return only once every client has at most ``backpressure_frames`` frames queued
         (or has gone): the source then runs at the pace of the slowest reader and nothing piles up. It
         then yields to the event loop only every :attr:`YIELD_EVERY` calls (or queued frames).
         """
-        frame_text = frame if isinstance(frame, str) or frame is None else frame.text
+        whole: str | bytes | None = frame if isinstance(frame, str | bytes) or frame is None else frame.text
+        keys = [(r.item, r.type) for r in rows]
         pushed: list[_Client] = []
         for client in list(self._clients):
-            session = client.session
-            if session.state is not ServerState.OPEN:
+            if client.session.state is not ServerState.OPEN:
                 continue
-            wanted = [r for r in rows if session.wants(r.item, r.type)]
-            if not wanted:
-                continue
-            if len(wanted) == len(rows):
-                if frame_text is None:
-                    frame_text = encode_real_frame([r.text for r in rows])
-                text = frame_text
-            elif frame is not None and not isinstance(frame, str):
-                text = frame.subset(wanted)
+            wanted = client.wanted
+            chosen: Sequence[Row]
+            if keys and wanted.issuperset(keys):
+                if whole is None:
+                    whole = encode_real_frame([r.text for r in rows])
+                text, chosen = whole, rows
             else:
-                text = encode_real_frame([r.text for r in wanted])
+                chosen = [r for r, key in zip(rows, keys, strict=True) if key in wanted]
+                if not chosen:
+                    continue
+                if frame is not None and not isinstance(frame, str | bytes):
+                    text = frame.subset(chosen)
+                else:
+                    text = encode_real_frame([r.text for r in chosen])
             if not wait and len(client.outbox) >= self.max_queue_frames:
-                self.stats.slow_clients_dropped += 1
-                log.warning(
-                    "client %s reads too slowly (%d frames queued): closing it", client.peer, self.max_queue_frames
-                )
-                client.outbox.clear()
-                client.push((1008, "client too slow"))
-                session.state = ServerState.CLOSED
+                self._too_slow(client)
                 continue
             client.push(text)
             pushed.append(client)
             client.frames_sent += 1
-            client.rows_sent += len(wanted)
+            client.rows_sent += len(chosen)
             self.stats.frames_sent += 1
-            self.stats.rows_sent += len(wanted)
+            self.stats.rows_sent += len(chosen)
             by_item = self.stats.rows_by_item
-            for r in wanted:
+            for r in chosen:
                 by_item[r.item] = by_item.get(r.item, 0) + 1
         if wait:
             for client in pushed:
@@ -317,6 +345,82 @@ class Server:
         self._unyielded = 0
         await asyncio.sleep(0)
 
+    async def dispatch_frames(self, frames: Sequence[EncodedFrame], *, wait: bool = False) -> None:
+        """:meth:`dispatch` for many frames at once, each already encoded and split into rows.
+
+        Every logged-in client gets, in order, each frame whose rows it all registered as the frame's
+        exact ``data``, and the :meth:`EncodedFrame.subset` of the rows it registered of the others.
+        The frames are queued in one go; the writers then send each client's queue in few socket writes.
+        ``wait`` is as for :meth:`dispatch`. Yields to the event loop once per call.
+        """
+        clients = [c for c in self._clients if c.session.state is ServerState.OPEN]
+        if clients and frames:
+            self._queue_frames(clients, frames, wait)
+            if wait:
+                for client in clients:
+                    if len(client.outbox) > self.backpressure_frames:
+                        await self._backpressure(client)
+        self._unyielded = 0
+        await asyncio.sleep(0)
+
+    def _queue_frames(self, clients: list[_Client], frames: Sequence[EncodedFrame], wait: bool) -> None:
+        """The routing of :meth:`dispatch_frames`: no awaits, so no client changes its registration meanwhile."""
+        by_item = self.stats.rows_by_item
+        limit = self.max_queue_frames
+        frames_out = rows_out = 0
+        open_ = ServerState.OPEN
+        for f in frames:
+            keys = f.keys
+            n = len(keys)
+            if not n:
+                continue
+            full = 0
+            for client in clients:
+                if client.session.state is not open_:  # closed meanwhile (too slow)
+                    continue
+                wanted = client.wanted
+                keep: list[int] | None = None
+                if not (keys[0] in wanted if n == 1 else wanted.issuperset(keys)):
+                    if n == 1:
+                        continue
+                    keep = [k for k, key in enumerate(keys) if key in wanted]
+                    if not keep:
+                        continue
+                outbox = client.outbox
+                if not wait and len(outbox) >= limit:
+                    self._too_slow(client)
+                    continue
+                if keep is None:
+                    data: str | bytes = f.data
+                    m = n
+                    full += 1
+                else:
+                    data = f.subset(keep)
+                    m = len(keep)
+                    for k in keep:
+                        item = keys[k][0]
+                        by_item[item] = by_item.get(item, 0) + 1
+                outbox.append(data)
+                client.frames_sent += 1
+                client.rows_sent += m
+                frames_out += 1
+                rows_out += m
+            if full:
+                for item, _ in keys:
+                    by_item[item] = by_item.get(item, 0) + full
+        self.stats.frames_sent += frames_out
+        self.stats.rows_sent += rows_out
+        for client in clients:
+            if client.outbox:
+                client.wake.set()
+
+    def _too_slow(self, client: _Client) -> None:
+        self.stats.slow_clients_dropped += 1
+        log.warning("client %s reads too slowly (%d frames queued): closing it", client.peer, self.max_queue_frames)
+        client.outbox.clear()
+        client.push((1008, "client too slow"))
+        client.session.state = ServerState.CLOSED
+
     async def _backpressure(self, client: _Client) -> None:
         """Wait until ``client`` has at most ``backpressure_frames`` queued, or is closing or gone."""
         while (
@@ -326,7 +430,8 @@ class Server:
         ):
             client.space.clear()
             with contextlib.suppress(TimeoutError):  # re-check the state now and then
-                await asyncio.wait_for(client.space.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await client.space.wait()
 
     async def start(self) -> None:
         conn_cls = _make_connection_class(self)
@@ -371,7 +476,7 @@ class Server:
 
     async def _run_source(self, source: Source) -> None:
         try:
-            await source.run(self.dispatch)
+            await source.run(_Dispatcher(self))
             log.info("source finished: connections stay open")
         except asyncio.CancelledError:
             raise
@@ -437,6 +542,8 @@ class Server:
                     self.stats.logins += 1
                     log.info("client %s logged in", client.peer)
                 after = session.registered
+                if after != before:
+                    client.wanted = after
                 if after != before and self.source is not None:
                     for item in {i for i, _ in after - before}:
                         if item:
@@ -459,24 +566,58 @@ class Server:
             client.flush_session()
 
     async def _writer(self, client: _Client) -> None:
+        """Send what is queued for ``client``, in order: as many frames as are queued (up to
+        :attr:`WRITE_BATCH`) in one socket write; one at a time through the fault hooks when faults are on."""
         conn = client.conn
         outbox = client.outbox
+        wake, space = client.wake, client.space
+        low = self.backpressure_frames // 2
+        batching = isinstance(conn, _BatchConnection)
+        cap = self.WRITE_BATCH
         while True:
             while not outbox:
-                client.wake.clear()
-                await client.wake.wait()
-            item = outbox.popleft()
-            if len(outbox) <= self.backpressure_frames // 2:
-                client.space.set()
-            if isinstance(item, tuple):
-                await conn.close(item[0], item[1])
-                return
-            if self.faults is not None:
-                await self.faults.send(client, item)  # stall, slow, burst, duplicate, reorder
+                wake.clear()
+                await wake.wait()
+            if self.faults is not None or not batching:
+                item = outbox.popleft()
+                if len(outbox) <= low:
+                    space.set()
+                if isinstance(item, tuple):
+                    await conn.close(item[0], item[1])
+                    return
+                text = item.decode() if isinstance(item, bytes) else item
+                if self.faults is not None:
+                    await self.faults.send(client, text)  # stall, slow, burst, duplicate, reorder
+                    continue
+                await conn.send(text)
+                if self.sent is not None and is_real_text(text):
+                    self.sent.append((client.number, self.clock(), text))
                 continue
-            await conn.send(item)
-            if self.sent is not None and is_real_text(item):
-                self.sent.append((client.number, self.clock(), item))
+            batch: list[str | bytes] = []
+            close: tuple[int, str] | None = None
+            while outbox:
+                out = outbox.popleft()
+                if isinstance(out, tuple):
+                    close = out
+                    break
+                batch.append(out)
+                if len(batch) >= cap:
+                    break
+            if len(outbox) <= low:
+                space.set()
+            if batch:
+                assert isinstance(conn, _BatchConnection)
+                await conn.send_texts(batch)
+                if self.sent is not None:
+                    now = self.clock()
+                    self.sent.extend(
+                        (client.number, now, m.decode() if isinstance(m, bytes) else m)
+                        for m in batch
+                        if is_real_text(m)
+                    )
+            if close is not None:
+                await conn.close(close[0], close[1])
+                return
 
     # -- REST (au10001 / au10002), see _RestConnection
 
@@ -523,6 +664,76 @@ class Server:
         return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
+class _Dispatcher:
+    """What a source's ``run`` gets: :meth:`Server.dispatch`, callable, and :meth:`Server.dispatch_frames`."""
+
+    __slots__ = ("_server",)
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+
+    def __call__(
+        self, rows: Sequence[Row], frame: str | bytes | Frame | None = None, /, *, wait: bool = False
+    ) -> Awaitable[None]:
+        return self._server.dispatch(rows, frame, wait=wait)
+
+    def frames(self, frames: Sequence[EncodedFrame], /, *, wait: bool = False) -> Awaitable[None]:
+        return self._server.dispatch_frames(frames, wait=wait)
+
+
+class _BatchConnection(ServerConnection):
+    """A websockets server connection that can send many text messages in one socket write."""
+
+    async def send_texts(self, messages: Sequence[str | bytes]) -> None:
+        """Send each of ``messages`` as one text message (``bytes`` are UTF-8 already), all in one socket
+        write; then wait while the write buffer is over its limit, as :meth:`send` does.
+
+        It runs in websockets' own send context (the connection must be open; a failed write closes it).
+        The frames are what websockets' protocol makes of ``send_text`` on a server connection without
+        extensions (RFC 6455 5.2: FIN, opcode 1, the length, no mask), built here because the library's
+        per-frame path costs twice the rest of a replayed frame. With an extension, or a fragmented
+        message in progress (this server sends neither), the library's protocol frames them.
+        """
+        async with self.send_context():
+            protocol = self.protocol
+            if protocol.extensions or protocol.expect_continuation_frame:
+                for m in messages:
+                    protocol.send_text(m if isinstance(m, bytes) else m.encode())
+                return
+            parts: list[bytes] = []
+            for m in messages:
+                data = m if isinstance(m, bytes) else m.encode()
+                n = len(data)
+                if n < 126:
+                    parts.append(bytes((0x81, n)))
+                elif n < 65536:
+                    parts.append(b"\x81\x7e" + n.to_bytes(2, "big"))
+                else:
+                    parts.append(b"\x81\x7f" + n.to_bytes(8, "big"))
+                parts.append(data)
+            self.send_data()  # whatever the protocol has queued goes first (there is nothing, normally)
+            self.transport.write(b"".join(parts))
+
+    def send_data(self) -> None:
+        """websockets' ``send_data``, with the queued frames joined into one ``transport.write``."""
+        pending: list[bytes] = []
+        for data in self.protocol.data_to_send():
+            if data:
+                pending.append(data)
+                continue
+            if pending:
+                self.transport.write(b"".join(pending))
+                pending = []
+            # the end of the stream, as websockets does it: half-close when possible, else close
+            if self.transport.can_write_eof():
+                with contextlib.suppress(Exception):
+                    self.transport.write_eof()
+            else:
+                self.transport.close()
+        if pending:
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+
 def _make_connection_class(server: Server) -> type[ServerConnection]:
     """A websockets connection that answers plain HTTP POSTs (token endpoints, /control) on the same port.
 
@@ -530,7 +741,7 @@ def _make_connection_class(server: Server) -> type[ServerConnection]:
     websockets untouched; anything else is read as one small HTTP/1.1 request and answered here.
     """
 
-    class _RestConnection(ServerConnection):
+    class _RestConnection(_BatchConnection):
         _mode: str | None = None
         _buf: bytes = b""
 
