@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -47,11 +47,10 @@ _ws_log.addFilter(RedactTokens())  # websockets logs frames at DEBUG, the LOGIN 
 
 @dataclass
 class RecorderStats:
-    """What the status line shows."""
+    """What the status line shows. ``real_rows`` and ``parse_errors`` are the store's (``store``), as read."""
 
+    store: Store | None = field(default=None, repr=False)
     frames_in: int = 0
-    real_rows: int = 0
-    parse_errors: int = 0
     pings: int = 0
     connects: int = 0
     reconnects: int = 0
@@ -59,6 +58,26 @@ class RecorderStats:
     connected: bool = False
     last_cause: str = ""
     reg_failures: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def real_rows(self) -> int:
+        """Rows of REAL frames stored so far (read: :meth:`Store.add_received` reads frames in batches)."""
+        if self.store is None:
+            return 0
+        st = self.store.stats
+        return st.rows["orderbook"] + st.rows["afterhours"] + st.other_rows
+
+    @property
+    def parse_errors(self) -> int:
+        """Frames stored with a parse error so far."""
+        return 0 if self.store is None else self.store.stats.parse_errors
+
+
+_REAL_TAIL: Final = b'"trnm":"REAL"}'
+_REAL_HEAD: Final = b'{"trnm":"REAL"'
+"""A REAL frame as Kiwoom writes it (compact JSON, ``trnm`` last or first; PROTOCOL.md 1.7): the receive
+loop hands it to :meth:`Store.add_received` without decoding it, the session has nothing to do with it.
+Any other frame (a REAL frame formatted otherwise included) goes through the session first."""
 
 
 class _StopRecording(Exception):
@@ -96,7 +115,7 @@ class Recorder:
         self.backoff_cap = backoff_cap
         self.clock_ns = clock_ns
         self.monotonic = monotonic
-        self.stats = RecorderStats()
+        self.stats = RecorderStats(store)
         self._gap_since_ns: int | None = None
         self._gap_cause = ""
         self._silent = False
@@ -243,7 +262,7 @@ class Recorder:
         wake = asyncio.Event()
         watchdog = asyncio.create_task(self._watchdog(ws, session, stop, wake))
         recv = ws.recv
-        add_real = self.store.add_real_frame
+        add_received = self.store.add_received
         clock_ns, monotonic, stats = self.clock_ns, self.monotonic, self.stats
         try:
             while True:
@@ -257,11 +276,10 @@ class Recorder:
                     return logged_in, system_code
                 recv_ns = clock_ns()
                 now = monotonic()
-                rows = add_real(recv_ns, data)
-                if rows is not None:
+                if data[-14:] == _REAL_TAIL or data[:14] == _REAL_HEAD:
+                    add_received(recv_ns, data)  # journaled now, read with the next batch
                     stats.last_frame_mono = self._last_frame = now
                     stats.frames_in += 1
-                    stats.real_rows += rows
                     continue
                 logged_in, system_code = self._on_frame(data, session, logged_in, system_code, recv_ns, now)
                 try:
@@ -331,11 +349,9 @@ class Recorder:
         for ev in events:
             if isinstance(ev, RealData):
                 self.store.add_frame(recv_ns, "in", text, rows=ev.rows, trnm="REAL")
-                self.stats.real_rows += len(ev.rows)
                 stored = True
             elif isinstance(ev, UnexpectedMessage):
                 self.store.add_frame(recv_ns, "in", text, parse_error=ev.reason or "unexpected")
-                self.stats.parse_errors += 1
                 stored = True
             else:
                 if not stored:  # a control frame: the store reads its trnm itself

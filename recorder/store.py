@@ -34,6 +34,12 @@ segments (the truth for everything not finalized). :func:`recover` replays each 
 because names are deterministic, a segment whose final files already exist (a crash between step 3
 and 4) is rewritten with the same rows: idempotent, no duplicates.
 
+**Read in batches.** :meth:`Store.add_received` journals an in-frame at once and reads it later, with
+the next ones (at most ``defer_frames`` of them, or at the next :meth:`Store.tick` or any other call):
+frames that trickle in one at a time cost about a third as much read in a batch with warm caches as
+read each on its own (bench/README: Record). Only the reading waits, never the journal, so the loss
+bound below holds; every other call reads the waiting frames first, so rows keep the frames' order.
+
 **Loss bound.** A ``kill -9`` or power cut loses at most the frames appended in the last
 ``fsync_interval`` seconds (the journal's buffer), provided :meth:`Store.tick` runs at least that often.
 
@@ -81,6 +87,7 @@ from schemas.normalize import (
     EventBuilder,
     FrameBuilder,
     OrderbookBuilder,
+    ParsedRow,
     detail_json,
     read_real_frame,
 )
@@ -384,6 +391,7 @@ class Store:
     ``flush_seconds``: buffered rows older than this are written at the next :meth:`tick`.
     ``roll_bytes``: Parquet bytes of a segment (all tables) that start a new segment, checked per flush.
     ``roll_seconds``: age of a segment that starts a new one, checked at :meth:`tick`.
+    ``defer_frames``: in-frames :meth:`add_received` holds (journaled) before it reads them as a batch.
     ``clock_ns`` (wall clock, ns) dates the journal headers; ``monotonic`` times every interval. Receive
     times are the caller's: ``add_frame``/``add_event`` take them, so tests can cross a KST midnight.
 
@@ -403,9 +411,12 @@ class Store:
         roll_seconds: float = 3600.0,
         clock_ns: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
+        defer_frames: int = 64,
         _recovering: int | None = None,
     ) -> None:
         self.root = Path(root)
+        self.defer_frames = max(1, defer_frames)
+        self._deferred: list[tuple[int, int, bytes]] = []  # (recv_ns, seq, bytes) journaled, not yet read
         self.run_id = run_id
         self.fsync_interval = fsync_interval
         self.flush_rows = max(1, flush_rows)
@@ -543,6 +554,8 @@ class Store:
         0E rows to ``afterhours``, rows of other types only to ``frames`` (counted in ``other_rows``).
         Raises StorageError (the store is then failed), ValueError for a bad ``direction``.
         """
+        if self._deferred:
+            self._drain()
         if not isinstance(text, str):
             text = bytes(text).decode("utf-8", "replace")
         if direction != "in":
@@ -591,23 +604,54 @@ class Store:
         stores. Returns None, having stored nothing, for any other frame: the caller then handles it
         the general way (``ClientSession.receive``, :meth:`add_frame`). Raises StorageError.
         """
+        if self._deferred:
+            self._drain()
         rows = read_real_frame(data)
         if rows is None:
             return None
+        self._journal_in(recv_ns, data, has_rows=True, trnm="REAL")
+        self._buffer_parsed(recv_ns, self._seq - 1, data, rows)
+        if self._pending_frames >= self.flush_rows or self._pending_rows >= self.flush_rows:
+            self._guarded(self._flush_and_maybe_roll)
+        return len(rows)
+
+    def add_received(self, recv_ns: int, data: bytes) -> int:
+        """Journal a received in-frame now; buffer it (and its rows) with the next batch. Returns its ``seq``.
+
+        What is stored is what :meth:`add_frame` ``(recv_ns, "in", data)`` stores (the rows read by
+        :func:`schemas.normalize.read_real_frame` when it can, else decoded from the text), only later:
+        at most ``defer_frames`` frames wait, and :meth:`tick`, :meth:`sync`, :meth:`close` and every
+        other ``add_*`` read them first. For frames that need no answer (REAL frames): the caller gets
+        no rows back. The counters (:attr:`stats`) include a frame once it is read. Raises StorageError.
+        """
+        self._journal_in(recv_ns, data, has_rows=False, trnm=None)
+        deferred = self._deferred
+        deferred.append((recv_ns, self._seq - 1, data))
+        if len(deferred) >= self.defer_frames:
+            self._drain()
+            if self._pending_frames >= self.flush_rows or self._pending_rows >= self.flush_rows:
+                self._guarded(self._flush_and_maybe_roll)
+        return self._seq - 1
+
+    def _journal_in(self, recv_ns: int, data: bytes, *, has_rows: bool, trnm: str | None) -> None:
+        """Journal an in-frame as received and give it the next ``seq`` (entering its KST date first)."""
         if recv_ns < self._lo or recv_ns >= self._hi:
-            self._enter(recv_ns)
+            self._enter(recv_ns)  # a new KST date: roll first (reading what waits), or the first record
         if self._failed is not None or self._closed:
             self._raise_unusable()
         seq = self._seq
         j = self._journal
         if j is not None:
             try:
-                j.append_frame(recv_ns, seq, "in", data, has_rows=True, trnm="REAL")
+                j.append_frame(recv_ns, seq, "in", data, has_rows=has_rows, trnm=trnm)
             except StorageError as exc:
                 self._failed = exc
                 raise
         self._seq = seq + 1
         self._seg_records += 1
+
+    def _buffer_parsed(self, recv_ns: int, seq: int, data: bytes, rows: Sequence[ParsedRow]) -> None:
+        """Buffer a journaled REAL frame and the rows :func:`read_real_frame` read from it."""
         b = self._cur
         run_id = self.run_id
         b.frames.append(recv_ns, run_id, seq, "in", data, None, "REAL")
@@ -626,9 +670,17 @@ class Store:
         self._n_orderbook += n_book
         self._n_afterhours += n_after
         self._pending_rows += n_book + n_after
-        if self._pending_frames >= self.flush_rows or self._pending_rows >= self.flush_rows:
-            self._guarded(self._flush_and_maybe_roll)
-        return len(rows)
+
+    def _drain(self) -> None:
+        """Buffer the frames :meth:`add_received` journaled, in order. Flushes nothing (the callers do)."""
+        batch, self._deferred = self._deferred, []
+        read, buffer_parsed, ingest = read_real_frame, self._buffer_parsed, self._ingest_frame
+        for recv_ns, seq, data in batch:
+            rows = read(data)
+            if rows is not None:
+                buffer_parsed(recv_ns, seq, data, rows)
+            else:  # as add_frame(recv_ns, "in", data) and recovery: everything derived from the text
+                ingest(recv_ns, seq, "in", data.decode("utf-8", "replace"), None, False, None, None)
 
     def add_event(self, recv_ns: int, kind: str, detail: dict[str, Any] | str, return_code: int | None = None) -> None:
         """Journal one event, then buffer it for ``events``.
@@ -637,6 +689,8 @@ class Store:
         written); ``detail`` a JSON-able dict (secret-looking keys such as ``token`` are replaced by
         ``***``) or JSON text. Raises StorageError.
         """
+        if self._deferred:
+            self._drain()
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}; expected one of {', '.join(EVENT_KINDS)}")
         if return_code is not None and (type(return_code) is not int or not -(1 << 63) <= return_code < (1 << 63)):
@@ -671,6 +725,8 @@ class Store:
         """Write and fsync the journal now (everything added so far survives a crash)."""
         if self._failed is not None:
             raise self._failed
+        if self._deferred:
+            self._guarded(self._drain)
         if self._journal is not None:
             self._guarded(self._journal.sync)
 
@@ -695,6 +751,8 @@ class Store:
         )
 
     def _tick(self) -> None:
+        if self._deferred:
+            self._drain()
         now = self._monotonic()
         if self._journal is not None:
             self._journal.maybe_sync()
@@ -819,7 +877,9 @@ class Store:
         return part
 
     def _flush(self) -> None:
-        """Write every non-empty builder as a row group of its (table, date) file."""
+        """Write every non-empty builder as a row group of its (table, date) file (reading what waits first)."""
+        if self._deferred:
+            self._drain()
         for date, builders in self._by_date.items():
             for table, builder in builders.items():
                 if len(builder):

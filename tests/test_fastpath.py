@@ -218,3 +218,78 @@ def test_frame_builder_keeps_bytes_as_their_text() -> None:
     assert texts[:3] == ["é", "é", "\ufffd ok"] and "secret" not in texts[3]
     b.append(5, "r", 4, "in", b"plain", None, None)
     assert b.flush().column("text").to_pylist() == ["plain"]
+
+
+# --- the store: add_received (journal now, read in batches) stores what add_frame stores -------------
+
+
+def _received_stream() -> list[tuple[str, bytes]]:
+    """In-frames of every sort (fast, general, malformed, control) and out-frames, interleaved."""
+    reals = [encode_real_frame([r.text for r in ROWS_0D[i : i + 3]]).encode() for i in range(0, 60, 3)]
+    reals += [encode_real_frame([r.text]).encode() for r in ROWS_0E[:4]]
+    odd = [
+        b'{"data":[{"values":{"21":"+1"},"type":"0E","name":"x","item":"1"}],"trnm":"REAL"}',  # general path
+        b'{"data":[{"type":"0D","name":"x","item":"1"}],"trnm":"REAL"}',  # no values: a parse error
+        b'{"data":[{"values":{"21":"1"},"type":"0D","name":"x","item":"1"}],"trnm":"REAL"',  # truncated
+        b'{"trnm":"REAL","data":[]}',
+        b'\xff{"data":[],"trnm":"REAL"}',  # not UTF-8
+        b'{"trnm":"PING"}',
+        b'{"trnm":"SYSTEM","code":"R10001","message":"x"}',
+    ]
+    stream: list[tuple[str, bytes]] = []
+    for i, data in enumerate(reals):
+        stream.append(("in", data))
+        if i % 7 == 3:
+            stream.append(("in", odd[(i // 7) % len(odd)]))
+        if i % 9 == 4:
+            stream.append(("out", b'{"trnm":"PING"}'))
+    stream += [("in", d) for d in odd]
+    return stream
+
+
+@pytest.mark.parametrize("defer", [1, 5, 64])
+def test_add_received_stores_what_add_frame_stores_and_recovers_the_same(tmp_path: Path, defer: int) -> None:
+    from recorder.store import recover
+    from schemas import layout
+
+    stream = _received_stream()
+    for kind in ("received", "general"):
+        with Store(tmp_path / kind, "run1", flush_rows=9, defer_frames=defer) as store:
+            for i, (direction, data) in enumerate(stream):
+                if kind == "received" and direction == "in":
+                    store.add_received(RECV_NS + i, data)
+                else:
+                    store.add_frame(RECV_NS + i, direction, data)
+        assert store.stats.frames == len(stream)  # close() read what waited
+    got, want = _tables(tmp_path / "received"), _tables(tmp_path / "general")
+    assert got == want
+    assert [r["seq"] for r in got["frames"]] == list(range(len(stream)))  # one seq per frame, in order
+    assert sum(1 for r in got["frames"] if r["parse_error"]) >= 3
+    # a crash before anything was read: the journal alone gives the same tables
+    crashed = tmp_path / "crashed"
+    store = Store(crashed, "run1", defer_frames=10_000)
+    store.open()
+    for i, (direction, data) in enumerate(stream):
+        if direction == "in":
+            store.add_received(RECV_NS + i, data)
+        else:
+            store.add_frame(RECV_NS + i, direction, data)
+    assert store.stats.frames < len(stream)  # the in-frames since the last out-frame wait to be read
+    store._abandon()  # a crash after the journal's last fsync: its lock is released, nothing else written
+    assert list((crashed / layout.JOURNAL_DIR).iterdir())
+    recover(crashed)
+    assert _tables(crashed) == want
+
+
+def test_add_received_reads_at_most_defer_frames_late(tmp_path: Path) -> None:
+    frames = [encode_real_frame([r.text]).encode() for r in ROWS_0D[:12]]
+    with Store(tmp_path, "run1", defer_frames=5) as store:
+        seen = []
+        for i, data in enumerate(frames):
+            assert store.add_received(RECV_NS + i, data) == i
+            seen.append(store.stats.frames)
+        assert seen == [0, 0, 0, 0, 5, 5, 5, 5, 5, 10, 10, 10]  # read in batches of defer_frames
+        journal = store.stats.journal_bytes
+        assert journal > sum(len(f) for f in frames)  # every frame journaled at once
+        store.tick()
+        assert store.stats.frames == 12 and store.stats.rows["orderbook"] == 12
