@@ -66,6 +66,13 @@ def wait_for_file(path: Path, timeout: float, proc: subprocess.Popen[Any] | None
     return False
 
 
+def kill_if_running(proc: subprocess.Popen[Any]) -> None:
+    """In a ``finally``: kill a benchmark subprocess that did not end by itself, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write ``path`` whole: to a temporary name first, then renamed (a reader polling for it sees all or nothing)."""
     tmp = Path(str(path) + ".tmp")

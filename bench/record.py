@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from bench.frames import Workload
-from bench.machine import pin, proc_cpu_seconds, proc_rss_bytes, wait_for_file
+from bench.machine import kill_if_running, pin, proc_cpu_seconds, proc_rss_bytes, wait_for_file
 from bench.report import Config, Figure, median
 from schemas.protocol import WS_PATH
 
@@ -142,9 +142,7 @@ def bare_cpu(cfg: Config, tmp: Path, wl_path: Path, items: list[str], rate: floa
         b, tb = proc_cpu_seconds(client.pid), time.monotonic()
         client.wait(timeout=seconds + 120)
     finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+        kill_if_running(client)
         sender.finish()
     return 100.0 * (b - a) / (tb - ta)
 
@@ -293,9 +291,7 @@ def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: flo
         rec.send_signal(signal.SIGTERM)
         rec.wait(timeout=300)
     finally:
-        if rec.poll() is None:
-            rec.kill()
-            rec.wait()
+        kill_if_running(rec)
         log.close()
         sender.finish()
     st = sender.stats()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.frames import Workload
-from bench.machine import pin, wait_for_file
+from bench.machine import kill_if_running, pin, wait_for_file
 from bench.record import _Sender
 from bench.report import Config, Figure, median
 from bench.storage import store_workload
@@ -65,9 +65,7 @@ def _ours(tmp: Path, tag: str, dataset: Path, items: list[str], connections: int
         got = _clients(tmp, tag, url, items, connections, expect, timeout)
         server.wait(timeout=120)
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        kill_if_running(server)
         log.close()
     got["server"] = json.loads(stats.read_text())
     return got

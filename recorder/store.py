@@ -568,28 +568,8 @@ class Store:
         except UnicodeEncodeError:  # lone surrogates are not UTF-8, so not storable: replace them
             text = text.encode("utf-8", "replace").decode("utf-8")
             data = text.encode("utf-8")
-        if recv_ns < self._lo or recv_ns >= self._hi:
-            self._enter(recv_ns)  # a new KST date: roll first (or the first record of the segment)
-        if self._failed is not None or self._closed:
-            self._raise_unusable()
-        seq = self._seq
-        j = self._journal
-        if j is not None:
-            try:
-                j.append_frame(
-                    recv_ns,
-                    seq,
-                    direction,
-                    data,
-                    has_rows=rows is not None,
-                    parse_error=parse_error,
-                    trnm=trnm,
-                )
-            except StorageError as exc:
-                self._failed = exc
-                raise
-        self._seq = seq + 1
-        self._seg_records += 1
+        seq = self._journal_frame(recv_ns, direction, data, has_rows=rows is not None, parse_error=parse_error,
+                                  trnm=trnm)
         self._ingest_frame(recv_ns, seq, direction, text, rows, rows is not None, parse_error, trnm)
         if self._pending_frames >= self.flush_rows or self._pending_rows >= self.flush_rows:
             self._guarded(self._flush_and_maybe_roll)
@@ -609,8 +589,8 @@ class Store:
         rows = read_real_frame(data)
         if rows is None:
             return None
-        self._journal_in(recv_ns, data, has_rows=True, trnm="REAL")
-        self._buffer_parsed(recv_ns, self._seq - 1, data, rows)
+        seq = self._journal_frame(recv_ns, "in", data, has_rows=True, trnm="REAL")
+        self._buffer_parsed(recv_ns, seq, data, rows)
         if self._pending_frames >= self.flush_rows or self._pending_rows >= self.flush_rows:
             self._guarded(self._flush_and_maybe_roll)
         return len(rows)
@@ -624,17 +604,18 @@ class Store:
         other ``add_*`` read them first. For frames that need no answer (REAL frames): the caller gets
         no rows back. The counters (:attr:`stats`) include a frame once it is read. Raises StorageError.
         """
-        self._journal_in(recv_ns, data, has_rows=False, trnm=None)
+        seq = self._journal_frame(recv_ns, "in", data, has_rows=False)
         deferred = self._deferred
-        deferred.append((recv_ns, self._seq - 1, data))
+        deferred.append((recv_ns, seq, data))
         if len(deferred) >= self.defer_frames:
             self._drain()
             if self._pending_frames >= self.flush_rows or self._pending_rows >= self.flush_rows:
                 self._guarded(self._flush_and_maybe_roll)
-        return self._seq - 1
+        return seq
 
-    def _journal_in(self, recv_ns: int, data: bytes, *, has_rows: bool, trnm: str | None) -> None:
-        """Journal an in-frame as received and give it the next ``seq`` (entering its KST date first)."""
+    def _journal_frame(self, recv_ns: int, direction: str, data: bytes, *, has_rows: bool,
+                       parse_error: str | None = None, trnm: str | None = None) -> int:
+        """Journal a frame's bytes and give it the next ``seq`` (entering its KST date first); returns it."""
         if recv_ns < self._lo or recv_ns >= self._hi:
             self._enter(recv_ns)  # a new KST date: roll first (reading what waits), or the first record
         if self._failed is not None or self._closed:
@@ -643,12 +624,13 @@ class Store:
         j = self._journal
         if j is not None:
             try:
-                j.append_frame(recv_ns, seq, "in", data, has_rows=has_rows, trnm=trnm)
+                j.append_frame(recv_ns, seq, direction, data, has_rows=has_rows, parse_error=parse_error, trnm=trnm)
             except StorageError as exc:
                 self._failed = exc
                 raise
         self._seq = seq + 1
         self._seg_records += 1
+        return seq
 
     def _buffer_parsed(self, recv_ns: int, seq: int, data: bytes, rows: Sequence[ParsedRow]) -> None:
         """Buffer a journaled REAL frame and the rows :func:`read_real_frame` read from it."""
