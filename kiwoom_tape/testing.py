@@ -25,11 +25,12 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow.dataset as ds
 
 from recorder.auth import TokenProvider, token_provider_from_env
+from recorder.backoff import ReconnectPolicy
 from recorder.client import Recorder
 from recorder.store import Store
 
@@ -48,8 +49,13 @@ def loopback_recorder(
     silence_timeout: float = 60.0,
     backoff_base: float = 0.05,
     backoff_cap: float = 0.2,
+    kick_wait: float = 0.2,
+    on_kick: Literal["wait", "exit"] = "wait",
 ) -> Recorder:
     """A recorder of ``items`` x ``types`` from ``url`` into a new store at ``root`` (run ``run_id``), opened.
+
+    The reconnect policy (:class:`recorder.backoff.ReconnectPolicy`) is shortened for a local mock, which
+    comes back at once: backoff from ``backoff_base`` to ``backoff_cap``, ``kick_wait`` after a kick.
 
     ``tokens`` defaults to what ``record`` uses with no credentials in the environment: a loopback mock
     issues a token to anyone. After calling this you must hand the recorder to :func:`run_recorder`,
@@ -57,8 +63,10 @@ def loopback_recorder(
     """
     store = Store(root, run_id, fsync_interval=fsync_interval)
     store.open()
+    policy = ReconnectPolicy(base=backoff_base, cap=backoff_cap, kick_wait=kick_wait, kick_cap=8 * kick_wait,
+                             on_kick=on_kick)
     return Recorder(url, list(items), list(types), store, tokens or token_provider_from_env(url, {}),
-                    silence_timeout=silence_timeout, backoff_base=backoff_base, backoff_cap=backoff_cap)
+                    policy=policy, silence_timeout=silence_timeout)
 
 
 async def run_recorder(

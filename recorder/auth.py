@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from schemas import auth
-from schemas.errors import CredentialsError
+from schemas.errors import CredentialsError, TokenEndpointUnreachable
 from schemas.protocol import MOCK_REST_URL, PROD_REST_URL
 
 __all__ = ["TokenProvider", "rest_base_for", "token_provider_from_env"]
@@ -58,14 +58,14 @@ def _post_json(url: str, body: Mapping[str, str], timeout: float) -> object:
         try:
             return json.loads(exc.read())
         except ValueError:
-            raise CredentialsError(f"the token endpoint {url} answered HTTP {exc.code}") from None
+            raise TokenEndpointUnreachable(f"the token endpoint {url} answered HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise CredentialsError(
+        raise TokenEndpointUnreachable(
             f"cannot reach the token endpoint {url}: {reason}", hint="check the network and --url"
         ) from None
     except ValueError:
-        raise CredentialsError(f"the token endpoint {url} did not answer JSON") from None
+        raise TokenEndpointUnreachable(f"the token endpoint {url} did not answer JSON") from None
 
 
 @dataclass
@@ -98,6 +98,10 @@ class TokenProvider:
             cur = self._current
         assert cur is not None
         return cur.token
+
+    def discard(self) -> None:
+        """Forget the current token (the server refused it): the next :meth:`token` issues a new one."""
+        self._current = None
 
     async def renew(self) -> None:
         """Issue a new token through au10001. Raises CredentialsError (without secrets) on failure."""

@@ -11,13 +11,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.http11 import Request, Response
 
+from kiwoom_tape.testing import loopback_recorder, run_recorder
 from recorder.auth import TokenProvider
 from recorder.client import Recorder
 from replay.faults import FaultScript
@@ -25,6 +31,7 @@ from replay.server import Server, serve
 from replay.simulator import SimulatedMarket
 from replay.sources import SimSource
 from schemas.errors import LoginError
+from schemas.redact import RedactTokens
 
 from ._recording import Recorded, record
 from .conftest import Report, SecretAudit
@@ -250,3 +257,104 @@ def test_gap_cause_names_the_system_code(tmp_path: Path, audit: SecretAudit) -> 
     case = next(c for c in CASES if c.name == "ignore_echoes")
     rec, _server, _recorder, _error = asyncio.run(_run(case, tmp_path, audit))
     assert rec.gap_causes() == ["heartbeat"]
+
+
+# -- closes right after the handshake (issue 12, finding 1) -----------------------------------------
+
+
+_front_log = logging.getLogger("tests.front")
+_front_log.addFilter(RedactTokens())  # websockets logs the LOGIN it carries at DEBUG
+
+
+async def _pump(a: ServerConnection, b: ClientConnection) -> None:
+    async for msg in a:
+        await b.send(msg)
+
+
+async def _proxy(client: ServerConnection, upstream_url: str) -> None:
+    """Carry one connection to the mock server and back, frame for frame, until either side closes."""
+    async with connect(upstream_url, compression=None, ping_interval=None, logger=_front_log) as up:
+        tasks = [asyncio.ensure_future(_pump(client, up)), asyncio.ensure_future(_pump(up, client))]  # type: ignore[arg-type]
+        _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_closes_right_after_the_handshake_are_reconnects(tmp_path: Path, audit: SecretAudit, report: Report) -> None:
+    """A front server on loopback: connection 1 is the mock's (cut with 1011 once it recorded); connections 2-5
+    fail at once (close 1011 on accept, close 1013 on the LOGIN, abort on accept, HTTP 503 handshake); 6 and
+    later are the mock's again. The recorder must go on recording, with the hole in ``events``."""
+    report.faults["close_after_handshake"] = "failed"
+    market = SimulatedMarket(seed=12, items=ITEMS, start=START)
+    tokens = TokenProvider("", appkey=audit.secret("appkey"), secretkey=audit.secret("secretkey"))
+    first: list[ServerConnection] = []
+    conns = [0]
+
+    async def handler(ws: ServerConnection) -> None:
+        conns[0] += 1
+        k = conns[0]
+        if k == 2:
+            await ws.close(1011, "internal error")
+        elif k == 3:
+            await ws.recv()  # the LOGIN
+            await ws.close(1013, "try again later")
+        elif k == 4:
+            ws.transport.abort()
+        else:
+            if k == 1:
+                first.append(ws)
+            await _proxy(ws, upstream)
+
+    def refuse_fifth(ws: ServerConnection, request: Request) -> Response | None:
+        if conns[0] == 4:
+            conns[0] += 1
+            return ws.respond(503, "restarting\n")
+        return None
+
+    async def main() -> tuple[Recorded, BaseException | None]:
+        nonlocal upstream
+        async with serve(SimSource(market, speed=SPEED), port=0) as server, \
+                ws_serve(handler, "127.0.0.1", 0, compression=None, ping_interval=None,
+                         process_request=refuse_fifth, logger=_front_log) as front:
+            upstream = server.url
+            tokens.rest_base = server.rest_url
+            port = front.sockets[0].getsockname()[1]
+            url = f"ws://127.0.0.1:{port}/api/dostk/websocket"
+
+            async def until(rec: Recorder) -> None:
+                while rec.stats.real_rows < AFTER:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+                await first[0].close(1011, "server restart")
+                while conns[0] < 6 or not rec.stats.connected:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+                rows = rec.stats.real_rows
+                while rec.stats.real_rows < rows + AFTER:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+
+            rec = loopback_recorder(url, tmp_path, ITEMS, ["0D"], tokens=tokens, run_id="handshake")
+            error: BaseException | None = None
+            async with asyncio.timeout(20):
+                try:
+                    await run_recorder(rec, until)
+                except Exception as exc:
+                    error = exc
+            for tok in server._issued:
+                audit.add(tok)
+        return Recorded.read(tmp_path), error
+
+    upstream = ""
+    rec, error = asyncio.run(main())
+    assert error is None, f"the recorder stopped: {error!r}"
+    rec.assert_no_duplicates()
+    causes = [json.loads(e["detail"])["cause"] for e in rec.events if e["kind"] == "disconnect"]
+    assert causes[:5] == ["closed", "closed", "closed", "dropped", "connect_failed"], causes
+    details = [json.loads(e["detail"]) for e in rec.events if e["kind"] == "disconnect"]
+    assert [d.get("close_code") for d in details[:4]] == [1011, 1011, 1013, None]
+    assert "503" in details[4]["detail"]
+    assert rec.gap_causes() == ["closed"]  # one hole, from the cut until the next LOGIN
+    assert rec.kinds().count("gap_end") == 1 and rec.kinds().count("login") == 2
+    gap_end = next(e for e in rec.events if e["kind"] == "gap_end")
+    after = [f for f in rec.frames if f["trnm"] == "REAL" and f["recv_ts"] > gap_end["recv_ts"]]
+    assert len(after) >= AFTER // 2, "it did not record after the faults"
+    report.faults["close_after_handshake"] = "survived"
