@@ -14,15 +14,13 @@
 
 :func:`loopback_recorder` is :class:`recorder.client.Recorder` into a new, opened
 :class:`recorder.store.Store`, with a short backoff (a local mock comes back at once);
-:func:`run_recorder` drives it as ``record`` does (the store ticked between frames, the
-store closed at the end) until a condition of the caller's is met. Importing this module loads the
+:func:`run_recorder` drives it with ``record``'s own driver (:func:`recorder.driver.drive`: the store
+ticked between frames, closed at the end) until a condition of the caller's is met. Importing this module loads the
 recorder but not the replay server: ``recorder/`` and ``replay/`` stay apart (DESIGN.md).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
@@ -32,6 +30,7 @@ import pyarrow.dataset as ds
 from recorder.auth import TokenProvider, token_provider_from_env
 from recorder.backoff import ReconnectPolicy
 from recorder.client import Recorder
+from recorder.driver import drive
 from recorder.store import Store
 
 __all__ = ["loopback_recorder", "read_table", "run_recorder"]
@@ -72,40 +71,14 @@ def loopback_recorder(
 async def run_recorder(
     rec: Recorder, until: Callable[[Recorder], Awaitable[object]], *, tick: float = 0.05
 ) -> Recorder:
-    """Run ``rec`` until ``until(rec)`` returns, ticking its store every ``tick`` seconds; close the store.
+    """Run ``rec`` until ``until(rec)`` returns, through ``record``'s own driver (:func:`recorder.driver.drive`):
+    the store ticked every ``tick`` seconds, closed at the end.
 
     ``until`` starts with the recorder and may also inject faults, watch ``rec.stats`` or report
     progress. If the recorder stops by itself (a LoginError, a StorageError), ``until`` is cancelled.
     Raises what the recorder, the store or ``until`` raised (the first of them, not a group).
     """
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        while not stop.is_set():
-            rec.store.tick()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), tick)
-
-    async def stopper() -> None:
-        try:
-            await until(rec)
-        finally:
-            stop.set()
-
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(ticker())
-            waiting = tg.create_task(stopper())
-            try:
-                await rec.run(stop)
-            finally:
-                stop.set()
-                waiting.cancel()  # a no-op once ``until`` returned
-    except* Exception as group:
-        raise group.exceptions[0] from None
-    finally:
-        rec.store.close()
-    return rec
+    return await drive(rec, until=until, tick=tick)
 
 
 def read_table(root: str | os.PathLike[str], name: str) -> list[dict[str, Any]]:

@@ -163,7 +163,8 @@ CASES = [
                  for m in ("not_json", "truncated", "unknown_trnm", "bad_row")),
          check=_malformed_kept),
     Case("duplicate", '[[fault]]\nkind = "duplicate"\nat = "0.5s"\ncount = 5\n', check=_duplicates(5)),
-    Case("reorder", '[[fault]]\nkind = "reorder"\nat = "0.5s"\ncount = 4\n', check=_reordered),
+    # 20 frames: they span several market seconds (FID 21), whatever the instant the fault fires
+    Case("reorder", '[[fault]]\nkind = "reorder"\nat = "0.5s"\ncount = 20\n', check=_reordered),
     Case("slow", '[[fault]]\nkind = "slow"\nat = "0.5s"\nseconds = 1\nbytes_per_second = 30000\n'),
     Case("burst", '[[fault]]\nkind = "burst"\nat = "0.5s"\nseconds = 1\n', check=_held_back(0.9)),
 ]
