@@ -359,3 +359,53 @@ def test_closes_right_after_the_handshake_are_reconnects(tmp_path: Path, audit: 
     after = [f for f in rec.frames if f["trnm"] == "REAL" and f["recv_ts"] > gap_end["recv_ts"]]
     assert len(after) >= AFTER // 2, "it did not record after the faults"
     report.faults["close_after_handshake"] = "survived"
+
+
+# -- a kick is not a drop; only the protocol's auth codes renew the token (issue 12, finding 5) -----
+
+
+def test_a_kicked_recorder_waits_instead_of_kicking_back(
+    tmp_path: Path, audit: SecretAudit, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = FaultScript.parse('[[fault]]\nkind = "kick"\nat = "0.5s"\n', source="kick_wait")
+    tokens = TokenProvider("", appkey=audit.secret("appkey"), secretkey=audit.secret("secretkey"))
+    wait = 1.5  # (60 s by default; the backoff of any other drop here is 0.05 s to 0.2 s)
+
+    async def main() -> Recorded:
+        async with serve(SimSource(SimulatedMarket(seed=7, items=ITEMS, start=START), speed=SPEED), port=0,
+                         faults=script) as server:
+            tokens.rest_base = server.rest_url
+
+            async def until(rec: Recorder) -> None:
+                while rec.stats.connects < 2 or rec.stats.real_rows < AFTER:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+                rows = rec.stats.real_rows
+                while rec.stats.real_rows < rows + AFTER:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+
+            rec = loopback_recorder(server.url, tmp_path, ITEMS, ["0D"], tokens=tokens, kick_wait=wait)
+            async with asyncio.timeout(20):
+                await run_recorder(rec, until)
+            for tok in server._issued:
+                audit.add(tok)
+        return Recorded.read(tmp_path)
+
+    rec = asyncio.run(main())
+    assert rec.gap_causes() == ["kicked"]
+    kicked = next(e for e in rec.events if e["kind"] == "disconnect")
+    back = [e for e in rec.events if e["kind"] == "connect"][1]
+    assert (back["recv_ts"] - kicked["recv_ts"]) / 1e9 >= wait, "it reconnected at once and kicked the other session"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.endswith("recorder")]
+    assert any("R10001" in m and "waiting" in m for m in warnings), warnings
+
+
+def test_a_refusal_a_new_token_cannot_fix_stops_at_once(tmp_path: Path, audit: SecretAudit) -> None:
+    # 8030: real/mock mismatch (PROTOCOL.md 1.11), not one of the auth codes after which a new token helps
+    case = Case("refuse_login_8030",
+                '[[fault]]\nkind = "refuse_login"\nat = "0.4s"\ncode = 8030\ncount = 1000\n\n'
+                '[[fault]]\nkind = "drop"\nat = "0.5s"\n', ["closed"], max_connections=2, login_error=True)
+    rec, server, _recorder, error = asyncio.run(_run(case, tmp_path, audit))
+    kinds = rec.kinds()
+    assert kinds.count("login") == 1 and kinds.count("login_failed") == 1, kinds  # no new token, no 2nd try
+    assert isinstance(error, LoginError) and error.auth_code == 8030 and not error.renew_token, error
+    assert server.stats.connections == 2
