@@ -409,3 +409,30 @@ def test_a_refusal_a_new_token_cannot_fix_stops_at_once(tmp_path: Path, audit: S
     assert kinds.count("login") == 1 and kinds.count("login_failed") == 1, kinds  # no new token, no 2nd try
     assert isinstance(error, LoginError) and error.auth_code == 8030 and not error.renew_token, error
     assert server.stats.connections == 2
+
+
+def test_a_token_endpoint_out_of_reach_is_a_reconnect(tmp_path: Path, audit: SecretAudit) -> None:
+    """au10001 unreachable (the REST side restarting) is transient: gaps and retries, then it records."""
+    tokens = TokenProvider("http://127.0.0.1:1", appkey=audit.secret("appkey"), secretkey=audit.secret("secretkey"))
+
+    async def main() -> Recorded:
+        async with serve(SimSource(SimulatedMarket(seed=3, items=ITEMS, start=START), speed=SPEED), port=0) as server:
+
+            async def until(rec: Recorder) -> None:
+                while rec.stats.connects < 3:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+                tokens.rest_base = server.rest_url  # the endpoint is back
+                while rec.stats.real_rows < AFTER:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+
+            rec = loopback_recorder(server.url, tmp_path, ITEMS, ["0D"], tokens=tokens)
+            async with asyncio.timeout(20):
+                await run_recorder(rec, until)
+            for tok in server._issued:
+                audit.add(tok)
+        return Recorded.read(tmp_path)
+
+    rec = asyncio.run(main())
+    causes = [json.loads(e["detail"])["cause"] for e in rec.events if e["kind"] == "disconnect"]
+    assert causes[:3] == ["token_unavailable"] * 3 and "login" in rec.kinds()
+    assert rec.gap_causes() == ["token_unavailable"]
