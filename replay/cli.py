@@ -69,89 +69,41 @@ def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
 @click.command("replay", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("dataset", required=False, type=click.Path(path_type=Path), metavar="[DIR]")
 @click.option("--simulate", is_flag=True, help="Serve the built-in simulated KRX/NXT market instead of a DIR.")
-@click.option(
-    "--date",
-    default=None,
-    metavar="YYYY-MM-DD",
-    help="The KST date to replay from DIR (default: the last recorded day).",
-)
+@click.option("--date", default=None, metavar="YYYY-MM-DD",
+              help="The KST date to replay from DIR (default: the last recorded day).")
 @click.option("--from", "from_", type=HMS, default=None, help="Start the replay at this KST time of day.")
 @click.option("--to", type=HMS, default=None, help="End the replay at this KST time of day (exclusive).")
-@click.option(
-    "--items",
-    type=ITEMS,
-    default=None,
-    help="Only these items: of DIR, replay just their rows; simulated, the universe (default: 31 large caps).",
-)
-@click.option(
-    "--speed",
-    type=SPEED,
-    default="1",
-    show_default=True,
-    metavar="1|N|max",
-    help="Recorded (or market) seconds per real second; max = as fast as the slowest client reads (DIR only).",
-)
+@click.option("--items", type=ITEMS, default=None,
+              help="Only these items: of DIR, replay just their rows; simulated, the universe (default: 31 large "
+              "caps).")
+@click.option("--speed", type=SPEED, default="1", show_default=True, metavar="1|N|max",
+              help="Recorded (or market) seconds per real second; max = as fast as the slowest client reads "
+              "(DIR only).")
 @click.option("--loop", is_flag=True, help="At the end of the recording, start over at --from.")
+@click.option("--start-delay", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds between the first client's REG and the start of the replay clock (so that all of a "
+              "strategy's connections join one timeline).")
 @click.option(
-    "--start-delay",
-    type=click.FloatRange(min=0),
-    default=1.0,
-    show_default=True,
-    help="Seconds between the first client's REG and the start of the replay clock (so that all of a "
-    "strategy's connections join one timeline).",
-)
-@click.option(
-    "--sim-start",
-    type=HMS,
-    default="08:59:50",
-    show_default=True,
+    "--sim-start", type=HMS, default="08:59:50", show_default=True,
     help="Simulated market clock at start, KST. 0D flows 08:50-15:30 (KRX) and 08:00-20:00 (_NX); 0E at "
     "08:30-08:40 and 15:40-18:00.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Simulator seed (same seed, same market).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; loopback by default.")
 @click.option("--port", type=click.IntRange(0, 65535), default=10000, show_default=True, help="0 picks a free port.")
-@click.option(
-    "--token",
-    envvar="KIWOOM_REPLAY_TOKEN",
-    default=None,
-    help="Demand this token at LOGIN (default: any non-empty token). Env: KIWOOM_REPLAY_TOKEN.",
-)
-@click.option(
-    "--ping-interval",
-    type=click.FloatRange(min=0.05),
-    default=15.0,
-    show_default=True,
-    help="Seconds between server PINGs; 5 unanswered close the connection (R10002).",
-)
-@click.option(
-    "--faults",
-    "faults_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="A TOML fault script: drops, kicks, stalls, refused LOGIN/REG, bad frames... (README: Faults).",
-)
+@click.option("--token", envvar="KIWOOM_REPLAY_TOKEN", default=None,
+              help="Demand this token at LOGIN (default: any non-empty token). Env: KIWOOM_REPLAY_TOKEN.")
+@click.option("--ping-interval", type=click.FloatRange(min=0.05), default=15.0, show_default=True,
+              help="Seconds between server PINGs; 5 unanswered close the connection (R10002).")
+@click.option("--faults", "faults_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A TOML fault script: drops, kicks, stalls, refused LOGIN/REG, bad frames... (README: Faults).")
 @verbosity_options
 @friendly_errors
 def replay_command(
-    dataset: Path | None,
-    simulate: bool,
-    date: str | None,
-    from_: float | None,
-    to: float | None,
-    items: tuple[str, ...] | None,
-    speed: float | None,
-    loop: bool,
-    start_delay: float,
-    sim_start: float,
-    seed: int,
-    host: str,
-    port: int,
-    token: str | None,
-    ping_interval: float,
-    faults_file: Path | None,
-    verbose: int,
-    quiet: bool,
+    dataset: Path | None, simulate: bool, date: str | None, from_: float | None, to: float | None,
+    items: tuple[str, ...] | None, speed: float | None, loop: bool, start_delay: float, sim_start: float,
+    seed: int, host: str, port: int, token: str | None, ping_interval: float, faults_file: Path | None,
+    verbose: int, quiet: bool,
 ) -> None:
     """Serve a recorded day (DIR) or a simulated market as a mock Kiwoom WebSocket server on loopback.
 
@@ -179,7 +131,8 @@ def replay_command(
         raise click.UsageError("give either a recorded DIR or --simulate, not both")
     if dataset is None and not simulate:
         raise click.UsageError(
-            "nothing to serve: give a recorded dataset DIR (e.g. `replay data`), or --simulate for the built-in market"
+            "nothing to serve: give a recorded dataset DIR (e.g. `replay data`), or --simulate for the "
+            "built-in market"
         )
     faults = FaultScript.load(faults_file) if faults_file is not None else None
     source: Source
@@ -217,21 +170,14 @@ def replay_command(
                 f"  {st['date']} KST, recorded {rec['first']}-{rec['last']} ({rec['files']} files), "
                 f"window {st['from']}-{st['to']}, at {pace}{', looping' if loop else ''}\n"
                 f"  the clock starts {start_delay:g} s after the first REG; control: curl -s {server.rest_url}/control"
-                f' ; curl -s -X POST {server.rest_url}/control -d \'{{"cmd": "pause"}}\'\n'
+                f" ; curl -s -X POST {server.rest_url}/control -d '{{\"cmd\": \"pause\"}}'\n"
             )
-
     asyncio.run(_serve(source, banner, host, port, token, ping_interval, quiet, faults))
 
 
 async def _serve(
-    source: Source,
-    banner: Callable[[Server], str],
-    host: str,
-    port: int,
-    token: str | None,
-    ping_interval: float,
-    quiet: bool,
-    faults: FaultScript | None = None,
+    source: Source, banner: Callable[[Server], str], host: str, port: int, token: str | None,
+    ping_interval: float, quiet: bool, faults: FaultScript | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -245,8 +191,7 @@ async def _serve(
             if not quiet:
                 scripted = "".join(f"  fault {line}\n" for line in fault_summary(faults)) if faults else ""
                 click.echo(
-                    banner(server)
-                    + scripted
+                    banner(server) + scripted
                     + f"  point a Kiwoom client here: SOCKET_URL = '{server.url}'\n  Ctrl-C stops.",
                     err=True,
                 )

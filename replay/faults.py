@@ -82,14 +82,7 @@ if TYPE_CHECKING:
     from replay.server import Server, _Client
 
 __all__ = [
-    "KINDS",
-    "Fault",
-    "FaultRunner",
-    "FaultScript",
-    "FaultScriptError",
-    "FiredFault",
-    "parse_duration",
-    "script_of",
+    "KINDS", "Fault", "FaultRunner", "FaultScript", "FaultScriptError", "FiredFault", "parse_duration", "script_of",
     "summary",
 ]
 
@@ -279,12 +272,8 @@ KINDS: Final[dict[str, dict[str, tuple[Any, str]]]] = {
 }
 """Every fault kind and its keys: key -> (checker, what a good value looks like)."""
 
-_REQUIRED_KEYS: Final = {
-    "stall": {"seconds"},
-    "no_pings": {"seconds"},
-    "slow": {"seconds", "bytes_per_second"},
-    "burst": {"seconds"},
-}
+_REQUIRED_KEYS: Final = {"stall": {"seconds"}, "no_pings": {"seconds"}, "slow": {"seconds", "bytes_per_second"},
+                         "burst": {"seconds"}}
 
 
 @dataclass(frozen=True)
@@ -305,9 +294,8 @@ class FaultScript:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise FaultScriptError(
-                str(p), f"cannot read the fault script: {reason}", hint="give a UTF-8 TOML file of [[fault]] tables"
-            ) from None
+            raise FaultScriptError(str(p), f"cannot read the fault script: {reason}",
+                                   hint="give a UTF-8 TOML file of [[fault]] tables") from None
         return cls.parse(text, source=str(p))
 
     @classmethod
@@ -317,30 +305,18 @@ class FaultScript:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             m = re.search(r"line (\d+)", str(exc))
-            raise FaultScriptError(
-                source,
-                f"not valid TOML: {exc}",
-                line=int(m.group(1)) if m else None,
-                hint="see the README's Faults section for the syntax",
-            ) from None
+            raise FaultScriptError(source, f"not valid TOML: {exc}", line=int(m.group(1)) if m else None,
+                                   hint="see the README's Faults section for the syntax") from None
         extra = sorted(set(doc) - {"fault"})
         if extra:
             raise FaultScriptError(
-                source,
-                f"unknown top-level key {extra[0]!r}",
-                line=_line_of_key(text, extra[0], None),
-                key=extra[0],
+                source, f"unknown top-level key {extra[0]!r}", line=_line_of_key(text, extra[0], None), key=extra[0],
                 hint="a fault script holds only [[fault]] tables",
             )
         tables = doc.get("fault", [])
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-            raise FaultScriptError(
-                source,
-                "'fault' must be an array of tables",
-                line=_line_of_key(text, "fault", None),
-                key="fault",
-                hint="write each fault as a [[fault]] table",
-            )
+            raise FaultScriptError(source, "'fault' must be an array of tables", line=_line_of_key(text, "fault", None),
+                                   key="fault", hint="write each fault as a [[fault]] table")
         headers = _fault_header_lines(text)
         faults = [
             _parse_fault(table, source, text, headers[i] if i < len(headers) else None, i)
@@ -394,11 +370,8 @@ def _parse_fault(table: dict[str, Any], source: str, text: str, header: int | No
         try:
             args["at"] = parse_duration(table["at"])
         except ValueError:
-            raise err(
-                f"bad at = {table['at']!r}",
-                "at",
-                'give the time after the first LOGIN, e.g. at = "5s", "250ms", "2m" or 1.5',
-            ) from None
+            raise err(f"bad at = {table['at']!r}", "at",
+                      'give the time after the first LOGIN, e.g. at = "5s", "250ms", "2m" or 1.5') from None
     else:
         v = table["after_frames"]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -415,11 +388,8 @@ def _parse_fault(table: dict[str, Any], source: str, text: str, header: int | No
         except ValueError:
             raise err(f"bad {key} = {table[key]!r}", key, f"{key} must be {hint}") from None
     if kind == "drop" and args.get("abort") and "code" in args:
-        raise err(
-            "abort = true sends no close frame, so it takes no code",
-            "code",
-            "remove code, or remove abort to close with that code",
-        )
+        raise err("abort = true sends no close frame, so it takes no code", "code",
+                  "remove code, or remove abort to close with that code")
     return Fault(**args)
 
 
@@ -508,22 +478,14 @@ class FaultRunner:
             self.first_login = now
         clients = [c for c in server._clients if c.session.state is not ServerState.CLOSED]
         record = FiredFault(
-            len(self.fired) if index is None else index,
-            fault,
-            now,
-            now - self.first_login if self.first_login is not None else 0.0,
-            time.time(),
-            len(clients),
+            len(self.fired) if index is None else index, fault, now,
+            now - self.first_login if self.first_login is not None else 0.0, time.time(), len(clients),
         )
         self.fired.append(record)
         log.warning(
             "fault #%d %s fired %s: +%.3f s after the first LOGIN, %d frames sent, %d connections",
-            record.index + 1,
-            fault.describe(),
-            time.strftime("%H:%M:%S", time.localtime(record.wall)),
-            record.since_login,
-            server.stats.frames_sent,
-            len(clients),
+            record.index + 1, fault.describe(), time.strftime("%H:%M:%S", time.localtime(record.wall)),
+            record.since_login, server.stats.frames_sent, len(clients),
         )
         await self._apply(fault, clients)
         return record
@@ -583,11 +545,8 @@ class FaultRunner:
                         c.outbox.extendleft(reversed(st.burst))
                         st.burst.clear()
                         c.wake.set()
-            log.info(
-                "fault %s ended (+%.3f s after the first LOGIN)",
-                f.kind,
-                clock() - self.first_login if self.first_login is not None else 0.0,
-            )
+            log.info("fault %s ended (+%.3f s after the first LOGIN)", f.kind,
+                     clock() - self.first_login if self.first_login is not None else 0.0)
 
     def _state(self, client: _Client) -> _PerClient:
         st = self._clients.get(client)
@@ -609,6 +568,7 @@ class FaultRunner:
             return '{"data":[' + row + '],"trnm":"REAL"}'
         row = '{"type":"0D","name":"주식호가잔량","item":"' + items[0] + '","values":{"21":"090000","41":"-208'
         return '{"data":[' + row  # truncated
+
 
     # -- hooks the server calls
 

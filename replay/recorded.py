@@ -87,7 +87,9 @@ COLUMNS: Final = ("recv_ts", "run_id", "seq", "direction", "trnm", "text")
 
 _NS: Final = 1_000_000_000
 _DAY_NS: Final = 86_400 * _NS
-_HINT_DATASET: Final = "give the directory a `record --out DIR` run wrote (it holds frames/, orderbook/, events/)"
+_HINT_DATASET: Final = (
+    "give the directory a `record --out DIR` run wrote (it holds frames/, orderbook/, events/)"
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -343,9 +345,8 @@ class _Cursor:
             parts.append(b.filter(early))
             rest = b.filter(pc.invert(early))
             bufs[i] = rest if rest.num_rows else None
-        merged = pa.concat_tables(parts).sort_by(
-            [("recv_ts", "ascending"), ("run_id", "ascending"), ("seq", "ascending")]
-        )
+        merged = pa.concat_tables(parts).sort_by([("recv_ts", "ascending"), ("run_id", "ascending"),
+                                                  ("seq", "ascending")])
         return merged.select(["recv_ts", "text"])
 
     def close(self) -> None:
@@ -498,10 +499,8 @@ class RecordedSource:
         self.start_ns = day0 if start_s is None else day0 + round(start_s * _NS)
         self.end_ns = day0 + _DAY_NS if end_s is None else day0 + round(end_s * _NS)
         self._start_given = start_s is not None
-        if (
-            rec.first_ns is not None
-            and rec.last_ns is not None
-            and (self.start_ns > rec.last_ns or self.end_ns <= rec.first_ns)
+        if rec.first_ns is not None and rec.last_ns is not None and (
+            self.start_ns > rec.last_ns or self.end_ns <= rec.first_ns
         ):
             raise DatasetError(
                 f"nothing was recorded between {rec.time_of_day(self.start_ns)} and {rec.time_of_day(self.end_ns)} "
@@ -779,8 +778,7 @@ class RecordedSource:
                     self._steps = 0
                     log.info(
                         "end of tape at %s: %d frames played; connections stay open (seek with /control%s)",
-                        self.recording.time_of_day(self._last_frame_ns or self.end_ns),
-                        self._played,
+                        self.recording.time_of_day(self._last_frame_ns or self.end_ns), self._played,
                         "" if self.loop else ", or --loop",
                     )
                 await self._wait(None)

@@ -522,10 +522,7 @@ class Server:
             self.stats.protocol_errors += session.protocol_errors
             log.info(
                 "client %s gone after %d frames, %d rows (close %s)",
-                client.peer,
-                client.frames_sent,
-                client.rows_sent,
-                conn.close_code,
+                client.peer, client.frames_sent, client.rows_sent, conn.close_code,
             )
 
     async def _reader(self, client: _Client) -> None:
@@ -649,13 +646,8 @@ class Server:
 
     def handle_control(self, method: str, query: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """Answer ``METHOD /control?QUERY`` with ``body``: the source's status, after a command if any."""
-        extra = {
-            "url": self.url,
-            "clients": self.clients,
-            "frames_sent": self.stats.frames_sent,
-            "rows_sent": self.stats.rows_sent,
-            "slow_clients_dropped": self.stats.slow_clients_dropped,
-        }
+        extra = {"url": self.url, "clients": self.clients, "frames_sent": self.stats.frames_sent,
+                 "rows_sent": self.stats.rows_sent, "slow_clients_dropped": self.stats.slow_clients_dropped}
         return control.handle_http(self.source, method, query, body, extra)
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
@@ -666,11 +658,8 @@ class Server:
         status, payload = self.handle_control("GET", query, b"")
         body = msgspec.json.encode(payload)
         headers = Headers(
-            [
-                ("Content-Type", "application/json;charset=UTF-8"),
-                ("Content-Length", str(len(body))),
-                ("Connection", "close"),
-            ]
+            [("Content-Type", "application/json;charset=UTF-8"), ("Content-Length", str(len(body))),
+             ("Connection", "close")]
         )
         return Response(status, http.HTTPStatus(status).phrase, headers, body)
 

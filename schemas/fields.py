@@ -115,7 +115,9 @@ def _build_0d() -> tuple[FieldSpec, ...]:
     for venue, base in (("krx", 6044), ("nxt", 6066)):
         v = venue.upper()
         out += [_f(base + n - 1, f"{venue}_ask_qty_{n}", f"{v} 매도호가잔량{n}", Kind.QTY) for n in range(1, 11)]
-        out += [_f(base + 10 + n - 1, f"{venue}_bid_qty_{n}", f"{v} 매수호가잔량{n}", Kind.QTY) for n in range(1, 11)]
+        out += [
+            _f(base + 10 + n - 1, f"{venue}_bid_qty_{n}", f"{v} 매수호가잔량{n}", Kind.QTY) for n in range(1, 11)
+        ]
         out += [
             _f(base + 20, f"{venue}_total_ask_qty", f"{v} 매도호가총잔량", Kind.QTY),
             _f(base + 21, f"{venue}_total_bid_qty", f"{v} 매수호가총잔량", Kind.QTY),

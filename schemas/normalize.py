@@ -482,9 +482,8 @@ class _RealTableBuilder:
             for i, raw in enumerate(texts):
                 texts[i], f = read_value(Kind.TEXT, raw)
                 flags |= f
-        self._commit(
-            keys, row_idx, run_id, item, _raw(price), _raw(ints), pct, _raw(code), vpat, times, tvalid, texts, flags
-        )
+        self._commit(keys, row_idx, run_id, item, _raw(price), _raw(ints), pct, _raw(code), vpat, times, tvalid, texts,
+                     flags)
         return flags
 
     def append_parsed(self, recv_ns: int, run_id: str, frame_seq: int, row_idx: int, row: ParsedRow) -> int:
@@ -508,21 +507,8 @@ class _RealTableBuilder:
                 tvalid.append(secs is not None)
         t = _FAST_0D if row.table == "orderbook" else _FAST_0E
         nums = memoryview(row.nums)
-        self._commit(
-            keys,
-            row_idx,
-            run_id,
-            row.item,
-            nums[: t.price_end],
-            nums[t.price_end : t.int_end],
-            row.pct,
-            nums[t.int_end :],
-            self._p.ones,
-            times,
-            tvalid,
-            row.texts,
-            flags,
-        )
+        self._commit(keys, row_idx, run_id, row.item, nums[: t.price_end], nums[t.price_end : t.int_end], row.pct,
+                     nums[t.int_end :], self._p.ones, times, tvalid, row.texts, flags)
         return flags
 
     def _commit(
@@ -652,9 +638,8 @@ class ParsedRow:
 
     __slots__ = ("item", "nums", "pct", "table", "texts", "times")
 
-    def __init__(
-        self, table: str, item: str, nums: bytes, pct: array[float], times: tuple[str, ...], texts: list[str | None]
-    ) -> None:
+    def __init__(self, table: str, item: str, nums: bytes, pct: array[float], times: tuple[str, ...],
+                 texts: list[str | None]) -> None:
         self.table = table
         self.item = item
         self.nums = nums

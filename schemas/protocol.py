@@ -124,15 +124,8 @@ def encode_real_row(real_type: str, item: str, values_json: str, name: str | Non
     """
     nm = REAL_TYPE_NAMES.get(real_type, "") if name is None else name
     return (
-        '{"values":'
-        + values_json
-        + ',"type":'
-        + encode_str(real_type)
-        + ',"name":'
-        + encode_str(nm)
-        + ',"item":'
-        + encode_str(item)
-        + "}"
+        '{"values":' + values_json + ',"type":' + encode_str(real_type) + ',"name":' + encode_str(nm)
+        + ',"item":' + encode_str(item) + "}"
     )
 
 
@@ -182,7 +175,9 @@ def system(code: str, message: str) -> str:
     return encode({"trnm": "SYSTEM", "code": code, "message": message})
 
 
-def reg(items: Sequence[str], types: Sequence[str], *, grp_no: str = "1", refresh: str = "1", trnm: str = "REG") -> str:
+def reg(
+    items: Sequence[str], types: Sequence[str], *, grp_no: str = "1", refresh: str = "1", trnm: str = "REG"
+) -> str:
     body: dict[str, Any] = {"trnm": trnm, "grp_no": grp_no}
     if trnm == "REG":
         body["refresh"] = refresh
@@ -347,7 +342,7 @@ def decode_client_message(text: str | bytes) -> Message:
         grp = _str_field(obj, "grp_no", text, "1")
         refresh = _str_field(obj, "refresh", text, "1")
         if refresh not in ("0", "1"):
-            raise ProtocolError('\'refresh\' must be "0" or "1"', text)
+            raise ProtocolError("'refresh' must be \"0\" or \"1\"", text)
         return Reg(grp, refresh, _subscriptions(obj, text))
     if trnm == "REMOVE":
         return Remove(_str_field(obj, "grp_no", text, "1"), _subscriptions(obj, text))

@@ -152,10 +152,8 @@ def table_view(table: str, files: str | Iterable[str] | None) -> str:
     if files is None:
         body = empty_select(table)
     else:
-        body = (
-            f"SELECT *, {MINUTE_SQL} AS minute FROM "
-            f"(SELECT * REPLACE (CAST(recv_ts AS TIMESTAMPTZ) AS recv_ts) FROM {read_parquet(files)})"
-        )
+        body = (f"SELECT *, {MINUTE_SQL} AS minute FROM "
+                f"(SELECT * REPLACE (CAST(recv_ts AS TIMESTAMPTZ) AS recv_ts) FROM {read_parquet(files)})")
     return f"CREATE OR REPLACE VIEW {table} AS {body}"
 
 
