@@ -88,7 +88,7 @@ __all__ = [
     "session_windows",
 ]
 
-CHECKPOINT = 60
+CHECKPOINT = 30
 """Seconds of market time between two reseeds of a stream (a fast-forward replays at most two of them)."""
 
 
