@@ -14,10 +14,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-import replay.simulator as simulator
+import replay.sim_streams as sim_streams
 from replay.sim_book import Code
 from replay.simulator import CHECKPOINT, SimRow, SimTick, SimulatedMarket, reference_price_of
+from replay.sources import SimSource
+from schemas.market import band, is_etf, on_tick_grid, tick_size
 
 
 def hms(h: int, m: int = 0, s: int = 0) -> int:
@@ -251,10 +255,10 @@ def test_rows_depend_on_seed_item_and_time_only(
 def test_adding_an_item_costs_bounded_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fast-forward replays at most two checkpoint intervals of updates, whatever the time (issue 11)."""
     applied = Counter[str]()
-    for cls in (simulator._BookStream, simulator._AfterHoursStream):
+    for cls in (sim_streams.BookStream, sim_streams.AfterHoursStream):
         original = cls.apply
 
-        def counting(self: simulator._Stream, k: int, original: object = original) -> None:
+        def counting(self: sim_streams.Stream, k: int, original: object = original) -> None:
             applied[self.item] += 1
             original(self, k)  # type: ignore[operator]
 
@@ -270,3 +274,43 @@ def test_adding_an_item_costs_bounded_work(monkeypatch: pytest.MonkeyPatch) -> N
         for code in codes:
             market.remove_item(code)
         assert market.items == ()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    item=st.sampled_from(["005930", "069500_AL", "000020_NX", "123450", "005930_NX"]),
+    start=st.integers(hms(7, 59), hms(19, 58)),
+    late=st.floats(0.0, 95.0),
+    gap=st.floats(0.0, 70.0),
+    batch=st.sampled_from([0.05, 0.01, 0.25, 1.0]),
+)
+def test_any_add_time_gives_the_same_rows(
+    seed: int, item: str, start: int, late: float, gap: float, batch: float
+) -> None:
+    """Property: an item added at any time, and removed and added again, sends the rows it always would."""
+    whole = SimulatedMarket(seed=seed, items=[item], start=start, batch=batch)
+    expected = [(tick.t, r.text) for tick in whole.advance(start + 100 + gap + 20) for r in tick.rows]
+    market = SimulatedMarket(seed=seed, items=(), start=start, batch=batch)
+    market.advance(start + late)
+    source = SimSource(market)
+    source.add_item(item)
+    got = [(tick.t, r.text) for tick in market.advance(start + 100) for r in tick.rows]
+    source.remove_item(item)
+    assert market.items == ()
+    market.advance(start + 100 + gap)
+    source.add_item(item)
+    got += [(tick.t, r.text) for tick in market.advance(start + 100 + gap + 20) for r in tick.rows]
+    t_late = market.now - 20 - gap - (100 - late)
+    want = [(t, x) for t, x in expected if t_late < t <= start + 100 or start + 100 + gap < t]
+    assert got == want
+
+
+def test_etfs_quote_on_the_5_won_grid_in_schemas_market() -> None:
+    """PROTOCOL.md 5.5: ETFs keep a 5-won tick at every price; stocks follow the table."""
+    assert is_etf("069500") and is_etf("069500_NX") and not is_etf("005930")
+    assert tick_size(35_215, etf=True) == 5 and tick_size(35_215) == 50 and tick_size(600_000, etf=True) == 5
+    assert on_tick_grid(35_215, etf=True) and not on_tick_grid(35_215)
+    lower, upper = band(35_215, etf=True)
+    assert (lower, upper) == (24_655, 45_775) and band(35_200) == (24_650, 45_750)
+    assert reference_price_of("069500") % 5 == 0 and reference_price_of("069500") % 50

@@ -428,10 +428,10 @@ def test_silent_outside_the_day_and_time_never_goes_back() -> None:
     market = SimulatedMarket(seed=5, items=["005930", "005930_NX"], start=0.0, rate_hz=0.1)
     assert market.advance(hms(7, 59, 59)) == []
     assert market.advance(hms(7)) == [] and market.now == hms(7, 59, 59)
-    ticks = market.advance(hms(8, 0, 30))
+    ticks = market.advance(hms(8, 2))  # NXT pre-market at half the base rate: 0.05 rows/s here
     assert ticks and {r.item for t in ticks for r in t.rows} == {"005930_NX"}
     day = market.advance(hms(20))
-    check_run(market, day, hms(8, 0, 30), hms(20))
+    check_run(market, day, hms(8, 2), hms(20))
     assert {r.type for t in day for r in t.rows} == {"0D", "0E"}
     assert market.advance(hms(23, 59, 59)) == []
     assert market.advance(float("inf")) == []
