@@ -48,6 +48,8 @@ class Code:
         "_minutes",
         "_seed",
         "_sigma",
+        "_tsec",
+        "_tval",
         "code",
         "etf",
         "ladder",
@@ -83,6 +85,8 @@ class Code:
         self._anchors: list[float] = [0.0] * 9  # hours 0..8: flat until 08:00
         self._hour = -1
         self._minutes: list[float] = []
+        self._tsec = -1
+        self._tval = 0
 
     def _anchor(self, h: int) -> float:
         anchors = self._anchors
@@ -118,11 +122,15 @@ class Code:
     def target(self, t: float) -> int:
         """Ladder index of the best bid implied by the fair price at second ``int(t)`` (-1: below the lower limit)."""
         sec = min(max(int(t + 1e-9), 0), 86_399)
+        if sec == self._tsec:
+            return self._tval  # venues of one code, and several updates a second, share it
         h, rest = divmod(sec, 3600)
         m, s = divmod(rest, 60)
         path = self._hour_path(h)
         x = path[m] + (path[m + 1] - path[m]) * s / 60.0
-        return bisect_right(self.ladder, self.reference * math.exp(x)) - 1
+        self._tsec = sec
+        self._tval = v = bisect_right(self.ladder, self.reference * math.exp(x)) - 1
+        return v
 
     def base_volume(self, t: float, venue: str) -> int:
         """Cumulative volume (FID 13) at a checkpoint ``t``: the opening fill plus the fill budget so far.

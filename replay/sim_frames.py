@@ -121,7 +121,7 @@ class Row0D:
 
     def row(self, book: Book, last_a: list[int], last_b: list[int], full: bool, t: float, target: int) -> SimRow:
         aq, bq = book.aq, book.bq
-        d = self._d.copy()
+        d = self._d  # rewritten in place: the row gets a copy
         s = int(t + 1e-9)
         if s != self._sec:
             self._sec = s
@@ -184,7 +184,6 @@ class Row0D:
                 d[fid] = _BASE_0D[fid]
         if self.sor and (full or nz):
             self._split(d, book, changed)
-        self._d = d
         head, tail = self._head
         return SimRow(self.item, "0D", head + encode(d) + tail, d.copy())
 
