@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -176,3 +177,23 @@ def test_recovery_is_rerun_with_the_same_events_after_an_interruption(tmp_path: 
     assert report.torn_bytes == scan.torn_bytes and report.dropped
     assert len(list(itertools.chain((tmp_path / JOURNAL_DIR).glob("*.torn")))) == 1
     assert os.path.getsize(next((tmp_path / JOURNAL_DIR).glob("*.torn"))) == scan.torn_bytes
+
+
+def test_a_record_the_store_cannot_take_is_named_stored_as_an_error_and_fails_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _crashed(tmp_path, 10)
+    real = Store._ingest_frame
+
+    def ingest(self: Store, recv_ns: int, seq: int, *args: Any) -> None:
+        if seq == 3:
+            raise ValueError("a value the builders refuse")
+        real(self, recv_ns, seq, *args)
+
+    monkeypatch.setattr(Store, "_ingest_frame", ingest)
+    result = CliRunner().invoke(record_command, ["recover", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    assert "frame seq 3" in result.output and "a value the builders refuse" in result.output
+    errors = [json.loads(e["detail"]) for e in _table(tmp_path, "events") if e["kind"] == "error"]
+    assert [(e["what"], e["reason"]) for e in errors] == [("frame seq 3", "a value the builders refuse")]
+    assert [r["seq"] for r in _table(tmp_path, "frames")] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
