@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+import pytest
+
+from replay.control import Command, ControlError, handle_http, parse_command
+from replay.server import Server
+from schemas.auth import REVOKE_PATH, TOKEN_PATH
 from schemas.protocol import ClientSession, LoginRejected, auth_code_of, login_failed
 
 
@@ -17,3 +25,36 @@ def test_a_login_refusal_with_a_huge_code_number_is_an_event_not_a_crash() -> No
     assert auth_code_of("[CODE=8005, MESSAGE=x]") == 8005
     assert auth_code_of("[CODE=" + "1" * 19 + "]") is None
     assert auth_code_of("[CODE=\u0668\u0660\u0660\u0665]") is None  # Arabic-Indic digits are not a code
+
+
+def test_a_deeply_nested_http_body_is_a_400_not_a_crash() -> None:
+    # found by test_fuzz_http (Server.handle_rest, the CI seed): msgspec raises RecursionError past its depth
+    # limit, which escaped handle_rest (and the connection's data_received: no answer at all)
+    server = Server(None)
+    deep = b'{"a":' * 20_000 + b"1" + b"}" * 20_000
+    for path in (TOKEN_PATH, REVOKE_PATH):
+        status, payload = server.handle_rest("POST", path, deep)
+        assert (status, payload["return_code"]) == (400, 1501), payload
+    status, answer = handle_http(_Controls(), "POST", "", deep)
+    assert status == 400 and "not JSON" in answer["error"], answer
+
+
+class _Controls:
+    """The least a /control target is (replay.control.Controllable)."""
+
+    def status(self) -> dict[str, Any]:
+        return {"state": "paused"}
+
+    def apply(self, command: Command) -> None:
+        pass
+
+
+@pytest.mark.parametrize("args", [
+    {"cmd": "speed", "value": 10**400},  # float() overflows
+    {"cmd": "step", "n": math.inf},  # int() overflows
+    {"cmd": "seek", "to": 10**400},  # math.isfinite() overflows
+])
+def test_control_numbers_too_large_for_a_float_are_a_control_error(args: dict[str, Any]) -> None:
+    # found by test_fuzz_http (Server.handle_rest, the CI seed): OverflowError escaped /control
+    with pytest.raises(ControlError):
+        parse_command(args)
