@@ -63,6 +63,8 @@ def cases(share: float, minimum: int = 50) -> int:
 
 
 T = TypeVar("T")
+FAILURES: list[str] = []
+"""``target: seed, case`` of every case that failed this session (the reliability summary prints them)."""
 
 
 def run_cases(
@@ -91,6 +93,7 @@ def run_cases(
     else:
         return allowed
     shown = repr(case)
+    FAILURES.append(f"{target}: KIWOOM_TAPE_FUZZ_SEED={s}, case {i}, {type(failure).__name__}")
     pytest.fail(
         f"fuzz target {target!r}, seed {s} (KIWOOM_TAPE_FUZZ_SEED), case {i}: "
         f"{type(failure).__name__}: {failure}\ninput ({len(shown)} chars): {shown[:3000]}\n"

@@ -137,7 +137,7 @@ def _still_serving(server: Server, s: Secrets) -> None:
 
 
 def test_http_handlers_take_anything(recorded: Path, secrets: Secrets, report: Report) -> None:
-    n = cases(0.08)
+    n = cases(0.10)
     server = Server(RecordedSource(recorded, speed=None, start_delay=60))
 
     def check(req: Request) -> None:

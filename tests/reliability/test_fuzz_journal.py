@@ -184,7 +184,7 @@ def _checker(path: Path) -> tuple[list[int], Callable[[Case], None]]:
 
 
 def test_journal_reader_takes_damaged_journals(tmp_path: Path, report: Report) -> None:
-    n = cases(0.06)
+    n = cases(0.07)
     counts, check = _checker(tmp_path / "fuzz-run-000000.journal")
     refused = run_cases("read_journal", n, _case, check, documented=(StorageError,))
     assert counts[0] > n // 2 and counts[1] > n // 4, (counts, refused)  # the properties were checked

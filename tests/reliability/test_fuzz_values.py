@@ -84,7 +84,7 @@ def _check_value(case: tuple[Kind, Any]) -> None:
 
 
 def test_value_readers_take_anything(report: Report) -> None:
-    n = cases(0.1)
+    n = cases(0.11)
     run_cases("read_value", n, _value_case, _check_value)
     report.fuzz["read_value"] = n
 
