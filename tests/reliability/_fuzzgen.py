@@ -77,7 +77,8 @@ def run_cases(
     """Run ``n`` cases of ``target``: ``check(make(rng))``; returns how many cases raised a documented error.
 
     ``documented`` are the exceptions the target's contract allows. Any other exception, a failed
-    property assertion included, fails the test with the seed, the case number and the input.
+    property assertion included, fails the test with the seed, the case number and the input (whole up
+    to 20,000 characters); ``make(random.Random(f"{seed}/{target}/{case}"))`` makes that input again.
     """
     s = seed()
     allowed = 0
@@ -96,7 +97,7 @@ def run_cases(
     FAILURES.append(f"{target}: KIWOOM_TAPE_FUZZ_SEED={s}, case {i}, {type(failure).__name__}")
     pytest.fail(
         f"fuzz target {target!r}, seed {s} (KIWOOM_TAPE_FUZZ_SEED), case {i}: "
-        f"{type(failure).__name__}: {failure}\ninput ({len(shown)} chars): {shown[:3000]}\n"
+        f"{type(failure).__name__}: {failure}\ninput ({len(shown)} chars): {shown[:20_000]}\n"
         + "".join(traceback.format_exception(failure)[-6:]),
         pytrace=False,
     )

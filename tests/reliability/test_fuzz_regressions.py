@@ -11,6 +11,7 @@ from replay.control import Command, ControlError, handle_http, parse_command
 from replay.server import Server
 from schemas.auth import REVOKE_PATH, TOKEN_PATH
 from schemas.protocol import ClientSession, LoginRejected, auth_code_of, login_failed
+from schemas.realframe import parse_real_frame
 
 
 def test_a_login_refusal_with_a_huge_code_number_is_an_event_not_a_crash() -> None:
@@ -58,3 +59,16 @@ def test_control_numbers_too_large_for_a_float_are_a_control_error(args: dict[st
     # found by test_fuzz_http (Server.handle_rest, the CI seed): OverflowError escaped /control
     with pytest.raises(ControlError):
         parse_command(args)
+
+
+def test_a_subset_of_a_frame_with_two_data_keys_has_the_rows_asked_for() -> None:
+    # found by test_fuzz_values (parse_real_frame, KIWOOM_TAPE_FUZZ_SEED=15, case 3101): the rows were found in
+    # the first "data" list, the frame's rows are the last one's, and subset() kept the second list whole
+    a = '{"values":{"21":"154500"},"type":"0E","name":"x","item":"A"}'
+    b = '{"values":{"21":"154501"},"type":"0E","name":"x","item":"B"}'
+    frame = parse_real_frame('{"data":[' + a + "," + b + '],"data":[' + a + "," + b + '],"trnm":"REAL"}')
+    assert [r.item for r in frame.rows] == ["A", "B"]
+    part = parse_real_frame(frame.subset(frame.rows[1:]))
+    assert [r.item for r in part.rows] == ["B"] and part.row_texts == (b,)
+    one = parse_real_frame('{"x":{"data":[' + a + ']},"data":[' + a + "," + b + '],"trnm":"REAL"}')
+    assert [r.item for r in parse_real_frame(one.subset(one.rows[:1])).rows] == ["A"]
