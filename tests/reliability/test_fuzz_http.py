@@ -167,6 +167,7 @@ async def _exchange(port: int, data: bytes) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(data)
+        writer.write_eof()  # no more is coming: a server waiting for a promised body may give up early
         await writer.drain()
         return await asyncio.wait_for(reader.read(), 1.0)
     except (TimeoutError, ConnectionError):
