@@ -109,12 +109,17 @@ def run_cases(
 
 @cache
 def sim_rows() -> tuple[tuple[str, str, str], ...]:
-    """(type, item, row text) of simulated 0D rows (regular session) and 0E rows (after hours)."""
+    """(type, item, row text) of simulated rows: >= 40 0D rows from 09:00:10, >= 20 0E rows from 16:00:10 KST."""
     items = ["005930", "005930_NX", "069500"]
     out: list[tuple[str, str, str]] = []
-    for start, secs in ((9 * 3600 + 10, 2.0), (15 * 3600 + 45 * 60, 20.0)):
+    for start, tag, want in ((9 * 3600 + 10, "0D", 40), (16 * 3600 + 10, "0E", 20)):
         market = SimulatedMarket(seed=7, items=items, start=start)
-        out += [(r.type, r.item, r.text) for t in market.advance(start + secs) for r in t.rows]
+        rows: list[tuple[str, str, str]] = []
+        for step in range(1, 61):  # however often the simulator updates, up to 5 minutes of it
+            rows += [(r.type, r.item, r.text) for t in market.advance(start + 5.0 * step) for r in t.rows]
+            if sum(r[0] == tag for r in rows) >= want:
+                break
+        out += rows
     return tuple(out)
 
 

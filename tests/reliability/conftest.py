@@ -138,7 +138,7 @@ def audit(report: Report, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> I
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     r = REPORT
-    if not (r.kills or r.faults or r.fuzz or r.scanned_logs or r.disk_full):  # (fuzz failures imply logs scanned)
+    if not (r.kills or r.faults or r.fuzz or r.scanned_logs or r.disk_full):
         return  # the reliability suite did not run
     tr = terminalreporter
     tr.section("kiwoom-tape reliability summary")
