@@ -125,7 +125,7 @@ def parse_time_of_day(value: str | float | int) -> float:
     if isinstance(value, bool):
         raise ControlError(f"{value!r} is not a time of day; write HH:MM[:SS[.ffffff]], e.g. 09:30:00")
     if isinstance(value, int | float):
-        if not (math.isfinite(value) and 0 <= value < 86_400):
+        if not (0 <= value < 86_400 and math.isfinite(value)):  # the range first: isfinite(10**400) overflows
             raise ControlError(f"{value!r} seconds is not a time of day (0 <= seconds < 86400)")
         return float(value)
     m = _TOD.fullmatch(str(value).strip())
@@ -150,7 +150,7 @@ def _speed(value: Any) -> float | None:
         return None
     try:
         speed = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         speed = math.nan
     if isinstance(value, bool) or not (0 < speed <= MAX_SPEED):
         raise ControlError(f'speed {str(value)[:20]!r} is not a number in (0, {MAX_SPEED:g}] or "max"')
@@ -160,7 +160,7 @@ def _speed(value: Any) -> float | None:
 def _count(value: Any) -> int:
     try:
         n = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         n = 0
     if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()) or not 1 <= n <= 1_000_000:
         raise ControlError(f"step n={str(value)[:20]!r} must be a whole number of frames from 1 to 1000000")
@@ -197,7 +197,7 @@ def _arguments(query: str, body: bytes) -> dict[str, Any]:
     if body.strip():
         try:
             obj = msgspec.json.decode(body)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
             raise ControlError('the body is not JSON; send e.g. {"cmd": "step", "n": 5}') from None
         if not isinstance(obj, dict):
             raise ControlError('the body must be a JSON object, e.g. {"cmd": "pause"}')

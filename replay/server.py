@@ -631,7 +631,7 @@ class Server:
             return 405, auth.token_error_response(405, f"use POST {path}")
         try:
             obj = msgspec.json.decode(body)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
             return 400, auth.token_error_response(1501, "요청 본문이 JSON 이 아닙니다 (body is not JSON)")
         if path == auth.TOKEN_PATH:
             problem = auth.validate_token_request(obj)

@@ -102,7 +102,7 @@ SYSTEM_NO_HEARTBEAT = ("R10002", "사용자 프로그램으로부터 Heartbeat(�
 SYSTEM_NO_LOGIN = ("R10004", "접속허용요청(토큰)이 들어오지 않았습니다")
 TERMINAL_SYSTEM_CODES = frozenset({SYSTEM_KICKED[0], SYSTEM_NO_HEARTBEAT[0], SYSTEM_NO_LOGIN[0]})
 
-_AUTH_CODE = re.compile(r"CODE=(\d+)")
+_AUTH_CODE = re.compile(r"CODE=([0-9]{1,18})(?![0-9])")  # longer is no auth code (int() refuses 4300+ digits)
 _INT_TEXT = re.compile(r"[ \t]*-?[0-9]{1,18}[ \t]*")  # what int() surely parses (no "²", no 5000 digits)
 
 

@@ -15,8 +15,9 @@ own recorded substrings, in their original order. Key order, spacing and escapes
 :func:`parse_real_frame` decodes only each row's ``item`` and ``type`` (msgspec skips ``values``), the
 cost of routing a frame. The rows' texts are found the first time one is asked for: the frame is
 decoded again with ``data: list[msgspec.Raw]`` (each row's exact bytes), each row's bytes are located
-in the frame text in order, and the text between them is checked to be only the list's commas and
-whitespace. If that check fails (a frame repeating a row's text outside ``data``, say), rebuilt frames
+in the frame text in order, the text between them is checked to be only the list's commas and
+whitespace, and the text around them to decode to no rows (no second ``data`` key after them). If a
+check fails (a frame repeating a row's text outside ``data``, say), rebuilt frames
 use the canonical envelope of :func:`schemas.protocol.encode_real_frame`; the whole frame is always
 its own text.
 """
@@ -156,6 +157,18 @@ def parse_real_frame(text: str) -> RealFrame:
     return RealFrame(text, ((h.item, h.type) for h in env.data))
 
 
+def _holds_no_rows(envelope: bytes) -> bool:
+    """Whether the frame without the rows found decodes to no rows: the rows were the ``data`` that is read.
+
+    It is not when another ``data`` list follows (a duplicate key: the last one is read) or the rows
+    were found inside some other value.
+    """
+    try:
+        return not _raws.decode(envelope).data
+    except msgspec.DecodeError:
+        return False
+
+
 def _split(text: str, n: int) -> tuple[str, str, str, tuple[str, ...]]:
     raw = text.encode("utf-8")
     pieces = [bytes(r) for r in _raws.decode(raw).data]  # parse_real_frame already validated the frame
@@ -182,7 +195,7 @@ def _split(text: str, n: int) -> tuple[str, str, str, tuple[str, ...]]:
         starts.append(at)
         pos = at + len(p)
     head, tail = raw[: starts[0]], raw[pos:]
-    if _DATA_OPEN.search(head) is None or not tail.lstrip(_WS).startswith(b"]"):
+    if _DATA_OPEN.search(head) is None or not tail.lstrip(_WS).startswith(b"]") or not _holds_no_rows(head + tail):
         return _CANON_PREFIX, ",", _CANON_SUFFIX, texts
     sep = raw[starts[0] + len(pieces[0]) : starts[1]].decode("utf-8") if n > 1 else ","
     return head.decode("utf-8"), sep, tail.decode("utf-8"), texts

@@ -179,9 +179,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         for name, verdict in sorted(r.faults.items()):
             if verdict != "survived":
                 rows.append((f"  {name}", verdict))
-    if r.fuzz:
+    from ._fuzzgen import FAILURES, seed  # here, not at import: it is needed only for this table
+
+    if r.fuzz or FAILURES:
         detail = ", ".join(f"{k} {v}" for k, v in sorted(r.fuzz.items()))
-        rows.append(("fuzz cases tried", f"{sum(r.fuzz.values())} ({detail})"))
+        rows.append(("fuzz cases tried", f"{sum(r.fuzz.values())}, {len(FAILURES)} undocumented exceptions or "
+                                         f"broken properties (KIWOOM_TAPE_FUZZ_SEED={seed()}; {detail})"))
+        rows += [("  fuzz failure", f) for f in FAILURES]
     rows.append((
         "secrets found",
         f"{len(r.secrets_found)} (of {r.secrets} secrets, grepped in {r.scanned_files} files / "
