@@ -10,6 +10,7 @@ import re
 import secrets as _secrets
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -22,8 +23,8 @@ from recorder.auth import TokenProvider, is_loopback, token_provider_from_env
 from recorder.backoff import ReconnectPolicy
 from recorder.client import Recorder
 from recorder.driver import drive
-from recorder.store import Store, recover
-from schemas.errors import SessionTakenOver, StorageError
+from recorder.store import RecoveryReport, Store, recover
+from schemas.errors import KiwoomTapeError, SessionTakenOver, StorageError
 from schemas.layout import new_run_id
 from schemas.protocol import MOCK_WS_URL, PROD_WS_URL
 
@@ -187,13 +188,15 @@ async def _record(
     fsync_interval: float, roll_seconds: float, silence_timeout: float, tokens: TokenProvider,
     policy: ReconnectPolicy, quiet: bool,
 ) -> int:
-    report = recover(out)
+    report = recover_interruptibly(out)
     if report.segments:
         log.warning("recovered %d journal segment(s) left by an earlier run: %d frames", report.segments, report.frames)
     for path in report.skipped:
         log.warning("journal %s is held by a running recorder: left alone", path)
-    for path in report.unreadable + report.torn_kept:
+    for path in report.unreadable:
         log.warning("%s could not be recovered and was left as it is", path)
+    for line in report.damage + report.skipped_records:
+        log.warning("%s", line)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -203,9 +206,6 @@ async def _record(
     store = Store(out, run_id, fsync_interval=fsync_interval, roll_seconds=roll_seconds)
     store.open()
     recorder = Recorder(url, items, types, store, tokens, policy=policy, silence_timeout=silence_timeout)
-    if report.segments and report.last_recv_ns is not None:
-        # the crash left a hole from the last recovered frame until this run logs in
-        recorder.open_gap("crash", since_ns=report.last_recv_ns, detail={"recovered_segments": report.segments})
     log.info("recording %d items (%s) from %s into %s, run %s", len(items), ",".join(types), url, out, run_id)
     try:
         await drive(recorder, stop, duration=duration, tick=min(0.1, fsync_interval / 2),
@@ -221,6 +221,34 @@ async def _record(
         err=True,
     )
     return 0
+
+
+class RecoveryInterrupted(KiwoomTapeError):
+    """SIGINT or SIGTERM arrived during start-up recovery: it stopped there, everything is recoverable."""
+
+
+def recover_interruptibly(out: Path) -> RecoveryReport:
+    """:func:`recorder.recovery.recover`, stopped by SIGINT or SIGTERM within moments (RecoveryInterrupted).
+
+    Recovery is crash-safe at every instant (the journal is deleted only after its files are in
+    place), so an exception at any point leaves everything for the next start; the loop's own
+    handlers would only run after recovery, so plain ones are installed for its duration.
+    """
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise RecoveryInterrupted(
+            f"stopped by {signal.Signals(signum).name} during the recovery of {out}",
+            hint=f"nothing is lost: the journals stay, and the next start (or `record recover {out}`) finishes it",
+        )
+
+    if threading.current_thread() is not threading.main_thread():
+        return recover(out)
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return recover(out)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 class _StatusLine:
@@ -267,11 +295,23 @@ def recover_command(directory: Path, verbose: int, quiet: bool) -> None:
         record recover data
     """
     setup_logging(verbose, quiet)
-    report = recover(directory)
+    report = recover_interruptibly(directory)
     click.echo(
         f"recovered {report.segments} journal segment(s): {report.frames} frames, "
-        f"{report.torn_bytes} torn bytes dropped, {len(report.files)} files written"
+        f"{len(report.files)} files written, {len(report.crashes)} crash gap(s) recorded"
     )
+    if report.dropped:
+        for line in report.damage + report.skipped_records:
+            click.echo(f"dropped: {line}", err=True)
+        for path in report.unreadable:
+            click.echo(f"dropped: {path} could not be read and was left as it is", err=True)
+        click.echo(
+            f"recovery dropped {report.torn_bytes} unreadable journal bytes ({report.frames_lost} frames known lost), "
+            f"{len(report.skipped_records)} record(s) and {len(report.unreadable)} file(s); the bytes are kept in the "
+            "journal's .torn file(s) named above, and `kiwoom-tape verify` lists the damage",
+            err=True,
+        )
+        sys.exit(1)
 
 
 def main() -> None:

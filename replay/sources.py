@@ -35,6 +35,10 @@ class SimSource:
     def add_item(self, item: str) -> None:
         self.market.add_item(item)
 
+    def remove_item(self, item: str) -> None:
+        """Forget ``item`` (:meth:`SimulatedMarket.remove_item`); adding it again resumes its deterministic stream."""
+        self.market.remove_item(item)
+
     def market_time(self) -> float:
         return self.market.now
 

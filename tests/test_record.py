@@ -27,6 +27,7 @@ from kiwoom_tape.testing import loopback_recorder, run_recorder
 from kiwoom_tape.testing import read_table as table
 from recorder.auth import TokenProvider
 from recorder.client import Recorder
+from replay.catalog import connect
 from replay.server import Server, serve
 from replay.simulator import SimulatedMarket
 from replay.sources import SimSource
@@ -186,7 +187,10 @@ def test_kill_9_loses_at_most_the_fsync_window_and_recovers(tmp_path: Path) -> N
             assert list((out / "_journal").glob("*.journal"))
             # restart: the journal is recovered before connecting, then recording goes on
             proc2 = await asyncio.create_subprocess_exec(*cmd, env=env)
-            await asyncio.sleep(3.0)
+            async with asyncio.timeout(60):  # SIGTERM during its recovery would stop it there (issue 12)
+                while server.stats.logins < 2:  # noqa: ASYNC110  # a server counter, no event to wait on
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
             proc2.send_signal(signal.SIGTERM)
             assert await proc2.wait() == 0
             second = [text for conn, _, text in server.sent if conn == 2]
@@ -207,7 +211,10 @@ def test_kill_9_loses_at_most_the_fsync_window_and_recovers(tmp_path: Path) -> N
         assert got2 == second
         events = table(out, "events")
         kinds = {e["kind"] for e in events}
-        assert {"recovery", "gap_start", "gap_end"} <= kinds
+        assert {"recovery", "gap_start"} <= kinds
+        # one crash gap, in the dead run, from its last durable record to the next run's start
+        gaps = connect(out).execute("SELECT run_id, cause, gap_end IS NOT NULL FROM gaps").fetchall()
+        assert gaps == [(runs[0], "crash", True)]
         assert not list((out / "_journal").glob("*.journal"))
         for p in out.rglob("*.parquet"):
             ds.dataset(p, format="parquet").to_table()  # every file readable
