@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from replay import server as mock_server
-from replay.simulator import KRX_0D_WINDOWS, KRX_0E_WINDOWS, NXT_0D_WINDOWS
+from replay.sim_calendar import KRX_0D_WINDOWS, KRX_0E_WINDOWS, NXT_0D_WINDOWS
 from schemas import protocol
 from schemas.fields import REAL_TYPE_NAMES
-from schemas.market import tick_size
+from schemas.market import ETF_CODES, is_etf, tick_size
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "protocol.md"
@@ -230,7 +230,11 @@ def test_the_tick_table_of_5_5_is_schemas_market_tick_size() -> None:
         bounds.append(lo)
         for p in (lo, (lo + hi) // 2, hi - 1):
             assert tick_size(p) == tick_won, (price, p)
+            assert tick_size(p, etf=True) == 5, p  # "ETF, ETN and ELW keep a 5-won tick"
     assert bounds == sorted(bounds)
+    notes = project_notes("5.5")
+    assert "`tick_size(price, etf=True)` the 5-won ETF tick" in notes and "ETF_CODES" in notes
+    assert all(is_etf(code) and is_etf(code + "_NX") for code in ETF_CODES)
 
 
 def _hms(seconds: int) -> str:
