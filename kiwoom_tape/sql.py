@@ -14,7 +14,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import click
 import duckdb
@@ -24,7 +24,7 @@ from replay.catalog import connect, dataset_root, tables_with_files
 from schemas import views
 from schemas.errors import DatasetError, KiwoomTapeError
 
-__all__ = ["FORMATS", "Result", "render_table", "run_query", "sql_command", "write_result"]
+__all__ = ["FORMATS", "Result", "render_table", "row_count_line", "run_query", "sql_command", "write_result"]
 
 FORMATS: Final = ("table", "csv", "json", "parquet")
 MAX_CELL: Final = 80
@@ -127,6 +127,29 @@ def write_result(con: duckdb.DuckDBPyConnection, query: str, fmt: str, path: Pat
     finally:
         with contextlib.suppress(duckdb.Error):
             con.execute(f"DROP VIEW IF EXISTS {_RESULT_VIEW}")
+
+
+def _shares_destination(a: IO[Any], b: IO[Any]) -> bool:
+    """Whether two streams write to the same terminal, pipe or file, so that what one writes after the other
+    (each write flushed, as ``click.echo`` does) lands after it. Unknown (no file descriptor): True."""
+    try:
+        sa, sb = os.fstat(a.fileno()), os.fstat(b.fileno())
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return True
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def row_count_line(n: int, more: bool, *, separate_streams: bool) -> str:
+    """The ``(3 rows)`` line written to stderr after the table on stdout.
+
+    On one terminal or pipe (``2>&1 | cat``) the table, flushed, ends with its newline before this line is
+    written. When the streams go to different places, whatever shows them together (a CI log, an IDE, a
+    tool that captured both) joins them in its own way, often with stdout's last newline trimmed
+    (``1.0(3 rows)``), so the line then starts with a newline of its own.
+    """
+    hint = "; more not shown (--max-rows 0 shows all, --output FILE saves all)" if more else ""
+    lead = "\n" if separate_streams else ""
+    return f"{lead}({n} row{'s' if n != 1 else ''}{hint})"
 
 
 def _split_args(args: tuple[str, ...]) -> tuple[str, str | None]:
@@ -234,9 +257,8 @@ def sql_command(
                 click.echo("OK")
                 return
             click.echo(render_table(result))
-            n = len(result.rows)
-            more = "; more not shown (--max-rows 0 shows all, --output FILE saves all)" if result.more else ""
-            click.echo(f"({n} row{'s' if n != 1 else ''}{more})", err=True)
+            separate = not _shares_destination(sys.stdout, sys.stderr)
+            click.echo(row_count_line(len(result.rows), result.more, separate_streams=separate), err=True)
         else:
             with tempfile.TemporaryDirectory(prefix="kiwoom-tape-") as tmp:
                 path = Path(tmp) / f"result.{fmt}"
