@@ -826,6 +826,20 @@ class SimulatedMarket:
             if k >= 0:
                 heapq.heappush(self._heap, (k, s.seq, s))
 
+    def remove_item(self, item: str) -> None:
+        """Stop simulating ``item`` and drop its state (and its code's, if no other venue of it is left).
+
+        Idempotent. A minimal stand-in: adding the item again starts its streams afresh from :attr:`now`.
+        """
+        if self._items.pop(item, None) is None:
+            return
+        self._books.pop(item, None)
+        self._heap = [entry for entry in self._heap if entry[2].item != item]
+        heapq.heapify(self._heap)
+        code = split_item(item)[0]
+        if all(split_item(other)[0] != code for other in self._items):
+            self._codes.pop(code, None)
+
     def reference_price(self, item: str) -> int:
         """The previous close (기준가) of ``item``: the base of every price sign (PROTOCOL.md 2.0)."""
         return reference_price_of(item)

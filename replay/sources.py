@@ -35,7 +35,12 @@ class SimSource:
     def add_item(self, item: str) -> None:
         self.market.add_item(item)
 
+    def remove_item(self, item: str) -> None:
+        """The server's hook: no client has had ``item`` registered for a while (see replay.tracker)."""
+        self.market.remove_item(item)
+
     def market_time(self) -> float:
+        """The simulated market clock, seconds since KST midnight (the ``market_time`` fault trigger)."""
         return self.market.now
 
     async def run(self, dispatch: Dispatch) -> None:

@@ -69,10 +69,11 @@ class ItemTracker:
         if len(self) >= self.max_items:
             if not self._idle:
                 self.refused += 1
-                log.warning(
-                    "item %r gets no data: the server already tracks %d registered items (max_items)",
-                    item[:20], self.max_items,
-                )
+                if self.refused & (self.refused - 1) == 0:  # 1, 2, 4, 8...: a flood of codes is a few lines
+                    log.warning(
+                        "item %r gets no data: the server already tracks %d registered items (max_items; "
+                        "%d refused so far)", item[:20], self.max_items, self.refused,
+                    )
                 return False
             self._forget(next(iter(self._idle)))
         self._count[item] = 1
