@@ -33,6 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import http
 import ipaddress
 import logging
@@ -103,16 +106,18 @@ class Server:
         max_message: int = 64 * 1024,
         max_queue_frames: int = 50_000,
         max_backlog_bytes: int = 4 * 1024 * 1024,
+        max_total_backlog_bytes: int = 64 * 1024 * 1024,
         backpressure_frames: int = 256,
         forget_after: float = 60.0,
-        max_items: int = 1000,
+        max_items: int = 400,
         keep_sent: bool = False,
         faults: FaultScript | Sequence[Fault] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """See the module docstring. ``token``: the one token LOGIN accepts; ``appkey``/``secretkey``: the
         pair ``POST /oauth2/token`` demands (:class:`replay.rest.TokenDesk`). A client whose unsent frames
-        pass ``max_backlog_bytes`` (or ``max_queue_frames``) is dropped as too slow. ``forget_after`` and
+        pass ``max_backlog_bytes`` (or ``max_queue_frames``) is dropped as too slow, and so is the client
+        with the largest backlog while all together pass ``max_total_backlog_bytes``. ``forget_after`` and
         ``max_items``: see :class:`replay.tracker.ItemTracker`."""
         if max_backlog_bytes < 1:
             raise ValueError(f"max_backlog_bytes must be >= 1, got {max_backlog_bytes!r}")
@@ -123,6 +128,7 @@ class Server:
         self.max_message = max_message
         self.max_queue_frames = max_queue_frames
         self.max_backlog_bytes = max_backlog_bytes
+        self.max_total_backlog_bytes = max(max_backlog_bytes, max_total_backlog_bytes)
         self.backpressure_frames = max(1, backpressure_frames)
         self.clock = clock
         self.stats = ServerStats()
@@ -262,6 +268,8 @@ class Server:
             by_item = self.stats.rows_by_item
             for r in chosen:
                 by_item[r.item] = by_item.get(r.item, 0) + 1
+        if not wait and pushed:
+            self._bound_total()
         if wait:
             for client in pushed:
                 await self._backpressure(client)
@@ -284,6 +292,8 @@ class Server:
         clients = [c for c in self._clients if c.session.state is ServerState.OPEN]
         if clients and frames:
             self._queue_frames(clients, frames, wait)
+            if not wait:
+                self._bound_total()
             if wait:
                 for client in clients:
                     if len(client.outbox) > self.backpressure_frames:
@@ -341,6 +351,14 @@ class Server:
         for client in clients:
             if client.outbox:
                 client.wake.set()
+
+    def _bound_total(self) -> None:
+        """While the clients' backlogs add up to more than ``max_total_backlog_bytes``, drop the largest."""
+        total = sum(c.backlog for c in self._clients)
+        while total > self.max_total_backlog_bytes:
+            worst = max(self._clients, key=lambda c: c.backlog)
+            total -= worst.backlog
+            self._too_slow(worst)
 
     def _too_slow(self, client: Client) -> None:
         """Drop a client that does not read, as a server drops a slow consumer: its unsent frames go,
@@ -440,6 +458,7 @@ class Server:
             if forgotten:
                 self.stats.items_forgotten += forgotten
                 log.info("forgot %d item(s) no client has registered for %g s", forgotten, tracker.forget_after)
+                _give_back_memory()
 
     async def _handle(self, conn: ServerConnection) -> None:
         path = conn.request.path.split("?", 1)[0] if conn.request else ""
@@ -602,6 +621,14 @@ async def serve(source: Source | None = None, **kwargs: Any) -> AsyncIterator[Se
         yield server
     finally:
         await server.stop()
+
+
+def _give_back_memory() -> None:
+    """Collect cycles and hand freed heap pages back to the OS (glibc's ``malloc_trim``; elsewhere a no-op),
+    so that the RSS falls again once a flood of items is forgotten."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def _ignore(item: str) -> None:

@@ -831,8 +831,9 @@ class SimulatedMarket:
 
         Idempotent. A minimal stand-in: adding the item again starts its streams afresh from :attr:`now`.
         """
-        if self._items.pop(item, None) is None:
+        if item not in self._items:
             return
+        del self._items[item]
         self._books.pop(item, None)
         self._heap = [entry for entry in self._heap if entry[2].item != item]
         heapq.heapify(self._heap)
