@@ -10,6 +10,8 @@ import json
 import logging
 import time
 import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,10 +21,10 @@ from websockets.exceptions import ConnectionClosed
 
 from replay.faults import Fault, FaultScript
 from replay.rest import RC_BAD_CREDENTIALS
-from replay.server import Server, serve
+from replay.server import Dispatch, Server, serve
 from replay.tracker import ItemTracker
 from schemas.items import item_problem
-from schemas.protocol import encode_real_row
+from schemas.protocol import encode_real_frame, encode_real_row
 
 
 class ForgettingSource(ManualSource):
@@ -40,6 +42,33 @@ class ForgettingSource(ManualSource):
         return self.clock
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """A frame as a recorded source hands it over (:class:`replay.server.EncodedFrame`)."""
+
+    rows: tuple[R, ...]
+
+    @property
+    def data(self) -> bytes:
+        return encode_real_frame([r.text for r in self.rows]).encode()
+
+    @property
+    def keys(self) -> tuple[tuple[str, str], ...]:
+        return tuple((r.item, r.type) for r in self.rows)
+
+    def subset(self, keep: Sequence[int]) -> str:
+        return encode_real_frame([self.rows[k].text for k in keep])
+
+
+class FramesSource(ManualSource):
+    """A ManualSource on the fast path of recorded replays: ``dispatch.frames`` (never waiting)."""
+
+    async def run(self, dispatch: Dispatch) -> None:
+        while True:
+            batch = await self.queue.get()
+            await dispatch.frames([Encoded(tuple(batch))])
+
+
 def big_row(item: str, n: int, size: int = 8000) -> R:
     return R(item, "0D", encode_real_row("0D", item, json.dumps({"21": "090000", "pad": "x" * size, "n": n})))
 
@@ -47,13 +76,14 @@ def big_row(item: str, n: int, size: int = 8000) -> R:
 # -- the slow consumer
 
 
+@pytest.mark.parametrize("source_class", [ManualSource, FramesSource], ids=["simulated", "recorded"])
 def test_a_client_that_does_not_read_is_closed_once_its_backlog_passes_the_byte_bound(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, source_class: type[ManualSource]
 ) -> None:
     bound = 256 * 1024
 
     async def main() -> None:
-        source = ManualSource()
+        source = source_class()
         async with (
             serve(source, port=0, max_backlog_bytes=bound) as server,
             connect(server.url, max_queue=2) as lazy,
