@@ -40,7 +40,7 @@ import http
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -55,10 +55,11 @@ from replay import control, rest
 from replay.contracts import Dispatch, EncodedFrame, Frame, Row, ServerStats, Source
 from replay.faults import Fault, FaultRunner, FaultScript, script_of
 from replay.outbox import BatchConnection, Client, write_loop
+from replay.routing import Dispatcher, Router
 from replay.tracker import ItemTracker
 from schemas import auth
 from schemas.items import item_problem
-from schemas.protocol import WS_PATH, ServerConfig, ServerSession, ServerState, encode_real_frame
+from schemas.protocol import WS_PATH, ServerConfig, ServerSession, ServerState
 from schemas.redact import RedactTokens
 
 __all__ = ["Dispatch", "EncodedFrame", "Frame", "Row", "Server", "ServerStats", "Source", "exposed", "serve"]
@@ -80,15 +81,11 @@ def exposed(host: str) -> bool:
         return True  # a host name other than localhost: assume it resolves to a real interface
 
 
-class Server:
+class Server(Router):
     """A running mock server. Create it with :func:`serve`."""
 
     STOP_GRACE = 0.5
     """Seconds :meth:`stop` gives clients to read their close frame before it cuts their connection."""
-    SLOW_CLOSE_GRACE = 2.0
-    """Seconds a client dropped as too slow has to read its close frame before its connection is cut."""
-    YIELD_EVERY = 32
-    """``dispatch(wait=True)`` yields to the event loop after this many calls or queued frames."""
     WRITE_BATCH = 64
     """A writer sends at most this many queued frames in one socket write."""
 
@@ -119,22 +116,18 @@ class Server:
         pass ``max_backlog_bytes`` (or ``max_queue_frames``) is dropped as too slow, and so is the client
         with the largest backlog while all together pass ``max_total_backlog_bytes``. ``forget_after`` and
         ``max_items``: see :class:`replay.tracker.ItemTracker`."""
-        if max_backlog_bytes < 1:
-            raise ValueError(f"max_backlog_bytes must be >= 1, got {max_backlog_bytes!r}")
+        super().__init__(
+            max_queue_frames=max_queue_frames, max_backlog_bytes=max_backlog_bytes,
+            max_total_backlog_bytes=max_total_backlog_bytes, backpressure_frames=backpressure_frames,
+        )
         self.source = source
         self.host = host
         self.port = port
         self.tokens = rest.TokenDesk(token, appkey, secretkey)
         self.max_message = max_message
-        self.max_queue_frames = max_queue_frames
-        self.max_backlog_bytes = max_backlog_bytes
-        self.max_total_backlog_bytes = max(max_backlog_bytes, max_total_backlog_bytes)
-        self.backpressure_frames = max(1, backpressure_frames)
         self.clock = clock
-        self.stats = ServerStats()
         self.sent: list[tuple[int, float, str]] | None = [] if keep_sent else None
         """With ``keep_sent``: every REAL frame written to a client, as (connection number, clock(), text)."""
-        self._clients: set[Client] = set()
         self._config = ServerConfig(
             check_token=self.tokens.check, ping_interval=ping_interval, login_timeout=login_timeout
         )
@@ -151,7 +144,6 @@ class Server:
         script = script_of(faults)
         self.faults: FaultRunner | None = FaultRunner(script, self) if script is not None else None
         """With ``faults``: the runner of the fault script (:mod:`replay.faults`), its ``fired`` list."""
-        self._unyielded = 0
 
     # -- public
 
@@ -227,165 +219,6 @@ class Server:
         clock = getattr(self.source, "market_time", None)
         return clock() if callable(clock) else None
 
-    async def dispatch(
-        self, rows: Sequence[Row], frame: str | bytes | Frame | None = None, *, wait: bool = False
-    ) -> None:
-        """Send each logged-in client the rows it registered, as one frame per client.
-
-        With ``wait``, return only once every client has at most ``backpressure_frames`` frames queued
-        (or has gone): the source then runs at the pace of the slowest reader and nothing piles up. It
-        then yields to the event loop only every :attr:`YIELD_EVERY` calls (or queued frames).
-        """
-        whole: str | bytes | None = frame if isinstance(frame, str | bytes) or frame is None else frame.text
-        keys = [(r.item, r.type) for r in rows]
-        pushed: list[Client] = []
-        for client in list(self._clients):
-            if client.session.state is not ServerState.OPEN:
-                continue
-            wanted = client.wanted
-            chosen: Sequence[Row]
-            if keys and wanted.issuperset(keys):
-                if whole is None:
-                    whole = encode_real_frame([r.text for r in rows])
-                text, chosen = whole, rows
-            else:
-                chosen = [r for r, key in zip(rows, keys, strict=True) if key in wanted]
-                if not chosen:
-                    continue
-                if frame is not None and not isinstance(frame, str | bytes):
-                    text = frame.subset(chosen)
-                else:
-                    text = encode_real_frame([r.text for r in chosen])
-            if not wait and (len(client.outbox) >= self.max_queue_frames or client.backlog >= self.max_backlog_bytes):
-                self._too_slow(client)
-                continue
-            client.push(text)
-            pushed.append(client)
-            client.frames_sent += 1
-            client.rows_sent += len(chosen)
-            self.stats.frames_sent += 1
-            self.stats.rows_sent += len(chosen)
-            by_item = self.stats.rows_by_item
-            for r in chosen:
-                by_item[r.item] = by_item.get(r.item, 0) + 1
-        if not wait and pushed:
-            self._bound_total()
-        if wait:
-            for client in pushed:
-                await self._backpressure(client)
-            # Full speed: let the writers run once a few frames are queued (they then send them in one go),
-            # or every few calls, rather than after every frame (PERF: one loop turn per frame costs ~3x).
-            self._unyielded += 1
-            if self._unyielded < self.YIELD_EVERY and all(len(c.outbox) < self.YIELD_EVERY for c in pushed):
-                return
-        self._unyielded = 0
-        await asyncio.sleep(0)
-
-    async def dispatch_frames(self, frames: Sequence[EncodedFrame], *, wait: bool = False) -> None:
-        """:meth:`dispatch` for many frames at once, each already encoded and split into rows.
-
-        Every logged-in client gets, in order, each frame whose rows it all registered as the frame's
-        exact ``data``, and the :meth:`EncodedFrame.subset` of the rows it registered of the others.
-        The frames are queued in one go; the writers then send each client's queue in few socket writes.
-        ``wait`` is as for :meth:`dispatch`. Yields to the event loop once per call.
-        """
-        clients = [c for c in self._clients if c.session.state is ServerState.OPEN]
-        if clients and frames:
-            self._queue_frames(clients, frames, wait)
-            if not wait:
-                self._bound_total()
-            if wait:
-                for client in clients:
-                    if len(client.outbox) > self.backpressure_frames:
-                        await self._backpressure(client)
-        self._unyielded = 0
-        await asyncio.sleep(0)
-
-    def _queue_frames(self, clients: list[Client], frames: Sequence[EncodedFrame], wait: bool) -> None:
-        """The routing of :meth:`dispatch_frames`: no awaits, so no client changes its registration meanwhile."""
-        by_item = self.stats.rows_by_item
-        limit = self.max_queue_frames
-        max_bytes = self.max_backlog_bytes
-        frames_out = rows_out = 0
-        open_ = ServerState.OPEN
-        for f in frames:
-            keys = f.keys
-            n = len(keys)
-            if not n:
-                continue
-            full = 0
-            for client in clients:
-                if client.session.state is not open_:  # closed meanwhile (too slow)
-                    continue
-                wanted = client.wanted
-                keep: list[int] | None = None
-                if not (keys[0] in wanted if n == 1 else wanted.issuperset(keys)):
-                    if n == 1:
-                        continue
-                    keep = [k for k, key in enumerate(keys) if key in wanted]
-                    if not keep:
-                        continue
-                if not wait and (len(client.outbox) >= limit or client.backlog >= max_bytes):
-                    self._too_slow(client)
-                    continue
-                if keep is None:
-                    data: str | bytes = f.data
-                    m = n
-                    full += 1
-                else:
-                    data = f.subset(keep)
-                    m = len(keep)
-                    for k in keep:
-                        item = keys[k][0]
-                        by_item[item] = by_item.get(item, 0) + 1
-                client.append(data)
-                client.frames_sent += 1
-                client.rows_sent += m
-                frames_out += 1
-                rows_out += m
-            if full:
-                for item, _ in keys:
-                    by_item[item] = by_item.get(item, 0) + full
-        self.stats.frames_sent += frames_out
-        self.stats.rows_sent += rows_out
-        for client in clients:
-            if client.outbox:
-                client.wake.set()
-
-    def _bound_total(self) -> None:
-        """While the clients' backlogs add up to more than ``max_total_backlog_bytes``, drop the largest."""
-        total = sum(c.backlog for c in self._clients)
-        while total > self.max_total_backlog_bytes:
-            worst = max(self._clients, key=lambda c: c.backlog)
-            total -= worst.backlog
-            self._too_slow(worst)
-
-    def _too_slow(self, client: Client) -> None:
-        """Drop a client that does not read, as a server drops a slow consumer: its unsent frames go,
-        a close 1008 "client too slow" is queued, and the TCP connection is cut if the client has not
-        read the close within :attr:`SLOW_CLOSE_GRACE` seconds."""
-        self.stats.slow_clients_dropped += 1
-        log.warning(
-            "%r reads too slowly: %d bytes in %d frames unsent (bounds: %d bytes, %d frames): closing it (1008)",
-            client, client.backlog, len(client.outbox), self.max_backlog_bytes, self.max_queue_frames,
-        )
-        client.clear()
-        client.push((1008, "client too slow"))
-        client.session.state = ServerState.CLOSED
-        asyncio.get_running_loop().call_later(self.SLOW_CLOSE_GRACE, client.conn.transport.abort)
-
-    async def _backpressure(self, client: Client) -> None:
-        """Wait until ``client`` has at most ``backpressure_frames`` queued, or is closing or gone."""
-        while (
-            len(client.outbox) > self.backpressure_frames
-            and client.session.state is ServerState.OPEN
-            and client in self._clients
-        ):
-            client.space.clear()
-            with contextlib.suppress(TimeoutError):  # re-check the state now and then
-                async with asyncio.timeout(1.0):
-                    await client.space.wait()
-
     async def start(self) -> None:
         conn_cls = rest.make_connection_class(self.handle_rest)
         self._ws = await ws_serve(
@@ -442,7 +275,7 @@ class Server:
 
     async def _run_source(self, source: Source) -> None:
         try:
-            await source.run(_Dispatcher(self))
+            await source.run(Dispatcher(self))
             log.info("source finished: connections stay open")
         except asyncio.CancelledError:
             raise
@@ -590,23 +423,6 @@ class Server:
              ("Connection", "close")]
         )
         return Response(status, http.HTTPStatus(status).phrase, headers, body)
-
-
-class _Dispatcher:
-    """What a source's ``run`` gets: :meth:`Server.dispatch`, callable, and :meth:`Server.dispatch_frames`."""
-
-    __slots__ = ("_server",)
-
-    def __init__(self, server: Server) -> None:
-        self._server = server
-
-    def __call__(
-        self, rows: Sequence[Row], frame: str | bytes | Frame | None = None, /, *, wait: bool = False
-    ) -> Awaitable[None]:
-        return self._server.dispatch(rows, frame, wait=wait)
-
-    def frames(self, frames: Sequence[EncodedFrame], /, *, wait: bool = False) -> Awaitable[None]:
-        return self._server.dispatch_frames(frames, wait=wait)
 
 
 @contextlib.asynccontextmanager
