@@ -1,8 +1,10 @@
 """Scripted faults for the mock server: the failures that kill Kiwoom clients, on cue (PROTOCOL.md 1.2-1.9, 4.1).
 
-A fault script is a small TOML file of ``[[fault]]`` tables. Each fault fires once, either ``at`` a time
-after the first LOGIN the server accepted, or ``after_frames`` REAL frames have been queued (to all
-clients together)::
+A fault script is a small TOML file of ``[[fault]]`` tables. Each fault fires once, on one trigger: ``at``
+a time after the first LOGIN the server accepted, ``after_frames`` REAL frames queued (to all clients
+together), or ``market_time = "HH:MM:SS"``: when the source's market clock (``Source.market_time()``: the
+simulated market's clock, or a recorded day's replay clock, KST) reaches that time of day, so that a
+script spans a whole simulated day at any ``--speed``::
 
     [[fault]]
     kind = "kick"              # SYSTEM R10001, then close(1000, "Bye"): a second session took over
@@ -46,11 +48,16 @@ The kinds (:data:`KINDS`; every key but ``kind`` and the trigger has a default u
                     then all of them are sent at once
 ==================  =========================================================================================
 
+``close_after_handshake``: the next ``count`` (1) connections are closed right after the WebSocket
+handshake, before their LOGIN, with ``code`` (1013 "try again later"; or e.g. 1011 after a restart) and
+``reason``, or with ``abort = true`` cut with no close frame (what a restarting server does to a client).
+
 Parsing is pure (:meth:`FaultScript.parse`); a bad script raises :class:`FaultScriptError` naming the file,
 the line, the key and the fix. The runner only touches a server through the hooks
-:meth:`FaultRunner.intercept` (reader), :meth:`FaultRunner.hold_pings` (PING timer) and
-:meth:`FaultRunner.send` (writer), and through :meth:`Server.drop_all`, :meth:`Server.kick_all` and
-:meth:`Server.expire_tokens`.
+:meth:`FaultRunner.at_handshake` (new connection), :meth:`FaultRunner.intercept` (reader),
+:meth:`FaultRunner.hold_pings` (PING timer) and :meth:`FaultRunner.send` (writer), and otherwise only
+through the server's :class:`replay.contracts.FaultHost` interface (``drop_all``, ``kick_all``,
+``expire_tokens``, ``connections``, ``market_time``, counters and clock).
 """
 
 
