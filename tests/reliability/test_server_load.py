@@ -231,3 +231,43 @@ def test_replay_stops_within_2_s_under_load_with_exit_code_0(sig: signal.Signals
             assert took < 4.0, report.server[f"time to stop under load ({sig.name})"]  # 2 s, with a margin for CI
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("speed", ["5", "max"])
+def test_a_recorded_day_served_to_never_reading_clients_keeps_rss_bounded_and_stops_on_sigterm(
+    speed: str, tmp_path: Path, report: Report
+) -> None:
+    from test_replay_recorded import T9, make_frame, write_tape
+
+    # 3,000 frames of ~8 KB, 20 ms apart: 24 MB over 60 s of tape (12 s at --speed 5)
+    write_tape(tmp_path, [make_frame(T9 + k * 20_000_000, [("005930", "0D")], k, 0, pad=8000) for k in range(3000)])
+
+    async def main() -> None:
+        async with replay(str(tmp_path), "--speed", speed, "--start-delay", "0", "--max-backlog", "1") as server:
+            await asyncio.sleep(1.0)
+            start = rss(server.pid)
+            socks = [never_reader(server.port, ["005930"]) for _ in range(2)]
+            try:
+                peak = start
+                for _ in range(24):
+                    await asyncio.sleep(0.25)
+                    peak = max(peak, rss(server.pid))
+                t0 = time.monotonic()
+                server.proc.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(20):
+                    code = await server.proc.wait()
+                took = time.monotonic() - t0
+            finally:
+                for s in socks:
+                    s.close()
+            dropped = server.output.count("reads too slowly")
+            report.server[f"server RSS, recorded day at --speed {speed}"] = (
+                f"{start / MIB:.0f} MiB -> peak {peak / MIB:.0f} MiB (2 never-reading clients, {dropped} dropped); "
+                f"stopped in {took:.2f} s, exit {code}"
+            )
+            assert peak - start < 40 * MIB, report.server[f"server RSS, recorded day at --speed {speed}"]
+            # at a pace the clients are dropped as slow; at max the replay waits for them (bounded by 256 frames)
+            assert dropped == (2 if speed == "5" else 0), server.output[-2000:]
+            assert code == 0 and took < 4.0
+
+    asyncio.run(main())
