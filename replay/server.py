@@ -229,7 +229,7 @@ class Server(Router):
             compression=None,
             max_size=self.max_message,
             ping_interval=None,  # Kiwoom keeps alive with application PINGs (PROTOCOL.md 0)
-            close_timeout=self.STOP_GRACE,
+            close_timeout=2.0,  # a closing handshake the client does not finish: cut after 2 s
             create_connection=conn_cls,
             logger=_ws_log,
         )
