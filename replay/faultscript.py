@@ -293,6 +293,20 @@ def _line_of_key(text: str, key: str, after: int | None) -> int | None:
     return after
 
 
+def _frame_count(v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError("not a frame count")
+    return v
+
+
+_TRIGGER_VALUES: Final[dict[str, tuple[Any, str]]] = {
+    "at": (parse_duration, 'the time after the first LOGIN, e.g. at = "5s", "250ms", "2m" or 1.5'),
+    "after_frames": (_frame_count, "a whole number >= 0, e.g. after_frames = 100"),
+    "market_time": (parse_time_of_day, 'a KST time of day on the market clock, e.g. market_time = "09:00:30"'),
+}
+"""Each trigger key: (its reader, raising ValueError; what a good value looks like)."""
+
+
 def _parse_fault(table: dict[str, Any], source: str, text: str, header: int | None, index: int) -> Fault:
     def err(problem: str, key: str = "", hint: str = "") -> FaultScriptError:
         line = _line_of_key(text, key, header) if key else header
@@ -317,23 +331,12 @@ def _parse_fault(table: dict[str, Any], source: str, text: str, header: int | No
             'market_time = "09:00:30" (the source\'s market clock, KST)',
         )
     args: dict[str, Any] = {"kind": kind}
-    if "at" in table:
-        try:
-            args["at"] = parse_duration(table["at"])
-        except ValueError:
-            raise err(f"bad at = {table['at']!r}", "at",
-                      'give the time after the first LOGIN, e.g. at = "5s", "250ms", "2m" or 1.5') from None
-    elif "market_time" in table:
-        try:
-            args["market_time"] = parse_time_of_day(table["market_time"])
-        except ValueError:
-            raise err(f"bad market_time = {table['market_time']!r}", "market_time",
-                      'give a KST time of day on the source\'s market clock, e.g. market_time = "09:00:30"') from None
-    else:
-        v = table["after_frames"]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise err(f"bad after_frames = {v!r}", "after_frames", "give a whole number >= 0, e.g. after_frames = 100")
-        args["after_frames"] = v
+    (trigger,) = given
+    read, example = _TRIGGER_VALUES[trigger]
+    try:
+        args[trigger] = read(table[trigger])
+    except ValueError:
+        raise err(f"bad {trigger} = {table[trigger]!r}", trigger, f"give {example}") from None
     missing = sorted(_REQUIRED_KEYS.get(kind, set()) - set(table))
     if missing:
         raise err(f"{kind} needs {missing[0]}", hint=f"add {missing[0]} = ...: {spec[missing[0]][1]}")

@@ -101,6 +101,15 @@ async def replay(*args: str) -> AsyncIterator[Replay]:
         await task
 
 
+async def stop_with(server: Replay, sig: signal.Signals) -> tuple[int, float]:
+    """Send ``sig``; the exit code and the seconds it took to exit."""
+    t0 = time.monotonic()
+    server.proc.send_signal(sig)
+    async with asyncio.timeout(20):
+        code = await server.proc.wait()
+    return code, time.monotonic() - t0
+
+
 def _masked(payload: bytes) -> bytes:
     """One client text frame (RFC 6455 5.2: FIN, opcode 1, masked)."""
     mask = os.urandom(4)
@@ -216,11 +225,7 @@ def test_replay_stops_within_2_s_under_load_with_exit_code_0(sig: signal.Signals
             socks = [never_reader(server.port, codes(300000 + k * 200, 200)) for k in range(50)]  # 10,000 codes
             try:
                 await asyncio.sleep(3.0)
-                t0 = time.monotonic()
-                server.proc.send_signal(sig)
-                async with asyncio.timeout(20):
-                    code = await server.proc.wait()
-                took = time.monotonic() - t0
+                code, took = await stop_with(server, sig)
             finally:
                 for s in socks:
                     s.close()
@@ -252,11 +257,7 @@ def test_a_recorded_day_served_to_never_reading_clients_keeps_rss_bounded_and_st
                 for _ in range(24):
                     await asyncio.sleep(0.25)
                     peak = max(peak, rss(server.pid))
-                t0 = time.monotonic()
-                server.proc.send_signal(signal.SIGTERM)
-                async with asyncio.timeout(20):
-                    code = await server.proc.wait()
-                took = time.monotonic() - t0
+                code, took = await stop_with(server, signal.SIGTERM)
             finally:
                 for s in socks:
                     s.close()
