@@ -99,7 +99,8 @@ def make_workload(n_rows_0d: int, *, seed: int = 6, items: Sequence[str] | None 
     items = list(items) if items is not None else bench_items()
     market = SimulatedMarket(seed=seed, items=items, start=OPEN_0D)
     n_krx = sum(1 for i in items if not i.endswith("_NX"))
-    seconds_0d = n_rows_0d / (market.rate_hz * len(items)) + 1.0
+    # NXT twins update at 0.6x the base rate in the main market (replay/sim_calendar.py): run long enough
+    seconds_0d = 1.5 * n_rows_0d / (market.rate_hz * len(items)) + 1.0
     rows_0d = _timed_rows(market, OPEN_0D + seconds_0d, "0D")[:n_rows_0d]
     n_0e_rows = int(len(rows_0d) / ROWS_PER_FRAME_MEAN * SHARE_0E * 1.2) + 4
     after = SimulatedMarket(seed=seed, items=items, start=OPEN_0E)

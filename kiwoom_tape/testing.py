@@ -14,23 +14,23 @@
 
 :func:`loopback_recorder` is :class:`recorder.client.Recorder` into a new, opened
 :class:`recorder.store.Store`, with a short backoff (a local mock comes back at once);
-:func:`run_recorder` drives it as ``record`` does (the store ticked between frames, the
-store closed at the end) until a condition of the caller's is met. Importing this module loads the
+:func:`run_recorder` drives it with ``record``'s own driver (:func:`recorder.driver.drive`: the store
+ticked between frames, closed at the end) until a condition of the caller's is met. Importing this module loads the
 recorder but not the replay server: ``recorder/`` and ``replay/`` stay apart (DESIGN.md).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow.dataset as ds
 
 from recorder.auth import TokenProvider, token_provider_from_env
+from recorder.backoff import ReconnectPolicy
 from recorder.client import Recorder
+from recorder.driver import drive
 from recorder.store import Store
 
 __all__ = ["loopback_recorder", "read_table", "run_recorder"]
@@ -48,8 +48,13 @@ def loopback_recorder(
     silence_timeout: float = 60.0,
     backoff_base: float = 0.05,
     backoff_cap: float = 0.2,
+    kick_wait: float = 0.2,
+    on_kick: Literal["wait", "exit"] = "wait",
 ) -> Recorder:
     """A recorder of ``items`` x ``types`` from ``url`` into a new store at ``root`` (run ``run_id``), opened.
+
+    The reconnect policy (:class:`recorder.backoff.ReconnectPolicy`) is shortened for a local mock, which
+    comes back at once: backoff from ``backoff_base`` to ``backoff_cap``, ``kick_wait`` after a kick.
 
     ``tokens`` defaults to what ``record`` uses with no credentials in the environment: a loopback mock
     issues a token to anyone. After calling this you must hand the recorder to :func:`run_recorder`,
@@ -57,47 +62,23 @@ def loopback_recorder(
     """
     store = Store(root, run_id, fsync_interval=fsync_interval)
     store.open()
+    policy = ReconnectPolicy(base=backoff_base, cap=backoff_cap, kick_wait=kick_wait, kick_cap=8 * kick_wait,
+                             on_kick=on_kick)
     return Recorder(url, list(items), list(types), store, tokens or token_provider_from_env(url, {}),
-                    silence_timeout=silence_timeout, backoff_base=backoff_base, backoff_cap=backoff_cap)
+                    policy=policy, silence_timeout=silence_timeout)
 
 
 async def run_recorder(
     rec: Recorder, until: Callable[[Recorder], Awaitable[object]], *, tick: float = 0.05
 ) -> Recorder:
-    """Run ``rec`` until ``until(rec)`` returns, ticking its store every ``tick`` seconds; close the store.
+    """Run ``rec`` until ``until(rec)`` returns, through ``record``'s own driver (:func:`recorder.driver.drive`):
+    the store ticked every ``tick`` seconds, closed at the end.
 
     ``until`` starts with the recorder and may also inject faults, watch ``rec.stats`` or report
     progress. If the recorder stops by itself (a LoginError, a StorageError), ``until`` is cancelled.
     Raises what the recorder, the store or ``until`` raised (the first of them, not a group).
     """
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        while not stop.is_set():
-            rec.store.tick()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), tick)
-
-    async def stopper() -> None:
-        try:
-            await until(rec)
-        finally:
-            stop.set()
-
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(ticker())
-            waiting = tg.create_task(stopper())
-            try:
-                await rec.run(stop)
-            finally:
-                stop.set()
-                waiting.cancel()  # a no-op once ``until`` returned
-    except* Exception as group:
-        raise group.exceptions[0] from None
-    finally:
-        rec.store.close()
-    return rec
+    return await drive(rec, until=until, tick=tick)
 
 
 def read_table(root: str | os.PathLike[str], name: str) -> list[dict[str, Any]]:

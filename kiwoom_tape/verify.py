@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import click
 import duckdb
@@ -33,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kiwoom_tape.clikit import friendly_errors
+from kiwoom_tape.verify_report import FileCheck, Problem, VerifyReport, format_report
 from replay.catalog import dataset_root
 from schemas import views
 from schemas.layout import JOURNAL_DIR, TABLE_NAMES, TMP_SUFFIX, parse_part_filename
@@ -41,74 +41,12 @@ from schemas.tables import META_TABLE, META_WRITER, SCHEMA_VERSION, TABLES, sche
 
 __all__ = ["FileCheck", "Problem", "VerifyReport", "format_report", "verify", "verify_command"]
 
-Severity = Literal["error", "warning"]
-
 _DATE_DIR: Final = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 _NS: Final = 1_000_000_000
 _PRICE_COLUMNS: Final = [f"{side}_price_{n}" for side in ("ask", "bid") for n in range(1, 11)]
 # KRX call auctions, seconds of the KST day (PROTOCOL.md 5.1): 장전 동시호가 08:30-09:00, 장마감 15:20-15:30.
 # A crossed book there is how a call auction looks, not damage. NXT (venue 'NXT') has no auction.
 _AUCTIONS: Final = ((8 * 3600 + 30 * 60, 9 * 3600), (15 * 3600 + 20 * 60, 15 * 3600 + 30 * 60))
-
-
-@dataclass
-class Problem:
-    severity: Severity
-    message: str
-    hint: str = ""
-
-
-@dataclass
-class FileCheck:
-    """One part file, after the first pass."""
-
-    table: str
-    date: str
-    path: Path
-    size: int
-    rows: int = 0
-    schema_version: int | None = None
-    writer: str = ""
-    first_ns: int | None = None
-    last_ns: int | None = None
-    error: str | None = None
-    """Why the file cannot be used (unreadable, unknown schema): it is left out of the second pass."""
-
-
-@dataclass
-class VerifyReport:
-    root: Path
-    files: list[FileCheck] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    book_rows: int = 0
-    crossed: int = 0
-    crossed_in_auction: int = 0
-    off_grid: int = 0
-    off_stock_grid_only: int = 0
-    parse_errors: list[tuple[str, str, int]] = field(default_factory=list)
-    """(date, reason, frames) of frames stored with a parse_error."""
-    flagged: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """table -> (rows with a missing FID, rows with an unreadable FID)."""
-    gaps: list[tuple[str, str, str, float | None, str]] = field(default_factory=list)
-    """(run_id, start, end or '', seconds or None, cause), times as KST text."""
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
-
-    def ok(self, *, strict: bool = False) -> bool:
-        """No errors (and, if ``strict``, no warnings either)."""
-        return not self.errors and not (strict and self.warnings)
-
-    def error(self, message: str, hint: str = "") -> None:
-        self.problems.append(Problem("error", message, hint))
-
-    def warn(self, message: str, hint: str = "") -> None:
-        self.problems.append(Problem("warning", message, hint))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,7 +74,7 @@ def _check_file(report: VerifyReport, fc: FileCheck) -> None:
     name = _rel(report, fc.path)
     want = TABLES[fc.table]
     try:
-        pf = pq.ParquetFile(fc.path)
+        pf = pq.ParquetFile(fc.path, page_checksum_verification=True)  # every page's CRC, where written
     except Exception as exc:  # any failure to open the footer: the file is unreadable
         fc.error = f"unreadable: {_short(exc)}"
         report.error(f"{name}: {fc.error}", "move it out of the dataset: the other files stay queryable")
@@ -245,6 +183,11 @@ def _scan_files(report: VerifyReport) -> None:
                 _check_file(report, fc)
     jdir = root / JOURNAL_DIR
     journals = sorted(jdir.glob("*.journal")) if jdir.is_dir() else []
+    for kept in sorted(jdir.glob("*.journal.torn")) if jdir.is_dir() else []:
+        report.warn(
+            f"{_rel(report, kept)}: {kept.stat().st_size} unreadable journal bytes, kept by recovery",
+            "the journal_damage events say where they were; delete the file once you have looked at it",
+        )
     if journals:
         report.warn(
             f"{len(journals)} journal segment(s) in {JOURNAL_DIR}/ are not in Parquet yet "
@@ -342,6 +285,7 @@ def _check_content(report: VerifyReport, con: duckdb.DuckDBPyConnection) -> None
             report.warn(f"{table}: {missing} rows with a missing FID, {invalid} with an unreadable one (flags)",
                         f"the raw frames are in frames: join on run_id and seq = {table}.frame_seq")
 
+    _check_journal_damage(report, con)
     report.gaps = [
         (str(r), _kst_text(s), _kst_text(e), None if sec is None else float(sec), str(c or ""))
         for r, s, e, sec, c in con.execute(
@@ -351,11 +295,36 @@ def _check_content(report: VerifyReport, con: duckdb.DuckDBPyConnection) -> None
     if report.gaps:
         gap_seconds = math.fsum(g[3] for g in report.gaps if g[3] is not None)
         still_open = sum(1 for g in report.gaps if g[3] is None)
+        crashes = sum(1 for g in report.gaps if g[4] == "crash")
         report.warn(
             f"events: {len(report.gaps)} gap(s) in the recording, {gap_seconds:.1f} s in all"
+            + (f", {crashes} of them crash(es) (a run that did not stop cleanly)" if crashes else "")
             + (f", {still_open} never closed" if still_open else ""),
             "listed above; `select * from gaps` shows them",
         )
+
+
+def _check_journal_damage(report: VerifyReport, con: duckdb.DuckDBPyConnection) -> None:
+    """Unreadable journal ranges recovery recorded (``journal_damage`` events, :mod:`recorder.recovery`).
+
+    Damage followed by valid records (bytes lost inside a run: a bad disk, not a crash) is an error;
+    a torn tail (what a crash in the middle of a write leaves, inside the run's crash gap) a warning.
+    """
+    rows = con.execute("SELECT run_id, detail FROM events WHERE kind = 'journal_damage' ORDER BY recv_ts").fetchall()
+    for run_id, detail_text in rows:
+        try:
+            d = json.loads(detail_text)
+        except (TypeError, ValueError):
+            d = {}
+        lost = d.get("frames_lost")
+        what = (f"{d.get('bytes', '?')} bytes at {d.get('start', '?')}..{d.get('end', '?')} of journal "
+                f"{d.get('journal', '?')} (run {run_id})" + (f", {lost} frame(s) lost" if lost else ""))
+        kept = f"the bytes are kept in {JOURNAL_DIR}/{d.get('kept_in', '?')}"
+        if d.get("until_ns") is None:
+            report.warn(f"events: a torn journal tail: {what}", f"a crash in the middle of a write; {kept}")
+        else:
+            report.error(f"events: damaged journal: {what}, recovered around it",
+                         f"check the disk; the gap is in `select * from gaps`; {kept}")
 
 
 def verify(root: str | Path) -> VerifyReport:
@@ -384,89 +353,6 @@ def verify(root: str | Path) -> VerifyReport:
 
 # --------------------------------------------------------------------------------------------------
 # The report
-
-
-def _clock(ns: int | None) -> str:
-    if ns is None:
-        return "-"
-    t = dt.datetime.fromtimestamp(ns / _NS, KST)
-    return t.strftime("%H:%M:%S.") + f"{t.microsecond // 1000:03d}"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True))
-
-    return ["  " + line(headers).rstrip(), *("  " + line(r).rstrip() for r in rows)]
-
-
-def format_report(report: VerifyReport, *, strict: bool = False) -> str:
-    """The human-readable report ``kiwoom-tape verify`` prints."""
-    out = [f"Dataset {report.root}"]
-    files = report.files
-    bad = [f for f in files if f.error is not None]
-    size = sum(f.size for f in files)
-    versions = sorted({f.schema_version for f in files if f.schema_version is not None})
-    writers = sorted({f.writer for f in files if f.writer})
-    out.append(
-        f"Files: {len(files)} Parquet files, {size / 1e6:.1f} MB, "
-        + (f"{len(bad)} not usable" if bad else "all readable")
-        + (f"; schema version {', '.join(map(str, versions))}" if versions else "")
-        + (f" ({', '.join(writers)})" if writers else "")
-    )
-    parts: dict[tuple[str, str], list[FileCheck]] = defaultdict(list)
-    for f in files:
-        if f.error is None:
-            parts[(f.table, f.date)].append(f)
-    rows = []
-    for (table, date), fs in sorted(parts.items(), key=lambda kv: (kv[0][1], TABLE_NAMES.index(kv[0][0]))):
-        firsts = [f.first_ns for f in fs if f.first_ns is not None]
-        lasts = [f.last_ns for f in fs if f.last_ns is not None]
-        rows.append([table, date, str(len(fs)), f"{sum(f.rows for f in fs):,}",
-                     _clock(min(firsts) if firsts else None), _clock(max(lasts) if lasts else None)])
-    if rows:
-        out += ["", *_table(["table", "date", "files", "rows", "first (KST)", "last (KST)"], rows,
-                            [False, False, True, True, False, False])]
-    else:
-        out.append("No readable rows.")
-    out.append("")
-    out.append(
-        f"Books: {report.book_rows:,} rows; crossed {report.crossed}"
-        + (f" (+{report.crossed_in_auction} in call auctions)" if report.crossed_in_auction else "")
-        + f"; off the tick grid {report.off_grid}"
-        + (f" (+{report.off_stock_grid_only} on the 5-won grid only)" if report.off_stock_grid_only else "")
-    )
-    n_parse = sum(n for _, _, n in report.parse_errors)
-    out.append(f"Frames that failed to parse: {n_parse}")
-    flagged = ", ".join(f"{t} {m} with a missing FID, {i} with an unreadable one"
-                        for t, (m, i) in report.flagged.items() if m or i)
-    out.append(f"Rows with flagged FIDs: {flagged or 0}")
-    if report.gaps:
-        out.append(f"Gaps: {len(report.gaps)}")
-        out += _table(
-            ["run", "start (KST)", "end (KST)", "seconds", "cause"],
-            [[r, s, e or "(open)", "-" if sec is None else f"{sec:.1f}", c] for r, s, e, sec, c in report.gaps],
-            [False, False, False, True, False],
-        )
-    else:
-        out.append("Gaps: none")
-    out.append("")
-    errors, warnings = report.errors, report.warnings
-    for p in [*errors, *warnings]:
-        out.append(f"{'ERROR' if p.severity == 'error' else 'warning'}: {p.message}")
-        if p.hint:
-            out.append(f"    hint: {p.hint}")
-    if report.ok(strict=strict):
-        out.append("OK" + (f" ({len(warnings)} warning{'s' if len(warnings) != 1 else ''})" if warnings else
-                           ": no problems found"))
-    else:
-        out.append(
-            f"FAILED: {len(errors)} error{'s' if len(errors) != 1 else ''}, "
-            f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}" + (" (--strict)" if strict else "")
-        )
-    return "\n".join(out)
 
 
 @click.command("verify", context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,7 +1,9 @@
 """Where the recorder's token comes from: ``KIWOOM_TOKEN``, or au10001 with an app key and secret.
 
 Secrets are read from the environment only, held in memory, and never logged, stored or put in an
-exception message. The REST base follows the WebSocket URL (PROTOCOL.md 0, 4.3):
+exception message. An app key and secret go only over HTTPS to Kiwoom's REST hosts, or to a loopback
+host (a local mock): :func:`check_token_url` refuses any other token URL before anything is sent.
+The REST base follows the WebSocket URL (PROTOCOL.md 0, 4.3):
 production -> https://api.kiwoom.com, mock trading -> https://mockapi.kiwoom.com, a local mock
 ``ws://HOST:PORT/...`` -> ``http://HOST:PORT``.
 """
@@ -9,6 +11,7 @@ production -> https://api.kiwoom.com, mock trading -> https://mockapi.kiwoom.com
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import time
@@ -19,17 +22,40 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from schemas import auth
-from schemas.errors import CredentialsError
+from schemas.errors import CredentialsError, TokenEndpointUnreachable
 from schemas.protocol import MOCK_REST_URL, PROD_REST_URL
 
-__all__ = ["TokenProvider", "rest_base_for", "token_provider_from_env"]
+__all__ = ["TokenProvider", "check_token_url", "is_loopback", "rest_base_for", "token_provider_from_env"]
 
 log = logging.getLogger("kiwoom_tape.recorder")
 
 REFRESH_BEFORE = 600.0
 """Renew this many seconds before ``expires_dt``, as Kiwoom's own client does (PROTOCOL.md 4.3)."""
 
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+KIWOOM_REST_HOSTS = frozenset({urlsplit(PROD_REST_URL).hostname, urlsplit(MOCK_REST_URL).hostname})
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): traffic that never leaves this machine."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+def check_token_url(url: str) -> None:
+    """Raise CredentialsError unless an app key and secret may be sent to ``url``: HTTPS to Kiwoom's
+    REST host (PROTOCOL.md 4.3), or any scheme to a loopback host."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if (parts.scheme == "https" and host in KIWOOM_REST_HOSTS) or is_loopback(host):
+        return
+    raise CredentialsError(
+        f"refusing to send KIWOOM_APPKEY and KIWOOM_SECRETKEY to {parts.scheme}://{parts.netloc}: they go only "
+        "over HTTPS to api.kiwoom.com or mockapi.kiwoom.com, or to a mock on this machine",
+        hint="to record a mock elsewhere, reach it on a loopback address (ssh -L 10000:127.0.0.1:10000 HOST, then "
+        "--url ws://127.0.0.1:10000/api/dostk/websocket), or unset KIWOOM_APPKEY and KIWOOM_SECRETKEY",
+    )
 
 
 def rest_base_for(ws_url: str) -> str:
@@ -58,14 +84,14 @@ def _post_json(url: str, body: Mapping[str, str], timeout: float) -> object:
         try:
             return json.loads(exc.read())
         except ValueError:
-            raise CredentialsError(f"the token endpoint {url} answered HTTP {exc.code}") from None
+            raise TokenEndpointUnreachable(f"the token endpoint {url} answered HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise CredentialsError(
+        raise TokenEndpointUnreachable(
             f"cannot reach the token endpoint {url}: {reason}", hint="check the network and --url"
         ) from None
     except ValueError:
-        raise CredentialsError(f"the token endpoint {url} did not answer JSON") from None
+        raise TokenEndpointUnreachable(f"the token endpoint {url} did not answer JSON") from None
 
 
 @dataclass
@@ -99,6 +125,10 @@ class TokenProvider:
         assert cur is not None
         return cur.token
 
+    def discard(self) -> None:
+        """Forget the current token (the server refused it): the next :meth:`token` issues a new one."""
+        self._current = None
+
     async def renew(self) -> None:
         """Issue a new token through au10001. Raises CredentialsError (without secrets) on failure."""
         if not self.renewable:
@@ -108,6 +138,7 @@ class TokenProvider:
             )
         assert self.appkey is not None and self.secretkey is not None
         url = self.rest_base + auth.TOKEN_PATH
+        check_token_url(url)
         body = auth.token_request_body(self.appkey, self.secretkey)
         reply = await asyncio.to_thread(_post_json, url, body, self.timeout)
         self._current = auth.parse_token_response(reply)
@@ -126,10 +157,11 @@ def token_provider_from_env(ws_url: str, env: Mapping[str, str]) -> TokenProvide
     appkey = env.get("KIWOOM_APPKEY", "").strip()
     secret = env.get("KIWOOM_SECRETKEY", "").strip()
     if appkey and secret:
+        check_token_url(base + auth.TOKEN_PATH)  # fail at start, not at the first renewal
         return TokenProvider(base, appkey=appkey, secretkey=secret)
     if token:
         return TokenProvider(base, fixed_token=token)
-    if (urlsplit(ws_url).hostname or "") in LOOPBACK:
+    if is_loopback(urlsplit(ws_url).hostname or ""):
         # a local mock (replay) issues tokens to anyone: no real credentials needed
         return TokenProvider(base, appkey="kiwoom-tape-local", secretkey="kiwoom-tape-local")
     if appkey or secret:

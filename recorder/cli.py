@@ -10,17 +10,21 @@ import re
 import secrets as _secrets
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import click
 
 from kiwoom_tape.clikit import EVENT_LOOPS, ITEMS, friendly_errors, run_on_loop, setup_logging, verbosity_options
-from recorder.auth import token_provider_from_env
+from recorder.auth import TokenProvider, is_loopback, token_provider_from_env
+from recorder.backoff import ReconnectPolicy
 from recorder.client import Recorder
-from recorder.store import Store, recover
-from schemas.errors import KiwoomTapeError, StorageError
+from recorder.driver import drive
+from recorder.store import RecoveryReport, Store, recover
+from schemas.errors import KiwoomTapeError, SessionTakenOver, StorageError
 from schemas.layout import new_run_id
 from schemas.protocol import MOCK_WS_URL, PROD_WS_URL
 
@@ -29,6 +33,8 @@ __all__ = ["main", "record_command"]
 log = logging.getLogger("kiwoom_tape.recorder")
 
 TYPES = ("0D", "0E")
+EXIT_KICKED = 3
+"""``record --on-kick exit``'s exit code when another session with the same app key took over (R10001)."""
 
 
 class _Duration(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic only in click >= 8.2
@@ -85,6 +91,13 @@ def _check_out(out: Path) -> None:
               help="Close Parquet files and start new ones at least this often (also on size and at KST midnight).")
 @click.option("--silence-timeout", type=click.FloatRange(0.5, 3600), default=60.0, show_default=True,
               help="Reconnect after this many seconds without any frame.")
+@click.option("--on-kick", type=click.Choice(["wait", "exit"]), default="wait", show_default=True,
+              help="When another session with the same app key takes over (R10001): wait --kick-wait, longer each "
+              "time, before connecting again; or exit with code 3.")
+@click.option("--kick-wait", type=click.FloatRange(0.1, 3600), default=60.0, show_default=True,
+              help="Seconds to wait after the first kick (doubling with each kick in a row, up to 30 minutes).")
+@click.option("--allow-insecure-url", is_flag=True,
+              help="Allow a plain ws:// --url to another machine (the token then crosses the network in cleartext).")
 @click.option("--event-loop", type=click.Choice(EVENT_LOOPS), default="auto", show_default=True,
               help="auto: uvloop when it is installed (pip install uvloop: less CPU per frame), else asyncio.")
 @verbosity_options
@@ -93,7 +106,8 @@ def _check_out(out: Path) -> None:
 def record_command(
     ctx: click.Context, items: tuple[str, ...] | None, types_: str, out: Path, url: str | None,
     mock_trading: bool, duration: float | None, fsync_interval: float, roll_minutes: float,
-    silence_timeout: float, event_loop: str, verbose: int, quiet: bool,
+    silence_timeout: float, on_kick: Literal["wait", "exit"], kick_wait: float, allow_insecure_url: bool,
+    event_loop: str, verbose: int, quiet: bool,
 ) -> None:
     """Record Kiwoom real-time frames and order-book rows into rolling, crash-safe Parquet.
 
@@ -102,8 +116,18 @@ def record_command(
     at most --fsync-interval of data; the next start recovers the journal by itself.
 
     Credentials come from the environment only: KIWOOM_TOKEN, or KIWOOM_APPKEY and
-    KIWOOM_SECRETKEY (tokens are then issued and renewed through au10001). A loopback --url (the
-    local mock from ``replay --simulate``) needs none.
+    KIWOOM_SECRETKEY (tokens are then issued and renewed through au10001, over HTTPS to Kiwoom only,
+    or to a loopback mock). A loopback --url (the local mock from ``replay --simulate``) needs none.
+
+    Any drop, refusal or close (before, during or after LOGIN) is a reconnect with backoff and a gap
+    in ``events``; only credentials a new token cannot fix, --duration or Ctrl-C end a run.
+
+    \b
+    Exit codes:
+        0  stopped by --duration or Ctrl-C
+        1  an error (credentials, LOGIN refused for good, the dataset cannot be written)
+        2  bad arguments
+        3  another session with the same app key took over, under --on-kick exit
 
     \b
     Examples:
@@ -121,14 +145,26 @@ def record_command(
     ws_url = url or (MOCK_WS_URL if mock_trading else PROD_WS_URL)
     if not re.match(r"wss?://", ws_url):
         raise click.BadParameter(f"{ws_url!r} is not a ws:// or wss:// URL", param_hint="--url")
+    if ws_url.startswith("ws://") and not is_loopback(urlsplit(ws_url).hostname or "") and not allow_insecure_url:
+        raise click.BadParameter(
+            f"{ws_url!r} is plain ws:// to another machine: the token would cross the network in cleartext; use "
+            "wss://, a loopback address (an SSH tunnel), or pass --allow-insecure-url if you mean it",
+            param_hint="--url",
+        )
     types = _types(types_)
     _check_out(out)
     tokens = token_provider_from_env(ws_url, os.environ)
+    policy = ReconnectPolicy(kick_wait=kick_wait, on_kick=on_kick)
     _use_returning_memory_pool()
-    code = run_on_loop(
-        _record(ws_url, items, types, out, duration, fsync_interval, roll_minutes * 60, silence_timeout, tokens, quiet),
-        event_loop,
-    )
+    try:
+        code = run_on_loop(
+            _record(ws_url, items, types, out, duration, fsync_interval, roll_minutes * 60, silence_timeout, tokens,
+                    policy, quiet),
+            event_loop,
+        )
+    except SessionTakenOver as exc:
+        click.echo(f"Error: {exc}", err=True)
+        code = EXIT_KICKED
     sys.exit(code)
 
 
@@ -149,15 +185,18 @@ def _use_returning_memory_pool() -> None:
 
 async def _record(
     url: str, items: tuple[str, ...], types: tuple[str, ...], out: Path, duration: float | None,
-    fsync_interval: float, roll_seconds: float, silence_timeout: float, tokens: Any, quiet: bool,
+    fsync_interval: float, roll_seconds: float, silence_timeout: float, tokens: TokenProvider,
+    policy: ReconnectPolicy, quiet: bool,
 ) -> int:
-    report = recover(out)
+    report = recover_interruptibly(out)
     if report.segments:
         log.warning("recovered %d journal segment(s) left by an earlier run: %d frames", report.segments, report.frames)
     for path in report.skipped:
         log.warning("journal %s is held by a running recorder: left alone", path)
-    for path in report.unreadable + report.torn_kept:
+    for path in report.unreadable:
         log.warning("%s could not be recovered and was left as it is", path)
+    for line in report.damage + report.skipped_records:
+        log.warning("%s", line)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -166,24 +205,12 @@ async def _record(
     run_id = new_run_id(time.time_ns(), _secrets.randbits(24))
     store = Store(out, run_id, fsync_interval=fsync_interval, roll_seconds=roll_seconds)
     store.open()
-    recorder = Recorder(url, items, types, store, tokens, silence_timeout=silence_timeout)
-    if report.segments and report.last_recv_ns is not None:
-        # the crash left a hole from the last recovered frame until this run logs in
-        recorder.open_gap("crash", since_ns=report.last_recv_ns, detail={"recovered_segments": report.segments})
+    recorder = Recorder(url, items, types, store, tokens, policy=policy, silence_timeout=silence_timeout)
     log.info("recording %d items (%s) from %s into %s, run %s", len(items), ",".join(types), url, out, run_id)
     try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(_ticker(store, recorder, stop, quiet, fsync_interval))
-            if duration is not None:
-                tg.create_task(_stop_after(stop, duration))
-            try:
-                await recorder.run(stop)
-            finally:
-                stop.set()
-    except* KiwoomTapeError as group:
-        raise group.exceptions[0] from None  # one clear error for the CLI, not a group
+        await drive(recorder, stop, duration=duration, tick=min(0.1, fsync_interval / 2),
+                    on_tick=_StatusLine(recorder, quiet))
     finally:
-        store.close()
         if not quiet and sys.stderr.isatty():
             sys.stderr.write("\n")
     st = store.stats
@@ -196,36 +223,57 @@ async def _record(
     return 0
 
 
-async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-    stop.set()
+class RecoveryInterrupted(KiwoomTapeError):
+    """SIGINT or SIGTERM arrived during start-up recovery: it stopped there, everything is recoverable."""
 
 
-async def _ticker(store: Store, recorder: Recorder, stop: asyncio.Event, quiet: bool, fsync_interval: float) -> None:
-    """Keeps the journal's fsync bound when no frame arrives, and shows the status line."""
-    tty = sys.stderr.isatty() and not quiet
-    period = min(0.1, fsync_interval / 2)
-    last_show = time.monotonic()
-    last_frames = 0
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), period)
-        store.tick()
+def recover_interruptibly(out: Path) -> RecoveryReport:
+    """:func:`recorder.recovery.recover`, stopped by SIGINT or SIGTERM within moments (RecoveryInterrupted).
+
+    Recovery is crash-safe at every instant (the journal is deleted only after its files are in
+    place), so an exception at any point leaves everything for the next start; the loop's own
+    handlers would only run after recovery, so plain ones are installed for its duration.
+    """
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise RecoveryInterrupted(
+            f"stopped by {signal.Signals(signum).name} during the recovery of {out}",
+            hint=f"nothing is lost: the journals stay, and the next start (or `record recover {out}`) finishes it",
+        )
+
+    if threading.current_thread() is not threading.main_thread():
+        return recover(out)
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return recover(out)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+class _StatusLine:
+    """The status line, called every driver tick: on a terminal every second, in a log every 10 s."""
+
+    def __init__(self, recorder: Recorder, quiet: bool) -> None:
+        self.recorder, self.quiet = recorder, quiet
+        self.tty = sys.stderr.isatty() and not quiet
+        self.last_show = time.monotonic()
+        self.last_frames = 0
+
+    def __call__(self) -> None:
         now = time.monotonic()
-        every = 1.0 if tty else 10.0
-        if quiet or now - last_show < every:
-            continue
-        st, rs = store.stats, recorder.stats
-        rate = (rs.frames_in - last_frames) / (now - last_show)
-        last_frames, last_show = rs.frames_in, now
+        if self.quiet or now - self.last_show < (1.0 if self.tty else 10.0):
+            return
+        st, rs = self.recorder.store.stats, self.recorder.stats
+        rate = (rs.frames_in - self.last_frames) / (now - self.last_show)
+        self.last_frames, self.last_show = rs.frames_in, now
         since = f"{now - rs.last_frame_mono:.1f}s" if rs.last_frame_mono is not None else "-"
         line = (
             f"{'connected' if rs.connected else 'DISCONNECTED'} | {rate:7.1f} frames/s | "
             f"rows {st.rows.get('orderbook', 0)} 0D, {st.rows.get('afterhours', 0)} 0E | "
             f"files {st.files_written} | reconnects {rs.reconnects} | last frame {since} ago"
         )
-        if tty:
+        if self.tty:
             sys.stderr.write("\r" + line[:150].ljust(150))
             sys.stderr.flush()
         else:
@@ -247,11 +295,23 @@ def recover_command(directory: Path, verbose: int, quiet: bool) -> None:
         record recover data
     """
     setup_logging(verbose, quiet)
-    report = recover(directory)
+    report = recover_interruptibly(directory)
     click.echo(
         f"recovered {report.segments} journal segment(s): {report.frames} frames, "
-        f"{report.torn_bytes} torn bytes dropped, {len(report.files)} files written"
+        f"{len(report.files)} files written, {len(report.crashes)} crash gap(s) recorded"
     )
+    if report.dropped:
+        for line in report.damage + report.skipped_records:
+            click.echo(f"dropped: {line}", err=True)
+        for path in report.unreadable:
+            click.echo(f"dropped: {path} could not be read and was left as it is", err=True)
+        click.echo(
+            f"recovery dropped {report.torn_bytes} unreadable journal bytes ({report.frames_lost} frames known lost), "
+            f"{len(report.skipped_records)} record(s) and {len(report.unreadable)} file(s); the bytes are kept in the "
+            "journal's .torn file(s) named above, and `kiwoom-tape verify` lists the damage",
+            err=True,
+        )
+        sys.exit(1)
 
 
 def main() -> None:

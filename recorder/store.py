@@ -1,4 +1,7 @@
-"""The recorder's sink: journal first, then rolling Parquet files; and recovery after a crash.
+"""The recorder's sink: journal first, then rolling Parquet files (recovery after a crash: :mod:`recorder.recovery`).
+
+The rows and part files of a segment are :class:`recorder.segment.SegmentRows` (the half of the Store
+shared with recovery); the Parquet writer options and temporary names are :mod:`recorder.parquet_parts`.
 
 DESIGN.md "Data layout" and "Reliability" are the spec. One :class:`Store` per ``record`` run::
 
@@ -27,7 +30,7 @@ frame or event of another KST date arrives (the roll happens before it is added)
 3. per file: close the writer of ``.{name}.tmp`` (:func:`tmp_name`: hidden, so that pyarrow.dataset,
    Spark and DuckDB globs skip it while ``record`` runs), fsync it, rename it to ``{name}``, fsync
    the directory;
-4. delete the journal segment; then start the next one.
+4. start the next segment's journal; then delete this segment's journal (so a run always has one).
 
 **Crash at any point** leaves complete final Parquet files, maybe ``.tmp`` files (garbage) and journal
 segments (the truth for everything not finalized). :func:`recover` replays each segment into its files;
@@ -51,51 +54,38 @@ files, and nothing already finalized is touched; the next start recovers what th
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from recorder.journal import (
-    JOURNAL_SUFFIX,
-    NEW_SUFFIX,
-    EventRecord,
-    FrameRecord,
-    JournalBusy,
-    JournalFormatError,
-    JournalScan,
-    JournalWriter,
-    fsync_dir,
-    iter_journal,
-    storage_error,
-    torn_path,
+from recorder.derive import _kst_day, _scrub
+from recorder.journal import JournalWriter
+from recorder.parquet_parts import (
+    FRAMES_PAGE_BYTES,
+    PARQUET_OPTIONS,
+    ROW_GROUP_ORDER,
+    TMP_PREFIX,
+    _Builders,
+    _Part,
+    parquet_options,
+    tmp_name,
 )
+from recorder.segment import SegmentRows
 from schemas import layout
-from schemas.errors import ProtocolError, StorageError
-from schemas.market import kst_date_of_ns
-from schemas.normalize import (
-    AfterhoursBuilder,
-    EventBuilder,
-    FrameBuilder,
-    OrderbookBuilder,
-    ParsedRow,
-    detail_json,
-    read_real_frame,
-)
-from schemas.protocol import Real, RealRow, decode_client_message, decode_server_message, guess_trnm
-from schemas.tables import EVENT_KINDS, TABLES, redact_login
+from schemas.errors import StorageError
+from schemas.normalize import detail_json, read_real_frame
+from schemas.protocol import RealRow
+from schemas.tables import EVENT_KINDS, redact_login
 
 __all__ = [
+    "FRAMES_PAGE_BYTES",
     "PARQUET_OPTIONS",
+    "ROW_GROUP_ORDER",
     "TMP_PREFIX",
     "RecoveryReport",
     "Store",
@@ -104,52 +94,6 @@ __all__ = [
     "recover",
     "tmp_name",
 ]
-
-TABLE_NAMES: Final = layout.TABLE_NAMES
-PARQUET_OPTIONS: Final[dict[str, Any]] = {"compression": "zstd", "compression_level": 3, "write_statistics": True}
-"""Options of every ``pyarrow.parquet.ParquetWriter`` (PERF-LIMITS.md section 3), with :func:`parquet_options`.
-
-zstd level 3 rather than pyarrow's default level 1: as fast to write here, and the verbatim frames
-take about a quarter less space (bench/README: Storage)."""
-
-
-def parquet_options(table: str) -> dict[str, Any]:
-    """The ``ParquetWriter`` options of ``table``: :data:`PARQUET_OPTIONS`, dictionary encoding for its
-    string columns only (item, run id, ...), never for the frames' ``text`` nor for numbers.
-
-    Trying a dictionary for every column is what pyarrow does by default; for the 160 number columns
-    of ``orderbook`` and the unique texts of ``frames`` it costs a third of the write time and saves
-    next to nothing once zstd has compressed the pages (bench/README: Storage).
-    """
-    opts = dict(PARQUET_OPTIONS)
-    opts["use_dictionary"] = [f.name for f in TABLES[table] if pa.types.is_string(f.type) and f.name != "text"]
-    if table == "frames":
-        opts["data_page_size"] = FRAMES_PAGE_BYTES
-    return opts
-
-
-FRAMES_PAGE_BYTES: Final = 16 * 2**20
-"""Data page size of ``frames``: zstd compresses each page on its own, and a page of thousands of
-verbatim frames (rather than pyarrow's 1 MiB, a few hundred) finds their common keys and values:
-about a tenth fewer bytes, at the same speed (bench/README: Storage)."""
-
-ROW_GROUP_ORDER: Final[dict[str, tuple[str, ...]]] = {
-    "orderbook": ("item", "recv_ts", "frame_seq", "row_idx"),
-    "afterhours": ("item", "recv_ts", "frame_seq", "row_idx"),
-}
-"""Each row group of these tables is sorted by item, then time, when it is written: consecutive rows of
-one item differ in a few levels, so zstd stores the row group in about half the bytes, for free
-(bench/README: Storage). ``frames`` stays in receive order. Query with ORDER BY, as always with Parquet."""
-
-TMP_PREFIX: Final = "."
-"""Leading part of a part file's temporary name (see :func:`tmp_name`)."""
-
-_NS_PER_S: Final = 1_000_000_000
-_KST_OFFSET_NS: Final = 9 * 3600 * _NS_PER_S
-_DAY_NS: Final = 86_400 * _NS_PER_S
-_MAX_ROW_IDX: Final = (1 << 15) - 1
-_SECRET_KEYS: Final = frozenset({"token", "appkey", "app_key", "secretkey", "secret_key", "secret", "authorization"})
-
 
 # --------------------------------------------------------------------------------------------------
 # Public results
@@ -177,213 +121,9 @@ class StoreStats:
     """The open segment's number."""
 
 
-@dataclass
-class RecoveryReport:
-    """What :func:`recover` did."""
-
-    segments: int = 0
-    """Journal segments turned into Parquet files (and deleted)."""
-    frames: int = 0
-    events: int = 0
-    rows: dict[str, int] = field(default_factory=dict)
-    """Rows written per table, the ``recovery`` events included."""
-    torn_bytes: int = 0
-    """Bytes cut off the journals' torn tails (what a crash left half-written)."""
-    files: list[str] = field(default_factory=list)
-    """Parquet files written (or rewritten with the same rows)."""
-    removed: list[str] = field(default_factory=list)
-    """Stray ``.tmp`` Parquet files and half-created journals deleted (garbage of a crash)."""
-    skipped: list[str] = field(default_factory=list)
-    """Journals left alone because a running recorder holds them."""
-    unreadable: list[str] = field(default_factory=list)
-    """Files left alone and not recovered: journals that are not journals, Parquet files that do not open."""
-    torn_kept: list[str] = field(default_factory=list)
-    """Torn parts too long to be a crash's (corruption inside a journal), copied aside before the cut."""
-    bad_records: int = 0
-    """Journal records that could not be ingested (a bug; logged in ``unreadable``-style detail, skipped)."""
-    last_recv_ns: int | None = None
-    """Receive time of the newest frame recovered (where the crash gap starts), or None."""
 
 
-# --------------------------------------------------------------------------------------------------
-# Deriving a frame's fields (the same code live and in recovery)
-
-
-def _derive(direction: str, text: str) -> tuple[Sequence[RealRow], str | None, str | None]:
-    """(rows, trnm, parse_error) of a frame's stored text, as the store itself reads it."""
-    try:
-        msg = decode_server_message(text) if direction == "in" else decode_client_message(text)
-    except ProtocolError as exc:
-        return (), guess_trnm(text), exc.reason
-    if isinstance(msg, Real):
-        return msg.rows, "REAL", None
-    return (), msg.trnm, None
-
-
-def _resolve(
-    direction: str,
-    text: str,
-    rows: Sequence[RealRow] | None,
-    has_rows: bool,
-    parse_error: str | None,
-    trnm: str | None,
-) -> tuple[Sequence[RealRow], str | None, str | None]:
-    """The (rows, trnm, parse_error) to store for a frame; ``rows`` None with ``has_rows`` = decode them.
-
-    Rules (the journal keeps what the caller passed, so recovery applies the same rules):
-
-    - out-frames never have rows; trnm and parse_error are the caller's, else derived from the text;
-    - in-frames whose caller passed ``rows``: those rows (recovery decodes them again from the text),
-      trnm the caller's or ``"REAL"`` if rows were passed non-empty, parse_error the caller's;
-    - in-frames whose caller passed a ``parse_error`` and no rows: no rows; trnm the caller's or derived;
-    - otherwise everything is derived from the text (``decode_server_message``).
-    """
-    if direction == "in" and has_rows:
-        if rows is None:
-            derived, _t, _e = _derive(direction, text)
-            rows = derived
-        if trnm is None and rows:
-            trnm = "REAL"
-        return rows, trnm, parse_error
-    if parse_error is None or trnm is None:
-        d_rows, d_trnm, d_err = _derive(direction, text)
-        if parse_error is not None:
-            return (), (trnm if trnm is not None else d_trnm), parse_error
-        return (d_rows if direction == "in" else ()), (trnm if trnm is not None else d_trnm), d_err
-    return (), trnm, parse_error
-
-
-def _scrub(detail: object, depth: int = 0) -> Any:
-    """A copy of an event's detail with secret-looking keys replaced (tokens never reach disk)."""
-    if depth > 16:
-        return detail
-    if isinstance(detail, dict):
-        return {
-            k: ("***" if isinstance(k, str) and k.lower() in _SECRET_KEYS else _scrub(v, depth + 1))
-            for k, v in detail.items()
-        }
-    if isinstance(detail, list | tuple):
-        return [_scrub(v, depth + 1) for v in detail]
-    return detail
-
-
-def _kst_day(recv_ns: int) -> tuple[dt.date, int, int]:
-    """(KST date, first ns of it, first ns of the next day) for a UTC epoch time in ns."""
-    date = kst_date_of_ns(recv_ns)
-    lo = (recv_ns // _NS_PER_S * _NS_PER_S + _KST_OFFSET_NS) // _DAY_NS * _DAY_NS - _KST_OFFSET_NS
-    return date, lo, lo + _DAY_NS
-
-
-# --------------------------------------------------------------------------------------------------
-# Parquet part files
-
-
-def tmp_name(final_name: str) -> str:
-    """The name a part file is written under: ``.{final}.tmp``.
-
-    Hidden (leading ``.``) as well as suffixed, because Hive-style readers (pyarrow.dataset, Spark)
-    skip names starting with ``.`` or ``_`` but would otherwise try, and fail, to read a file that is
-    still being written when a dataset is queried while ``record`` runs.
-    """
-    return TMP_PREFIX + final_name + layout.TMP_SUFFIX
-
-
-def _final_of_tmp(name: str) -> str | None:
-    """The final part file name of a temporary name (either spelling), or None if it is not one."""
-    if not name.endswith(layout.TMP_SUFFIX):
-        return None
-    base = name[: -len(layout.TMP_SUFFIX)]
-    return base[len(TMP_PREFIX) :] if base.startswith(TMP_PREFIX) else base
-
-
-class _Part:
-    """One Parquet file being written under :func:`tmp_name` until :meth:`finalize` renames it."""
-
-    def __init__(self, table: str, final: Path) -> None:
-        self.table = table
-        self.final = final
-        self.tmp = final.with_name(tmp_name(final.name))
-        self.rows = 0
-        self._sink: Any = None
-        self._writer: Any = None
-        try:
-            self._sink = pa.OSFile(str(self.tmp), "wb")
-            self._writer = pq.ParquetWriter(self._sink, TABLES[table], **parquet_options(table))
-        except OSError as exc:
-            self._discard()
-            raise storage_error(exc, self.tmp, "write") from exc
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes written so far (complete row groups)."""
-        try:
-            return int(self._sink.tell())
-        except (OSError, ValueError):
-            return 0
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        try:
-            self._writer.write_batch(batch)
-        except OSError as exc:
-            raise storage_error(exc, self.tmp, "write") from exc
-        self.rows += batch.num_rows
-
-    def finalize(self) -> int:
-        """Close, fsync, rename to the final name, fsync the directory; returns the file's size."""
-        try:
-            self._writer.close()
-            self._writer = None
-            self._sink.close()
-            self._sink = None
-            fd = os.open(self.tmp, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-                size = os.fstat(fd).st_size
-            finally:
-                os.close(fd)
-            os.replace(self.tmp, self.final)
-            fsync_dir(self.final.parent)
-        except OSError as exc:
-            raise storage_error(exc, self.tmp, "finish the Parquet file") from exc
-        return size
-
-    def _discard(self) -> None:
-        for obj in (self._writer, self._sink):
-            if obj is not None:
-                with contextlib.suppress(Exception):
-                    obj.close()
-        self._writer = self._sink = None
-
-    def abandon(self) -> None:
-        """Close without finalizing and delete the ``.tmp`` file (frees space after a full disk)."""
-        self._discard()
-        with contextlib.suppress(OSError):
-            os.unlink(self.tmp)
-
-
-class _Builders:
-    """The four builders of one KST date."""
-
-    __slots__ = ("afterhours", "events", "frames", "orderbook")
-
-    def __init__(self) -> None:
-        self.frames = FrameBuilder()
-        self.orderbook = OrderbookBuilder()
-        self.afterhours = AfterhoursBuilder()
-        self.events = EventBuilder()
-
-    def items(self) -> Iterator[tuple[str, FrameBuilder | OrderbookBuilder | AfterhoursBuilder | EventBuilder]]:
-        yield "frames", self.frames
-        yield "orderbook", self.orderbook
-        yield "afterhours", self.afterhours
-        yield "events", self.events
-
-
-# --------------------------------------------------------------------------------------------------
-# The store
-
-
-class Store:
+class Store(SegmentRows):
     """The recorder's sink (module docstring). Not thread-safe: call it from one thread (the event loop).
 
     ``fsync_interval``: the journal's sync interval, the most a crash can lose (seconds).
@@ -632,27 +372,6 @@ class Store:
         self._seg_records += 1
         return seq
 
-    def _buffer_parsed(self, recv_ns: int, seq: int, data: bytes, rows: Sequence[ParsedRow]) -> None:
-        """Buffer a journaled REAL frame and the rows :func:`read_real_frame` read from it."""
-        b = self._cur
-        run_id = self.run_id
-        b.frames.append(recv_ns, run_id, seq, "in", data, None, "REAL")
-        self._frames += 1
-        self._pending_frames += 1
-        n_book = n_after = 0
-        for idx, row in enumerate(rows):
-            if idx > _MAX_ROW_IDX:
-                self._other_rows += 1
-            elif row.table == "orderbook":
-                b.orderbook.append_parsed(recv_ns, run_id, seq, idx, row)
-                n_book += 1
-            else:
-                b.afterhours.append_parsed(recv_ns, run_id, seq, idx, row)
-                n_after += 1
-        self._n_orderbook += n_book
-        self._n_afterhours += n_after
-        self._pending_rows += n_book + n_after
-
     def _drain(self) -> None:
         """Buffer the frames :meth:`add_received` journaled, in order. Flushes nothing (the callers do)."""
         batch, self._deferred = self._deferred, []
@@ -767,140 +486,10 @@ class Store:
         self._cur = b
         self._lo, self._hi = lo, hi
 
-    def _ingest_frame(
-        self,
-        recv_ns: int,
-        seq: int,
-        direction: str,
-        text: str,
-        rows: Sequence[RealRow] | None,
-        has_rows: bool,
-        parse_error: str | None,
-        trnm: str | None,
-    ) -> None:
-        """Buffer one journaled frame: the frames row and its normalized rows. Shared with recovery."""
-        if not (has_rows and rows is not None and trnm is not None and parse_error is None and direction == "in"):
-            rows, trnm, parse_error = _resolve(direction, text, rows, has_rows, parse_error, trnm)
-        b = self._cur
-        run_id = self.run_id
-        b.frames.append(recv_ns, run_id, seq, direction, text, parse_error, trnm)
-        self._frames += 1
-        self._pending_frames += 1
-        if parse_error is not None:
-            self._parse_errors += 1
-        if rows:
-            n_rows = 0
-            for idx, row in enumerate(rows):
-                t = row.type
-                if idx > _MAX_ROW_IDX:
-                    self._other_rows += 1
-                elif t == "0D":
-                    b.orderbook.append(recv_ns, run_id, seq, idx, row.item, row.values)
-                    self._n_orderbook += 1
-                    n_rows += 1
-                elif t == "0E":
-                    b.afterhours.append(recv_ns, run_id, seq, idx, row.item, row.values)
-                    self._n_afterhours += 1
-                    n_rows += 1
-                else:
-                    self._other_rows += 1
-            self._pending_rows += n_rows
-
-    def _ingest_event(self, recv_ns: int, kind: str, detail_text: str, return_code: int | None) -> None:
-        self._cur.events.append(recv_ns, self.run_id, kind, detail_text, return_code)
-        self._n_events += 1
-        self._pending_rows += 1
-
-    def _replay(self, rec: FrameRecord | EventRecord) -> None:
-        """Recovery: ingest one journal record exactly as the live path did."""
-        if rec.recv_ns < self._lo or rec.recv_ns >= self._hi:
-            self._enter(rec.recv_ns)
-        if isinstance(rec, FrameRecord):
-            text = rec.text.decode("utf-8", "replace")
-            self._seq = max(self._seq, rec.seq + 1)
-            self._ingest_frame(rec.recv_ns, rec.seq, rec.direction, text, None, rec.has_rows, rec.parse_error, rec.trnm)
-        else:
-            self._ingest_event(rec.recv_ns, rec.kind, rec.detail_json, rec.return_code)
-        if self._pending_frames >= self.flush_rows or self._pending_rows >= self.flush_rows:
-            self._flush()
-
-    def _ensure_dir(self, path: Path) -> None:
-        """mkdir -p, fsyncing the parent of every directory created (so the entries survive a power cut)."""
-        if path in self._dirs:
-            return
-        missing: list[Path] = []
-        p = path
-        while not p.is_dir():
-            missing.append(p)
-            if p.parent == p:
-                break
-            p = p.parent
-        try:
-            for d in reversed(missing):
-                try:
-                    os.mkdir(d)
-                except FileExistsError:
-                    if not d.is_dir():
-                        raise
-                fsync_dir(d.parent)
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise PermissionError(13, "Permission denied", str(path))
-        except OSError as exc:
-            raise storage_error(exc, path, "create the directory") from exc
-        self._dirs.add(path)
-
-    def _part(self, table: str, date: dt.date) -> _Part:
-        key = (table, date)
-        part = self._parts.get(key)
-        if part is None:
-            d = Path(layout.partition_dir(str(self.root), table, date))
-            self._ensure_dir(d)
-            part = self._parts[key] = _Part(table, d / layout.part_filename(self.run_id, self._segment, table))
-        return part
-
-    def _flush(self) -> None:
-        """Write every non-empty builder as a row group of its (table, date) file (reading what waits first)."""
-        if self._deferred:
-            self._drain()
-        for date, builders in self._by_date.items():
-            for table, builder in builders.items():
-                if len(builder):
-                    batch = builder.flush()
-                    order = ROW_GROUP_ORDER.get(table)
-                    if order is not None:
-                        batch = batch.sort_by([(c, "ascending") for c in order])
-                    self._part(table, date).write(batch)
-        self._pending_frames = self._pending_rows = 0
-        self._last_flush = self._monotonic()
-
     def _flush_and_maybe_roll(self) -> None:
         self._flush()
         if self._live and self._segment_bytes() >= self.roll_bytes:
             self._roll()
-
-    def _segment_bytes(self) -> int:
-        return sum(p.nbytes for p in self._parts.values())
-
-    def _finish_segment(self) -> list[Path]:
-        """Steps 1-4 of a roll (module docstring): afterwards the segment is only final Parquet files."""
-        self._flush()
-        j = self._journal
-        if j is not None:
-            j.sync()
-        finals: list[Path] = []
-        for key in sorted(self._parts):
-            part = self._parts[key]
-            size = part.finalize()
-            del self._parts[key]
-            self._files_written += 1
-            self._bytes_written += size
-            finals.append(part.final)
-        if j is not None:
-            j.remove()
-            self._journal = None
-        self._by_date.clear()
-        self._lo = self._hi = 0
-        return finals
 
     def _start_segment(self, number: int) -> None:
         self._segment = number
@@ -918,216 +507,19 @@ class Store:
         self._seg_opened = self._last_flush = self._monotonic()
 
     def _roll(self) -> None:
-        self._finish_segment()
-        self._start_segment(self._segment + 1)
-
-    def _abandon(self) -> None:
-        """After a failure: keep the journal (close it, syncing what it can), drop our ``.tmp`` files."""
-        for part in self._parts.values():
-            part.abandon()
-        self._parts.clear()
-        j = self._journal
-        self._journal = None
-        if j is not None:
-            try:
-                j.close()
-            except StorageError:
-                j.abandon()
-
-
-# --------------------------------------------------------------------------------------------------
-# Recovery
-
-
-def _journal_files(jdir: Path) -> list[Path]:
-    try:
-        return sorted(p for p in jdir.iterdir() if p.name.endswith(JOURNAL_SUFFIX))
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise storage_error(exc, jdir, "list the journal directory") from exc
-
-
-def _tmp_files(root: Path) -> list[Path]:
-    out: list[Path] = []
-    for table in TABLE_NAMES:
-        tdir = root / table
-        if not tdir.is_dir():
-            continue
-        out.extend(sorted(tdir.glob("date=*/*" + layout.TMP_SUFFIX)))
-    return out
-
-
-def _run_has_journal(jdir: Path, run_id: str) -> bool:
-    return any(jdir.glob(_glob_escape(run_id) + "-*" + JOURNAL_SUFFIX))
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
-
-
-def _remove_garbage(root: Path, jdir: Path, dead_runs: set[str], report: RecoveryReport) -> None:
-    """Delete ``.tmp`` part files of dead runs, and half-created journals no one holds.
-
-    A run is dead if this recovery holds its journal, or if it has no journal at all (a running
-    recorder always has one, created before any of its ``.tmp`` files, and holds it locked).
-    """
-    for tmp in _tmp_files(root):
-        final = _final_of_tmp(tmp.name)
-        parsed = None if final is None else layout.parse_part_filename(final)
-        if parsed is None:
-            continue  # not a file of ours
-        if parsed[0] not in dead_runs and _run_has_journal(jdir, parsed[0]):
-            continue  # a running recorder's file being written
+        """Finish the segment, start the next one, then delete the finished journal: a run always has a
+        journal on disk until it stops cleanly, so a crash at any instant leaves one (recovery gives it
+        its crash gap; finished files are rewritten with the same rows, idempotent)."""
+        old = self._journal
+        self._finish_segment(keep_journal=True)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise storage_error(exc, tmp, "delete the stray temporary file") from exc
-        report.removed.append(str(tmp))
-    if jdir.is_dir():
-        for new in sorted(jdir.glob("*" + JOURNAL_SUFFIX + NEW_SUFFIX)):
-            try:
-                w, _scan = JournalWriter.resume(new)
-            except JournalBusy:
-                continue  # being created right now
-            except StorageError:
-                w = None
-            if w is not None:
-                w.remove()
-            else:
-                with contextlib.suppress(OSError):
-                    os.unlink(new)
-            report.removed.append(str(new))
+            self._start_segment(self._segment + 1)
+        finally:
+            if old is not None:
+                if self._journal is not None:
+                    old.remove()
+                else:
+                    old.close()  # the next journal could not be created: keep this one for recovery
 
 
-def _check_readable(dirs: set[Path], report: RecoveryReport) -> None:
-    for d in sorted(dirs):
-        for f in sorted(d.glob("*.parquet")):
-            try:
-                pq.read_metadata(f)
-            except Exception:  # any failure to open is "unreadable": reported, left alone
-                report.unreadable.append(str(f))
-
-
-def recover(
-    root: str | os.PathLike[str],
-    *,
-    clock_ns: Callable[[], int] = time.time_ns,
-    flush_rows: int = 10_000,
-) -> RecoveryReport:
-    """Turn journals left by a crash into Parquet files; safe to run any time, and twice.
-
-    For each journal segment under ``ROOT/_journal`` that no running recorder holds (they are locked),
-    in name order (run start time, then segment): cut its torn tail off, append a ``recovery`` event
-    (detail: journal, segment, frames, events, torn_bytes), replay every record through the same
-    ingestion code as the live path, finalize the segment's Parquet files (``.tmp``, fsync, rename),
-    then delete the segment. Stray ``.tmp`` files of runs that are not running are deleted first.
-    A file that is not a journal, and a Parquet file that does not open, is left alone and reported;
-    a torn part longer than a crash can leave is copied to ``{journal}.torn`` before the cut.
-    Raises StorageError if the disk fails (what was finalized before stays; run it again later).
-    """
-    root = Path(root)
-    jdir = root / layout.JOURNAL_DIR
-    report = RecoveryReport()
-    if not root.exists():
-        return report
-    if not root.is_dir():
-        raise StorageError(
-            f"{root} is not a directory", path=str(root), hint="pass the --out directory of an earlier record run"
-        )
-    locked: list[tuple[JournalWriter, JournalScan]] = []
-    dead_runs: set[str] = set()
-    try:
-        for path in _journal_files(jdir):
-            try:
-                writer, scan = JournalWriter.resume(path)
-            except JournalBusy:
-                report.skipped.append(str(path))
-                continue
-            except JournalFormatError:
-                report.unreadable.append(str(path))
-                continue
-            locked.append((writer, scan))
-            parsed = layout.parse_journal_filename(path.name)
-            if parsed is not None:
-                dead_runs.add(parsed[0])
-        _remove_garbage(root, jdir, dead_runs, report)
-        touched: set[Path] = set()
-        for writer, scan in locked:
-            _recover_segment(root, writer, scan, report, touched, clock_ns, flush_rows)
-        _check_readable(touched, report)
-    finally:
-        for writer, _scan in locked:
-            if not writer.closed:
-                with contextlib.suppress(StorageError):
-                    writer.close()
-    return report
-
-
-def _recover_segment(
-    root: Path,
-    writer: JournalWriter,
-    scan: JournalScan,
-    report: RecoveryReport,
-    touched: set[Path],
-    clock_ns: Callable[[], int],
-    flush_rows: int,
-) -> None:
-    header = scan.header
-    kept = torn_path(writer.path)
-    if scan.torn and kept.exists():
-        report.torn_kept.append(str(kept))
-    if header is None or scan.frames + scan.events == 0:
-        # Nothing in it (a crash right after the segment started): nothing to recover, no event.
-        writer.remove()
-        report.removed.append(str(writer.path))
-        return
-    try:
-        layout.journal_filename(header.run_id, header.segment)
-    except ValueError:
-        report.unreadable.append(str(writer.path))
-        writer.close()
-        return
-    detail = {
-        "journal": writer.path.name,
-        "segment": header.segment,
-        "frames": scan.frames,
-        "events": scan.events,
-        "torn_bytes": scan.torn_bytes,
-    }
-    # The recovery event goes into the journal first: the journal stays the one source of truth, and a
-    # recovery interrupted after this point is redone with the same event, not a second one per file.
-    writer.append_event(clock_ns(), "recovery", json.dumps(detail, separators=(",", ":")))
-    writer.sync()
-    store = Store(root, header.run_id, flush_rows=flush_rows, _recovering=header.segment)
-    store.open()
-    try:
-        for rec in iter_journal(writer.path):
-            if isinstance(rec, FrameRecord) and (report.last_recv_ns is None or rec.recv_ns > report.last_recv_ns):
-                report.last_recv_ns = rec.recv_ns
-            try:
-                store._replay(rec)
-            except StorageError:
-                raise
-            except Exception:  # a record the ingestion code cannot take: skip it, never block recovery
-                report.bad_records += 1
-        finals = store._finish_segment()
-    except BaseException:
-        store._abandon()
-        raise
-    writer.remove()
-    report.segments += 1
-    report.frames += store._frames
-    report.events += store._n_events
-    report.torn_bytes += scan.torn_bytes
-    for table, n in (
-        ("frames", store._frames),
-        ("orderbook", store._n_orderbook),
-        ("afterhours", store._n_afterhours),
-        ("events", store._n_events),
-    ):
-        report.rows[table] = report.rows.get(table, 0) + n
-    report.files.extend(str(f) for f in finals)
-    touched.update(f.parent for f in finals)
+from recorder.recovery import RecoveryReport, recover  # noqa: E402  # re-exported; recovery imports Store

@@ -103,7 +103,7 @@ def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
               "cannot grow the server.")
 @click.option("--forget-after", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
               help="Stop producing an item once no connected client has had it registered this long.")
-@click.option("--max-items", type=click.IntRange(min=1), default=400, show_default=True,
+@click.option("--max-items", type=click.IntRange(min=1), default=200, show_default=True,
               help="Track at most this many items; beyond, a new item evicts the longest-unregistered one, or gets "
               "no data if all are registered.")
 @click.option("--ping-interval", type=click.FloatRange(min=0.05), default=15.0, show_default=True,

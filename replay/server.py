@@ -106,7 +106,7 @@ class Server(Router):
         max_total_backlog_bytes: int = 64 * 1024 * 1024,
         backpressure_frames: int = 256,
         forget_after: float = 60.0,
-        max_items: int = 400,
+        max_items: int = 200,
         keep_sent: bool = False,
         faults: FaultScript | Sequence[Fault] | None = None,
         clock: Callable[[], float] = time.monotonic,

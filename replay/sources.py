@@ -36,7 +36,7 @@ class SimSource:
         self.market.add_item(item)
 
     def remove_item(self, item: str) -> None:
-        """The server's hook: no client has had ``item`` registered for a while (see replay.tracker)."""
+        """Forget ``item`` (:meth:`SimulatedMarket.remove_item`); adding it again resumes its deterministic stream."""
         self.market.remove_item(item)
 
     def market_time(self) -> float:

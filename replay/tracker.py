@@ -30,7 +30,7 @@ class ItemTracker:
         remove: Callable[[str], None] | None,
         *,
         forget_after: float = 60.0,
-        max_items: int = 400,
+        max_items: int = 200,
         initial: Iterable[str] = (),
         now: float = 0.0,
     ) -> None:

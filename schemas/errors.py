@@ -6,8 +6,10 @@
      ├── ProtocolError              a message that is not a valid Kiwoom envelope (.reason, .excerpt)
      ├── SessionError               a protocol step out of order, or a request we refuse to send
      │    └── TooManyItems          more than 200 items on one connection (.count, .limit)
-     ├── LoginError                 the server refused LOGIN (.return_code, .return_msg, .auth_code)
+     ├── LoginError                 the server refused LOGIN (.return_code, .return_msg, .auth_code, .renew_token)
+     ├── SessionTakenOver           R10001 under ``record --on-kick exit``: another session took over
      ├── CredentialsError           no usable token / app key + secret, or au10001 refused them
+     │    └── TokenEndpointUnreachable  au10001 could not be asked (network, HTTP 5xx): transient
      ├── StorageError               the dataset cannot be written or read (.path)
      └── DatasetError               a directory that is not a dataset, a date with no data, ...
 
@@ -24,7 +26,9 @@ __all__ = [
     "LoginError",
     "ProtocolError",
     "SessionError",
+    "SessionTakenOver",
     "StorageError",
+    "TokenEndpointUnreachable",
     "TooManyItems",
 ]
 
@@ -71,20 +75,42 @@ class TooManyItems(SessionError):
 
 
 class LoginError(KiwoomTapeError):
-    """The server answered LOGIN with a non-zero return_code (PROTOCOL.md 1.2)."""
+    """The server answered LOGIN with a non-zero return_code (PROTOCOL.md 1.2).
 
-    def __init__(self, return_code: int, return_msg: str, auth_code: int | None) -> None:
+    ``renew_token``: whether a new token may fix it, as :func:`schemas.protocol.renews_token` decided.
+    """
+
+    def __init__(self, return_code: int, return_msg: str, auth_code: int | None, *, renew_token: bool = False) -> None:
         self.return_code = return_code
         self.return_msg = return_msg
         self.auth_code = auth_code
+        self.renew_token = renew_token
         super().__init__(
             f"LOGIN refused: return_code={return_code} {return_msg}",
             hint="check that the token is current (au10001) and matches the server (real vs mock trading)",
         )
 
 
+class SessionTakenOver(KiwoomTapeError):
+    """Another session with the same app key took over (SYSTEM R10001, PROTOCOL.md 1.9) and the user asked
+    the recorder to end rather than wait (``record --on-kick exit``)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "another session with the same app key took over (R10001); stopping as --on-kick exit asks",
+            hint="one app key carries one WebSocket session: stop the other program, or record with another app key",
+        )
+
+
 class CredentialsError(KiwoomTapeError):
     """No usable credentials, or the token endpoint refused them."""
+
+
+class TokenEndpointUnreachable(CredentialsError):
+    """The token endpoint could not be asked (no network, a timeout, an answer that is not JSON).
+
+    Transient: the recorder treats it as a failed connection and tries again with backoff.
+    """
 
 
 class StorageError(KiwoomTapeError):

@@ -75,6 +75,7 @@ __all__ = [
     "encode_real_row",
     "guess_trnm",
     "is_real_text",
+    "renews_token",
 ]
 
 WS_PATH = "/api/dostk/websocket"
@@ -183,6 +184,16 @@ def reg(
         body["refresh"] = refresh
     body["data"] = [{"item": list(items), "type": list(types)}]
     return encode(body)
+
+
+def renews_token(return_code: int, return_msg: str) -> bool:
+    """Whether a LOGIN refused with ``return_code`` / ``return_msg`` may succeed with a new token (PROTOCOL.md 1.2).
+
+    The one place this is decided: an auth code of :data:`AUTH_RETRY_CODES` as the ``return_code`` or
+    embedded as ``[CODE=n]`` in the message. Any other refusal (8001 a bad app key, 8030 real/mock
+    mismatch, ...) is a credentials problem a new token cannot fix.
+    """
+    return return_code in AUTH_RETRY_CODES or auth_code_of(return_msg) in AUTH_RETRY_CODES
 
 
 def auth_code_of(return_msg: str) -> int | None:
@@ -826,8 +837,7 @@ class ClientSession:
         if msg.return_code != RC_OK:
             self.state = ClientState.CLOSED
             code = auth_code_of(msg.return_msg)
-            renew = msg.return_code in AUTH_RETRY_CODES or code in AUTH_RETRY_CODES
-            return [LoginRejected(msg.return_code, msg.return_msg, code, renew)]
+            return [LoginRejected(msg.return_code, msg.return_msg, code, renews_token(msg.return_code, msg.return_msg))]
         self.state = ClientState.OPEN
         self._register_all(now)
         return [LoggedIn()]

@@ -98,6 +98,7 @@ EVENT_KINDS: Final = (
     "gap_start",
     "gap_end",
     "recovery",
+    "journal_damage",
     "ping_summary",
     "system",
     "error",

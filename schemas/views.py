@@ -12,7 +12,7 @@ Views and macros, in the order :func:`catalog_statements` creates them::
     krx_tick_index(price)                   the number of ticks from 0 to a price on the KRX ladder
     quotes                                  per orderbook row: ``minute``, best bid/ask, mid, spread (won,
                                             ticks), microprice, depth imbalance
-    gaps                                    holes in the recording: events gap_start paired with gap_end
+    gaps                                    holes in the recording: gap_start/gap_end, crashes, journal damage
     book_asof(item, ts)                     table macro: the orderbook row in force at ``ts``
 
 Each table view reads ``ROOT/TABLE/date=*/*.parquet`` with ``hive_partitioning``: a filter on ``date``
@@ -210,21 +210,38 @@ WITH g AS (
            row_number() OVER (PARTITION BY run_id, kind ORDER BY recv_ts) AS n
     FROM events
     WHERE kind IN ('gap_start', 'gap_end')
+),
+runs AS (
+    SELECT run_id, min(recv_ts) AS first_ts FROM events WHERE kind <> 'recovery' GROUP BY run_id
+),
+paired AS (
+    SELECT
+        s.run_id,
+        s.recv_ts AS gap_start,
+        coalesce(e.recv_ts, CASE WHEN json_extract_string(s.detail, '$.cause') = 'crash' THEN (
+            SELECT min(r.first_ts) FROM runs AS r WHERE r.run_id <> s.run_id AND r.first_ts >= s.recv_ts
+        ) END) AS gap_end,
+        json_extract_string(s.detail, '$.cause') AS cause,
+        s."date"
+    FROM g AS s
+    LEFT JOIN g AS e ON e.run_id = s.run_id AND e.kind = 'gap_end' AND e.n = s.n
+    WHERE s.kind = 'gap_start'
+    UNION ALL
+    SELECT run_id, recv_ts, to_timestamp(CAST(json_extract(detail, '$.until_ns') AS BIGINT) / 1e9),
+           'journal_damage', "date"
+    FROM events
+    WHERE kind = 'journal_damage' AND json_extract(detail, '$.until_ns') IS NOT NULL
 )
-SELECT
-    s.run_id,
-    s.recv_ts AS gap_start,
-    e.recv_ts AS gap_end,
-    epoch(e.recv_ts) - epoch(s.recv_ts) AS seconds,
-    json_extract_string(s.detail, '$.cause') AS cause,
-    s."date"
-FROM g AS s
-LEFT JOIN g AS e ON e.run_id = s.run_id AND e.kind = 'gap_end' AND e.n = s.n
-WHERE s.kind = 'gap_start'
+SELECT run_id, gap_start, gap_end, epoch(gap_end) - epoch(gap_start) AS seconds, cause, "date"
+FROM paired
 ORDER BY gap_start"""
-"""One row per hole in the recording: a ``gap_start`` event paired, within its run, with the ``gap_end``
-of the same rank (the recorder opens at most one gap at a time). ``gap_end`` is NULL for a gap still
-open when the run stopped; ``cause`` is e.g. ``connect_failed``, ``server_close``, ``crash``."""
+"""One row per hole in the recording. A ``gap_start`` event is paired, within its run, with the ``gap_end``
+of the same rank (the recorder opens at most one gap at a time). A ``crash`` gap (written by recovery for a
+run that did not stop cleanly, from its last durable record) ends at the first event of the next run
+(recovery events aside); any other ``gap_end`` is NULL for a gap still open when the run stopped. A
+``journal_damage`` event with an ``until_ns`` (an unreadable range of a journal with valid records after
+it) is a gap from the last record before the damage to the first after it. ``cause`` is e.g.
+``connect_failed``, ``server_close``, ``crash``, ``journal_damage``."""
 
 BOOK_ASOF_SQL: Final = """CREATE OR REPLACE MACRO book_asof(item_, ts_) AS TABLE
 SELECT * FROM orderbook

@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recorder.auth import TokenProvider, rest_base_for, token_provider_from_env
-from recorder.backoff import backoff, classify_close
+from recorder.backoff import KICKED, Ended, ReconnectPolicy, backoff, classify_close
 from schemas import auth
 from schemas.errors import CredentialsError
+from schemas.protocol import renews_token
 
 
 @settings(max_examples=200, deadline=None)
@@ -47,8 +48,70 @@ def test_backoff_upper_bound_reaches_cap_and_stays() -> None:
     ],
 )
 def test_classify_close(code: int | None, reason: str, system: str | None, cause: str) -> None:
-    d = classify_close(code, reason, system)
-    assert d.cause == cause and d.retry
+    assert classify_close(code, reason, system).cause == cause
+
+
+def _policy(**kw: object) -> ReconnectPolicy:
+    return ReconnectPolicy(rand=lambda: 1.0, **kw)  # type: ignore[arg-type]
+
+
+def test_backoff_grows_across_failed_connections_and_resets_only_after_a_healthy_one() -> None:
+    p = _policy(base=0.5, cap=30, healthy_after=60)
+    drops = [p.after(Ended(c)) for c in ("connect_failed", "closed", "dropped", "token_unavailable", "closed")]
+    assert [(d.action, d.delay) for d in drops] == [("reconnect", x) for x in (0.5, 1, 2, 4, 8)]
+    # logged in, but closed (1013 during REG, a flapping server) before 60 s of receiving: no reset
+    assert p.after(Ended("closed", logged_in=True, healthy_for=59.9)).delay == 16
+    assert p.after(Ended("closed")).delay == 30
+    assert p.after(Ended("dropped", logged_in=True, healthy_for=60.0)).delay == 0.5  # healthy: start over
+    assert p.after(Ended("closed")).delay == 1
+
+
+def test_a_kick_is_not_a_drop_it_waits_long_and_longer() -> None:
+    p = _policy()
+    waits = [p.after(Ended(KICKED, logged_in=True, healthy_for=2.0)) for _ in range(7)]
+    assert [w.action for w in waits] == ["reconnect"] * 7
+    assert waits[0].delay >= 60  # the default first wait
+    assert [w.delay for w in waits] == [75, 150, 300, 600, 1200, 1800, 1800]  # x1.25 jitter at rand=1, capped
+    assert p.after(Ended("closed")).delay == 0.5  # the drop backoff is its own streak
+    again = p.after(Ended(KICKED, logged_in=True, healthy_for=1800.0))  # left alone for the longest wait
+    assert again.delay == 75
+    low = ReconnectPolicy(rand=lambda: 0.0)
+    assert low.after(Ended(KICKED)).delay == 60  # jitter only ever lengthens the wait
+
+
+def test_a_kick_ends_the_run_under_on_kick_exit() -> None:
+    assert _policy(on_kick="exit").after(Ended(KICKED, logged_in=True)).action == "exit_kicked"
+    assert _policy(on_kick="exit").after(Ended("closed")).action == "reconnect"
+
+
+@pytest.mark.parametrize(
+    ("return_code", "msg", "renew"),
+    [
+        (805004, "토큰 인증에 실패했습니다 [CODE=8005, MESSAGE=Token이 유효하지 않습니다]", True),
+        (805004, "[CODE=8031, MESSAGE=mode]", True),
+        (8103, "", True),
+        (805004, "[CODE=8030, MESSAGE=real/mock mismatch]", False),
+        (805004, "[CODE=8001, MESSAGE=bad app key]", False),
+        (805004, "no code at all", False),
+    ],
+)
+def test_the_protocol_layer_decides_which_refusals_a_new_token_fixes(return_code: int, msg: str, renew: bool) -> None:
+    assert renews_token(return_code, msg) is renew
+    p = _policy()
+    d = p.after(Ended("login_failed", renew_token=renews_token(return_code, msg)))
+    assert d.action == ("renew_token" if renew else "stop")
+
+
+def test_one_new_token_per_refusal_until_a_login_works() -> None:
+    p = _policy()
+    refused = Ended("login_failed", renew_token=True)
+    assert p.after(refused).action == "renew_token"
+    assert p.after(refused).action == "stop"  # the new token was refused too: a token cannot fix it
+    p = _policy()
+    assert p.after(refused).action == "renew_token"
+    assert p.after(Ended("closed", logged_in=True, healthy_for=1.0)).action == "reconnect"  # the new one worked
+    assert p.after(refused).action == "renew_token"  # a later expiry gets its own new token
+    assert _policy(can_renew=False).after(refused).action == "stop"  # KIWOOM_TOKEN: nothing to renew with
 
 
 @pytest.mark.parametrize(

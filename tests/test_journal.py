@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import itertools
+import json
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -117,17 +120,12 @@ def test_torn_header_holds_nothing(tmp_path: Path) -> None:
         header, records, valid, torn = read_journal(path)
         assert header is None and records == [] and valid == 0
         assert torn == (cut > 0)
+        assert [(d.start, d.end) for d in scan_journal(path).damage] == ([(0, cut)] if cut else [])
 
 
-def test_flipped_byte_stops_there(tmp_path: Path) -> None:
-    path = tmp_path / "a.journal"
-    recs = _records()
-    _write(path, recs).close()
-    data = path.read_bytes()
-    header = read_journal(path).header
-    assert header is not None
-    # offsets of each record
-    offsets = [header.length]
+def _offsets(data: bytes, header_length: int, recs: list[FrameRecord | EventRecord]) -> list[int]:
+    """Start of each record and the end of the last one."""
+    offsets = [header_length]
     for r in recs:
         if isinstance(r, FrameRecord):
             enc = encode_frame(
@@ -137,15 +135,90 @@ def test_flipped_byte_stops_there(tmp_path: Path) -> None:
             enc = encode_event(r.recv_ns, r.kind, r.detail_json, r.return_code)
         offsets.append(offsets[-1] + len(enc))
     assert offsets[-1] == len(data)
+    return offsets
+
+
+def test_a_flipped_byte_loses_its_record_only(tmp_path: Path) -> None:
+    path = tmp_path / "a.journal"
+    recs = _records()
+    _write(path, recs).close()
+    data = path.read_bytes()
+    header = read_journal(path).header
+    assert header is not None
+    offsets = _offsets(data, header.length, recs)
     for k in range(len(recs)):
         for where in (offsets[k], offsets[k] + 5, offsets[k] + 9, offsets[k + 1] - 1):
             bad = bytearray(data)
             bad[where] ^= 0x40
             path.write_bytes(bytes(bad))
-            _h, records, valid, torn = read_journal(path)
-            assert records == recs[:k], (k, where)
-            assert valid == offsets[k]
+            _h, records, _valid, torn = read_journal(path)
+            assert records == recs[:k] + recs[k + 1 :], (k, where)
             assert torn
+            scan = scan_journal(path)
+            assert [(d.start, d.end) for d in scan.damage] == [(offsets[k], offsets[k + 1])]
+            assert scan.torn_bytes == offsets[k + 1] - offsets[k]
+
+
+def test_a_damaged_header_loses_no_record(tmp_path: Path) -> None:
+    path = tmp_path / "run1-000007.journal"
+    recs = _records()
+    _write(path, recs).close()
+    data = path.read_bytes()
+    hlen = read_journal(path).header.length  # type: ignore[union-attr]
+    for where in range(hlen):
+        bad = bytearray(data)
+        bad[where] ^= 0x01
+        path.write_bytes(bytes(bad))
+        header, records, _valid, torn = read_journal(path)
+        assert header is None and records == recs and torn, where
+        assert [(d.start, d.end) for d in scan_journal(path).damage] == [(0, hlen)]
+
+
+def test_random_flips_and_cuts_lose_only_the_damaged_records(tmp_path: Path) -> None:
+    """60 seeded cases: 1-3 flipped bits and maybe a cut, at random offsets of a 400-record journal."""
+    rng = random.Random(20261202)
+    path = tmp_path / "run1-000007.journal"
+    recs: list[FrameRecord | EventRecord] = []
+    for i in range(400):
+        if i % 50 == 7:
+            recs.append(EventRecord(1_700_000_000_000_000_000 + i, "ping_summary", json.dumps({"n": i})))
+        else:
+            body = REAL.replace("090000", f"{i:06d}") * rng.randint(1, 4)
+            recs.append(FrameRecord(1_700_000_000_000_000_000 + i, i, "in", body.encode(), has_rows=i % 2 == 0))
+    _write(path, recs).close()
+    data = path.read_bytes()
+    hlen = read_journal(path).header.length  # type: ignore[union-attr]
+    offsets = _offsets(data, hlen, recs)
+    spans = [(0, hlen), *itertools.pairwise(offsets)]  # the header, then each record
+    bad_path = tmp_path / "bad-000007.journal"
+    for case in range(60):
+        bad = bytearray(data)
+        flips = [rng.randrange(len(data)) for _ in range(rng.randint(1, 3))]
+        for at in flips:
+            bad[at] ^= 1 << rng.randrange(8)
+        cut = rng.randrange(hlen, len(data)) if rng.random() < 0.3 else len(data)
+        bad_path.write_bytes(bytes(bad[:cut]))
+        hit = [
+            any(lo <= at < hi for at in flips) or hi > cut for lo, hi in spans
+        ]
+        want = [r for r, h in zip(recs, hit[1:], strict=True) if not h]
+        ranges: list[list[int]] = []
+        for (lo, hi), h in zip(spans, hit, strict=True):
+            if h:
+                lo, hi = lo, min(hi, cut)
+                if lo >= hi:
+                    continue
+                if ranges and ranges[-1][1] == lo:
+                    ranges[-1][1] = hi
+                else:
+                    ranges.append([lo, hi])
+        assert list(iter_journal(bad_path)) == want, (case, flips, cut)
+        scan = scan_journal(bad_path)
+        assert [[d.start, d.end] for d in scan.damage] == ranges, (case, flips, cut)
+        w, _scan = JournalWriter.resume(bad_path)
+        w.close()
+        assert torn_path(bad_path).read_bytes() == b"".join(bytes(bad[lo:hi]) for lo, hi in ranges)
+        torn_path(bad_path).unlink()
 
 
 def test_bad_magic_is_not_a_journal(tmp_path: Path) -> None:
@@ -183,37 +256,57 @@ def test_sync_on_interval_and_on_demand(tmp_path: Path) -> None:
     w.close()
 
 
-def test_resume_truncates_the_torn_tail_and_appends(tmp_path: Path) -> None:
+def test_resume_keeps_the_torn_tail_aside_and_appends_after_it(tmp_path: Path) -> None:
     path = tmp_path / "run1-000007.journal"
     recs = _records()
     _write(path, recs).close()
+    size = path.stat().st_size
     with path.open("ab") as f:
         f.write(b"\x10\x00\x00\x00garbage")
     w, scan = JournalWriter.resume(path)
     assert scan.torn and scan.torn_bytes == 11 and scan.frames == 5 and scan.events == 2
-    assert path.stat().st_size == scan.valid_length
+    assert [(d.start, d.end, d.at_tail) for d in scan.damage] == [(size, size + 11, True)]
+    assert torn_path(path).read_bytes() == b"\x10\x00\x00\x00garbage"
     assert (w.run_id, w.segment) == ("run1", 7)
     w.append_event(9, "recovery", '{"segment":7}')
     w.close()
-    _h, records, _v, torn = read_journal(path)
+    _h, records, _v, _torn = read_journal(path)
     assert records == [*recs, EventRecord(9, "recovery", '{"segment":7}')]
-    assert not torn
+    assert [(d.start, d.end, d.at_tail) for d in scan_journal(path).damage] == [(size, size + 11, False)]
 
 
-def test_corruption_inside_the_file_is_kept_aside(tmp_path: Path) -> None:
+def test_corruption_inside_the_file_is_kept_aside_whatever_its_size(tmp_path: Path) -> None:
     path = tmp_path / "run1-000007.journal"
     recs = _records()
     _write(path, recs).close()
     data = bytearray(path.read_bytes())
     header = read_journal(path).header
     assert header is not None
-    data[header.length + 10] ^= 0xFF  # inside the first record: everything after it is cut off
+    offsets = _offsets(bytes(data), header.length, recs)
+    data[header.length + 10] ^= 0xFF  # inside the first record: only it is lost
     path.write_bytes(bytes(data))
-    w, scan = JournalWriter.resume(path, keep_torn_over=len(data) - header.length - 1)
+    w, scan = JournalWriter.resume(path)
     w.close()
-    assert scan.torn and scan.valid_length == header.length and scan.frames == 0
-    assert torn_path(path).read_bytes() == bytes(data[header.length :])
-    assert path.stat().st_size == header.length
+    assert scan.torn and scan.frames == 4 and scan.events == 2
+    (d,) = scan.damage
+    assert (d.start, d.end, d.before_ns, d.after_ns, d.after_seq) == (offsets[0], offsets[1], None, recs[1].recv_ns, 1)
+    assert torn_path(path).read_bytes() == bytes(data[offsets[0] : offsets[1]])
+    assert path.stat().st_size == len(data)  # nothing cut off: the bytes stay where they were
+
+
+def test_damage_between_frames_counts_the_frames_lost(tmp_path: Path) -> None:
+    path = tmp_path / "run1-000007.journal"
+    recs = [FrameRecord(100 + i, i, "in", b'{"trnm":"PING"}') for i in range(10)]
+    _write(path, recs).close()
+    data = bytearray(path.read_bytes())
+    hlen = read_journal(path).header.length  # type: ignore[union-attr]
+    offsets = _offsets(bytes(data), hlen, list(recs))
+    data[offsets[3] + 12] ^= 1
+    data[offsets[5] + 12] ^= 1
+    data[offsets[4] + 12] ^= 1
+    path.write_bytes(bytes(data))
+    (d,) = scan_journal(path).damage
+    assert (d.before_seq, d.after_seq, d.frames_lost, d.before_ns, d.after_ns) == (2, 6, 3, 102, 106)
 
 
 def test_a_live_journal_is_locked(tmp_path: Path) -> None:

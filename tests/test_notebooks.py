@@ -24,6 +24,7 @@ def test_the_notebooks_are_there() -> None:
         "01-capture-and-query.ipynb",
         "02-after-hours.ipynb",
         "03-strategy-against-replay.ipynb",
+        "04-simulated-day.ipynb",
     ]
 
 

@@ -27,6 +27,7 @@ from kiwoom_tape.testing import loopback_recorder, run_recorder
 from kiwoom_tape.testing import read_table as table
 from recorder.auth import TokenProvider
 from recorder.client import Recorder
+from replay.catalog import connect
 from replay.server import Server, serve
 from replay.simulator import SimulatedMarket
 from replay.sources import SimSource
@@ -186,7 +187,10 @@ def test_kill_9_loses_at_most_the_fsync_window_and_recovers(tmp_path: Path) -> N
             assert list((out / "_journal").glob("*.journal"))
             # restart: the journal is recovered before connecting, then recording goes on
             proc2 = await asyncio.create_subprocess_exec(*cmd, env=env)
-            await asyncio.sleep(3.0)
+            async with asyncio.timeout(60):  # SIGTERM during its recovery would stop it there (issue 12)
+                while server.stats.logins < 2:  # noqa: ASYNC110  # a server counter, no event to wait on
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
             proc2.send_signal(signal.SIGTERM)
             assert await proc2.wait() == 0
             second = [text for conn, _, text in server.sent if conn == 2]
@@ -207,7 +211,10 @@ def test_kill_9_loses_at_most_the_fsync_window_and_recovers(tmp_path: Path) -> N
         assert got2 == second
         events = table(out, "events")
         kinds = {e["kind"] for e in events}
-        assert {"recovery", "gap_start", "gap_end"} <= kinds
+        assert {"recovery", "gap_start"} <= kinds
+        # one crash gap, in the dead run, from its last durable record to the next run's start
+        gaps = connect(out).execute("SELECT run_id, cause, gap_end IS NOT NULL FROM gaps").fetchall()
+        assert gaps == [(runs[0], "crash", True)]
         assert not list((out / "_journal").glob("*.journal"))
         for p in out.rglob("*.parquet"):
             ds.dataset(p, format="parquet").to_table()  # every file readable
@@ -249,3 +256,41 @@ def test_record_gives_arrow_memory_back_unless_the_user_chose_a_pool(env_pool: s
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
                          check=True, cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == expected
+
+
+def test_record_on_kick_exit_ends_with_its_own_exit_code(tmp_path: Path) -> None:
+    """R10001 (another session with the same app key took over) under --on-kick exit: exit code 3, the gap closed."""
+    from replay.faults import FaultScript
+
+    out = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIWOOM_")}  # a loopback mock needs none
+    script = FaultScript.parse('[[fault]]\nkind = "kick"\nat = "1s"\n', source="kick")
+
+    async def main() -> tuple[int, str]:
+        market = SimulatedMarket(seed=9, items=ITEMS, start=SIM_START)
+        async with serve(SimSource(market, speed=SPEED), port=0, faults=script) as server:
+            cmd = cli_argv("recorder.cli", "--items", ",".join(ITEMS), "--url", server.url, "--out", str(out),
+                           "--on-kick", "exit", "--duration", "60s", "-q")
+            proc = await asyncio.create_subprocess_exec(*cmd, env=env, stderr=asyncio.subprocess.PIPE)
+            _, err = await proc.communicate()
+            assert server.stats.connections == 1, "it connected again after the kick"
+        return proc.returncode or 0, err.decode()
+
+    code, err = asyncio.run(asyncio.wait_for(main(), 45))
+    assert code == 3, err
+    assert "took over (R10001)" in err and "--on-kick exit" in err
+    events = sorted(table(out, "events"), key=lambda e: e["recv_ts"])
+    gaps = [json.loads(e["detail"]) for e in events if e["kind"] in ("gap_start", "gap_end")]
+    assert gaps == [{"cause": "kicked"}, {"cause": "kicked", "stopped": True}]
+    assert table(out, "orderbook"), "it recorded before the kick"
+
+
+def test_record_help_documents_the_exit_codes() -> None:
+    from click.testing import CliRunner
+
+    from recorder.cli import EXIT_KICKED, record_command
+
+    text = CliRunner().invoke(record_command, ["--help"]).output
+    assert "Exit codes:" in text and f"{EXIT_KICKED}  another session with the same app key took over" in text
+    assert "--on-kick" in text and "--kick-wait" in text and "--allow-insecure-url" in text
+    assert next(p for p in record_command.params if p.name == "kick_wait").default >= 60  # not a fight

@@ -88,7 +88,7 @@ def assert_clean(root: Path) -> None:
     """No temporary file anywhere, no journal left, every Parquet file readable with its metadata."""
     names = [p.name for p in all_files(root)]
     assert not [n for n in names if n.endswith(TMP_SUFFIX) or n.endswith(".journal") or n.endswith(".new")]
-    assert list((root / JOURNAL_DIR).iterdir()) == []
+    assert [p for p in (root / JOURNAL_DIR).iterdir() if p.suffix != ".torn"] == []  # .torn: damage kept aside
     for p in all_files(root):
         if p.suffix == ".parquet":
             meta = pq.read_schema(p).metadata
@@ -278,7 +278,7 @@ def test_caller_supplied_fields_survive_recovery(tmp_path: Path) -> None:
     run(tmp_path / "crashed", crash=True)
     assert not list((tmp_path / "crashed").glob("frames/*/*.parquet"))
     report = recover(tmp_path / "crashed")
-    assert (report.segments, report.frames, report.events) == (1, 7, 1)
+    assert (report.segments, report.frames, report.events) == (1, 7, 2)
     for name in ("frames", "orderbook"):
         assert table(tmp_path / "live", name).equals(table(tmp_path / "crashed", name)), name
     got = [(r["trnm"], r["parse_error"]) for r in frames_by_seq(tmp_path / "live")]
@@ -292,8 +292,10 @@ def test_caller_supplied_fields_survive_recovery(tmp_path: Path) -> None:
         ("REG", "'data' must be a non-empty list of {item, type}"),
     ]
     ev = table(tmp_path / "crashed", "events")
-    assert ev.column("kind").to_pylist() == ["recovery"]
-    assert json.loads(ev.column("detail")[0].as_py())["frames"] == 7
+    assert ev.column("kind").to_pylist() == ["gap_start", "recovery"]
+    assert json.loads(ev.column("detail")[0].as_py())["cause"] == "crash"
+    assert ev.column("recv_ts").cast(pa.int64())[0].as_py() == BEFORE_MIDNIGHT_NS + len(inputs) - 1
+    assert json.loads(ev.column("detail")[1].as_py())["frames"] == 7
 
 
 def test_recovery_is_idempotent_after_a_crash_between_rename_and_journal_delete(
@@ -514,8 +516,10 @@ def test_kill_9_then_recover(tmp_path: Path, mode: str, roll_bytes: int) -> None
     again = recover(root)
     assert again.segments == 0
     assert [r["seq"] for r in frames_by_seq(root)] == seqs
-    ev = table(root, "events")
-    assert set(ev.column("kind").to_pylist()) == {"recovery"}
+    kinds = table(root, "events").column("kind").to_pylist()
+    assert kinds.count("gap_start") == 1 and kinds.count("journal_damage") == 1  # one crash, one torn tail
+    assert set(kinds) == {"recovery", "gap_start", "journal_damage"}
+    assert report.crashes and report.dropped
     if mode == "in_remove":
         assert synced  # the child died in its first roll, after renaming the files
         assert len(list((root / "frames").glob("*/*.parquet"))) == 1
@@ -529,7 +533,12 @@ def test_recover_on_a_missing_or_empty_directory(tmp_path: Path) -> None:
         recover(tmp_path / "file")
     root = tmp_path / "data"
     s = Store(root, RUN).open()
-    s._abandon()  # killed before the first frame: an empty journal segment
+    created = read_journal(root / JOURNAL_DIR / f"{RUN}-000000.journal").header.created_ns  # type: ignore[union-attr]
+    s._abandon()  # killed before the first frame: an empty journal segment, and still a crash to record
     report = recover(root)
-    assert report.segments == 0 and report.removed == [str(root / JOURNAL_DIR / f"{RUN}-000000.journal")]
-    assert not list(root.glob("*/*/*.parquet"))
+    assert report.segments == 1 and report.crashes == [(RUN, created)] and not report.dropped
+    assert not list((root / JOURNAL_DIR).iterdir())
+    ev = table(root, "events")
+    assert ev.column("kind").to_pylist() == ["gap_start", "recovery"]
+    assert ev.column("recv_ts").cast(pa.int64())[0].as_py() == created
+    assert not list(root.glob("frames/*/*.parquet"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -186,3 +187,72 @@ def test_duplicated_rows_are_an_error(good: tuple[Path, Recording], tmp_path: Pa
     assert "duplicated rows" in result.output
     report = json.dumps([p.message for p in verify(root).errors])
     assert "orderbook" in report
+
+
+def test_no_flipped_bit_in_a_column_chunk_changes_values_silently(tmp_path: Path) -> None:
+    """Parquet pages carry CRC-32s (write_page_checksum) and verify checks them: a flip is an error naming the
+    file, unless it hit bytes no reader uses (the statistics in a page header), where the values stay right."""
+    t0 = kst_ns(DAY, "10:00:00")
+    write_frames(tmp_path / "clean", [
+        (t0 + i * 10**6, "0D", "005930", book_values(71_400 + 100 * (i % 7), 71_600 + 100 * (i % 7), 10 + i, 20))
+        for i in range(200)
+    ])
+    (victim,) = (tmp_path / "clean" / "frames").rglob("*.parquet")
+    want = pq.read_table(victim)
+    meta = pq.read_metadata(victim)
+    rng = random.Random(7)
+    found = 0
+    for case in range(24):
+        chunk = meta.row_group(0).column(case % meta.num_columns)
+        start = chunk.dictionary_page_offset or chunk.data_page_offset
+        root = tmp_path / f"flip{case}"
+        shutil.copytree(tmp_path / "clean", root)
+        target = root / victim.relative_to(tmp_path / "clean")
+        data = bytearray(target.read_bytes())
+        data[rng.randrange(start, start + chunk.total_compressed_size)] ^= 1 << rng.randrange(8)
+        target.write_bytes(bytes(data))
+        errors = [p.message for p in verify(root).errors]
+        if any(target.name in m for m in errors):
+            found += 1
+        else:
+            assert not errors, (case, errors)
+            assert pq.read_table(target).equals(want), f"case {case}: values changed and verify said nothing"
+    assert found >= 12
+
+
+def _damaged_recording(root: Path) -> tuple[int, int]:
+    """A run killed after its last sync, with one record inside its journal damaged; recovered.
+
+    Returns (recv_ns of the last frame before the damage, of the first after it)."""
+    from recorder.journal import JournalWriter
+    from recorder.recovery import recover
+    from recorder.store import Store
+
+    t0 = kst_ns(DAY, "10:00:00")
+    store = Store(root, "20260310T010000Z-00abcd").open()
+    for i in range(40):
+        store.add_frame(t0 + i * 10**7, "in", '{"trnm":"PING"}')
+    store.sync()
+    journal = store._journal
+    assert isinstance(journal, JournalWriter)
+    path = journal.path
+    store._abandon()  # a kill -9 after the last fsync
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10  # a bit flip in the middle of the journal: one record lost
+    path.write_bytes(bytes(data))
+    report = recover(root)
+    assert report.dropped and report.frames == 39 and report.frames_lost == 1
+    assert path.with_name(path.name + ".torn").exists()
+    return t0, t0 + 39 * 10**7
+
+
+def test_journal_damage_is_an_error_and_a_gap_and_the_crash_a_gap(tmp_path: Path) -> None:
+    _damaged_recording(tmp_path)
+    result = run(str(tmp_path))
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert "damaged journal" in out and "1 frame(s) lost" in out and ".journal.torn" in out
+    assert "journal_damage" in out and "crash" in out and "Gaps: 2" in out
+    report = verify(tmp_path)
+    assert [g[4] for g in report.gaps] == ["journal_damage", "crash"]
+    assert report.gaps[0][3] is not None and 0 < report.gaps[0][3] <= 0.03  # from the frame before to the one after

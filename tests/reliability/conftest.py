@@ -2,8 +2,9 @@
 
 **Figures.** Tests put what they measured in the session-scoped ``report`` fixture (a :class:`Report`);
 ``pytest_terminal_summary`` prints them as one table at the end of the run: kills survived, the worst
-frames lost per kill against the fsync bound, faults survived, fuzz cases tried, secrets found, and the
-mock server under load (RSS after a slow reader and after a 10,000-code churn, time to stop under load).
+frames lost per kill against the fsync bound, gaps per crash, journal damage cases recovered, faults
+survived, fuzz cases tried, secrets found, and the mock server under load (RSS after a slow reader and
+after a 10,000-code churn, time to stop under load).
 
 **Secrets.** Every test here gets ``audit`` (autouse): tests make their tokens, app keys and secrets
 with ``audit.secret(label)`` (distinctive random strings), hand over any text they collect
@@ -41,6 +42,14 @@ class Report:
     oldest_lost_ms: float | None = None
     fsync_ms: float | None = None
     slack_ms: float | None = None
+    kill_modes: dict[str, int] = field(default_factory=dict)
+    """What the kills hit: "random", "early" (before the run's first fsync), "roll", "recovery", ..."""
+    crashes: int = 0
+    """Runs killed after their journal existed (a kill during start-up recovery kills no run)."""
+    crash_gaps: int = 0
+    """``crash`` gaps in the ``gaps`` view after the kills: one per crash."""
+    journal_damage: tuple[int, int] | None = None
+    """(damaged journals recovered with every record outside the damage, cases tried)."""
     faults: dict[str, str] = field(default_factory=dict)
     """fault case -> "survived" or what went wrong (or "xfail: ...")."""
     fuzz: dict[str, int] = field(default_factory=dict)
@@ -141,13 +150,19 @@ def audit(report: Report, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> I
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     r = REPORT
-    if not (r.kills or r.faults or r.fuzz or r.scanned_logs or r.disk_full or r.server):
+    if not (r.kills or r.faults or r.fuzz or r.scanned_logs or r.disk_full or r.journal_damage or r.server):
         return  # the reliability suite did not run
     tr = terminalreporter
     tr.section("kiwoom-tape reliability summary")
     rows: list[tuple[str, str]] = []
     if r.kills:
-        rows.append(("kill -9 survived", f"{r.kills_survived} / {r.kills}"))
+        fsync = f" at --fsync-interval {r.fsync_ms / 1000:g} s" if r.fsync_ms is not None else ""
+        rows.append(("kill -9 survived", f"{r.kills_survived} / {r.kills}{fsync}"))
+        if r.kill_modes:
+            rows.append(("  kills by instant", ", ".join(f"{k} {v}" for k, v in sorted(r.kill_modes.items()))))
+        if r.kills_survived:
+            rows.append(("gaps per crash", f"{r.crash_gaps} crash gaps for {r.crashes} runs killed "
+                         f"({r.crash_gaps / r.crashes if r.crashes else 0:g} per crash)"))
         if r.worst_lost_per_kill is not None:
             rows.append((
                 "frames lost per kill",
@@ -155,6 +170,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                 f"{r.oldest_lost_ms:.0f} ms before its kill (fsync bound {r.fsync_ms:.0f} ms + {r.slack_ms:.0f} ms "
                 "receive slack)",
             ))
+    if r.journal_damage is not None:
+        ok, tried = r.journal_damage
+        rows.append(("journal damage recovered", f"{ok} / {tried} damaged journals (bit flips, cuts): every record "
+                     "outside the damage stored, every damaged byte kept"))
     if r.disk_full:
         rows.append(("disk full", r.disk_full))
     if r.faults:

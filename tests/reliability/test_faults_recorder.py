@@ -11,13 +11,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.http11 import Request, Response
 
+from kiwoom_tape.testing import loopback_recorder, run_recorder
 from recorder.auth import TokenProvider
 from recorder.client import Recorder
 from replay.faults import FaultScript
@@ -25,6 +31,7 @@ from replay.server import Server, serve
 from replay.simulator import SimulatedMarket
 from replay.sources import SimSource
 from schemas.errors import LoginError
+from schemas.redact import RedactTokens
 
 from ._recording import Recorded, record
 from .conftest import Report, SecretAudit
@@ -156,7 +163,8 @@ CASES = [
                  for m in ("not_json", "truncated", "unknown_trnm", "bad_row")),
          check=_malformed_kept),
     Case("duplicate", '[[fault]]\nkind = "duplicate"\nat = "0.5s"\ncount = 5\n', check=_duplicates(5)),
-    Case("reorder", '[[fault]]\nkind = "reorder"\nat = "0.5s"\ncount = 4\n', check=_reordered),
+    # 20 frames: they span several market seconds (FID 21), whatever the instant the fault fires
+    Case("reorder", '[[fault]]\nkind = "reorder"\nat = "0.5s"\ncount = 20\n', check=_reordered),
     Case("slow", '[[fault]]\nkind = "slow"\nat = "0.5s"\nseconds = 1\nbytes_per_second = 30000\n'),
     Case("burst", '[[fault]]\nkind = "burst"\nat = "0.5s"\nseconds = 1\n', check=_held_back(0.9)),
 ]
@@ -250,3 +258,181 @@ def test_gap_cause_names_the_system_code(tmp_path: Path, audit: SecretAudit) -> 
     case = next(c for c in CASES if c.name == "ignore_echoes")
     rec, _server, _recorder, _error = asyncio.run(_run(case, tmp_path, audit))
     assert rec.gap_causes() == ["heartbeat"]
+
+
+# -- closes right after the handshake (issue 12, finding 1) -----------------------------------------
+
+
+_front_log = logging.getLogger("tests.front")
+_front_log.addFilter(RedactTokens())  # websockets logs the LOGIN it carries at DEBUG
+
+
+async def _pump(a: ServerConnection, b: ClientConnection) -> None:
+    async for msg in a:
+        await b.send(msg)
+
+
+async def _proxy(client: ServerConnection, upstream_url: str) -> None:
+    """Carry one connection to the mock server and back, frame for frame, until either side closes."""
+    async with connect(upstream_url, compression=None, ping_interval=None, logger=_front_log) as up:
+        tasks = [asyncio.ensure_future(_pump(client, up)), asyncio.ensure_future(_pump(up, client))]  # type: ignore[arg-type]
+        _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_closes_right_after_the_handshake_are_reconnects(tmp_path: Path, audit: SecretAudit, report: Report) -> None:
+    """A front server on loopback: connection 1 is the mock's (cut with 1011 once it recorded); connections 2-5
+    fail at once (close 1011 on accept, close 1013 on the LOGIN, abort on accept, HTTP 503 handshake); 6 and
+    later are the mock's again. The recorder must go on recording, with the hole in ``events``."""
+    report.faults["close_after_handshake"] = "failed"
+    market = SimulatedMarket(seed=12, items=ITEMS, start=START)
+    tokens = TokenProvider("", appkey=audit.secret("appkey"), secretkey=audit.secret("secretkey"))
+    first: list[ServerConnection] = []
+    conns = [0]
+
+    async def handler(ws: ServerConnection) -> None:
+        conns[0] += 1
+        k = conns[0]
+        if k == 2:
+            await ws.close(1011, "internal error")
+        elif k == 3:
+            await ws.recv()  # the LOGIN
+            await ws.close(1013, "try again later")
+        elif k == 4:
+            ws.transport.abort()
+        else:
+            if k == 1:
+                first.append(ws)
+            await _proxy(ws, upstream)
+
+    def refuse_fifth(ws: ServerConnection, request: Request) -> Response | None:
+        if conns[0] == 4:
+            conns[0] += 1
+            return ws.respond(503, "restarting\n")
+        return None
+
+    async def main() -> tuple[Recorded, BaseException | None]:
+        nonlocal upstream
+        async with serve(SimSource(market, speed=SPEED), port=0) as server, \
+                ws_serve(handler, "127.0.0.1", 0, compression=None, ping_interval=None,
+                         process_request=refuse_fifth, logger=_front_log) as front:
+            upstream = server.url
+            tokens.rest_base = server.rest_url
+            port = front.sockets[0].getsockname()[1]
+            url = f"ws://127.0.0.1:{port}/api/dostk/websocket"
+
+            async def until(rec: Recorder) -> None:
+                while rec.stats.real_rows < AFTER:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+                await first[0].close(1011, "server restart")
+                while conns[0] < 6 or not rec.stats.connected:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+                rows = rec.stats.real_rows
+                while rec.stats.real_rows < rows + AFTER:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+
+            rec = loopback_recorder(url, tmp_path, ITEMS, ["0D"], tokens=tokens, run_id="handshake")
+            error: BaseException | None = None
+            async with asyncio.timeout(20):
+                try:
+                    await run_recorder(rec, until)
+                except Exception as exc:
+                    error = exc
+            for tok in server._issued:
+                audit.add(tok)
+        return Recorded.read(tmp_path), error
+
+    upstream = ""
+    rec, error = asyncio.run(main())
+    assert error is None, f"the recorder stopped: {error!r}"
+    rec.assert_no_duplicates()
+    causes = [json.loads(e["detail"])["cause"] for e in rec.events if e["kind"] == "disconnect"]
+    assert causes[:5] == ["closed", "closed", "closed", "dropped", "connect_failed"], causes
+    details = [json.loads(e["detail"]) for e in rec.events if e["kind"] == "disconnect"]
+    assert [d.get("close_code") for d in details[:4]] == [1011, 1011, 1013, None]
+    assert "503" in details[4]["detail"]
+    assert rec.gap_causes() == ["closed"]  # one hole, from the cut until the next LOGIN
+    assert rec.kinds().count("gap_end") == 1 and rec.kinds().count("login") == 2
+    gap_end = next(e for e in rec.events if e["kind"] == "gap_end")
+    after = [f for f in rec.frames if f["trnm"] == "REAL" and f["recv_ts"] > gap_end["recv_ts"]]
+    assert len(after) >= AFTER // 2, "it did not record after the faults"
+    report.faults["close_after_handshake"] = "survived"
+
+
+# -- a kick is not a drop; only the protocol's auth codes renew the token (issue 12, finding 5) -----
+
+
+def test_a_kicked_recorder_waits_instead_of_kicking_back(
+    tmp_path: Path, audit: SecretAudit, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = FaultScript.parse('[[fault]]\nkind = "kick"\nat = "0.5s"\n', source="kick_wait")
+    tokens = TokenProvider("", appkey=audit.secret("appkey"), secretkey=audit.secret("secretkey"))
+    wait = 1.5  # (60 s by default; the backoff of any other drop here is 0.05 s to 0.2 s)
+
+    async def main() -> Recorded:
+        async with serve(SimSource(SimulatedMarket(seed=7, items=ITEMS, start=START), speed=SPEED), port=0,
+                         faults=script) as server:
+            tokens.rest_base = server.rest_url
+
+            async def until(rec: Recorder) -> None:
+                while rec.stats.connects < 2 or rec.stats.real_rows < AFTER:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+                rows = rec.stats.real_rows
+                while rec.stats.real_rows < rows + AFTER:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+
+            rec = loopback_recorder(server.url, tmp_path, ITEMS, ["0D"], tokens=tokens, kick_wait=wait)
+            async with asyncio.timeout(20):
+                await run_recorder(rec, until)
+            for tok in server._issued:
+                audit.add(tok)
+        return Recorded.read(tmp_path)
+
+    rec = asyncio.run(main())
+    assert rec.gap_causes() == ["kicked"]
+    kicked = next(e for e in rec.events if e["kind"] == "disconnect")
+    back = [e for e in rec.events if e["kind"] == "connect"][1]
+    assert (back["recv_ts"] - kicked["recv_ts"]) / 1e9 >= wait, "it reconnected at once and kicked the other session"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.endswith("recorder")]
+    assert any("R10001" in m and "waiting" in m for m in warnings), warnings
+
+
+def test_a_refusal_a_new_token_cannot_fix_stops_at_once(tmp_path: Path, audit: SecretAudit) -> None:
+    # 8030: real/mock mismatch (PROTOCOL.md 1.11), not one of the auth codes after which a new token helps
+    case = Case("refuse_login_8030",
+                '[[fault]]\nkind = "refuse_login"\nat = "0.4s"\ncode = 8030\ncount = 1000\n\n'
+                '[[fault]]\nkind = "drop"\nat = "0.5s"\n', ["closed"], max_connections=2, login_error=True)
+    rec, server, _recorder, error = asyncio.run(_run(case, tmp_path, audit))
+    kinds = rec.kinds()
+    assert kinds.count("login") == 1 and kinds.count("login_failed") == 1, kinds  # no new token, no 2nd try
+    assert isinstance(error, LoginError) and error.auth_code == 8030 and not error.renew_token, error
+    assert server.stats.connections == 2
+
+
+def test_a_token_endpoint_out_of_reach_is_a_reconnect(tmp_path: Path, audit: SecretAudit) -> None:
+    """au10001 unreachable (the REST side restarting) is transient: gaps and retries, then it records."""
+    tokens = TokenProvider("http://127.0.0.1:1", appkey=audit.secret("appkey"), secretkey=audit.secret("secretkey"))
+
+    async def main() -> Recorded:
+        async with serve(SimSource(SimulatedMarket(seed=3, items=ITEMS, start=START), speed=SPEED), port=0) as server:
+
+            async def until(rec: Recorder) -> None:
+                while rec.stats.connects < 3:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+                tokens.rest_base = server.rest_url  # the endpoint is back
+                while rec.stats.real_rows < AFTER:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+
+            rec = loopback_recorder(server.url, tmp_path, ITEMS, ["0D"], tokens=tokens)
+            async with asyncio.timeout(20):
+                await run_recorder(rec, until)
+            for tok in server._issued:
+                audit.add(tok)
+        return Recorded.read(tmp_path)
+
+    rec = asyncio.run(main())
+    causes = [json.loads(e["detail"])["cause"] for e in rec.events if e["kind"] == "disconnect"]
+    assert causes[:3] == ["token_unavailable"] * 3 and "login" in rec.kinds()
+    assert rec.gap_causes() == ["token_unavailable"]

@@ -11,6 +11,8 @@ import contextlib
 import json
 import logging
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -252,3 +254,93 @@ def test_every_secret_kind_was_audited(audit: SecretAudit) -> None:
     probe.text("canary", f"... {canary[len(canary) // 2 - 6 : len(canary) // 2 + 6]} ...")
     assert probe.scan(Path("/nonexistent"), []) == ["canary: canary"]
     audit.report.scanned_texts -= 1  # (not an output of the suite)
+
+
+# -- credentials go only where they may (issue 12, finding 4) ---------------------------------------
+
+
+@pytest.fixture
+def posts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every URL the token client tried to POST to (none is reached: the suite stays on loopback)."""
+    tried: list[str] = []
+
+    def urlopen(req: urllib.request.Request, timeout: float = 0) -> None:
+        tried.append(req.full_url)
+        raise urllib.error.URLError("the test network is loopback only")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return tried
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://api.kiwoom.com/oauth2/token", True),
+        ("https://mockapi.kiwoom.com/oauth2/token", True),
+        ("http://127.0.0.1:10000/oauth2/token", True),
+        ("http://127.0.0.2:10000/oauth2/token", True),
+        ("http://[::1]:9/oauth2/token", True),
+        ("http://localhost:9/oauth2/token", True),
+        ("http://api.kiwoom.com/oauth2/token", False),  # Kiwoom, but in cleartext
+        ("http://192.0.2.1:10000/oauth2/token", False),
+        ("https://example.org/oauth2/token", False),  # HTTPS, but not Kiwoom
+        ("http://api.kiwoom.com.example.org/oauth2/token", False),
+    ],
+)
+def test_app_key_and_secret_go_only_to_kiwoom_over_https_or_to_loopback(
+    url: str, allowed: bool, posts: list[str], audit: SecretAudit
+) -> None:
+    p = TokenProvider(url.removesuffix("/oauth2/token"), appkey=audit.secret("appkey"),
+                      secretkey=audit.secret("secretkey"))
+    with pytest.raises(CredentialsError) as info:
+        asyncio.run(p.renew())  # the fixture's urlopen fails: what matters is whether it was called
+    audit.text("renew error", str(info.value))
+    assert posts == ([url] if allowed else [])
+    if not allowed:
+        assert "refusing to send KIWOOM_APPKEY" in str(info.value) and "127.0.0.1" in str(info.value)
+
+
+def _record_cli(tmp_path: Path, *args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from recorder.cli import record_command
+
+    result = CliRunner().invoke(
+        record_command, ["--items", "005930", "--out", str(tmp_path / "data"), "--duration", "5s", "-q", *args],
+    )
+    return result.exit_code, result.output  # (stdout and stderr)
+
+
+def test_record_never_posts_exported_keys_to_a_plain_http_host(
+    tmp_path: Path, posts: list[str], monkeypatch: pytest.MonkeyPatch, audit: SecretAudit
+) -> None:
+    # as a user keeps them: exported in the shell profile, whatever --url says
+    monkeypatch.setenv("KIWOOM_APPKEY", audit.secret("appkey"))
+    monkeypatch.setenv("KIWOOM_SECRETKEY", audit.secret("secretkey"))
+    monkeypatch.delenv("KIWOOM_TOKEN", raising=False)
+    remote = "ws://192.0.2.1:10000/api/dostk/websocket"  # TEST-NET-1: never reached
+
+    code, text = _record_cli(tmp_path, "--url", remote)
+    audit.text("record --url ws://remote", text)
+    assert code == 2 and "--allow-insecure-url" in text and "cleartext" in text, text
+    code, text = _record_cli(tmp_path, "--url", remote, "--allow-insecure-url")
+    audit.text("record --url ws://remote --allow-insecure-url", text)
+    assert code == 1 and "refusing to send KIWOOM_APPKEY and KIWOOM_SECRETKEY to http://192.0.2.1:10000" in text
+    assert len([line for line in text.splitlines() if line.strip()]) == 1, text  # one line, with the fix
+    code, text = _record_cli(tmp_path, "--url", "wss://example.org/api/dostk/websocket")
+    audit.text("record --url wss://example.org", text)
+    assert code == 1 and "refusing to send" in text
+    assert posts == [], "the app key and secret were sent"
+
+
+def test_a_plain_ws_url_to_another_host_needs_the_explicit_option(
+    tmp_path: Path, posts: list[str], monkeypatch: pytest.MonkeyPatch, audit: SecretAudit
+) -> None:
+    token = audit.secret("fixedtoken")
+    monkeypatch.setenv("KIWOOM_TOKEN", token)
+    for var in ("KIWOOM_APPKEY", "KIWOOM_SECRETKEY"):
+        monkeypatch.delenv(var, raising=False)
+    code, text = _record_cli(tmp_path, "--url", "ws://192.0.2.1:10000/api/dostk/websocket")
+    audit.text("record ws:// with KIWOOM_TOKEN", text)
+    assert code == 2 and "--allow-insecure-url" in text
+    assert not (tmp_path / "data").exists(), "refused before anything was created"

@@ -1,0 +1,71 @@
+"""The one recording driver: a :class:`recorder.client.Recorder` run to its end, its store ticked, then closed.
+
+``record`` (:mod:`recorder.cli`), ``kiwoom-tape demo`` and the tests (:func:`kiwoom_tape.testing.run_recorder`)
+all record through :func:`drive`, so the tests exercise what users run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from recorder.client import Recorder
+
+__all__ = ["drive"]
+
+
+async def drive(
+    rec: Recorder,
+    stop: asyncio.Event | None = None,
+    *,
+    until: Callable[[Recorder], Awaitable[object]] | None = None,
+    duration: float | None = None,
+    tick: float = 0.1,
+    on_tick: Callable[[], None] | None = None,
+) -> Recorder:
+    """Run ``rec`` until ``stop`` is set (a signal handler's), ``duration`` seconds passed, or ``until(rec)``
+    returned; the recorder may also end by itself (LoginError, SessionTakenOver, StorageError, ...).
+
+    Every ``tick`` seconds the store is ticked (:meth:`Store.tick`: the journal's fsync bound holds when
+    no frame arrives) and ``on_tick()`` called (a status line). ``until`` starts with the recorder and may
+    inject faults or watch ``rec.stats``; it is cancelled if the recorder ends first. The store
+    (``rec.store``) is closed on the way out, whatever happened. Raises what the recorder, the store,
+    ``on_tick`` or ``until`` raised (the first of them, not an ExceptionGroup).
+    """
+    stop = stop or asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), tick)
+            rec.store.tick()
+            if on_tick is not None:
+                on_tick()
+
+    async def stopper() -> None:
+        timer = asyncio.timeout(duration)
+        try:
+            async with timer:
+                await (until(rec) if until is not None else stop.wait())
+        except TimeoutError:
+            if not timer.expired():
+                raise
+        finally:
+            stop.set()
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(ticker())
+            waiting = tg.create_task(stopper()) if until is not None or duration is not None else None
+            try:
+                await rec.run(stop)
+            finally:
+                stop.set()
+                if waiting is not None:
+                    waiting.cancel()  # a no-op once it returned
+    except* Exception as group:
+        raise group.exceptions[0] from None
+    finally:
+        rec.store.close()
+    return rec

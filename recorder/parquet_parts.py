@@ -1,0 +1,177 @@
+"""Parquet part files of the store: writer options (page checksums included), temporary names, a file being written.
+
+A part file is written as ``.{name}.tmp`` (:func:`tmp_name`) and renamed to its final name by
+:meth:`_Part.finalize` after an fsync (DESIGN.md "Data layout"). Every data page carries a CRC-32
+(``write_page_checksum``), so a flipped bit in a finished file is detected when it is read with
+``page_checksum_verification=True`` (``kiwoom-tape verify`` does), not turned silently into other values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recorder.journal import fsync_dir, storage_error
+from schemas import layout
+from schemas.normalize import AfterhoursBuilder, EventBuilder, FrameBuilder, OrderbookBuilder
+from schemas.tables import TABLES
+
+__all__ = [
+    "FRAMES_PAGE_BYTES",
+    "PARQUET_OPTIONS",
+    "ROW_GROUP_ORDER",
+    "TMP_PREFIX",
+    "parquet_options",
+    "tmp_name",
+]
+
+PARQUET_OPTIONS: Final[dict[str, Any]] = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "write_statistics": True,
+    "write_page_checksum": True,
+}
+"""Options of every ``pyarrow.parquet.ParquetWriter`` (PERF-LIMITS.md section 3), with :func:`parquet_options`.
+
+zstd level 3 rather than pyarrow's default level 1: as fast to write here, and the verbatim frames
+take about a quarter less space (bench/README: Storage). Page checksums: a CRC-32 per data page, checked
+by readers that ask for it (``page_checksum_verification=True``), so damage is an error, not other values."""
+
+
+def parquet_options(table: str) -> dict[str, Any]:
+    """The ``ParquetWriter`` options of ``table``: :data:`PARQUET_OPTIONS`, dictionary encoding for its
+    string columns only (item, run id, ...), never for the frames' ``text`` nor for numbers.
+
+    Trying a dictionary for every column is what pyarrow does by default; for the 160 number columns
+    of ``orderbook`` and the unique texts of ``frames`` it costs a third of the write time and saves
+    next to nothing once zstd has compressed the pages (bench/README: Storage).
+    """
+    opts = dict(PARQUET_OPTIONS)
+    opts["use_dictionary"] = [f.name for f in TABLES[table] if pa.types.is_string(f.type) and f.name != "text"]
+    if table == "frames":
+        opts["data_page_size"] = FRAMES_PAGE_BYTES
+    return opts
+
+
+FRAMES_PAGE_BYTES: Final = 16 * 2**20
+"""Data page size of ``frames``: zstd compresses each page on its own, and a page of thousands of
+verbatim frames (rather than pyarrow's 1 MiB, a few hundred) finds their common keys and values:
+about a tenth fewer bytes, at the same speed (bench/README: Storage)."""
+
+ROW_GROUP_ORDER: Final[dict[str, tuple[str, ...]]] = {
+    "orderbook": ("item", "recv_ts", "frame_seq", "row_idx"),
+    "afterhours": ("item", "recv_ts", "frame_seq", "row_idx"),
+}
+"""Each row group of these tables is sorted by item, then time, when it is written: consecutive rows of
+one item differ in a few levels, so zstd stores the row group in about half the bytes, for free
+(bench/README: Storage). ``frames`` stays in receive order. Query with ORDER BY, as always with Parquet."""
+
+TMP_PREFIX: Final = "."
+"""Leading part of a part file's temporary name (see :func:`tmp_name`)."""
+
+
+def tmp_name(final_name: str) -> str:
+    """The name a part file is written under: ``.{final}.tmp``.
+
+    Hidden (leading ``.``) as well as suffixed, because Hive-style readers (pyarrow.dataset, Spark)
+    skip names starting with ``.`` or ``_`` but would otherwise try, and fail, to read a file that is
+    still being written when a dataset is queried while ``record`` runs.
+    """
+    return TMP_PREFIX + final_name + layout.TMP_SUFFIX
+
+
+def _final_of_tmp(name: str) -> str | None:
+    """The final part file name of a temporary name (either spelling), or None if it is not one."""
+    if not name.endswith(layout.TMP_SUFFIX):
+        return None
+    base = name[: -len(layout.TMP_SUFFIX)]
+    return base[len(TMP_PREFIX) :] if base.startswith(TMP_PREFIX) else base
+
+
+class _Part:
+    """One Parquet file being written under :func:`tmp_name` until :meth:`finalize` renames it."""
+
+    def __init__(self, table: str, final: Path) -> None:
+        self.table = table
+        self.final = final
+        self.tmp = final.with_name(tmp_name(final.name))
+        self.rows = 0
+        self._sink: Any = None
+        self._writer: Any = None
+        try:
+            self._sink = pa.OSFile(str(self.tmp), "wb")
+            self._writer = pq.ParquetWriter(self._sink, TABLES[table], **parquet_options(table))
+        except OSError as exc:
+            self._discard()
+            raise storage_error(exc, self.tmp, "write") from exc
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes written so far (complete row groups)."""
+        try:
+            return int(self._sink.tell())
+        except (OSError, ValueError):
+            return 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        try:
+            self._writer.write_batch(batch)
+        except OSError as exc:
+            raise storage_error(exc, self.tmp, "write") from exc
+        self.rows += batch.num_rows
+
+    def finalize(self) -> int:
+        """Close, fsync, rename to the final name, fsync the directory; returns the file's size."""
+        try:
+            self._writer.close()
+            self._writer = None
+            self._sink.close()
+            self._sink = None
+            fd = os.open(self.tmp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            os.replace(self.tmp, self.final)
+            fsync_dir(self.final.parent)
+        except OSError as exc:
+            raise storage_error(exc, self.tmp, "finish the Parquet file") from exc
+        return size
+
+    def _discard(self) -> None:
+        for obj in (self._writer, self._sink):
+            if obj is not None:
+                with contextlib.suppress(Exception):
+                    obj.close()
+        self._writer = self._sink = None
+
+    def abandon(self) -> None:
+        """Close without finalizing and delete the ``.tmp`` file (frees space after a full disk)."""
+        self._discard()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+
+
+class _Builders:
+    """The four builders of one KST date."""
+
+    __slots__ = ("afterhours", "events", "frames", "orderbook")
+
+    def __init__(self) -> None:
+        self.frames = FrameBuilder()
+        self.orderbook = OrderbookBuilder()
+        self.afterhours = AfterhoursBuilder()
+        self.events = EventBuilder()
+
+    def items(self) -> Iterator[tuple[str, FrameBuilder | OrderbookBuilder | AfterhoursBuilder | EventBuilder]]:
+        yield "frames", self.frames
+        yield "orderbook", self.orderbook
+        yield "afterhours", self.afterhours
+        yield "events", self.events

@@ -1,0 +1,363 @@
+"""The simulated order book of one item: explicit order events around an item-specific typical size.
+
+Pure and deterministic: every random draw comes from the ``random.Random`` the caller passes, and the
+fair price of a code is a function of (seed, code, second). A :class:`Book` is reseeded from scratch at
+each checkpoint (:meth:`Book.reseed`), so its state at any market time needs at most one checkpoint
+interval of events to rebuild. Quantities are bounded by construction: a level never holds more than
+:data:`LEVEL_CAP` times its typical size, and typical sizes are capped at :data:`MAX_TYPICAL` shares, so
+no level or total comes near 1e9 shares (PROTOCOL.md 2.1 quantities; issue 11).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+from bisect import bisect_right
+
+from replay.sim_calendar import hms, in_auction, nxt_thin, wide_spread_odds
+from replay.sim_references import is_known, reference_price_of, seed_int
+from schemas.market import band, is_etf, tick_size
+
+__all__ = ["LEVEL_CAP", "MAX_TYPICAL", "Book", "Code"]
+
+LEVEL_CAP = 6.0
+"""A level holds at most this many times its typical size (a hard bound, not a soft pull)."""
+MAX_TYPICAL = 2_000_000
+"""The largest typical level size in shares: 10 levels x LEVEL_CAP x 1.2 x this stays far below 1e9."""
+
+_T0900, _T1520 = hms(9), hms(15, 20)
+_SESSION = float(hms(15, 30) - hms(9))
+
+
+def _signed_price(p: int, ref: int) -> str:
+    return f"+{p}" if p > ref else (f"-{p}" if p < ref else str(p))
+
+
+class Code:
+    """Per-code facts shared by its venues ("005930", "005930_NX", "005930_AL"): ladder, sizes, fair price.
+
+    The fair log price is a mean-reverting walk, flat until 08:00: hourly anchors drawn in sequence
+    (at most 24 draws), minutes between two anchors a Brownian bridge seeded by (seed, code, hour), and
+    seconds interpolated linearly. So :meth:`target` costs O(60) on the first call in an hour, O(1) after.
+    """
+
+    __slots__ = (
+        "_anchors",
+        "_hour",
+        "_minutes",
+        "_seed",
+        "_sigma",
+        "_tsec",
+        "_tval",
+        "code",
+        "etf",
+        "ladder",
+        "liquid",
+        "lower",
+        "reference",
+        "signed",
+        "typical",
+        "upper",
+        "volume_per_sec",
+    )
+
+    def __init__(self, code: str, seed: int, volatility: float) -> None:
+        self.code = code
+        self.etf = is_etf(code)
+        ref = self.reference = reference_price_of(code)
+        self.lower, self.upper = band(ref, etf=self.etf)
+        ladder: list[int] = []
+        p = self.lower
+        while p <= self.upper:
+            ladder.append(p)
+            p += tick_size(p, etf=self.etf)
+        self.ladder = ladder
+        self.signed = [_signed_price(p, ref) for p in ladder]
+        u = (zlib.crc32(b"liq:" + code.encode("utf-8")) & 0xFFFF) / 65535.0
+        known = is_known(code)
+        notional = 10.0 ** (8.0 + 1.5 * u + (0.5 if known else 0.0))  # 100 M .. 10 B won resting per level
+        self.liquid = known or u > 0.7
+        self.typical = min(float(MAX_TYPICAL), max(5.0, notional / ref))  # shares: cheap -> many, dear -> few
+        self.volume_per_sec = self.typical * 5.0 / 60.0  # the fill budget: 5 typical levels a minute
+        self._seed = seed
+        self._sigma = volatility / math.sqrt(390.0)  # per minute; 390 = minutes of the regular session
+        self._anchors: list[float] = [0.0] * 9  # hours 0..8: flat until 08:00
+        self._hour = -1
+        self._minutes: list[float] = []
+        self._tsec = -1
+        self._tval = 0
+
+    def _anchor(self, h: int) -> float:
+        anchors = self._anchors
+        if len(anchors) <= h:
+            rng = random.Random(seed_int(self._seed, "anchors", self.code))
+            for _ in range(9):
+                rng.random()
+            anchors[9:] = []
+            x = 0.0
+            rho, s = 0.998**60, self._sigma * math.sqrt(60.0)
+            while len(anchors) <= max(h, 24):
+                x = _clamp_log(x * rho + s * rng.gauss(0.0, 1.0))
+                anchors.append(x)
+        return anchors[h]
+
+    def _hour_path(self, h: int) -> list[float]:
+        """61 minute values of hour ``h``: a Brownian bridge between the anchors of ``h`` and ``h + 1``."""
+        if h == self._hour:
+            return self._minutes
+        a, b = self._anchor(h), self._anchor(h + 1)
+        if h < 8:
+            path = [0.0] * 61
+        else:
+            rng = random.Random(seed_int(self._seed, "hour", self.code, h))
+            w = [0.0]
+            for _ in range(60):
+                w.append(w[-1] + self._sigma * rng.gauss(0.0, 1.0))
+            end = w[60]
+            path = [_clamp_log(a + (b - a) * j / 60.0 + w[j] - end * j / 60.0) for j in range(61)]
+        self._hour, self._minutes = h, path
+        return path
+
+    def target(self, t: float) -> int:
+        """Ladder index of the best bid implied by the fair price at second ``int(t)`` (-1: below the lower limit)."""
+        sec = min(max(int(t + 1e-9), 0), 86_399)
+        if sec == self._tsec:
+            return self._tval  # venues of one code, and several updates a second, share it
+        h, rest = divmod(sec, 3600)
+        m, s = divmod(rest, 60)
+        path = self._hour_path(h)
+        x = path[m] + (path[m + 1] - path[m]) * s / 60.0
+        self._tsec = sec
+        self._tval = v = bisect_right(self.ladder, self.reference * math.exp(x)) - 1
+        return v
+
+    def base_volume(self, t: float, venue: str) -> int:
+        """Cumulative volume (FID 13) at a checkpoint ``t``: the opening fill plus the fill budget so far.
+
+        Within a checkpoint interval fills add at most the interval's budget, so FID 13 never decreases.
+        """
+        if venue == "NXT":
+            return int(self.volume_per_sec * 0.1 * max(0.0, t - hms(8)))
+        if t < _T0900:
+            return 0
+        return int(self.typical * 2 + self.volume_per_sec * (min(t, _T1520) - _T0900))
+
+
+def _clamp_log(x: float) -> float:
+    return min(math.log(1.31), max(math.log(0.69), x))  # just beyond the band: limits are reachable
+
+
+_KRX, _NXT, _SOR = "KRX", "NXT", "SOR"
+
+
+class Book:
+    """A 10-level book as positional quantities: asks at ladder ``ib + sp + i``, bids at ``ib - i``.
+
+    Every change is an order event: an order added to a level (or inside the spread), cancelled from a
+    level (or the best level pulled, widening the spread), or filled at the touch (adding to
+    :attr:`volume`, the hook for trades, issue 13). The mid chases the code's fair price one tick per
+    update. Quantities revert to ``typical(i)`` (the touch thinner than deeper levels) and stay in
+    ``[1, LEVEL_CAP * typical(i)]``.
+    """
+
+    __slots__ = (
+        "aq",
+        "auction",
+        "bq",
+        "budget",
+        "code",
+        "da",
+        "db",
+        "exq",
+        "ib",
+        "na",
+        "nb",
+        "scale",
+        "shape",
+        "sp",
+        "venue",
+        "volume",
+    )
+
+    def __init__(self, code: Code, venue: str) -> None:
+        self.code = code
+        self.venue = venue
+        self.ib = -1
+        self.sp = 1
+        self.aq = [0] * 10
+        self.bq = [0] * 10
+        self.na = self.nb = 0
+        self.da = self.db = 10
+        self.scale: float = code.typical * (0.12 if venue == _NXT else (1.08 if venue == _SOR else 1.0))
+        self.exq = 0
+        self.auction = False
+        self.volume = 0
+        self.budget = 0
+        self.shape = (0, 0, 0, 0)
+
+    def typical(self, i: int, t: float) -> float:
+        """The typical size of level ``i`` (0 = the touch): 0.45x the item's size at the touch, 1.2x from level 6."""
+        thin = self.venue == _NXT and nxt_thin(t)
+        return self.scale * (0.45 + 0.15 * min(i, 5)) * (1.6 if thin else 1.0)
+
+    def _fresh(self, rng: random.Random, i: int, t: float) -> int:
+        typ = self.typical(i, t)
+        return max(1, min(int(LEVEL_CAP * typ), int(typ * rng.lognormvariate(0.0, 0.5))))
+
+    def reseed(self, rng: random.Random, t: float, checkpoint: float, interval: float) -> None:
+        """Draw a whole book for market time ``t`` from ``rng`` (the checkpoint's stream), as if long settled.
+
+        ``checkpoint`` and ``interval`` bound the fills: FID 13 stays below the next checkpoint's base volume.
+        """
+        code = self.code
+        self.ib = max(-1, min(len(code.ladder) - 1, code.target(t)))
+        self.sp = self._spread_draw(rng, t)
+        if self.venue == _NXT:
+            lo, hi = (3, 6) if nxt_thin(t) else (7, 10)
+            self.da, self.db = rng.randint(lo, hi), rng.randint(lo, hi)
+        self.aq = [0] * 10
+        self.bq = [0] * 10
+        self._normalize(rng, t)
+        self.volume = code.base_volume(checkpoint, self.venue)
+        self.budget = max(self.volume, code.base_volume(checkpoint + interval, self.venue) - 1)
+        self.auction = self.venue != _NXT and in_auction(t)
+        since = (t - _T0900 + 600) if t < _T0900 else (t - _T1520)
+        self.exq = int(code.typical * (1.0 + 0.8 * since / 60.0) * rng.lognormvariate(0.0, 0.3)) + 1
+
+    def _spread_draw(self, rng: random.Random, t: float) -> int:
+        p = wide_spread_odds(self.code.liquid, self.venue, t)
+        sp = 1
+        while sp < 5 and rng.random() < p:
+            sp += 1
+        return sp
+
+    def _normalize(self, rng: random.Random, t: float) -> None:
+        """Levels 1..n non-empty and the rest empty, n = min(depth, levels left inside the band)."""
+        n_ladder = len(self.code.ladder)
+        if self.ib < 0 or self.ib >= n_ladder - 1:
+            self.sp = 1
+        else:
+            self.sp = max(1, min(self.sp, n_ladder - 1 - self.ib))
+        na = self.na = max(0, min(self.da, n_ladder - self.ib - self.sp))
+        nb = self.nb = max(0, min(self.db, self.ib + 1))
+        aq, bq = self.aq, self.bq
+        for i in range(10):
+            if i < na:
+                if not aq[i]:
+                    aq[i] = self._fresh(rng, i, t)
+            else:
+                aq[i] = 0
+            if i < nb:
+                if not bq[i]:
+                    bq[i] = self._fresh(rng, i, t)
+            else:
+                bq[i] = 0
+        self.shape = (self.ib, self.sp, na, nb)
+
+    def step(self, rng: random.Random, t: float) -> None:
+        """One update at market time ``t``: the book's shape may move, then 1-3 levels change by an order event."""
+        code, aq, bq = self.code, self.aq, self.bq
+        n_ladder = len(code.ladder)
+        moved = False
+        if self.venue == _NXT:
+            lo, hi = (3, 6) if nxt_thin(t) else (7, 10)
+            r = rng.random()
+            da = self.da + (1 if r < 0.04 else (-1 if r < 0.08 else 0))
+            db = self.db + (1 if 0.08 <= r < 0.12 else (-1 if 0.12 <= r < 0.16 else 0))
+            da, db = min(hi, max(lo, da)), min(hi, max(lo, db))
+            if da != self.da or db != self.db:
+                self.da, self.db, moved = da, db, True
+            continuous = True
+        else:
+            self.auction = in_auction(t)
+            continuous = not self.auction
+
+        # Mid: chase the fair price one tick per update (faster when far), plus a little noise.
+        gap = code.target(t) - self.ib
+        r = rng.random()
+        if gap:
+            if r < (0.3 if -3 < gap < 3 else 0.9):
+                self._move(rng, t, gap > 0, continuous)
+                moved = True
+        elif r < 0.02:
+            up = r < 0.01
+            if (up and self.ib < n_ladder - 1) or (not up and self.ib > -1):
+                self._move(rng, t, up, continuous)
+                moved = True
+        # Spread: now and then an order inside the spread, or the best level pulled (wider).
+        if rng.random() < 0.08:
+            want = self._spread_draw(rng, t)
+            if want < self.sp and self.na and self.nb:
+                self.sp -= 1  # a new best ask one tick inside the spread
+                aq.insert(0, self._fresh(rng, 0, t) // 2 + 1)
+                aq.pop()
+                moved = True
+            elif want > self.sp and self.nb and self.na > 1 and self.ib + self.sp + 1 < n_ladder:
+                self.sp += 1  # the best ask cancelled
+                del aq[0]
+                aq.append(0)
+                moved = True
+        if moved:
+            self._normalize(rng, t)
+
+        # Quantities: 1-3 order events on distinct levels (added, cancelled, or filled at the touch).
+        r = rng.random()
+        done = 0
+        for _ in range(1 if r < 0.6 else (2 if r < 0.9 else 3)):
+            bid = (rng.random() < 0.5 and self.nb > 0) or not self.na
+            arr, n = (bq, self.nb) if bid else (aq, self.na)
+            if not n:
+                break
+            u = rng.random()
+            i = int(u * u * n)
+            bit = 1 << (i + (10 if bid else 0))
+            if done & bit:
+                continue
+            done |= bit
+            q = arr[i]
+            typ = self.typical(i, t)
+            ratio = q / typ
+            if rng.random() < 1.0 / (1.0 + ratio * ratio):  # add: likelier when the level is thin
+                q += max(1, int(typ * 0.2 * rng.expovariate(1.0)))
+            elif i == 0 and continuous and q > 1 and rng.random() < 0.4 and self.volume < self.budget:
+                fill = min(q - 1, max(1, int(typ * 0.1 * rng.expovariate(1.0))), self.budget - self.volume)
+                q -= fill
+                self.volume += fill
+            else:  # cancel: a share of the level
+                q -= max(1, int(q * 0.2 * rng.random()))
+            q = max(1, min(int(LEVEL_CAP * typ), q))
+            if q == arr[i]:
+                q += 1 if q < LEVEL_CAP * typ - 1 else -1
+            arr[i] = q
+        if self.auction:
+            self.exq += 1 + int(code.typical * 0.05 * rng.random())
+
+    def _move(self, rng: random.Random, t: float, up: bool, continuous: bool) -> None:
+        """Move the mid one tick: an order inside the spread, or the touch taken and re-quoted on the other side."""
+        aq, bq = self.aq, self.bq
+        if up:
+            if self.sp > 1:
+                self.sp -= 1
+            elif self.na:
+                if continuous:
+                    self.volume = min(self.budget, self.volume + aq[0])
+                del aq[0]
+                aq.append(0)
+            self.ib += 1
+            bq.insert(0, self._fresh(rng, 0, t))
+            bq.pop()
+        elif self.sp > 1:
+            self.sp -= 1  # a new best ask inside the spread; the best bid stays
+            aq.insert(0, self._fresh(rng, 0, t))
+            aq.pop()
+        else:
+            if self.nb:
+                if continuous:
+                    self.volume = min(self.budget, self.volume + bq[0])
+                del bq[0]
+                bq.append(0)
+            self.ib -= 1
+            aq.insert(0, self._fresh(rng, 0, t))
+            aq.pop()
+        self.ib = max(-1, min(len(self.code.ladder) - 1, self.ib))
