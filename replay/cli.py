@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -93,6 +94,18 @@ def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
 @click.option("--port", type=click.IntRange(0, 65535), default=10000, show_default=True, help="0 picks a free port.")
 @click.option("--token", envvar="KIWOOM_REPLAY_TOKEN", default=None,
               help="Demand this token at LOGIN (default: any non-empty token). Env: KIWOOM_REPLAY_TOKEN.")
+@click.option("--appkey", envvar="KIWOOM_APPKEY", default=None, show_envvar=True,
+              help="Check credentials: POST /oauth2/token issues a token (the --token one included) only for this "
+              "app key and the secret in the environment variable KIWOOM_SECRETKEY; a wrong pair gets return_code "
+              "8001. Without both, any well-formed request gets a token.")
+@click.option("--max-backlog", type=click.FloatRange(min=0.01), default=4.0, show_default=True, metavar="MIB",
+              help="Close (1008) a client whose unsent frames pass this many MiB: a client that does not read "
+              "cannot grow the server.")
+@click.option("--forget-after", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
+              help="Stop producing an item once no connected client has had it registered this long.")
+@click.option("--max-items", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Track at most this many items; beyond, a new item evicts the longest-unregistered one, or gets "
+              "no data if all are registered.")
 @click.option("--ping-interval", type=click.FloatRange(min=0.05), default=15.0, show_default=True,
               help="Seconds between server PINGs; 5 unanswered close the connection (R10002).")
 @click.option("--faults", "faults_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -102,8 +115,8 @@ def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
 def replay_command(
     dataset: Path | None, simulate: bool, date: str | None, from_: float | None, to: float | None,
     items: tuple[str, ...] | None, speed: float | None, loop: bool, start_delay: float, sim_start: float,
-    seed: int, host: str, port: int, token: str | None, ping_interval: float, faults_file: Path | None,
-    verbose: int, quiet: bool,
+    seed: int, host: str, port: int, token: str | None, appkey: str | None, max_backlog: float, forget_after: float,
+    max_items: int, ping_interval: float, faults_file: Path | None, verbose: int, quiet: bool,
 ) -> None:
     """Serve a recorded day (DIR) or a simulated market as a mock Kiwoom WebSocket server on loopback.
 
@@ -135,6 +148,18 @@ def replay_command(
             "built-in market"
         )
     faults = FaultScript.load(faults_file) if faults_file is not None else None
+    secretkey = os.environ.get("KIWOOM_SECRETKEY", "").strip() or None
+    appkey = (appkey or "").strip() or None
+    if (appkey is None) != (secretkey is None):
+        raise click.UsageError(
+            "give both an app key (--appkey or KIWOOM_APPKEY) and KIWOOM_SECRETKEY (environment only) to check "
+            "credentials at POST /oauth2/token, or neither to issue tokens to any well-formed request"
+        )
+    options: dict[str, Any] = {
+        "host": host, "port": port, "token": token, "appkey": appkey, "secretkey": secretkey,
+        "ping_interval": ping_interval, "faults": faults, "max_backlog_bytes": round(max_backlog * 2**20),
+        "forget_after": forget_after, "max_items": max_items,
+    }
     source: Source
     if simulate:
         wrong = _given(ctx, _RECORDED_ONLY)
@@ -172,22 +197,19 @@ def replay_command(
                 f"  the clock starts {start_delay:g} s after the first REG; control: curl -s {server.rest_url}/control"
                 f" ; curl -s -X POST {server.rest_url}/control -d '{{\"cmd\": \"pause\"}}'\n"
             )
-    asyncio.run(_serve(source, banner, host, port, token, ping_interval, quiet, faults))
+    asyncio.run(_serve(source, banner, quiet, options))
 
 
-async def _serve(
-    source: Source, banner: Callable[[Server], str], host: str, port: int, token: str | None,
-    ping_interval: float, quiet: bool, faults: FaultScript | None = None,
-) -> None:
+async def _serve(source: Source, banner: Callable[[Server], str], quiet: bool, options: dict[str, Any]) -> None:
+    """Serve until SIGINT or SIGTERM, then stop within about a second (:meth:`Server.stop`), exit code 0."""
+    faults: FaultScript | None = options["faults"]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        async with serve(
-            source, host=host, port=port, token=token, ping_interval=ping_interval, faults=faults
-        ) as server:
+        async with serve(source, **options) as server:
             if not quiet:
                 scripted = "".join(f"  fault {line}\n" for line in fault_summary(faults)) if faults else ""
                 click.echo(
@@ -199,7 +221,8 @@ async def _serve(
             log.info("stopping: %d connections, %d frames sent", server.stats.connections, server.stats.frames_sent)
     except OSError as exc:
         raise click.ClickException(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}. Pick another --port (0 = any free port)."
+            f"cannot listen on {options['host']}:{options['port']}: {exc.strerror or exc}. "
+            "Pick another --port (0 = any free port)."
         ) from None
 
 

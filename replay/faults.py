@@ -1,8 +1,10 @@
 """Scripted faults for the mock server: the failures that kill Kiwoom clients, on cue (PROTOCOL.md 1.2-1.9, 4.1).
 
-A fault script is a small TOML file of ``[[fault]]`` tables. Each fault fires once, either ``at`` a time
-after the first LOGIN the server accepted, or ``after_frames`` REAL frames have been queued (to all
-clients together)::
+A fault script is a small TOML file of ``[[fault]]`` tables. Each fault fires once, on one trigger: ``at``
+a time after the first LOGIN the server accepted, ``after_frames`` REAL frames queued (to all clients
+together), or ``market_time = "HH:MM:SS"``: when the source's market clock (``Source.market_time()``: the
+simulated market's clock, or a recorded day's replay clock, KST) reaches that time of day, so that a
+script spans a whole simulated day at any ``--speed``::
 
     [[fault]]
     kind = "kick"              # SYSTEM R10001, then close(1000, "Bye"): a second session took over
@@ -46,352 +48,51 @@ The kinds (:data:`KINDS`; every key but ``kind`` and the trigger has a default u
                     then all of them are sent at once
 ==================  =========================================================================================
 
+``close_after_handshake``: the next ``count`` (1) connections are closed right after the WebSocket
+handshake, before their LOGIN, with ``code`` (1013 "try again later"; or e.g. 1011 after a restart) and
+``reason``, or with ``abort = true`` cut with no close frame (what a restarting server does to a client).
+
 Parsing is pure (:meth:`FaultScript.parse`); a bad script raises :class:`FaultScriptError` naming the file,
 the line, the key and the fix. The runner only touches a server through the hooks
-:meth:`FaultRunner.intercept` (reader), :meth:`FaultRunner.hold_pings` (PING timer) and
-:meth:`FaultRunner.send` (writer), and through :meth:`Server.drop_all`, :meth:`Server.kick_all` and
-:meth:`Server.expire_tokens`.
+:meth:`FaultRunner.at_handshake` (new connection), :meth:`FaultRunner.intercept` (reader),
+:meth:`FaultRunner.hold_pings` (PING timer) and :meth:`FaultRunner.send` (writer), and otherwise only
+through the server's :class:`replay.contracts.FaultHost` interface (``drop_all``, ``kick_all``,
+``expire_tokens``, ``connections``, ``market_time``, counters and clock).
 """
+
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import re
 import time
-import tomllib
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING
 
-from schemas.errors import KiwoomTapeError
-from schemas.protocol import (
-    RC_ERROR,
-    RC_ITEM_CAP,
-    RC_REG_RATE,
-    ServerState,
-    ack,
-    guess_trnm,
-    is_real_text,
-    login_failed,
+from replay.faultscript import (
+    KINDS,
+    MALFORMED,
+    REG_MESSAGES,
+    Fault,
+    FaultScript,
+    FaultScriptError,
+    parse_duration,
+    script_of,
+    summary,
 )
+from schemas.protocol import ServerState, ack, guess_trnm, is_real_text, login_failed
 
 if TYPE_CHECKING:
-    from replay.server import Server, _Client
+    from replay.contracts import FaultHost
+    from replay.outbox import Client
 
 __all__ = [
-    "KINDS", "Fault", "FaultRunner", "FaultScript", "FaultScriptError", "FiredFault", "parse_duration", "script_of",
-    "summary",
+    "KINDS", "MALFORMED", "REG_MESSAGES", "Fault", "FaultRunner", "FaultScript", "FaultScriptError", "FiredFault",
+    "parse_duration", "script_of", "summary",
 ]
 
 log = logging.getLogger("kiwoom_tape.replay")
-
-RC_ITEM_CAP_2: Final = 105118
-REG_MESSAGES: Final = {
-    RC_ERROR: "등록 종목수 초과",
-    RC_REG_RATE: "해당 TRNM 허용 요청 건수 초과",
-    RC_ITEM_CAP: "등록 허용 개수(200) 초과",
-    RC_ITEM_CAP_2: "등록 허용 개수(200) 초과",
-}
-"""The ``return_msg`` Kiwoom sends with each REG error code (PROTOCOL.md 1.4)."""
-
-MALFORMED: Final = ("not_json", "truncated", "unknown_trnm", "bad_row")
-_POLL = 0.01  # how often a trigger waiting on the server's counters looks again (s)
-_TRIGGERS: Final = ("at", "after_frames")
-
-
-class FaultScriptError(KiwoomTapeError):
-    """A fault script that cannot be used: ``.source`` (file), ``.line`` (1-based or None), ``.key``."""
-
-    def __init__(self, source: str, problem: str, *, line: int | None = None, key: str = "", hint: str = "") -> None:
-        self.source = source
-        self.line = line
-        self.key = key
-        self.problem = problem
-        where = f"{source}, line {line}" if line is not None else source
-        super().__init__(f"{where}: {problem}", hint=hint)
-
-
-# --------------------------------------------------------------------------------------------------
-# What a script says
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One fault: its ``kind``, its trigger (``at`` seconds after the first LOGIN, or ``after_frames``) and
-    the kind's parameters (see the module docstring; unused ones keep their defaults)."""
-
-    kind: str
-    at: float | None = None
-    after_frames: int | None = None
-    code: int = 0
-    """0: the kind's default (1011 for ``drop``, 8005 for ``refuse_login``)."""
-    reason: str = ""
-    abort: bool = False
-    seconds: float = 0.0
-    count: int = 0
-    """0: the kind's default (2 for ``reorder``, else 1)."""
-    return_code: int = RC_ERROR
-    message: str | None = None
-    frame: str = "not_json"
-    bytes_per_second: int = 0
-    drop: bool = False
-
-    def __post_init__(self) -> None:
-        """Fill in the kind's defaults and check every value as the TOML parser does (ValueError)."""
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; use one of {', '.join(KINDS)}")
-        if (self.at is None) == (self.after_frames is None):
-            raise ValueError("a fault needs exactly one trigger: at (seconds) or after_frames")
-        if self.at is not None and not (math.isfinite(self.at) and self.at >= 0):
-            raise ValueError(f"at must be seconds >= 0, not {self.at!r}")
-        if self.after_frames is not None and self.after_frames < 0:
-            raise ValueError(f"after_frames must be >= 0, not {self.after_frames!r}")
-        if self.code == 0:
-            object.__setattr__(self, "code", {"drop": 1011, "refuse_login": 8005}.get(self.kind, 0))
-        if self.count == 0:
-            object.__setattr__(self, "count", 2 if self.kind == "reorder" else 1)
-        for key, (check, hint) in KINDS[self.kind].items():
-            value = getattr(self, key)
-            if value is None:
-                continue
-            try:
-                check(value)
-            except ValueError:
-                raise ValueError(f"{self.kind}: bad {key}={value!r}; {key} must be {hint}") from None
-
-    def describe(self) -> str:
-        """A short text for the log: the kind and the parameters that matter for it."""
-        parts = [f"{k}={getattr(self, k)!r}" for k in KINDS[self.kind]]
-        return f"{self.kind}({', '.join(parts)})" if parts else self.kind
-
-    @property
-    def trigger(self) -> str:
-        return f"at {self.at:g} s" if self.at is not None else f"after {self.after_frames} frames"
-
-
-def parse_duration(value: object) -> float:
-    """``"5s"``, ``"250ms"``, ``"1.5m"``, ``"1h"`` or a number of seconds -> seconds (>= 0). ValueError else."""
-    if isinstance(value, bool):
-        raise ValueError("not a duration")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", value)
-        if m is None:
-            raise ValueError("not a duration")
-        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m.group(2)]
-    else:
-        raise ValueError("not a duration")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError("not a duration")
-    return seconds
-
-
-# Each kind's keys (beyond ``kind`` and the trigger): name -> (checker, hint). A checker returns the
-# converted value or raises ValueError.
-
-
-def _int_in(lo: int, hi: int) -> Any:
-    def check(v: object) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ValueError
-        return v
-
-    return check
-
-
-def _one_of(*choices: Any) -> Any:
-    def check(v: object) -> Any:
-        if isinstance(v, bool) or v not in choices:
-            raise ValueError
-        return v
-
-    return check
-
-
-def _text(limit: int) -> Any:
-    def check(v: object) -> str:
-        if not isinstance(v, str) or len(v.encode("utf-8")) > limit:
-            raise ValueError
-        return v
-
-    return check
-
-
-def _flag(v: object) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError
-    return v
-
-
-def _positive_seconds(v: object) -> float:
-    s = parse_duration(v)
-    if s <= 0:
-        raise ValueError
-    return s
-
-
-_CLOSE_CODE = (_int_in(1000, 4999), "an integer close code from 1000 to 4999, e.g. code = 1011")
-_SECONDS = (_positive_seconds, 'a duration > 0, e.g. seconds = "3s" or seconds = 0.5')
-_COUNT = (_int_in(1, 1_000_000), "a whole number >= 1, e.g. count = 3")
-
-KINDS: Final[dict[str, dict[str, tuple[Any, str]]]] = {
-    "drop": {
-        "code": _CLOSE_CODE,
-        "reason": (_text(123), 'a string of at most 123 bytes, e.g. reason = "server restart"'),
-        "abort": (_flag, "true (cut the TCP connection, no close frame) or false"),
-    },
-    "kick": {},
-    "stall": {"seconds": _SECONDS},
-    "no_pings": {"seconds": _SECONDS},
-    "ignore_echoes": {},
-    "expire_token": {"drop": (_flag, "true (also close every connection) or false")},
-    "refuse_login": {
-        "count": _COUNT,
-        "code": (_int_in(1, 99_999), "the REST auth code put in the refusal, e.g. code = 8005"),
-    },
-    "reject_reg": {
-        "count": _COUNT,
-        "return_code": (_one_of(*REG_MESSAGES), "one of 1, 105110, 105115, 105118"),
-        "message": (_text(200), 'a string, e.g. message = "등록 종목수 초과"'),
-    },
-    "malformed": {
-        "count": _COUNT,
-        "frame": (_one_of(*MALFORMED), "one of " + ", ".join(f'"{m}"' for m in MALFORMED)),
-    },
-    "duplicate": {"count": _COUNT},
-    "reorder": {"count": (_int_in(2, 1_000_000), "a whole number >= 2, e.g. count = 5")},
-    "slow": {
-        "seconds": _SECONDS,
-        "bytes_per_second": (_int_in(1, 10**12), "a whole number of bytes per second >= 1, e.g. 20000"),
-    },
-    "burst": {"seconds": _SECONDS},
-}
-"""Every fault kind and its keys: key -> (checker, what a good value looks like)."""
-
-_REQUIRED_KEYS: Final = {"stall": {"seconds"}, "no_pings": {"seconds"}, "slow": {"seconds", "bytes_per_second"},
-                         "burst": {"seconds"}}
-
-
-@dataclass(frozen=True)
-class FaultScript:
-    """A list of faults (pure data). Build one in Python, or with :meth:`load` / :meth:`parse`."""
-
-    faults: tuple[Fault, ...] = ()
-    source: str = "<faults>"
-
-    def __len__(self) -> int:
-        return len(self.faults)
-
-    @classmethod
-    def load(cls, path: str | Path) -> FaultScript:
-        """Read a TOML fault script. Raises FaultScriptError (unreadable file, bad TOML, bad fault)."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise FaultScriptError(str(p), f"cannot read the fault script: {reason}",
-                                   hint="give a UTF-8 TOML file of [[fault]] tables") from None
-        return cls.parse(text, source=str(p))
-
-    @classmethod
-    def parse(cls, text: str, *, source: str = "<faults>") -> FaultScript:
-        """Parse TOML text of ``[[fault]]`` tables. Raises FaultScriptError naming the line, key and fix."""
-        try:
-            doc = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            m = re.search(r"line (\d+)", str(exc))
-            raise FaultScriptError(source, f"not valid TOML: {exc}", line=int(m.group(1)) if m else None,
-                                   hint="see the README's Faults section for the syntax") from None
-        extra = sorted(set(doc) - {"fault"})
-        if extra:
-            raise FaultScriptError(
-                source, f"unknown top-level key {extra[0]!r}", line=_line_of_key(text, extra[0], None), key=extra[0],
-                hint="a fault script holds only [[fault]] tables",
-            )
-        tables = doc.get("fault", [])
-        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-            raise FaultScriptError(source, "'fault' must be an array of tables", line=_line_of_key(text, "fault", None),
-                                   key="fault", hint="write each fault as a [[fault]] table")
-        headers = _fault_header_lines(text)
-        faults = [
-            _parse_fault(table, source, text, headers[i] if i < len(headers) else None, i)
-            for i, table in enumerate(tables)
-        ]
-        return cls(tuple(faults), source)
-
-
-def _fault_header_lines(text: str) -> list[int]:
-    return [n for n, line in enumerate(text.splitlines(), start=1) if re.match(r"\s*\[\[\s*fault\s*\]\]", line)]
-
-
-def _line_of_key(text: str, key: str, after: int | None) -> int | None:
-    """The line of ``key = ...`` (or of a ``[key]`` / ``[[key]]`` header) in the table starting at line
-    ``after`` (None: the top level); ``after`` itself if not found."""
-    start = after or 0
-    k = re.escape(key)
-    pattern = re.compile(rf"\s*(?:[\"']?{k}[\"']?\s*=|\[\[?\s*{k}\s*\]\]?)")
-    for n, line in enumerate(text.splitlines(), start=1):
-        if n > start and pattern.match(line):
-            return n
-        if n > start and after is not None and re.match(r"\s*\[", line):
-            break  # the next table: the key is not in this one
-    return after
-
-
-def _parse_fault(table: dict[str, Any], source: str, text: str, header: int | None, index: int) -> Fault:
-    def err(problem: str, key: str = "", hint: str = "") -> FaultScriptError:
-        line = _line_of_key(text, key, header) if key else header
-        return FaultScriptError(source, f"fault #{index + 1}: {problem}", line=line, key=key, hint=hint)
-
-    kind = table.get("kind")
-    if kind is None:
-        raise err("no kind", hint=f'add a line kind = "..." with one of: {", ".join(KINDS)}')
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise err(f"unknown kind {kind!r}", "kind", f"use one of: {', '.join(KINDS)}")
-    spec = KINDS[kind]
-    unknown = [k for k in table if k not in spec and k != "kind" and k not in _TRIGGERS]
-    if unknown:
-        allowed = ", ".join([*_TRIGGERS, *spec]) or "none"
-        raise err(f"{kind} has no key {unknown[0]!r}", unknown[0], f"the keys of {kind} are: {allowed}")
-    given = [t for t in _TRIGGERS if t in table]
-    if len(given) != 1:
-        raise err(
-            "needs exactly one trigger" + (f", not both {' and '.join(given)}" if given else ""),
-            given[-1] if given else "",
-            'write at = "5s" (seconds after the first LOGIN) or after_frames = 100 (REAL frames sent)',
-        )
-    args: dict[str, Any] = {"kind": kind}
-    if "at" in table:
-        try:
-            args["at"] = parse_duration(table["at"])
-        except ValueError:
-            raise err(f"bad at = {table['at']!r}", "at",
-                      'give the time after the first LOGIN, e.g. at = "5s", "250ms", "2m" or 1.5') from None
-    else:
-        v = table["after_frames"]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise err(f"bad after_frames = {v!r}", "after_frames", "give a whole number >= 0, e.g. after_frames = 100")
-        args["after_frames"] = v
-    missing = sorted(_REQUIRED_KEYS.get(kind, set()) - set(table))
-    if missing:
-        raise err(f"{kind} needs {missing[0]}", hint=f"add {missing[0]} = ...: {spec[missing[0]][1]}")
-    for key, (check, hint) in spec.items():
-        if key not in table:
-            continue
-        try:
-            args[key] = check(table[key])
-        except ValueError:
-            raise err(f"bad {key} = {table[key]!r}", key, f"{key} must be {hint}") from None
-    if kind == "drop" and args.get("abort") and "code" in args:
-        raise err("abort = true sends no close frame, so it takes no code", "code",
-                  "remove code, or remove abort to close with that code")
-    return Fault(**args)
-
+_POLL = 0.01  # how often a trigger waiting on the server's counters or clock looks again (s)
 
 # --------------------------------------------------------------------------------------------------
 # Running a script against a server
@@ -427,16 +128,18 @@ class FaultRunner:
     runner, and runs :meth:`run` as a task while it serves. :meth:`fire` fires a fault now (for tests).
     """
 
-    def __init__(self, script: FaultScript, server: Server) -> None:
+    def __init__(self, script: FaultScript, server: FaultHost) -> None:
         self.script = script
         self.server = server
         self.fired: list[FiredFault] = []
         """Every fault that fired, in order."""
         self.first_login: float | None = None
-        self._clients: dict[_Client, _PerClient] = {}
+        self._clients: dict[Client, _PerClient] = {}
         self._reject_reg: list[Fault] = []  # each with its own count left, in order
         self._reject_left: list[int] = []
         self._refuse: list[tuple[int, int]] = []  # [auth code, count left]
+        self._close_next: list[list[int]] = []  # [close code (0: abort), count left], in order
+        self._close_reasons: list[str] = []
         self._stall_until = 0.0
         self._no_pings_until = 0.0
         self._slow_until = 0.0
@@ -464,6 +167,9 @@ class FaultRunner:
             delay = self.first_login + fault.at - server.clock()
             if delay > 0:
                 await asyncio.sleep(delay)
+        elif fault.market_time is not None:
+            while (t := server.market_time()) is None or t < fault.market_time:  # noqa: ASYNC110  # as above
+                await asyncio.sleep(_POLL)
         else:
             assert fault.after_frames is not None
             while server.stats.frames_sent < fault.after_frames:  # noqa: ASYNC110  # as above
@@ -476,7 +182,7 @@ class FaultRunner:
         now = server.clock()
         if self.first_login is None and server.stats.logins:
             self.first_login = now
-        clients = [c for c in server._clients if c.session.state is not ServerState.CLOSED]
+        clients = [c for c in server.connections() if c.session.state is not ServerState.CLOSED]
         record = FiredFault(
             len(self.fired) if index is None else index, fault, now,
             now - self.first_login if self.first_login is not None else 0.0, time.time(), len(clients),
@@ -490,7 +196,7 @@ class FaultRunner:
         await self._apply(fault, clients)
         return record
 
-    async def _apply(self, f: Fault, clients: list[_Client]) -> None:
+    async def _apply(self, f: Fault, clients: list[Client]) -> None:
         server = self.server
         kind = f.kind
         if kind == "drop":
@@ -503,6 +209,9 @@ class FaultRunner:
                 await server.drop_all(1011, "token expired")
         elif kind == "refuse_login":
             self._refuse.append((f.code, f.count))
+        elif kind == "close_after_handshake":
+            self._close_next.append([0 if f.abort else f.code, f.count])
+            self._close_reasons.append(f.reason)
         elif kind == "reject_reg":
             self._reject_reg.append(f)
             self._reject_left.append(f.count)
@@ -542,22 +251,22 @@ class FaultRunner:
                 self._bursting = False
                 for c, st in self._clients.items():
                     if st.burst:
-                        c.outbox.extendleft(reversed(st.burst))
+                        c.requeue(st.burst)
                         st.burst.clear()
-                        c.wake.set()
             log.info("fault %s ended (+%.3f s after the first LOGIN)", f.kind,
                      clock() - self.first_login if self.first_login is not None else 0.0)
 
-    def _state(self, client: _Client) -> _PerClient:
+    def _state(self, client: Client) -> _PerClient:
         st = self._clients.get(client)
         if st is None:
             # forget connections that are gone (their state is of no use any more)
-            for gone in [c for c in self._clients if c not in self.server._clients]:
+            open_now = set(self.server.connections())
+            for gone in [c for c in self._clients if c not in open_now]:
                 del self._clients[gone]
             st = self._clients[client] = _PerClient()
         return st
 
-    def _malformed(self, what: str, client: _Client) -> str:
+    def _malformed(self, what: str, client: Client) -> str:
         items = sorted(i for i in client.session.items if i) or ["005930"]
         if what == "not_json":
             return "502 Bad Gateway"
@@ -572,7 +281,22 @@ class FaultRunner:
 
     # -- hooks the server calls
 
-    def intercept(self, client: _Client, message: str | bytes) -> bool:
+    def at_handshake(self, client: Client) -> tuple[int, str] | None:
+        """Connection hook, right after the WebSocket handshake: (code, reason) to close the connection
+        with at once, (0, "") to abort it, or None to serve it (``close_after_handshake``)."""
+        if not self._close_next:
+            return None
+        pending = self._close_next[0]
+        code, reason = pending[0], self._close_reasons[0]
+        pending[1] -= 1
+        if pending[1] <= 0:
+            self._close_next.pop(0)
+            self._close_reasons.pop(0)
+        how = "aborted" if code == 0 else f"closed with {code}"
+        log.warning("fault: connection from %s %s right after the handshake", client.peer, how)
+        return (code, reason)
+
+    def intercept(self, client: Client, message: str | bytes) -> bool:
         """Reader hook, before the session sees ``message``: True if a fault answered (or swallowed) it."""
         st = self._clients.get(client)
         if st is not None and st.deaf and client.session.state is ServerState.OPEN and _is_ping(message):
@@ -602,7 +326,7 @@ class FaultRunner:
             return True
         return False
 
-    async def hold_pings(self, client: _Client) -> None:
+    async def hold_pings(self, client: Client) -> None:
         """PING timer hook: wait while a ``stall`` or ``no_pings`` window is open."""
         clock = self.server.clock
         while True:
@@ -611,7 +335,7 @@ class FaultRunner:
                 return
             await asyncio.sleep(until - clock())
 
-    async def send(self, client: _Client, text: str) -> None:
+    async def send(self, client: Client, text: str) -> None:
         """Writer hook: send ``text`` to ``client`` as the open faults say (maybe later, twice, or not yet)."""
         clock = self.server.clock
         while clock() < self._stall_until:  # noqa: ASYNC110  # a deadline that a later stall may extend
@@ -628,9 +352,8 @@ class FaultRunner:
             st.reordered.append(text)
             st.reorder -= 1
             if st.reorder == 0:
-                client.outbox.extendleft(st.reordered)  # extendleft reverses: the last one goes first
+                client.requeue(st.reordered[::-1])  # the last one goes first
                 st.reordered.clear()
-                client.wake.set()
             return
         times = 1
         if st is not None and real and st.duplicate > 0:
@@ -639,7 +362,7 @@ class FaultRunner:
         for _ in range(times):
             await self._out(client, text)
 
-    async def _out(self, client: _Client, text: str) -> None:
+    async def _out(self, client: Client, text: str) -> None:
         server = self.server
         clock = server.clock
         if clock() < self._slow_until and self._slow_rate > 0:
@@ -656,15 +379,3 @@ class FaultRunner:
 
 def _is_ping(message: str | bytes) -> bool:
     return guess_trnm(message) == "PING"
-
-
-def script_of(faults: Iterable[Fault] | FaultScript | None) -> FaultScript | None:
-    """``faults`` as a FaultScript (a list of :class:`Fault` is wrapped), or None."""
-    if faults is None or isinstance(faults, FaultScript):
-        return faults
-    return FaultScript(tuple(faults))
-
-
-def summary(script: FaultScript) -> Sequence[str]:
-    """One line per fault, for a banner: ``#1 at 5 s: kick``."""
-    return [f"#{i + 1} {f.trigger}: {f.describe()}" for i, f in enumerate(script.faults)]

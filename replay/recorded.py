@@ -550,6 +550,14 @@ class RecordedSource:
             self._registered = True
             self._poke()
 
+    def market_time(self) -> float | None:
+        """The replay clock as a KST time of day on the replayed date (seconds), None before it started.
+
+        The server's ``market_time`` fault trigger reads it. Recorded frames carry every item, so this
+        source needs no ``remove_item``: the server routes each client only what it registered."""
+        now = self._tape_now()
+        return None if now is None else (now - self.recording.day_start_ns) / _NS
+
     async def run(self, dispatch: Dispatch) -> None:
         self._wake = asyncio.Event()
         self._seeked = asyncio.Event()

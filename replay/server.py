@@ -33,15 +33,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import http
 import ipaddress
 import logging
-import secrets
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any
 
 import msgspec
 from websockets.asyncio.server import Server as WsServer
@@ -51,10 +51,15 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from replay import control
+from replay import control, rest
+from replay.contracts import Dispatch, EncodedFrame, Frame, Row, ServerStats, Source
 from replay.faults import Fault, FaultRunner, FaultScript, script_of
+from replay.outbox import BatchConnection, Client, write_loop
+from replay.routing import Dispatcher, Router
+from replay.tracker import ItemTracker
 from schemas import auth
-from schemas.protocol import WS_PATH, ServerConfig, ServerSession, ServerState, encode_real_frame, is_real_text
+from schemas.items import item_problem
+from schemas.protocol import WS_PATH, ServerConfig, ServerSession, ServerState
 from schemas.redact import RedactTokens
 
 __all__ = ["Dispatch", "EncodedFrame", "Frame", "Row", "Server", "ServerStats", "Source", "exposed", "serve"]
@@ -63,8 +68,7 @@ log = logging.getLogger("kiwoom_tape.replay")
 _ws_log = logging.getLogger("kiwoom_tape.replay.ws")
 _ws_log.addFilter(RedactTokens())
 
-MAX_HTTP_BODY = 64 * 1024
-TOKEN_LIFETIME = 24 * 3600.0
+_BatchConnection = BatchConnection  # the name tests used before the split
 
 
 def exposed(host: str) -> bool:
@@ -77,119 +81,11 @@ def exposed(host: str) -> bool:
         return True  # a host name other than localhost: assume it resolves to a real interface
 
 
-class Row(Protocol):
-    """One REAL row as a source makes it: the subscribed item, the type and the encoded row JSON."""
-
-    @property
-    def item(self) -> str: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def text(self) -> str: ...
-
-
-class Frame(Protocol):
-    """A batch's frame as the source has it: its exact ``text``, and the frame of only some of its rows."""
-
-    @property
-    def text(self) -> str: ...
-
-    def subset(self, rows: Sequence[Row]) -> str:
-        """The frame of ``rows`` (some of the batch's rows, in order)."""
-        ...
-
-
-class EncodedFrame(Protocol):
-    """A frame handed over ready to send (:meth:`Server.dispatch_frames`): its exact UTF-8 ``data``,
-    the ``(item, type)`` of each row in order (``keys``), and the frame of only some of its rows."""
-
-    @property
-    def data(self) -> bytes: ...
-    @property
-    def keys(self) -> tuple[tuple[str, str], ...]: ...
-
-    def subset(self, keep: Sequence[int]) -> str | bytes:
-        """The frame of the rows at the indexes ``keep`` (ascending)."""
-        ...
-
-
-class Dispatch(Protocol):
-    """:meth:`Server.dispatch`, as a source sees it; ``frames`` is :meth:`Server.dispatch_frames`."""
-
-    def __call__(
-        self, rows: Sequence[Row], frame: str | bytes | Frame | None = None, /, *, wait: bool = False
-    ) -> Awaitable[None]: ...
-
-    def frames(self, frames: Sequence[EncodedFrame], /, *, wait: bool = False) -> Awaitable[None]: ...
-
-
-class Source(Protocol):
-    """Where REAL rows come from. ``run`` paces itself and awaits ``dispatch(rows, frame)`` per batch.
-
-    ``frame`` is the whole batch as one frame: its exact text (``str``, or its UTF-8 ``bytes``), a
-    :class:`Frame`, or None to let the server build it. ``wait=True`` makes ``dispatch`` wait while a
-    client has more than ``Server.backpressure_frames`` frames queued (the pace of the slowest reader)
-    instead of closing clients that fall ``max_queue_frames`` behind. ``dispatch.frames(frames)`` hands
-    over many frames at once, each already encoded and split into rows (:class:`EncodedFrame`): the
-    fast path, with fewer awaits and socket writes per frame. ``add_item`` is called when any client
-    registers an item, so a source can start producing it (or start its clock).
-    """
-
-    def add_item(self, item: str) -> None: ...
-    async def run(self, dispatch: Dispatch) -> None: ...
-
-
-@dataclass
-class ServerStats:
-    """Counters, for tests and the status line: what went out, to whom."""
-
-    connections: int = 0
-    logins: int = 0
-    frames_sent: int = 0
-    rows_sent: int = 0
-    rows_by_item: dict[str, int] = field(default_factory=dict)
-    slow_clients_dropped: int = 0
-    protocol_errors: int = 0
-
-
-Outgoing = str | bytes | tuple[int, str]
-"""What a client's outbox holds: a text frame (``str``, or ``bytes`` already UTF-8), or (code, reason) to close."""
-
-
-class _Client:
-    __slots__ = ("conn", "frames_sent", "number", "outbox", "peer", "rows_sent", "session", "space", "wake", "wanted")
-
-    def __init__(self, conn: ServerConnection, session: ServerSession, number: int) -> None:
-        self.number = number
-        self.conn = conn
-        self.session = session
-        self.wanted: frozenset[tuple[str, str]] = session.registered
-        """``session.registered``, refreshed after every message the session receives (it changes only then)."""
-        self.outbox: deque[Outgoing] = deque()
-        self.wake = asyncio.Event()
-        self.space = asyncio.Event()
-        """Set when the outbox is short again (backpressure, see :meth:`Server.dispatch`)."""
-        self.frames_sent = 0
-        self.rows_sent = 0
-        self.peer = "{}:{}".format(*conn.remote_address[:2]) if conn.remote_address else "?"
-
-    def push(self, item: Outgoing) -> None:
-        self.outbox.append(item)
-        self.wake.set()
-
-    def flush_session(self) -> None:
-        for text in self.session.data_to_send():
-            self.push(text)
-        if self.session.close_request is not None:
-            self.push(self.session.close_request)
-            self.session.close_request = None
-
-
-class Server:
+class Server(Router):
     """A running mock server. Create it with :func:`serve`."""
 
-    YIELD_EVERY = 32
-    """``dispatch(wait=True)`` yields to the event loop after this many calls or queued frames."""
+    STOP_GRACE = 0.5
+    """Seconds :meth:`stop` gives clients to read their close frame before it cuts their connection."""
     WRITE_BATCH = 64
     """A writer sends at most this many queued frames in one socket write."""
 
@@ -200,39 +96,54 @@ class Server:
         host: str = "127.0.0.1",
         port: int = 0,
         token: str | None = None,
+        appkey: str | None = None,
+        secretkey: str | None = None,
         ping_interval: float = 15.0,
         login_timeout: float = 10.0,
         max_message: int = 64 * 1024,
         max_queue_frames: int = 50_000,
+        max_backlog_bytes: int = 4 * 1024 * 1024,
+        max_total_backlog_bytes: int = 64 * 1024 * 1024,
         backpressure_frames: int = 256,
+        forget_after: float = 60.0,
+        max_items: int = 200,
         keep_sent: bool = False,
         faults: FaultScript | Sequence[Fault] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """See the module docstring. ``token``: the one token LOGIN accepts; ``appkey``/``secretkey``: the
+        pair ``POST /oauth2/token`` demands (:class:`replay.rest.TokenDesk`). A client whose unsent frames
+        pass ``max_backlog_bytes`` (or ``max_queue_frames``) is dropped as too slow, and so is the client
+        with the largest backlog while all together pass ``max_total_backlog_bytes``. ``forget_after`` and
+        ``max_items``: see :class:`replay.tracker.ItemTracker`."""
+        super().__init__(
+            max_queue_frames=max_queue_frames, max_backlog_bytes=max_backlog_bytes,
+            max_total_backlog_bytes=max_total_backlog_bytes, backpressure_frames=backpressure_frames,
+        )
         self.source = source
         self.host = host
         self.port = port
-        self.required_token = token
+        self.tokens = rest.TokenDesk(token, appkey, secretkey)
         self.max_message = max_message
-        self.max_queue_frames = max_queue_frames
-        self.backpressure_frames = max(1, backpressure_frames)
         self.clock = clock
-        self.stats = ServerStats()
         self.sent: list[tuple[int, float, str]] | None = [] if keep_sent else None
         """With ``keep_sent``: every REAL frame written to a client, as (connection number, clock(), text)."""
-        self._issued: set[str] = set()
-        self._expired: set[str] = set()
-        self._clients: set[_Client] = set()
         self._config = ServerConfig(
-            check_token=self._check_token, ping_interval=ping_interval, login_timeout=login_timeout
+            check_token=self.tokens.check, ping_interval=ping_interval, login_timeout=login_timeout
         )
+        self.items = ItemTracker(
+            source.add_item if source is not None else _ignore,
+            getattr(source, "remove_item", None),
+            forget_after=forget_after, max_items=max_items, initial=_initial_items(source), now=clock(),
+        )
+        """Which items the source produces (:class:`replay.tracker.ItemTracker`)."""
         self._ws: WsServer | None = None
         self._source_task: asyncio.Task[None] | None = None
+        self._faults_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
         script = script_of(faults)
         self.faults: FaultRunner | None = FaultRunner(script, self) if script is not None else None
         """With ``faults``: the runner of the fault script (:mod:`replay.faults`), its ``fired`` list."""
-        self._faults_task: asyncio.Task[None] | None = None
-        self._unyielded = 0
 
     # -- public
 
@@ -279,162 +190,37 @@ class Server:
     def expire_tokens(self) -> None:
         """Every token issued so far (and the ``--token``) stops working: the next LOGIN with one of
         them is refused with ``[CODE=8005, ...]``, as after Kiwoom's token expiry."""
-        self._expired |= self._issued
-        self._issued.clear()
-        if self.required_token is not None:
-            self._expired.add(self.required_token)
-            self.required_token = secrets.token_urlsafe(32)
+        self.tokens.expire_all()
 
     def issue_token(self) -> str:
-        """A token LOGIN accepts (what ``POST /oauth2/token`` hands out)."""
-        if self.required_token is not None:
-            return self.required_token
-        tok = secrets.token_urlsafe(32)
-        self._issued.add(tok)
-        return tok
+        """A token LOGIN accepts (what ``POST /oauth2/token`` hands out to a caller that authenticated)."""
+        return self.tokens.issue()
 
-    async def dispatch(
-        self, rows: Sequence[Row], frame: str | bytes | Frame | None = None, *, wait: bool = False
-    ) -> None:
-        """Send each logged-in client the rows it registered, as one frame per client.
+    @property
+    def required_token(self) -> str | None:
+        """The one token LOGIN accepts now (``token=``, redrawn by :meth:`expire_tokens`), or None."""
+        return self.tokens.required_token
 
-        With ``wait``, return only once every client has at most ``backpressure_frames`` frames queued
-        (or has gone): the source then runs at the pace of the slowest reader and nothing piles up. It
-        then yields to the event loop only every :attr:`YIELD_EVERY` calls (or queued frames).
-        """
-        whole: str | bytes | None = frame if isinstance(frame, str | bytes) or frame is None else frame.text
-        keys = [(r.item, r.type) for r in rows]
-        pushed: list[_Client] = []
-        for client in list(self._clients):
-            if client.session.state is not ServerState.OPEN:
-                continue
-            wanted = client.wanted
-            chosen: Sequence[Row]
-            if keys and wanted.issuperset(keys):
-                if whole is None:
-                    whole = encode_real_frame([r.text for r in rows])
-                text, chosen = whole, rows
-            else:
-                chosen = [r for r, key in zip(rows, keys, strict=True) if key in wanted]
-                if not chosen:
-                    continue
-                if frame is not None and not isinstance(frame, str | bytes):
-                    text = frame.subset(chosen)
-                else:
-                    text = encode_real_frame([r.text for r in chosen])
-            if not wait and len(client.outbox) >= self.max_queue_frames:
-                self._too_slow(client)
-                continue
-            client.push(text)
-            pushed.append(client)
-            client.frames_sent += 1
-            client.rows_sent += len(chosen)
-            self.stats.frames_sent += 1
-            self.stats.rows_sent += len(chosen)
-            by_item = self.stats.rows_by_item
-            for r in chosen:
-                by_item[r.item] = by_item.get(r.item, 0) + 1
-        if wait:
-            for client in pushed:
-                await self._backpressure(client)
-            # Full speed: let the writers run once a few frames are queued (they then send them in one go),
-            # or every few calls, rather than after every frame (PERF: one loop turn per frame costs ~3x).
-            self._unyielded += 1
-            if self._unyielded < self.YIELD_EVERY and all(len(c.outbox) < self.YIELD_EVERY for c in pushed):
-                return
-        self._unyielded = 0
-        await asyncio.sleep(0)
+    @property
+    def _issued(self) -> set[str]:
+        """The tokens issued and not expired nor revoked (kept for the tests that audit them)."""
+        return self.tokens.issued
 
-    async def dispatch_frames(self, frames: Sequence[EncodedFrame], *, wait: bool = False) -> None:
-        """:meth:`dispatch` for many frames at once, each already encoded and split into rows.
+    @property
+    def _expired(self) -> set[str]:
+        return self.tokens.expired
 
-        Every logged-in client gets, in order, each frame whose rows it all registered as the frame's
-        exact ``data``, and the :meth:`EncodedFrame.subset` of the rows it registered of the others.
-        The frames are queued in one go; the writers then send each client's queue in few socket writes.
-        ``wait`` is as for :meth:`dispatch`. Yields to the event loop once per call.
-        """
-        clients = [c for c in self._clients if c.session.state is ServerState.OPEN]
-        if clients and frames:
-            self._queue_frames(clients, frames, wait)
-            if wait:
-                for client in clients:
-                    if len(client.outbox) > self.backpressure_frames:
-                        await self._backpressure(client)
-        self._unyielded = 0
-        await asyncio.sleep(0)
+    def connections(self) -> list[Client]:
+        """The connections open now (closing ones included)."""
+        return list(self._clients)
 
-    def _queue_frames(self, clients: list[_Client], frames: Sequence[EncodedFrame], wait: bool) -> None:
-        """The routing of :meth:`dispatch_frames`: no awaits, so no client changes its registration meanwhile."""
-        by_item = self.stats.rows_by_item
-        limit = self.max_queue_frames
-        frames_out = rows_out = 0
-        open_ = ServerState.OPEN
-        for f in frames:
-            keys = f.keys
-            n = len(keys)
-            if not n:
-                continue
-            full = 0
-            for client in clients:
-                if client.session.state is not open_:  # closed meanwhile (too slow)
-                    continue
-                wanted = client.wanted
-                keep: list[int] | None = None
-                if not (keys[0] in wanted if n == 1 else wanted.issuperset(keys)):
-                    if n == 1:
-                        continue
-                    keep = [k for k, key in enumerate(keys) if key in wanted]
-                    if not keep:
-                        continue
-                outbox = client.outbox
-                if not wait and len(outbox) >= limit:
-                    self._too_slow(client)
-                    continue
-                if keep is None:
-                    data: str | bytes = f.data
-                    m = n
-                    full += 1
-                else:
-                    data = f.subset(keep)
-                    m = len(keep)
-                    for k in keep:
-                        item = keys[k][0]
-                        by_item[item] = by_item.get(item, 0) + 1
-                outbox.append(data)
-                client.frames_sent += 1
-                client.rows_sent += m
-                frames_out += 1
-                rows_out += m
-            if full:
-                for item, _ in keys:
-                    by_item[item] = by_item.get(item, 0) + full
-        self.stats.frames_sent += frames_out
-        self.stats.rows_sent += rows_out
-        for client in clients:
-            if client.outbox:
-                client.wake.set()
-
-    def _too_slow(self, client: _Client) -> None:
-        self.stats.slow_clients_dropped += 1
-        log.warning("client %s reads too slowly (%d frames queued): closing it", client.peer, self.max_queue_frames)
-        client.outbox.clear()
-        client.push((1008, "client too slow"))
-        client.session.state = ServerState.CLOSED
-
-    async def _backpressure(self, client: _Client) -> None:
-        """Wait until ``client`` has at most ``backpressure_frames`` queued, or is closing or gone."""
-        while (
-            len(client.outbox) > self.backpressure_frames
-            and client.session.state is ServerState.OPEN
-            and client in self._clients
-        ):
-            client.space.clear()
-            with contextlib.suppress(TimeoutError):  # re-check the state now and then
-                async with asyncio.timeout(1.0):
-                    await client.space.wait()
+    def market_time(self) -> float | None:
+        """The source's market clock (its ``market_time()``), or None if it has none."""
+        clock = getattr(self.source, "market_time", None)
+        return clock() if callable(clock) else None
 
     async def start(self) -> None:
-        conn_cls = _make_connection_class(self)
+        conn_cls = rest.make_connection_class(self.handle_rest)
         self._ws = await ws_serve(
             self._handle,
             self.host,
@@ -443,6 +229,7 @@ class Server:
             compression=None,
             max_size=self.max_message,
             ping_interval=None,  # Kiwoom keeps alive with application PINGs (PROTOCOL.md 0)
+            close_timeout=2.0,  # a closing handshake the client does not finish: cut after 2 s
             create_connection=conn_cls,
             logger=_ws_log,
         )
@@ -450,6 +237,7 @@ class Server:
         self.port = sock.getsockname()[1]
         if self.source is not None:
             self._source_task = asyncio.create_task(self._run_source(self.source))
+        self._sweep_task = asyncio.create_task(self._sweep_items())
         if self.faults is not None:
             self._faults_task = asyncio.create_task(self.faults.run())
         if exposed(self.host):
@@ -457,38 +245,53 @@ class Server:
         log.info("serving %s (token endpoint %s%s)", self.url, self.rest_url, auth.TOKEN_PATH)
 
     async def stop(self) -> None:
-        if self._faults_task is not None:
-            self._faults_task.cancel()
+        """Stop serving, within about 2 x :attr:`STOP_GRACE` seconds whatever the clients do: the source
+        and fault tasks end, every client gets the frames already queued and a close 1001 if it reads
+        them within :attr:`STOP_GRACE` seconds, and has its TCP connection cut otherwise."""
+        tasks = [t for t in (self._faults_task, self._source_task, self._sweep_task) if t is not None]
+        self._faults_task = self._source_task = self._sweep_task = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._faults_task
-            self._faults_task = None
-        if self._source_task is not None:
-            self._source_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._source_task
-            self._source_task = None
-        if self._ws is not None:
-            self._ws.close()
-            await self._ws.wait_closed()
-            self._ws = None
+                await task
+        if self._ws is None:
+            return
+        ws, self._ws = self._ws, None
+        ws.close(close_connections=False)  # no new connections
+        for client in list(self._clients):
+            client.session.state = ServerState.CLOSED
+            client.push((1001, "server shutting down"))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.STOP_GRACE):
+                await ws.wait_closed()  # every handler returned
+        for client in list(self._clients):
+            client.conn.transport.abort()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.STOP_GRACE):
+                await ws.wait_closed()
 
     # -- internals
 
     async def _run_source(self, source: Source) -> None:
         try:
-            await source.run(_Dispatcher(self))
+            await source.run(Dispatcher(self))
             log.info("source finished: connections stay open")
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("the frame source failed; connections stay open but no more data will flow")
 
-    def _check_token(self, token: str) -> int | None:
-        if token in self._expired:
-            return 8005
-        if self.required_token is not None:
-            return None if secrets.compare_digest(token, self.required_token) else 8005
-        return None if token.strip() else 8005
+    async def _sweep_items(self) -> None:
+        """Forget the items nobody has registered for ``forget_after`` seconds (checked every second at most)."""
+        tracker = self.items
+        while True:
+            await asyncio.sleep(min(1.0, max(0.05, tracker.forget_after / 4)))
+            forgotten = tracker.sweep(self.clock())
+            if forgotten:
+                self.stats.items_forgotten += forgotten
+                log.info("forgot %d item(s) no client has registered for %g s", forgotten, tracker.forget_after)
+                _give_back_memory()
 
     async def _handle(self, conn: ServerConnection) -> None:
         path = conn.request.path.split("?", 1)[0] if conn.request else ""
@@ -497,12 +300,23 @@ class Server:
             return
         session = ServerSession(self._config, now=self.clock())
         self.stats.connections += 1
-        client = _Client(conn, session, self.stats.connections)
+        client = Client(conn, session, self.stats.connections)
+        if self.faults is not None:
+            closing = self.faults.at_handshake(client)  # close_after_handshake
+            if closing is not None:
+                if closing[0] == 0:
+                    conn.transport.abort()
+                else:
+                    await conn.close(*closing)
+                return
         self._clients.add(client)
         log.info("client %s connected", client.peer)
         try:
             async with asyncio.TaskGroup() as tg:
-                writer = tg.create_task(self._writer(client))
+                writer = tg.create_task(
+                    write_loop(client, low=self.backpressure_frames // 2, cap=self.WRITE_BATCH, faults=self.faults,
+                               sent=self.sent, clock=self.clock)
+                )
                 timer = tg.create_task(self._timer(client))
                 try:
                     await self._reader(client)
@@ -518,6 +332,8 @@ class Server:
             pass
         finally:
             self._clients.discard(client)
+            self._track(client, frozenset())
+            client.clear()
             client.space.set()
             self.stats.protocol_errors += session.protocol_errors
             log.info(
@@ -525,7 +341,7 @@ class Server:
                 client.peer, client.frames_sent, client.rows_sent, conn.close_code,
             )
 
-    async def _reader(self, client: _Client) -> None:
+    async def _reader(self, client: Client) -> None:
         session = client.session
         was_open = False
         with contextlib.suppress(ConnectionClosed):
@@ -543,18 +359,34 @@ class Server:
                     log.info("client %s logged in", client.peer)
                 after = session.registered
                 if after != before:
-                    client.wanted = after
-                if after != before and self.source is not None:
-                    for item in {i for i, _ in after - before}:
-                        if item:
-                            self.source.add_item(item)
+                    self._track(client, after, after - before)
                 client.flush_session()
                 if session.state is ServerState.CLOSED:
                     # stay until the writer has closed the socket
                     await client.conn.wait_closed()
                     return
 
-    async def _timer(self, client: _Client) -> None:
+    def _track(
+        self, client: Client, registered: frozenset[tuple[str, str]], new: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """``client`` now has ``registered`` (``new`` of them just now): it gets data for the pairs that
+        can be items of their type (:func:`schemas.items.item_problem`; the ``new`` others get one log
+        line and no data), and the item tracker counts its items."""
+        problems = [problem for i, t in new if (problem := item_problem(t, i)) is not None]
+        if problems:
+            self.stats.items_refused += len(problems)
+            log.warning("%r registered %d pair(s) that get no data, e.g. %s", client, len(problems), problems[0])
+        client.wanted = frozenset(p for p in registered if item_problem(p[1], p[0]) is None)
+        items = {i for i, _ in client.wanted if i}
+        now = self.clock()
+        for item in client.held - items:
+            self.items.unwant(item, now)
+        for item in items - client.held:
+            if not self.items.want(item, now):
+                items.discard(item)
+        client.held = items
+
+    async def _timer(self, client: Client) -> None:
         session = client.session
         while session.state is not ServerState.CLOSED:
             deadline = session.next_deadline()
@@ -565,82 +397,11 @@ class Server:
             session.tick(self.clock())
             client.flush_session()
 
-    async def _writer(self, client: _Client) -> None:
-        """Send what is queued for ``client``, in order: as many frames as are queued (up to
-        :attr:`WRITE_BATCH`) in one socket write; one at a time through the fault hooks when faults are on."""
-        conn = client.conn
-        outbox = client.outbox
-        wake, space = client.wake, client.space
-        low = self.backpressure_frames // 2
-        batching = isinstance(conn, _BatchConnection)
-        cap = self.WRITE_BATCH
-        while True:
-            while not outbox:
-                wake.clear()
-                await wake.wait()
-            if self.faults is not None or not batching:
-                item = outbox.popleft()
-                if len(outbox) <= low:
-                    space.set()
-                if isinstance(item, tuple):
-                    await conn.close(item[0], item[1])
-                    return
-                text = item.decode() if isinstance(item, bytes) else item
-                if self.faults is not None:
-                    await self.faults.send(client, text)  # stall, slow, burst, duplicate, reorder
-                    continue
-                await conn.send(text)
-                if self.sent is not None and is_real_text(text):
-                    self.sent.append((client.number, self.clock(), text))
-                continue
-            batch: list[str | bytes] = []
-            close: tuple[int, str] | None = None
-            while outbox:
-                out = outbox.popleft()
-                if isinstance(out, tuple):
-                    close = out
-                    break
-                batch.append(out)
-                if len(batch) >= cap:
-                    break
-            if len(outbox) <= low:
-                space.set()
-            if batch:
-                assert isinstance(conn, _BatchConnection)
-                await conn.send_texts(batch)
-                if self.sent is not None:
-                    now = self.clock()
-                    self.sent.extend(
-                        (client.number, now, m.decode() if isinstance(m, bytes) else m)
-                        for m in batch
-                        if is_real_text(m)
-                    )
-            if close is not None:
-                await conn.close(close[0], close[1])
-                return
-
-    # -- REST (au10001 / au10002), see _RestConnection
+    # -- REST (au10001 / au10002, /control): see replay.rest
 
     def handle_rest(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        path, _, query = path.partition("?")
-        if path == control.CONTROL_PATH:
-            return self.handle_control(method, query, body)
-        if path not in (auth.TOKEN_PATH, auth.REVOKE_PATH):
-            return 404, auth.token_error_response(404, f"no such endpoint {path[:60]}; try POST {auth.TOKEN_PATH}")
-        if method != "POST":
-            return 405, auth.token_error_response(405, f"use POST {path}")
-        try:
-            obj = msgspec.json.decode(body)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
-            return 400, auth.token_error_response(1501, "요청 본문이 JSON 이 아닙니다 (body is not JSON)")
-        if path == auth.TOKEN_PATH:
-            problem = auth.validate_token_request(obj)
-            if problem is not None:
-                return 200, auth.token_error_response(1501, problem)
-            return 200, auth.token_response(self.issue_token(), time.time() + TOKEN_LIFETIME)
-        if isinstance(obj, dict) and isinstance(obj.get("token"), str):
-            self._issued.discard(obj["token"])
-        return 200, {"return_code": 0, "return_msg": auth.OK_MSG}
+        """Answer one plain-HTTP request on the server's port: (HTTP status, JSON body)."""
+        return rest.route(path, method, body, self.tokens, self.handle_control)
 
     # -- /control (see replay.control)
 
@@ -664,145 +425,6 @@ class Server:
         return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
-class _Dispatcher:
-    """What a source's ``run`` gets: :meth:`Server.dispatch`, callable, and :meth:`Server.dispatch_frames`."""
-
-    __slots__ = ("_server",)
-
-    def __init__(self, server: Server) -> None:
-        self._server = server
-
-    def __call__(
-        self, rows: Sequence[Row], frame: str | bytes | Frame | None = None, /, *, wait: bool = False
-    ) -> Awaitable[None]:
-        return self._server.dispatch(rows, frame, wait=wait)
-
-    def frames(self, frames: Sequence[EncodedFrame], /, *, wait: bool = False) -> Awaitable[None]:
-        return self._server.dispatch_frames(frames, wait=wait)
-
-
-class _BatchConnection(ServerConnection):
-    """A websockets server connection that can send many text messages in one socket write."""
-
-    async def send_texts(self, messages: Sequence[str | bytes]) -> None:
-        """Send each of ``messages`` as one text message (``bytes`` are UTF-8 already), all in one socket
-        write; then wait while the write buffer is over its limit, as :meth:`send` does.
-
-        It runs in websockets' own send context (the connection must be open; a failed write closes it).
-        The frames are what websockets' protocol makes of ``send_text`` on a server connection without
-        extensions (RFC 6455 5.2: FIN, opcode 1, the length, no mask), built here because the library's
-        per-frame path costs twice the rest of a replayed frame. With an extension, or a fragmented
-        message in progress (this server sends neither), the library's protocol frames them.
-        """
-        async with self.send_context():
-            protocol = self.protocol
-            if protocol.extensions or protocol.expect_continuation_frame:
-                for m in messages:
-                    protocol.send_text(m if isinstance(m, bytes) else m.encode())
-                return
-            parts: list[bytes] = []
-            for m in messages:
-                data = m if isinstance(m, bytes) else m.encode()
-                n = len(data)
-                if n < 126:
-                    parts.append(bytes((0x81, n)))
-                elif n < 65536:
-                    parts.append(b"\x81\x7e" + n.to_bytes(2, "big"))
-                else:
-                    parts.append(b"\x81\x7f" + n.to_bytes(8, "big"))
-                parts.append(data)
-            self.send_data()  # whatever the protocol has queued goes first (there is nothing, normally)
-            self.transport.write(b"".join(parts))
-
-    def send_data(self) -> None:
-        """websockets' ``send_data``, with the queued frames joined into one ``transport.write``."""
-        pending: list[bytes] = []
-        for data in self.protocol.data_to_send():
-            if data:
-                pending.append(data)
-                continue
-            if pending:
-                self.transport.write(b"".join(pending))
-                pending = []
-            # the end of the stream, as websockets does it: half-close when possible, else close
-            if self.transport.can_write_eof():
-                with contextlib.suppress(Exception):
-                    self.transport.write_eof()
-            else:
-                self.transport.close()
-        if pending:
-            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-
-
-def _make_connection_class(server: Server) -> type[ServerConnection]:
-    """A websockets connection that answers plain HTTP POSTs (token endpoints, /control) on the same port.
-
-    websockets' HTTP parser only takes bodiless GETs, so the first bytes decide: ``GET`` goes to
-    websockets untouched; anything else is read as one small HTTP/1.1 request and answered here.
-    """
-
-    class _RestConnection(_BatchConnection):
-        _mode: str | None = None
-        _buf: bytes = b""
-
-        def data_received(self, data: bytes) -> None:
-            if self._mode == "ws":
-                super().data_received(data)
-                return
-            self._buf += data
-            if self._mode is None:
-                if len(self._buf) < 4:
-                    return
-                self._mode = "ws" if self._buf.startswith(b"GET ") else "http"
-                if self._mode == "ws":
-                    buf, self._buf = self._buf, b""
-                    super().data_received(buf)
-                    return
-            self._http()
-
-        def _http(self) -> None:
-            head_end = self._buf.find(b"\r\n\r\n")
-            if head_end < 0:
-                if len(self._buf) > 16 * 1024:
-                    self._reply(431, {"return_code": 431, "return_msg": "request header too large"})
-                return
-            head = self._buf[:head_end].decode("latin-1")
-            lines = head.split("\r\n")
-            parts = lines[0].split(" ")
-            if len(parts) != 3:
-                self._reply(400, {"return_code": 400, "return_msg": "bad request line"})
-                return
-            length = 0
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    try:
-                        length = int(value.strip())
-                    except ValueError:
-                        length = -1
-            if length < 0 or length > MAX_HTTP_BODY:
-                self._reply(413, {"return_code": 413, "return_msg": "body too large or bad Content-Length"})
-                return
-            body = self._buf[head_end + 4 : head_end + 4 + length]
-            if len(body) < length:
-                return
-            status, payload = server.handle_rest(parts[0], parts[1], body)
-            self._reply(status, payload)
-
-        def _reply(self, status: int, payload: dict[str, Any]) -> None:
-            body = msgspec.json.encode(payload)
-            reason = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else "Error"
-            head = (
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json;charset=UTF-8\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            self._mode = "done"
-            self.transport.write(head.encode("latin-1") + body)
-            self.transport.close()
-
-    return _RestConnection
-
-
 @contextlib.asynccontextmanager
 async def serve(source: Source | None = None, **kwargs: Any) -> AsyncIterator[Server]:
     """Run a mock server for the duration of the block; see :class:`Server` for the options.
@@ -815,3 +437,21 @@ async def serve(source: Source | None = None, **kwargs: Any) -> AsyncIterator[Se
         yield server
     finally:
         await server.stop()
+
+
+def _give_back_memory() -> None:
+    """Collect cycles and hand freed heap pages back to the OS (glibc's ``malloc_trim``; elsewhere a no-op),
+    so that the RSS falls again once a flood of items is forgotten."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
+def _ignore(item: str) -> None:
+    """The item hook of a server without a source."""
+
+
+def _initial_items(source: Source | None) -> tuple[str, ...]:
+    """The items a source produces before any client registers one (a simulated market's universe)."""
+    items = getattr(getattr(source, "market", None), "items", ())
+    return tuple(i for i in items if isinstance(i, str)) if isinstance(items, tuple) else ()

@@ -40,14 +40,23 @@ class SimSource:
         self.market.remove_item(item)
 
     def market_time(self) -> float:
+        """The simulated market clock, seconds since KST midnight (the ``market_time`` fault trigger)."""
         return self.market.now
+
+    MAX_STEP = 0.25
+    """Market seconds simulated per :meth:`SimulatedMarket.advance` call at most: a market that cannot keep
+    up (many items, a high speed) falls behind but still yields to the event loop between steps, so
+    that clients, signals and a stop are served (the same rows either way: ``advance`` is incremental)."""
 
     async def run(self, dispatch: Dispatch) -> None:
         t0 = self.clock()
         m0 = self.market.now
         step = max(0.001, self.market.batch / self.speed)
+        market = self.market
         while True:
             target = m0 + (self.clock() - t0) * self.speed
-            for tick in self.market.advance(target):
-                await dispatch(tick.rows, None)
+            while market.now < target:
+                for tick in market.advance(min(target, market.now + self.MAX_STEP)):
+                    await dispatch(tick.rows, None)
+                await asyncio.sleep(0)
             await asyncio.sleep(step)

@@ -230,9 +230,12 @@ class Reg:
 
 @dataclass(frozen=True, slots=True)
 class Remove:
+    """A REMOVE (PROTOCOL.md 1.5). ``data`` None: the whole group (a REMOVE with no ``data``, as real
+    clients send); a :class:`Subscription` with no ``items`` (``()``): its types for every item of the group."""
+
     trnm: ClassVar[str] = "REMOVE"
     grp_no: str
-    data: tuple[Subscription, ...]
+    data: tuple[Subscription, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +323,11 @@ def _int_field(obj: dict[str, Any], key: str, text: str | bytes) -> int:
     raise ProtocolError(f"'{key}' must be an integer", text)
 
 
-def _subscriptions(obj: dict[str, Any], text: str | bytes) -> tuple[Subscription, ...]:
+def _subscriptions(
+    obj: dict[str, Any], text: str | bytes, missing_item: tuple[str, ...] = ("",)
+) -> tuple[Subscription, ...]:
+    """The ``data`` list; an entry with no ``item`` key gets ``missing_item`` (REG: the account-level
+    item ``""``; REMOVE: ``()``, every item)."""
     data = obj.get("data")
     if not isinstance(data, list) or not data:
         raise ProtocolError("'data' must be a non-empty list of {item, type}", text)
@@ -328,7 +335,10 @@ def _subscriptions(obj: dict[str, Any], text: str | bytes) -> tuple[Subscription
     for entry in data:
         if not isinstance(entry, dict):
             raise ProtocolError("each 'data' entry must be an object", text)
-        items = entry.get("item", [""])
+        if "item" not in entry and not missing_item:
+            items: Any = []
+        else:
+            items = entry.get("item", list(missing_item))
         types = entry.get("type")
         if isinstance(items, str):  # tolerate a bare string, as some clients send
             items = [items]
@@ -339,7 +349,7 @@ def _subscriptions(obj: dict[str, Any], text: str | bytes) -> tuple[Subscription
             raise ProtocolError("'item' must be a list of strings", text)
         if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
             raise ProtocolError("'type' must be a non-empty list of strings", text)
-        out.append(Subscription(tuple(items) or ("",), tuple(types)))
+        out.append(Subscription(tuple(items) or (("",) if "item" in entry else missing_item), tuple(types)))
     return tuple(out)
 
 
@@ -355,8 +365,11 @@ def decode_client_message(text: str | bytes) -> Message:
         if refresh not in ("0", "1"):
             raise ProtocolError("'refresh' must be \"0\" or \"1\"", text)
         return Reg(grp, refresh, _subscriptions(obj, text))
-    if trnm == "REMOVE":
-        return Remove(_str_field(obj, "grp_no", text, "1"), _subscriptions(obj, text))
+    if trnm == "REMOVE":  # data is not required (PROTOCOL.md 1.3): without it, the whole group
+        grp = _str_field(obj, "grp_no", text, "1")
+        if obj.get("data") is None:
+            return Remove(grp, None)
+        return Remove(grp, _subscriptions(obj, text, missing_item=()))
     if trnm == "PING":
         return Ping(text if isinstance(text, str) else text.decode("utf-8"))
     return Unknown(trnm, obj)
@@ -580,16 +593,23 @@ class ServerSession:
         self._outbox.append(ack("REG"))
 
     def _remove(self, msg: Remove, now: float) -> None:
+        """Three forms, each answered ``return_code`` 0 (PROTOCOL.md 1.4): with no ``data``, the whole
+        group goes; an entry with ``type`` and no ``item`` removes those types for the group's items;
+        ``item`` x ``type`` removes those pairs."""
         if self._rate_limited(now):
             self._outbox.append(ack("REMOVE", RC_REG_RATE, "해당 TRNM 허용 요청 건수 초과"))
             return
-        pairs = self._pairs(msg.data)
-        if isinstance(pairs, str):
-            self._outbox.append(ack("REMOVE", RC_ERROR, pairs))
-            return
-        group = self.groups.get(msg.grp_no)
-        if group is not None:
-            group -= pairs
+        group = self.groups.get(msg.grp_no, set())
+        gone: set[tuple[str, str]] = set(group)
+        if msg.data is not None:
+            pairs = self._pairs(msg.data)
+            if isinstance(pairs, str):
+                self._outbox.append(ack("REMOVE", RC_ERROR, pairs))
+                return
+            every_item = {t for sub in msg.data if not sub.items for t in sub.types}
+            gone = pairs | {p for p in group if p[1] in every_item}
+        if group:
+            group -= gone
             if not group:
                 del self.groups[msg.grp_no]
             self._recompute()

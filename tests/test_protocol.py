@@ -1399,3 +1399,50 @@ def test_any_str_including_surrogates(garbage: str) -> None:
         server.receive(frame, 0.5)
         server.data_to_send()
         open_client().receive(frame, 0.5)
+
+
+# REMOVE in the forms real clients send (issue 11 item 4; PROTOCOL.md 1.3-1.5)
+
+
+def test_remove_with_only_grp_no_removes_the_whole_group_and_leaves_the_others() -> None:
+    server = open_server()
+    assert reply(server, reg_text(["005930", "000660"], ["0D", "0E"], grp_no="1"), 1.0) == [REG_OK]
+    assert reply(server, reg_text(["001"], ["0J"], grp_no="3"), 2.0) == [REG_OK]
+    assert decode_client_message('{"trnm":"REMOVE","grp_no":"1"}') == p.Remove("1", None)
+    assert reply(server, '{"trnm":"REMOVE","grp_no":"1"}', 3.0) == [REMOVE_OK]
+    assert server.groups == {"3": {("001", "0J")}}
+    assert server.registered == {("001", "0J")}
+    # "data": null is the same; a group that has nothing is still answered with success
+    assert reply(server, '{"trnm":"REMOVE","grp_no":"3","data":null}', 4.0) == [REMOVE_OK]
+    assert server.registered == frozenset()
+    assert reply(server, '{"trnm":"REMOVE","grp_no":"9"}', 5.0) == [REMOVE_OK]
+
+
+def test_remove_with_a_type_and_no_item_removes_that_type_for_the_groups_items() -> None:
+    server = open_server()
+    assert reply(server, reg_text(["005930", "000660"], ["0D", "0E"], grp_no="1"), 1.0) == [REG_OK]
+    assert reply(server, reg_text(["035720"], ["0D"], grp_no="2"), 2.0) == [REG_OK]
+    text = '{"trnm":"REMOVE","grp_no":"1","data":[{"type":["0D"]}]}'
+    assert decode_client_message(text) == p.Remove("1", (Subscription((), ("0D",)),))
+    assert reply(server, text, 3.0) == [REMOVE_OK]
+    assert server.groups == {"1": {("005930", "0E"), ("000660", "0E")}, "2": {("035720", "0D")}}
+    # a bare string type, and an explicit item list alongside, in one REMOVE
+    text = '{"trnm":"REMOVE","grp_no":"1","data":[{"type":"0E"},{"item":["035720"],"type":["0D"]}]}'
+    assert reply(server, text, 4.0) == [REMOVE_OK]
+    assert server.groups == {"2": {("035720", "0D")}}
+
+
+def test_remove_still_refuses_what_is_really_malformed() -> None:
+    server = open_server()
+    assert reply(server, reg_text(["005930"], ["0D"]), 1.0) == [REG_OK]
+    for k, text in enumerate([
+        '{"trnm":"REMOVE","grp_no":"1","data":"nope"}',
+        '{"trnm":"REMOVE","grp_no":"1","data":[]}',
+        '{"trnm":"REMOVE","grp_no":"1","data":[{"item":["005930"]}]}',
+        '{"trnm":"REMOVE","grp_no":"1","data":[{"type":["ZZ"]}]}',
+        '{"trnm":"REMOVE","grp_no":1}',
+        '{"trnm":"REMOVE","grp_no":"1","data":[["005930"]]}',
+    ]):
+        (frame,) = reply(server, text, 2.0 + k)
+        assert (loads(frame)["trnm"], loads(frame)["return_code"]) == ("REMOVE", p.RC_ERROR), text
+    assert server.registered == {("005930", "0D")}

@@ -3,7 +3,8 @@
 **Figures.** Tests put what they measured in the session-scoped ``report`` fixture (a :class:`Report`);
 ``pytest_terminal_summary`` prints them as one table at the end of the run: kills survived, the worst
 frames lost per kill against the fsync bound, gaps per crash, journal damage cases recovered, faults
-survived, fuzz cases tried, secrets found.
+survived, fuzz cases tried, secrets found, and the mock server under load (RSS after a slow reader and
+after a 10,000-code churn, time to stop under load).
 
 **Secrets.** Every test here gets ``audit`` (autouse): tests make their tokens, app keys and secrets
 with ``audit.secret(label)`` (distinctive random strings), hand over any text they collect
@@ -60,6 +61,8 @@ class Report:
     scanned_logs: int = 0
     scanned_texts: int = 0
     disk_full: str = ""
+    server: dict[str, str] = field(default_factory=dict)
+    """The mock server under load (test_server_load.py): figure -> what was measured."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -147,7 +150,7 @@ def audit(report: Report, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> I
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     r = REPORT
-    if not (r.kills or r.faults or r.fuzz or r.scanned_logs or r.disk_full or r.journal_damage):
+    if not (r.kills or r.faults or r.fuzz or r.scanned_logs or r.disk_full or r.journal_damage or r.server):
         return  # the reliability suite did not run
     tr = terminalreporter
     tr.section("kiwoom-tape reliability summary")
@@ -191,6 +194,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         f"{len(r.secrets_found)} (of {r.secrets} secrets, grepped in {r.scanned_files} files / "
         f"{r.scanned_bytes / 1e6:.1f} MB, {r.scanned_logs} log records, {r.scanned_texts} outputs)",
     ))
+    rows.extend(sorted(r.server.items()))
     for k, v in r.extra.items():
         rows.append((k, str(v)))
     width = max(len(k) for k, _ in rows)

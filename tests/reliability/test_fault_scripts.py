@@ -522,7 +522,8 @@ def test_cli_simulate_with_faults(tmp_path: Path, audit: SecretAudit) -> None:
     assert "fault #1 kick fired" in text  # and the server logged it firing
 
 
-def test_cli_recorded_day_with_faults(tmp_path: Path, audit: SecretAudit) -> None:
+def _recorded_day(tmp_path: Path, audit: SecretAudit) -> Path:
+    """A short recorded day: 005930_NX from 16:00:00 KST, ~30 rows, recorded through the mock server."""
     from recorder.auth import TokenProvider
     from replay.simulator import SimulatedMarket
     from replay.sources import SimSource
@@ -545,10 +546,43 @@ def test_cli_recorded_day_with_faults(tmp_path: Path, audit: SecretAudit) -> Non
                 audit.add(tok)
 
     asyncio.run(capture())
+    logging.getLogger(__name__).debug("recorded %s", data)
+    return data
+
+
+def test_cli_recorded_day_with_faults(tmp_path: Path, audit: SecretAudit) -> None:
+    data = _recorded_day(tmp_path, audit)
     script = tmp_path / "faults.toml"
     script.write_text('[[fault]]\nkind = "kick"\nafter_frames = 3\n')
-    logging.getLogger(__name__).debug("recorded %s", data)
     text = asyncio.run(_kicked_via_cli(
         [str(data), "--port", "0", "--speed", "max", "--start-delay", "0", "--faults", str(script)], audit, "005930_NX"
     ))
     assert "fault #1 after 3 frames: kick" in text
+
+
+def test_cli_market_time_trigger_on_the_simulated_clock(tmp_path: Path, audit: SecretAudit) -> None:
+    script = tmp_path / "faults.toml"
+    script.write_text('[[fault]]\nkind = "kick"\nmarket_time = "09:30:02"\n')
+    args = ["--simulate", "--port", "0", "--items", "005930", "--sim-start", "09:29:58", "--speed", "10",
+            "--faults", str(script)]
+    text = asyncio.run(_kicked_via_cli(args, audit, "005930"))
+    assert "fault #1 at market time 09:30:02.000: kick" in text and "fault #1 kick fired" in text
+
+
+def test_cli_market_time_trigger_on_a_recorded_days_clock(tmp_path: Path, audit: SecretAudit) -> None:
+    from replay.recorded import RecordedSource
+
+    data = _recorded_day(tmp_path, audit)
+    source = RecordedSource(data)
+    assert source.market_time() is None  # not started: no clock yet
+    rec = source.status()["recording"]
+    first, last = (sum(float(x) * u for x, u in zip(t.split(":"), (3600, 60, 1), strict=True))
+                   for t in (rec["first"], rec["last"]))
+    fire_at = (first + last) / 2  # halfway through the tape, on its own clock
+    script = tmp_path / "faults.toml"
+    stamp = f"{int(fire_at) // 3600:02d}:{int(fire_at) % 3600 // 60:02d}:{fire_at % 60:06.3f}"
+    script.write_text(f'[[fault]]\nkind = "kick"\nmarket_time = "{stamp}"\n')
+    text = asyncio.run(_kicked_via_cli(
+        [str(data), "--port", "0", "--speed", "1", "--start-delay", "0", "--faults", str(script)], audit, "005930_NX"
+    ))
+    assert "fault #1 kick fired" in text

@@ -1,0 +1,206 @@
+"""The mock server's plain-HTTP side: the token endpoints au10001/au10002 and the tokens they issue
+(PROTOCOL.md 4.3-4.4), and the request sniffing that serves them, and ``/control``, on the WebSocket port.
+
+Credentials: a :class:`TokenDesk` given an app key and secret checks every ``POST /oauth2/token``
+against them (compared in constant time) and answers a wrong pair with return_code 8001 (PROTOCOL.md
+1.11: "invalid app key / secret"; Kiwoom's exact message text is not documented); only a caller that
+authenticated gets a token, the fixed ``token`` included. Without credentials, any well-formed request
+gets a token. Neither the credentials nor a token ever reach a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import http
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from websockets.asyncio.server import ServerConnection
+
+from replay import control
+from replay.outbox import BatchConnection
+from schemas import auth
+
+__all__ = ["MAX_HTTP_BODY", "RC_BAD_CREDENTIALS", "TOKEN_LIFETIME", "TokenDesk", "make_connection_class"]
+
+MAX_HTTP_BODY = 64 * 1024
+TOKEN_LIFETIME = 24 * 3600.0
+RC_BAD_CREDENTIALS = 8001
+"""au10001's answer to a wrong app key / secret pair (PROTOCOL.md 1.11)."""
+
+RestHandler = Callable[[str, str, bytes], tuple[int, dict[str, Any]]]
+
+
+class TokenDesk:
+    """Issues, checks, revokes and expires the tokens of one mock server.
+
+    ``token``: the one token LOGIN accepts (else any non-empty one, or any issued one once one has
+    expired). ``appkey``/``secretkey``: the pair ``POST /oauth2/token`` demands (both or neither).
+    """
+
+    def __init__(self, token: str | None = None, appkey: str | None = None, secretkey: str | None = None) -> None:
+        if (appkey is None) != (secretkey is None):
+            raise ValueError("give both an app key and a secret key, or neither")
+        self.required_token = token
+        self._appkey = appkey
+        self._secretkey = secretkey
+        self.issued: set[str] = set()
+        """Tokens handed out that LOGIN accepts."""
+        self.expired: set[str] = set()
+        """Tokens that LOGIN refuses with 8005 (:meth:`expire_all`)."""
+
+    def __repr__(self) -> str:
+        return f"TokenDesk(fixed_token={self.required_token is not None}, credentials={self.checks_credentials})"
+
+    @property
+    def checks_credentials(self) -> bool:
+        return self._appkey is not None
+
+    def authenticated(self, body: dict[str, Any]) -> bool:
+        """Whether a well-formed au10001 request carries the configured pair (always, with none configured)."""
+        if self._appkey is None or self._secretkey is None:
+            return True
+        ok_key = secrets.compare_digest(str(body["appkey"]).encode(), self._appkey.encode())
+        ok_secret = secrets.compare_digest(str(body["secretkey"]).encode(), self._secretkey.encode())
+        return ok_key and ok_secret
+
+    def issue(self) -> str:
+        """A token LOGIN accepts: the fixed token if there is one, else a fresh random one."""
+        if self.required_token is not None:
+            return self.required_token
+        tok = secrets.token_urlsafe(32)
+        self.issued.add(tok)
+        return tok
+
+    def known(self) -> set[str]:
+        """Every token issued, expired or fixed so far (for secret audits in tests)."""
+        return {*self.issued, *self.expired, *([self.required_token] if self.required_token else [])}
+
+    def revoke(self, token: str) -> None:
+        self.issued.discard(token)
+
+    def expire_all(self) -> None:
+        """Every token issued so far (and the fixed one) stops working; a new fixed token is drawn."""
+        self.expired |= self.issued
+        self.issued.clear()
+        if self.required_token is not None:
+            self.expired.add(self.required_token)
+            self.required_token = secrets.token_urlsafe(32)
+
+    def check(self, token: str) -> int | None:
+        """For :class:`schemas.protocol.ServerConfig`: None to accept ``token`` at LOGIN, else 8005."""
+        if token in self.expired:
+            return 8005
+        if self.required_token is not None:
+            return None if secrets.compare_digest(token.encode(), self.required_token.encode()) else 8005
+        return None if token.strip() else 8005
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Answer ``METHOD path`` (``/oauth2/token`` or ``/oauth2/revoke``) with ``body``: (HTTP status, JSON)."""
+        if method != "POST":
+            return 405, auth.token_error_response(405, f"use POST {path}")
+        try:
+            obj = msgspec.json.decode(body)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
+            return 400, auth.token_error_response(1501, "요청 본문이 JSON 이 아닙니다 (body is not JSON)")
+        if path == auth.TOKEN_PATH:
+            problem = auth.validate_token_request(obj)
+            if problem is not None:
+                return 200, auth.token_error_response(1501, problem)
+            if not self.authenticated(obj):
+                return 200, auth.token_error_response(
+                    RC_BAD_CREDENTIALS,
+                    f"[CODE={RC_BAD_CREDENTIALS}, MESSAGE=App Key와 Secret Key 검증에 실패했습니다] "
+                    "(this mock was started with credentials; send the same KIWOOM_APPKEY/KIWOOM_SECRETKEY)",
+                )
+            return 200, auth.token_response(self.issue(), time.time() + TOKEN_LIFETIME)
+        if isinstance(obj, dict) and isinstance(obj.get("token"), str):
+            self.revoke(obj["token"])
+        return 200, {"return_code": 0, "return_msg": auth.OK_MSG}
+
+
+def route(
+    path: str, method: str, body: bytes, desk: TokenDesk, control_handler: Callable[[str, str, bytes], Any]
+) -> tuple[int, dict[str, Any]]:
+    """Route one plain-HTTP request: ``/control`` to ``control_handler(method, query, body)``, the token
+    endpoints to ``desk``, anything else 404."""
+    path, _, query = path.partition("?")
+    if path == control.CONTROL_PATH:
+        result: tuple[int, dict[str, Any]] = control_handler(method, query, body)
+        return result
+    if path not in (auth.TOKEN_PATH, auth.REVOKE_PATH):
+        return 404, auth.token_error_response(404, f"no such endpoint {path[:60]}; try POST {auth.TOKEN_PATH}")
+    return desk.handle(method, path, body)
+
+
+def make_connection_class(handle_rest: RestHandler) -> type[ServerConnection]:
+    """A websockets connection that answers plain HTTP POSTs (token endpoints, /control) on the same port.
+
+    websockets' HTTP parser only takes bodiless GETs, so the first bytes decide: ``GET`` goes to
+    websockets untouched; anything else is read as one small HTTP/1.1 request and answered with
+    ``handle_rest(method, path, body)``.
+    """
+
+    class _RestConnection(BatchConnection):
+        _mode: str | None = None
+        _buf: bytes = b""
+
+        def data_received(self, data: bytes) -> None:
+            if self._mode == "ws":
+                super().data_received(data)
+                return
+            self._buf += data
+            if self._mode is None:
+                if len(self._buf) < 4:
+                    return
+                self._mode = "ws" if self._buf.startswith(b"GET ") else "http"
+                if self._mode == "ws":
+                    buf, self._buf = self._buf, b""
+                    super().data_received(buf)
+                    return
+            self._http()
+
+        def _http(self) -> None:
+            head_end = self._buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                if len(self._buf) > 16 * 1024:
+                    self._reply(431, {"return_code": 431, "return_msg": "request header too large"})
+                return
+            head = self._buf[:head_end].decode("latin-1")
+            lines = head.split("\r\n")
+            parts = lines[0].split(" ")
+            if len(parts) != 3:
+                self._reply(400, {"return_code": 400, "return_msg": "bad request line"})
+                return
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    try:
+                        length = int(value.strip())
+                    except ValueError:
+                        length = -1
+            if length < 0 or length > MAX_HTTP_BODY:
+                self._reply(413, {"return_code": 413, "return_msg": "body too large or bad Content-Length"})
+                return
+            body = self._buf[head_end + 4 : head_end + 4 + length]
+            if len(body) < length:
+                return
+            status, payload = handle_rest(parts[0], parts[1], body)
+            self._reply(status, payload)
+
+        def _reply(self, status: int, payload: dict[str, Any]) -> None:
+            body = msgspec.json.encode(payload)
+            reason = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else "Error"
+            head = (
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json;charset=UTF-8\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            self._mode = "done"
+            self._buf = b""
+            self.transport.write(head.encode("latin-1") + body)
+            self.transport.close()
+
+    return _RestConnection
