@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from replay import rest
 from replay import server as mock_server
 from replay.sim_calendar import KRX_0D_WINDOWS, KRX_0E_WINDOWS, NXT_0D_WINDOWS
 from schemas import protocol
@@ -207,10 +208,10 @@ def test_the_wire_constants_are_the_code_s() -> None:
 def test_the_limits_and_tokens_are_the_mock_s() -> None:
     s41 = project_notes("4.1")
     max_message = inspect.signature(mock_server.Server).parameters["max_message"].default
-    assert max_message == mock_server.MAX_HTTP_BODY == 64 * 1024
+    assert max_message == rest.MAX_HTTP_BODY == 64 * 1024
     assert "64 KiB with close 1009" in s41 and "HTTP body over 64 KiB" in s41
     s43 = project_notes("4.3")
-    assert f"valid {mock_server.TOKEN_LIFETIME / 3600:g} h" in s43
+    assert f"valid {rest.TOKEN_LIFETIME / 3600:g} h" in s43
 
 
 def test_the_tick_table_of_5_5_is_schemas_market_tick_size() -> None:
