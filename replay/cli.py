@@ -94,10 +94,12 @@ def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
 @click.option("--port", type=click.IntRange(0, 65535), default=10000, show_default=True, help="0 picks a free port.")
 @click.option("--token", envvar="KIWOOM_REPLAY_TOKEN", default=None,
               help="Demand this token at LOGIN (default: any non-empty token). Env: KIWOOM_REPLAY_TOKEN.")
-@click.option("--appkey", envvar="KIWOOM_APPKEY", default=None, show_envvar=True,
+@click.option("--appkey", envvar="KIWOOM_REPLAY_APPKEY", default=None, show_envvar=True,
               help="Check credentials: POST /oauth2/token issues a token (the --token one included) only for this "
-              "app key and the secret in the environment variable KIWOOM_SECRETKEY; a wrong pair gets return_code "
-              "8001. Without both, any well-formed request gets a token.")
+              "app key and the secret in the environment variable KIWOOM_REPLAY_SECRETKEY; a wrong pair gets "
+              "return_code 8001. Without both, any well-formed request gets a token. (Not KIWOOM_APPKEY: that is "
+              "where your real key lives.) Either way, one connection per app key: a LOGIN with a token issued to "
+              "the key of a connected client kicks that client (R10001).")
 @click.option("--max-backlog", type=click.FloatRange(min=0.01), default=4.0, show_default=True, metavar="MIB",
               help="Close (1008) a client whose unsent frames pass this many MiB: a client that does not read "
               "cannot grow the server.")
@@ -148,11 +150,12 @@ def replay_command(
             "built-in market"
         )
     faults = FaultScript.load(faults_file) if faults_file is not None else None
-    secretkey = os.environ.get("KIWOOM_SECRETKEY", "").strip() or None
+    secretkey = os.environ.get("KIWOOM_REPLAY_SECRETKEY", "").strip() or None
     appkey = (appkey or "").strip() or None
     if (appkey is None) != (secretkey is None):
         raise click.UsageError(
-            "give both an app key (--appkey or KIWOOM_APPKEY) and KIWOOM_SECRETKEY (environment only) to check "
+            "give both an app key (--appkey or KIWOOM_REPLAY_APPKEY) and KIWOOM_REPLAY_SECRETKEY (environment only) "
+            "to check "
             "credentials at POST /oauth2/token, or neither to issue tokens to any well-formed request"
         )
     options: dict[str, Any] = {

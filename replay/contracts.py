@@ -101,6 +101,8 @@ class ServerStats:
     items_forgotten: int = 0
     items_refused: int = 0
     """(item, type) pairs registered that cannot be an item of that type (no data for them)."""
+    kicks: int = 0
+    """Connections kicked (R10001) because another logged in with a token of the same app key."""
 
 
 class FaultHost(Protocol):

@@ -6,10 +6,16 @@ against them (compared in constant time) and answers a wrong pair with return_co
 1.11: "invalid app key / secret"; Kiwoom's exact message text is not documented); only a caller that
 authenticated gets a token, the fixed ``token`` included. Without credentials, any well-formed request
 gets a token. Neither the credentials nor a token ever reach a log line or an error message.
+
+One connection per app key (PROTOCOL.md 1.9, 4.1): every token the desk issues at random remembers a
+digest of the app key it was issued to (:meth:`TokenDesk.app_key_of`), so that the server can kick the
+older connection of a key when a second one logs in. The fixed ``token`` (``--token``) and tokens the desk
+did not issue carry no key and are not limited.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http
 import secrets
 import time
@@ -50,6 +56,8 @@ class TokenDesk:
         """Tokens handed out that LOGIN accepts."""
         self.expired: set[str] = set()
         """Tokens that LOGIN refuses with 8005 (:meth:`expire_all`)."""
+        self._key_of: dict[str, str] = {}
+        """Issued token -> a digest of the app key it was issued to (never the key itself)."""
 
     def __repr__(self) -> str:
         return f"TokenDesk(fixed_token={self.required_token is not None}, credentials={self.checks_credentials})"
@@ -66,13 +74,21 @@ class TokenDesk:
         ok_secret = secrets.compare_digest(str(body["secretkey"]).encode(), self._secretkey.encode())
         return ok_key and ok_secret
 
-    def issue(self) -> str:
-        """A token LOGIN accepts: the fixed token if there is one, else a fresh random one."""
+    def issue(self, appkey: str | None = None) -> str:
+        """A token LOGIN accepts: the fixed token if there is one (it carries no app key), else a fresh
+        random one that remembers ``appkey`` (:meth:`app_key_of`)."""
         if self.required_token is not None:
             return self.required_token
         tok = secrets.token_urlsafe(32)
         self.issued.add(tok)
+        if appkey:
+            self._key_of[tok] = _digest(appkey)
         return tok
+
+    def app_key_of(self, token: str) -> str | None:
+        """A digest of the app key ``token`` was issued to (equal digests, equal keys), or None for a token
+        issued without one, the fixed token, or a token this desk did not issue."""
+        return self._key_of.get(token)
 
     def known(self) -> set[str]:
         """Every token issued, expired or fixed so far (for secret audits in tests)."""
@@ -80,6 +96,7 @@ class TokenDesk:
 
     def revoke(self, token: str) -> None:
         self.issued.discard(token)
+        self._key_of.pop(token, None)
 
     def expire_all(self) -> None:
         """Every token issued so far (and the fixed one) stops working; a new fixed token is drawn."""
@@ -113,12 +130,17 @@ class TokenDesk:
                 return 200, auth.token_error_response(
                     RC_BAD_CREDENTIALS,
                     f"[CODE={RC_BAD_CREDENTIALS}, MESSAGE=App Key와 Secret Key 검증에 실패했습니다] "
-                    "(this mock was started with credentials; send the same KIWOOM_APPKEY/KIWOOM_SECRETKEY)",
+                    "(this mock was started with credentials: send the pair given to it in KIWOOM_REPLAY_APPKEY/"
+                    "KIWOOM_REPLAY_SECRETKEY)",
                 )
-            return 200, auth.token_response(self.issue(), time.time() + TOKEN_LIFETIME)
+            return 200, auth.token_response(self.issue(str(obj["appkey"])), time.time() + TOKEN_LIFETIME)
         if isinstance(obj, dict) and isinstance(obj.get("token"), str):
             self.revoke(obj["token"])
         return 200, {"return_code": 0, "return_msg": auth.OK_MSG}
+
+
+def _digest(appkey: str) -> str:
+    return hashlib.sha256(appkey.encode()).hexdigest()
 
 
 def route(

@@ -58,8 +58,9 @@ from replay.outbox import BatchConnection, Client, write_loop
 from replay.routing import Dispatcher, Router
 from replay.tracker import ItemTracker
 from schemas import auth
+from schemas.errors import ProtocolError
 from schemas.items import item_problem
-from schemas.protocol import WS_PATH, ServerConfig, ServerSession, ServerState
+from schemas.protocol import WS_PATH, Login, ServerConfig, ServerSession, ServerState, decode_client_message
 from schemas.redact import RedactTokens
 
 __all__ = ["Dispatch", "EncodedFrame", "Frame", "Row", "Server", "ServerStats", "Source", "exposed", "serve"]
@@ -137,6 +138,8 @@ class Server(Router):
             forget_after=forget_after, max_items=max_items, initial=_initial_items(source), now=clock(),
         )
         """Which items the source produces (:class:`replay.tracker.ItemTracker`)."""
+        self._by_app_key: dict[str, Client] = {}
+        """App key digest -> the connection logged in with a token issued to it (one per key)."""
         self._ws: WsServer | None = None
         self._source_task: asyncio.Task[None] | None = None
         self._faults_task: asyncio.Task[None] | None = None
@@ -184,8 +187,25 @@ class Server(Router):
     def kick_all(self) -> None:
         """What a second session with the same app key does (PROTOCOL.md 1.9): R10001, close 1000 "Bye"."""
         for client in list(self._clients):
-            client.session.kick()
-            client.flush_session()
+            _kick(client)
+
+    def _claim_app_key(self, client: Client, login: str | bytes) -> None:
+        """``client`` just logged in with the LOGIN frame ``login``: if its token was issued to an app key
+        (:meth:`replay.rest.TokenDesk.app_key_of`), the connection that held that key is kicked, as Kiwoom
+        allows one connection per app key (PROTOCOL.md 1.9, 4.1). Other tokens are not limited."""
+        try:
+            msg = decode_client_message(login)
+        except ProtocolError:
+            return
+        key = self.tokens.app_key_of(msg.token) if isinstance(msg, Login) else None
+        if key is None:
+            return
+        old = self._by_app_key.get(key)
+        self._by_app_key[key] = client
+        if old is not None and old is not client and old in self._clients:
+            self.stats.kicks += 1
+            log.info("client %s logged in with the app key of client %s: kicking it (R10001)", client.peer, old.peer)
+            _kick(old)
 
     def expire_tokens(self) -> None:
         """Every token issued so far (and the ``--token``) stops working: the next LOGIN with one of
@@ -332,6 +352,8 @@ class Server(Router):
             pass
         finally:
             self._clients.discard(client)
+            for key in [k for k, c in self._by_app_key.items() if c is client]:
+                del self._by_app_key[key]
             self._track(client, frozenset())
             client.clear()
             client.space.set()
@@ -357,6 +379,7 @@ class Server(Router):
                     was_open = True
                     self.stats.logins += 1
                     log.info("client %s logged in", client.peer)
+                    self._claim_app_key(client, message)
                 after = session.registered
                 if after != before:
                     self._track(client, after, after - before)
@@ -408,7 +431,8 @@ class Server(Router):
     def handle_control(self, method: str, query: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """Answer ``METHOD /control?QUERY`` with ``body``: the source's status, after a command if any."""
         extra = {"url": self.url, "clients": self.clients, "frames_sent": self.stats.frames_sent,
-                 "rows_sent": self.stats.rows_sent, "slow_clients_dropped": self.stats.slow_clients_dropped}
+                 "rows_sent": self.stats.rows_sent, "slow_clients_dropped": self.stats.slow_clients_dropped,
+                 "connections": self.stats.connections, "logins": self.stats.logins, "kicks": self.stats.kicks}
         return control.handle_http(self.source, method, query, body, extra)
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
@@ -445,6 +469,11 @@ def _give_back_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
+def _kick(client: Client) -> None:
+    client.session.kick()
+    client.flush_session()
 
 
 def _ignore(item: str) -> None:

@@ -38,7 +38,7 @@ def _post_token(rest: str, appkey: str, secretkey: str) -> dict[str, object]:
 
 def test_replay_checks_credentials_from_the_environment_and_says_so_in_its_help() -> None:
     key, secret = "APPKEY-cli-3141", "SECRETKEY-cli-2718"
-    env = {**os.environ, "KIWOOM_APPKEY": key, "KIWOOM_SECRETKEY": secret}
+    env = {**os.environ, "KIWOOM_REPLAY_APPKEY": key, "KIWOOM_REPLAY_SECRETKEY": secret}
 
     async def main() -> None:
         async with started_replay("--simulate", "--port", "0", "--token", "FIXED-cli-1", env=env, limit=20) as replay:
@@ -52,9 +52,9 @@ def test_replay_checks_credentials_from_the_environment_and_says_so_in_its_help(
 
     asyncio.run(main())
     help_text = subprocess.run(cli_argv("replay.cli", "--help"), capture_output=True, text=True, check=True).stdout
-    flat = " ".join(help_text.split())
-    assert "KIWOOM_SECRETKEY" in flat and "Without both, any well-formed request gets a token" in flat
-    only_key = {k: v for k, v in env.items() if k != "KIWOOM_SECRETKEY"}
+    flat = " ".join(help_text.split()).replace("well- formed", "well-formed")  # click wraps at hyphens
+    assert "KIWOOM_REPLAY_SECRETKEY" in flat and "Without both, any well-formed request gets a token" in flat
+    only_key = {k: v for k, v in env.items() if k != "KIWOOM_REPLAY_SECRETKEY"}
     half = subprocess.run(cli_argv("replay.cli", "--simulate", "--port", "0"), env=only_key, capture_output=True,
                           text=True, timeout=30)
-    assert half.returncode == 2 and "KIWOOM_SECRETKEY" in half.stderr
+    assert half.returncode == 2 and "KIWOOM_REPLAY_SECRETKEY" in half.stderr
