@@ -19,11 +19,14 @@ from urllib.parse import urlsplit
 import click
 
 from kiwoom_tape.clikit import EVENT_LOOPS, ITEMS, friendly_errors, run_on_loop, setup_logging, verbosity_options
-from recorder.auth import TokenProvider, is_loopback, token_provider_from_env
+from recorder.auth import TokenProvider, check_token_url, is_loopback, rest_base_for, token_provider_from_env
 from recorder.backoff import ReconnectPolicy
 from recorder.client import Recorder
-from recorder.driver import drive
+from recorder.driver import drive_all
+from recorder.plan import PlanError, read_items_file, read_keys_file, resolve_key, spread
+from recorder.status import StatusLine
 from recorder.store import RecoveryReport, Store, recover
+from schemas import auth
 from schemas.errors import KiwoomTapeError, SessionTakenOver, StorageError
 from schemas.layout import new_run_id
 from schemas.protocol import MOCK_WS_URL, PROD_WS_URL
@@ -76,6 +79,12 @@ def _check_out(out: Path) -> None:
     "record", invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.option("--items", type=ITEMS, default=None, help="Items to record, comma-separated (max 200): 005930,000660_NX")
+@click.option("--items-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Items to record, one code per line (# comments, blank lines): up to 200 per app key of --keys.")
+@click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A TOML list of app keys, each naming the environment variables of its key and secret "
+              "([[key]] appkey_env = \"...\" secretkey_env = \"...\"): one connection per key, the items spread "
+              "over them (200 at most each), all into one --out.")
 @click.option("--types", "types_", default="0D,0E", show_default=True,
               help="Real-time types: 0D (book), 0E (after-hours).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True,
@@ -104,7 +113,8 @@ def _check_out(out: Path) -> None:
 @click.pass_context
 @friendly_errors
 def record_command(
-    ctx: click.Context, items: tuple[str, ...] | None, types_: str, out: Path, url: str | None,
+    ctx: click.Context, items: tuple[str, ...] | None, items_file: Path | None, keys_file: Path | None, types_: str,
+    out: Path, url: str | None,
     mock_trading: bool, duration: float | None, fsync_interval: float, roll_minutes: float,
     silence_timeout: float, on_kick: Literal["wait", "exit"], kick_wait: float, allow_insecure_url: bool,
     event_loop: str, verbose: int, quiet: bool,
@@ -118,6 +128,8 @@ def record_command(
     Credentials come from the environment only: KIWOOM_TOKEN, or KIWOOM_APPKEY and
     KIWOOM_SECRETKEY (tokens are then issued and renewed through au10001, over HTTPS to Kiwoom only,
     or to a loopback mock). A loopback --url (the local mock from ``replay --simulate``) needs none.
+    More than 200 items need --keys: one connection per app key (each its own token, reconnects,
+    gaps and run_id), the environment variables of each named in the file.
 
     Any drop, refusal or close (before, during or after LOGIN) is a reconnect with backoff and a gap
     in ``events``; only credentials a new token cannot fix, --duration or Ctrl-C end a run.
@@ -132,14 +144,17 @@ def record_command(
     \b
     Examples:
         KIWOOM_TOKEN=... record --items 005930,000660 --out data
+        record --items-file krx.txt --keys keys.toml --out data   # 200 items per key
         record --items 005930,005930_NX --url ws://127.0.0.1:10000/api/dostk/websocket --duration 30s
         record recover data        # turn a crashed run's journal into Parquet now
     """
     if ctx.invoked_subcommand is not None:
         return
     setup_logging(verbose, quiet)
-    if not items:
-        raise click.UsageError("which items? pass --items, e.g. --items 005930,000660_NX")
+    if items and items_file:
+        raise click.UsageError("--items and --items-file both give the items: pass one")
+    if not items and not items_file:
+        raise click.UsageError("which items? pass --items, e.g. --items 005930,000660_NX, or --items-file FILE")
     if url is not None and mock_trading:
         raise click.UsageError("--url and --mock-trading both choose the server: pass one")
     ws_url = url or (MOCK_WS_URL if mock_trading else PROD_WS_URL)
@@ -152,20 +167,52 @@ def record_command(
             param_hint="--url",
         )
     types = _types(types_)
+    try:
+        if items_file is not None:
+            items = read_items_file(items_file, types)
+        assert items
+        plan = _plan(ws_url, items, keys_file)
+    except PlanError as exc:
+        raise click.UsageError(str(exc)) from None
     _check_out(out)
-    tokens = token_provider_from_env(ws_url, os.environ)
     policy = ReconnectPolicy(kick_wait=kick_wait, on_kick=on_kick)
     _use_returning_memory_pool()
     try:
         code = run_on_loop(
-            _record(ws_url, items, types, out, duration, fsync_interval, roll_minutes * 60, silence_timeout, tokens,
-                    policy, quiet),
+            _record(ws_url, plan, types, out, duration, fsync_interval, roll_minutes * 60, silence_timeout, policy,
+                    quiet),
             event_loop,
         )
     except SessionTakenOver as exc:
         click.echo(f"Error: {exc}", err=True)
         code = EXIT_KICKED
     sys.exit(code)
+
+
+Plan = list[tuple[str, tuple[str, ...], TokenProvider]]
+"""(connection name, its items, its token provider), one per connection."""
+
+
+def _plan(ws_url: str, items: tuple[str, ...], keys_file: Path | None) -> Plan:
+    """The connections: one with the environment's credentials, or one per app key of ``keys_file`` (the items
+    spread over them, :func:`recorder.plan.spread`). Raises PlanError (usage), CredentialsError."""
+    if keys_file is None:
+        groups = spread(items, 1, source="one connection without --keys")
+        return [("main", groups[0], token_provider_from_env(ws_url, os.environ))]
+    keys = read_keys_file(keys_file)
+    groups = spread(items, len(keys), source=f"--keys {keys_file} ({len(keys)} keys)")
+    base = rest_base_for(ws_url)
+    check_token_url(base + auth.TOKEN_PATH)  # fail at start, not at the first token
+    plan: Plan = []
+    seen: dict[str, str] = {}
+    for key, group in zip(keys, groups, strict=False):
+        appkey, secret = resolve_key(key, os.environ)
+        if appkey in seen:
+            raise PlanError(f"keys {seen[appkey]} and {key.name} hold the same app key: Kiwoom allows one connection "
+                            "per app key, the second would kick the first", hint="list each app key once in --keys")
+        seen[appkey] = key.name
+        plan.append((key.name, group, TokenProvider(base, appkey=appkey, secretkey=secret)))
+    return plan
 
 
 def _use_returning_memory_pool() -> None:
@@ -184,9 +231,8 @@ def _use_returning_memory_pool() -> None:
 
 
 async def _record(
-    url: str, items: tuple[str, ...], types: tuple[str, ...], out: Path, duration: float | None,
-    fsync_interval: float, roll_seconds: float, silence_timeout: float, tokens: TokenProvider,
-    policy: ReconnectPolicy, quiet: bool,
+    url: str, plan: Plan, types: tuple[str, ...], out: Path, duration: float | None, fsync_interval: float,
+    roll_seconds: float, silence_timeout: float, policy: ReconnectPolicy, quiet: bool,
 ) -> int:
     report = recover_interruptibly(out)
     if report.segments:
@@ -202,24 +248,36 @@ async def _record(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    run_id = new_run_id(time.time_ns(), _secrets.randbits(24))
-    store = Store(out, run_id, fsync_interval=fsync_interval, roll_seconds=roll_seconds)
-    store.open()
-    recorder = Recorder(url, items, types, store, tokens, policy=policy, silence_timeout=silence_timeout)
-    log.info("recording %d items (%s) from %s into %s, run %s", len(items), ",".join(types), url, out, run_id)
+    recs: list[tuple[str, Recorder]] = []
+    # one store per connection, each its own run_id: its own journal and part file names in the one dataset
+    for name, items, tokens in plan:
+        run_id = new_run_id(time.time_ns(), _secrets.randbits(24))
+        store = Store(out, run_id, fsync_interval=fsync_interval, roll_seconds=roll_seconds)
+        try:
+            store.open()
+            recs.append((name, Recorder(url, items, types, store, tokens, policy=policy,
+                                        silence_timeout=silence_timeout)))
+        except BaseException:
+            store.close()
+            for _, rec in recs:
+                rec.store.close()
+            raise
+        log.info("recording %d items (%s) from %s into %s, run %s%s", len(items), ",".join(types), url, out, run_id,
+                 f" (key {name})" if len(plan) > 1 else "")
     try:
-        await drive(recorder, stop, duration=duration, tick=min(0.1, fsync_interval / 2),
-                    on_tick=_StatusLine(recorder, quiet))
+        await drive_all([rec for _, rec in recs], stop, duration=duration, tick=min(0.1, fsync_interval / 2),
+                        on_tick=StatusLine(recs, quiet))
     finally:
         if not quiet and sys.stderr.isatty():
             sys.stderr.write("\n")
-    st = store.stats
-    click.echo(
-        f"recorded {st.frames} frames, {st.rows.get('orderbook', 0)} orderbook rows, "
-        f"{st.rows.get('afterhours', 0)} afterhours rows into {out} (run {run_id}, "
-        f"{recorder.stats.reconnects} reconnects)",
-        err=True,
-    )
+    for name, rec in recs:
+        st = rec.store.stats
+        click.echo(
+            f"recorded {st.frames} frames, {st.rows.get('orderbook', 0)} orderbook rows, "
+            f"{st.rows.get('afterhours', 0)} afterhours rows into {out} (run {rec.store.run_id}, "
+            f"{rec.stats.reconnects} reconnects{f', key {name}' if len(recs) > 1 else ''})",
+            err=True,
+        )
     return 0
 
 
@@ -249,35 +307,6 @@ def recover_interruptibly(out: Path) -> RecoveryReport:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-
-
-class _StatusLine:
-    """The status line, called every driver tick: on a terminal every second, in a log every 10 s."""
-
-    def __init__(self, recorder: Recorder, quiet: bool) -> None:
-        self.recorder, self.quiet = recorder, quiet
-        self.tty = sys.stderr.isatty() and not quiet
-        self.last_show = time.monotonic()
-        self.last_frames = 0
-
-    def __call__(self) -> None:
-        now = time.monotonic()
-        if self.quiet or now - self.last_show < (1.0 if self.tty else 10.0):
-            return
-        st, rs = self.recorder.store.stats, self.recorder.stats
-        rate = (rs.frames_in - self.last_frames) / (now - self.last_show)
-        self.last_frames, self.last_show = rs.frames_in, now
-        since = f"{now - rs.last_frame_mono:.1f}s" if rs.last_frame_mono is not None else "-"
-        line = (
-            f"{'connected' if rs.connected else 'DISCONNECTED'} | {rate:7.1f} frames/s | "
-            f"rows {st.rows.get('orderbook', 0)} 0D, {st.rows.get('afterhours', 0)} 0E | "
-            f"files {st.files_written} | reconnects {rs.reconnects} | last frame {since} ago"
-        )
-        if self.tty:
-            sys.stderr.write("\r" + line[:150].ljust(150))
-            sys.stderr.flush()
-        else:
-            log.info(line)
 
 
 @record_command.command("recover")

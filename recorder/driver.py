@@ -1,18 +1,19 @@
 """The one recording driver: a :class:`recorder.client.Recorder` run to its end, its store ticked, then closed.
 
 ``record`` (:mod:`recorder.cli`), ``kiwoom-tape demo`` and the tests (:func:`kiwoom_tape.testing.run_recorder`)
-all record through :func:`drive`, so the tests exercise what users run.
+all record through :func:`drive`, so the tests exercise what users run; ``record --keys`` runs one recorder per
+app key (each with its own store, ``run_id``, token, reconnects and gaps) through :func:`drive_all`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from recorder.client import Recorder
 
-__all__ = ["drive"]
+__all__ = ["drive", "drive_all"]
 
 
 async def drive(
@@ -69,3 +70,41 @@ async def drive(
     finally:
         rec.store.close()
     return rec
+
+
+async def drive_all(
+    recs: Sequence[Recorder],
+    stop: asyncio.Event | None = None,
+    *,
+    duration: float | None = None,
+    tick: float = 0.1,
+    on_tick: Callable[[], None] | None = None,
+) -> Sequence[Recorder]:
+    """Run every recorder of ``recs`` (one connection each, each with its own store) as :func:`drive` does, at once.
+
+    They share ``stop``: ``stop``, ``duration`` or any recorder ending stops them all, so a recorder that cannot
+    go on (LoginError, SessionTakenOver under ``--on-kick exit``, StorageError) ends the whole recording, every
+    store closed, and its exception is raised (the first, not an ExceptionGroup). ``on_tick()`` is called once
+    per ``tick`` for all of them (a status line that sums them). One recorder is exactly :func:`drive`.
+    """
+    if len(recs) == 1:
+        return [await drive(recs[0], stop, duration=duration, tick=tick, on_tick=on_tick)]
+    shared = stop or asyncio.Event()
+
+    async def status() -> None:
+        assert on_tick is not None
+        while not shared.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(shared.wait(), tick)
+            on_tick()
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for rec in recs:
+                tg.create_task(drive(rec, shared, duration=duration, tick=tick))
+            if on_tick is not None:
+                tg.create_task(status())
+    except* Exception as group:
+        shared.set()
+        raise group.exceptions[0] from None
+    return recs
