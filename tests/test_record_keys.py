@@ -1,0 +1,80 @@
+"""``record --items-file --keys`` end to end (issue 15 item 1): 450 items over 3 app keys against ``replay --simulate``,
+as subprocesses, into one dataset that ``kiwoom-tape verify`` passes; the mock sees exactly 3 connections."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import duckdb
+from _cli import cli_argv, started_replay
+
+from schemas.items import item_problem
+
+N_ITEMS, N_KEYS = 450, 3
+
+
+def krx_codes(n: int, seed: int = 15) -> list[str]:
+    """``n`` distinct plausible KRX common-stock codes: six digits ending in 0, as 005930 and 000660 do."""
+    rng = random.Random(seed)
+    codes = [f"{k * 10:06d}" for k in rng.sample(range(2, 40_000), n)]
+    assert all(item_problem("0D", c) is None and item_problem("0E", c) is None for c in codes)
+    return codes
+
+
+def test_450_items_over_3_keys_record_into_one_dataset_that_verifies(tmp_path: Path) -> None:
+    codes = krx_codes(N_ITEMS)
+    items_file = tmp_path / "krx.txt"
+    items_file.write_text(
+        "# KRX codes for the test\n\n"
+        + "\n".join(f"{c}  # stock {i}" if i % 7 == 0 else c for i, c in enumerate(codes))
+        + f"\n{codes[0]}\n"  # a duplicate: recorded once, with a warning
+    )
+    keys_file = tmp_path / "keys.toml"
+    keys_file.write_text("".join(
+        f'[[key]]\nname = "acct{n}"\nappkey_env = "KT_TEST_APPKEY_{n}"\nsecretkey_env = "KT_TEST_SECRETKEY_{n}"\n'
+        for n in range(1, N_KEYS + 1)
+    ))
+    secrets = {f"KT_TEST_SECRETKEY_{n}": f"secret-{n}-e2e-0451" for n in range(1, N_KEYS + 1)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIWOOM_")}
+    env |= {f"KT_TEST_APPKEY_{n}": f"appkey-{n}-e2e" for n in range(1, N_KEYS + 1)} | secrets
+    out = tmp_path / "data"
+
+    async def main() -> tuple[str, str, int]:
+        async with started_replay("--simulate", "--port", "0", "--sim-start", "10:00:00", "--speed", "5",
+                                  "--max-items", str(N_ITEMS),  # the mock tracks 200 items by default
+                                  env=env, limit=60) as replay:
+            rec = await asyncio.create_subprocess_exec(
+                *cli_argv("recorder.cli", "--items-file", str(items_file), "--keys", str(keys_file), "--url",
+                          replay.url, "--out", str(out), "--duration", "8s", "--types", "0D"),
+                env=env, stderr=asyncio.subprocess.PIPE,
+            )
+            _, err = await asyncio.wait_for(rec.communicate(), 45)
+            assert rec.returncode is not None
+            assert await replay.interrupt() == 0
+        return replay.output, err.decode(), rec.returncode
+
+    served, err, code = asyncio.run(main())
+    assert code == 0, err
+    # the mock's own account: exactly 3 connections, each logged in once, nobody kicked
+    assert f"stopping: {N_KEYS} connections" in served and served.count(" logged in") == N_KEYS, served
+    assert "kicking" not in served and "R10001" not in err
+    assert f"{codes[0]} is already on line 3: recorded once" in err, err
+    assert not any(s in err for s in secrets.values())
+    con = duckdb.connect()
+    rows = dict(con.execute(
+        f"select item, count(*) from read_parquet('{out}/orderbook/**/*.parquet', hive_partitioning = true) "
+        "group by item"
+    ).fetchall())
+    assert sorted(rows) == sorted(codes), f"{len(rows)} of {N_ITEMS} items have rows"
+    runs = con.execute(
+        f"select count(distinct run_id) from read_parquet('{out}/events/**/*.parquet', hive_partitioning = true) "
+        "where kind = 'login'"
+    ).fetchone()
+    assert runs == (N_KEYS,)
+    verify = subprocess.run(cli_argv("kiwoom_tape.cli", "verify", str(out)), capture_output=True, text=True,
+                            timeout=60)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
