@@ -23,7 +23,7 @@ from recorder.auth import TokenProvider, check_token_url, is_loopback, rest_base
 from recorder.backoff import ReconnectPolicy
 from recorder.client import Recorder
 from recorder.driver import drive_all
-from recorder.plan import PlanError, read_items_file, read_keys_file, resolve_key, spread
+from recorder.plan import KeyFileError, PlanError, read_items_file, read_keys_file, resolve_key, spread
 from recorder.status import StatusLine
 from recorder.store import RecoveryReport, Store, recover
 from schemas import auth
@@ -172,7 +172,7 @@ def record_command(
             items = read_items_file(items_file, types)
         assert items
         plan = _plan(ws_url, items, keys_file)
-    except PlanError as exc:
+    except (PlanError, KeyFileError) as exc:
         raise click.UsageError(str(exc)) from None
     _check_out(out)
     policy = ReconnectPolicy(kick_wait=kick_wait, on_kick=on_kick)

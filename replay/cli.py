@@ -22,6 +22,7 @@ from replay.recorded import RecordedSource
 from replay.server import Server, Source, serve
 from replay.simulator import DEFAULT_UNIVERSE, SimulatedMarket
 from replay.sources import SimSource
+from schemas.keyfile import KeyFileError, parse_keys, resolve_key
 
 __all__ = ["main", "replay_command"]
 
@@ -100,6 +101,9 @@ def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
               "return_code 8001. Without both, any well-formed request gets a token. (Not KIWOOM_APPKEY: that is "
               "where your real key lives.) Either way, one connection per app key: a LOGIN with a token issued to "
               "the key of a connected client kicks that client (R10001).")
+@click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Check credentials for several app keys: the keys file of record --keys (a TOML list naming the "
+              "environment variables of each key and secret); POST /oauth2/token accepts any of those pairs.")
 @click.option("--max-backlog", type=click.FloatRange(min=0.01), default=4.0, show_default=True, metavar="MIB",
               help="Close (1008) a client whose unsent frames pass this many MiB: a client that does not read "
               "cannot grow the server.")
@@ -118,7 +122,8 @@ def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
 def replay_command(
     dataset: Path | None, simulate: bool, date: str | None, from_: float | None, to: float | None,
     items: tuple[str, ...] | None, speed: float | None, loop: bool, start_delay: float, sim_start: float,
-    seed: int, host: str, port: int, token: str | None, appkey: str | None, max_backlog: float, forget_after: float,
+    seed: int, host: str, port: int, token: str | None, appkey: str | None, keys_file: Path | None,
+    max_backlog: float, forget_after: float,
     max_items: int, ping_interval: float, faults_file: Path | None, verbose: int, quiet: bool,
 ) -> None:
     """Serve a recorded day (DIR) or a simulated market as a mock Kiwoom WebSocket server on loopback.
@@ -159,8 +164,10 @@ def replay_command(
             "to check "
             "credentials at POST /oauth2/token, or neither to issue tokens to any well-formed request"
         )
+    credentials = _credentials(keys_file)
     options: dict[str, Any] = {
         "host": host, "port": port, "token": token, "appkey": appkey, "secretkey": secretkey,
+        "credentials": credentials,
         "ping_interval": ping_interval, "faults": faults, "max_backlog_bytes": round(max_backlog * 2**20),
         "forget_after": forget_after, "max_items": max_items,
     }
@@ -202,6 +209,19 @@ def replay_command(
                 f" ; curl -s -X POST {server.rest_url}/control -d '{{\"cmd\": \"pause\"}}'\n"
             )
     asyncio.run(_serve(source, banner, quiet, options))
+
+
+def _credentials(keys_file: Path | None) -> list[tuple[str, str]]:
+    """The (app key, secret) pairs of ``replay --keys`` (:mod:`schemas.keyfile`), from the environment."""
+    if keys_file is None:
+        return []
+    try:
+        keys = parse_keys(keys_file.read_text(encoding="utf-8"), source=f"--keys {keys_file}")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {keys_file}: {exc}", param_hint="--keys") from None
+    except KeyFileError as exc:
+        raise click.UsageError(str(exc)) from None
+    return [resolve_key(key, os.environ) for key in keys]
 
 
 async def _serve(source: Source, banner: Callable[[Server], str], quiet: bool, options: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ import hashlib
 import http
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -43,15 +43,20 @@ class TokenDesk:
     """Issues, checks, revokes and expires the tokens of one mock server.
 
     ``token``: the one token LOGIN accepts (else any non-empty one, or any issued one once one has
-    expired). ``appkey``/``secretkey``: the pair ``POST /oauth2/token`` demands (both or neither).
+    expired). ``appkey``/``secretkey`` (both or neither) and ``credentials``: the pairs ``POST /oauth2/token``
+    accepts (``replay --keys``: one per app key); none, any well-formed pair.
     """
 
-    def __init__(self, token: str | None = None, appkey: str | None = None, secretkey: str | None = None) -> None:
+    def __init__(
+        self, token: str | None = None, appkey: str | None = None, secretkey: str | None = None,
+        credentials: Sequence[tuple[str, str]] = (),
+    ) -> None:
         if (appkey is None) != (secretkey is None):
             raise ValueError("give both an app key and a secret key, or neither")
         self.required_token = token
-        self._appkey = appkey
-        self._secretkey = secretkey
+        self._pairs = [(k.encode(), s.encode()) for k, s in ([(appkey, secretkey)] if appkey and secretkey else [])]
+        self._pairs += [(k.encode(), s.encode()) for k, s in credentials]
+        """Every (app key, secret) pair ``POST /oauth2/token`` accepts; none: any pair."""
         self.issued: set[str] = set()
         """Tokens handed out that LOGIN accepts."""
         self.expired: set[str] = set()
@@ -64,15 +69,18 @@ class TokenDesk:
 
     @property
     def checks_credentials(self) -> bool:
-        return self._appkey is not None
+        return bool(self._pairs)
 
     def authenticated(self, body: dict[str, Any]) -> bool:
-        """Whether a well-formed au10001 request carries the configured pair (always, with none configured)."""
-        if self._appkey is None or self._secretkey is None:
+        """Whether a well-formed au10001 request carries a configured pair (always, with none configured).
+        Every pair is compared, in constant time: the answer's timing says nothing of which part was wrong."""
+        if not self._pairs:
             return True
-        ok_key = secrets.compare_digest(str(body["appkey"]).encode(), self._appkey.encode())
-        ok_secret = secrets.compare_digest(str(body["secretkey"]).encode(), self._secretkey.encode())
-        return ok_key and ok_secret
+        key, secret = str(body["appkey"]).encode(), str(body["secretkey"]).encode()
+        ok = False
+        for good_key, good_secret in self._pairs:
+            ok |= secrets.compare_digest(key, good_key) & secrets.compare_digest(secret, good_secret)
+        return ok
 
     def issue(self, appkey: str | None = None) -> str:
         """A token LOGIN accepts: the fixed token if there is one (it carries no app key), else a fresh
@@ -130,8 +138,8 @@ class TokenDesk:
                 return 200, auth.token_error_response(
                     RC_BAD_CREDENTIALS,
                     f"[CODE={RC_BAD_CREDENTIALS}, MESSAGE=App Key와 Secret Key 검증에 실패했습니다] "
-                    "(this mock was started with credentials: send the pair given to it in KIWOOM_REPLAY_APPKEY/"
-                    "KIWOOM_REPLAY_SECRETKEY)",
+                    "(this mock was started with credentials: send a pair it was given, by KIWOOM_REPLAY_APPKEY/"
+                    "KIWOOM_REPLAY_SECRETKEY or replay --keys)",
                 )
             return 200, auth.token_response(self.issue(str(obj["appkey"])), time.time() + TOKEN_LIFETIME)
         if isinstance(obj, dict) and isinstance(obj.get("token"), str):

@@ -99,6 +99,7 @@ class Server(Router):
         token: str | None = None,
         appkey: str | None = None,
         secretkey: str | None = None,
+        credentials: Sequence[tuple[str, str]] = (),
         ping_interval: float = 15.0,
         login_timeout: float = 10.0,
         max_message: int = 64 * 1024,
@@ -112,9 +113,9 @@ class Server(Router):
         faults: FaultScript | Sequence[Fault] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """See the module docstring. ``token``: the one token LOGIN accepts; ``appkey``/``secretkey``: the
-        pair ``POST /oauth2/token`` demands (:class:`replay.rest.TokenDesk`). A client whose unsent frames
-        pass ``max_backlog_bytes`` (or ``max_queue_frames``) is dropped as too slow, and so is the client
+        """See the module docstring. ``token``: the one token LOGIN accepts; ``appkey``/``secretkey`` and
+        ``credentials``: the pairs ``POST /oauth2/token`` accepts (:class:`replay.rest.TokenDesk`). A client whose
+        unsent frames pass ``max_backlog_bytes`` (or ``max_queue_frames``) is dropped as too slow, and so is the client
         with the largest backlog while all together pass ``max_total_backlog_bytes``. ``forget_after`` and
         ``max_items``: see :class:`replay.tracker.ItemTracker`."""
         super().__init__(
@@ -124,7 +125,7 @@ class Server(Router):
         self.source = source
         self.host = host
         self.port = port
-        self.tokens = rest.TokenDesk(token, appkey, secretkey)
+        self.tokens = rest.TokenDesk(token, appkey, secretkey, credentials)
         self.max_message = max_message
         self.clock = clock
         self.sent: list[tuple[int, float, str]] | None = [] if keep_sent else None

@@ -7,11 +7,13 @@ import asyncio
 import json
 import os
 import urllib.request
+from typing import Any
 
 from _cli import started_replay
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from replay.rest import RC_BAD_CREDENTIALS, TokenDesk
 from replay.server import serve
 from replay.simulator import SimulatedMarket
 from replay.sources import SimSource
@@ -123,3 +125,22 @@ def test_replay_ignores_the_users_real_kiwoom_keys_and_reads_its_own_variables()
         assert real_secret not in replay.output
 
     asyncio.run(main())
+
+
+def test_a_desk_with_several_pairs_issues_to_each_and_refuses_crossed_pairs() -> None:
+    desk = TokenDesk(credentials=[("KEY-1", "SECRET-1"), ("KEY-2", "SECRET-2")])
+
+    def ask(key: str, secret: str) -> dict[str, Any]:
+        body = json.dumps({"grant_type": "client_credentials", "appkey": key, "secretkey": secret}).encode()
+        status, reply = desk.handle("POST", "/oauth2/token", body)
+        assert status == 200
+        return reply
+
+    one, two = ask("KEY-1", "SECRET-1"), ask("KEY-2", "SECRET-2")
+    assert one["return_code"] == 0 and two["return_code"] == 0
+    assert desk.app_key_of(one["token"]) != desk.app_key_of(two["token"]) is not None
+    assert desk.app_key_of(ask("KEY-1", "SECRET-1")["token"]) == desk.app_key_of(one["token"])
+    for key, secret in (("KEY-1", "SECRET-2"), ("KEY-2", "SECRET-1"), ("KEY-3", "SECRET-1")):
+        reply = ask(key, secret)
+        assert reply["return_code"] == RC_BAD_CREDENTIALS and "token" not in reply
+        assert not any(s in reply["return_msg"] for s in ("SECRET-1", "SECRET-2", "KEY-1", "KEY-2"))

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from recorder.cli import record_command
-from recorder.plan import KeySpec, PlanError, parse_items, parse_keys, resolve_key, spread
+from recorder.plan import KeyFileError, KeySpec, PlanError, parse_items, parse_keys, resolve_key, spread
 from recorder.status import LAG_SECONDS, lagging
 from schemas.errors import CredentialsError
 
@@ -64,7 +64,7 @@ SECRET = "PSx9Qk2LmZ8vR4tY7wB1nC6dF3gH5jK0"
     f'[[key]]\nname = "{SECRET}"\nappkey_env = "A"\nsecretkey_env = "S"\n',
 ])
 def test_a_keys_file_holding_a_secret_is_refused_without_echoing_it(text: str) -> None:
-    with pytest.raises(PlanError) as info:
+    with pytest.raises(KeyFileError) as info:
         parse_keys(text)
     msg = str(info.value)
     assert SECRET not in msg and SECRET.upper() not in msg and SECRET[:12] not in msg
@@ -77,7 +77,7 @@ def test_a_keys_file_holding_a_secret_is_refused_without_echoing_it(text: str) -
     ('[[key]]\nappkey_env = "A"\n', "secretkey_env must be the NAME"),
 ])
 def test_a_malformed_keys_file_is_refused_with_the_fix(text: str, problem: str) -> None:
-    with pytest.raises(PlanError, match=problem.replace("[", r"\[")) as info:
+    with pytest.raises(KeyFileError, match=problem.replace("[", r"\[")) as info:
         parse_keys(text)
     assert info.value.hint
 

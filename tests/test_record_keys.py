@@ -1,5 +1,6 @@
 """``record --items-file --keys`` end to end (issue 15 item 1): 450 items over 3 app keys against ``replay --simulate``,
-as subprocesses, into one dataset that ``kiwoom-tape verify`` passes; the mock sees exactly 3 connections."""
+as subprocesses, into one dataset that ``kiwoom-tape verify`` passes; the mock (checking the 3 keys' credentials)
+sees exactly 3 connections."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def test_450_items_over_3_keys_record_into_one_dataset_that_verifies(tmp_path: P
     async def main() -> tuple[str, str, int]:
         async with started_replay("--simulate", "--port", "0", "--sim-start", "10:00:00", "--speed", "5",
                                   "--max-items", str(N_ITEMS),  # the mock tracks 200 items by default
+                                  "--keys", str(keys_file),  # the mock checks each key's pair
                                   env=env, limit=60) as replay:
             rec = await asyncio.create_subprocess_exec(
                 *cli_argv("recorder.cli", "--items-file", str(items_file), "--keys", str(keys_file), "--url",
