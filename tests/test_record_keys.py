@@ -8,12 +8,24 @@ import asyncio
 import os
 import random
 import subprocess
+import time
 from pathlib import Path
 
 import duckdb
+import pytest
 from _cli import cli_argv, started_replay
 
+from recorder.auth import TokenProvider
+from recorder.backoff import ReconnectPolicy
+from recorder.client import Recorder
+from recorder.driver import drive_all
+from recorder.store import Store
+from replay.server import serve
+from replay.simulator import SimulatedMarket
+from replay.sources import SimSource
+from schemas.errors import SessionTakenOver
 from schemas.items import item_problem
+from schemas.layout import new_run_id
 
 N_ITEMS, N_KEYS = 450, 3
 
@@ -80,3 +92,57 @@ def test_450_items_over_3_keys_record_into_one_dataset_that_verifies(tmp_path: P
     verify = subprocess.run(cli_argv("kiwoom_tape.cli", "verify", str(out)), capture_output=True, text=True,
                             timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def _recorders(url: str, rest: str, out: Path, keys: list[str], policy: ReconnectPolicy) -> list[Recorder]:
+    recs = []
+    for n, key in enumerate(keys):
+        store = Store(out, new_run_id(time.time_ns(), n), fsync_interval=0.05).open()
+        tokens = TokenProvider(rest, appkey=key, secretkey="secret-" + key)
+        recs.append(Recorder(url, [f"{(n + 1) * 10:06d}"], ["0D"], store, tokens, policy=policy))
+    return recs
+
+
+def test_two_connections_of_one_app_key_kick_each_other_for_real_and_the_kick_ends_every_connection(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "data"
+
+    async def main() -> int:
+        market = SimulatedMarket(seed=3, items=[], start=10 * 3600)
+        async with serve(SimSource(market, speed=5.0), port=0) as server:
+            # two keys of which two connections share one: what record --keys refuses, made by hand
+            recs = _recorders(server.url, server.rest_url, out, ["KEY-A", "KEY-A", "KEY-B"],
+                              ReconnectPolicy(on_kick="exit"))
+            with pytest.raises(SessionTakenOver):
+                await asyncio.wait_for(drive_all(recs, duration=20), 30)
+            return server.stats.kicks
+
+    assert asyncio.run(main()) == 1
+    # every connection ended with it and closed its store: no journal left, the events say why
+    assert list((out / "_journal").glob("*.journal")) == []
+    con = duckdb.connect()
+    kinds = con.execute(
+        f"select kind, count(distinct run_id) from read_parquet('{out}/events/**/*.parquet', hive_partitioning = true) "
+        "group by kind"
+    ).fetchall()
+    assert dict(kinds)["login"] >= 2, kinds  # both connections of KEY-A logged in (KEY-B may not have yet)
+
+
+def test_drive_all_runs_each_connection_into_its_own_run_until_the_duration(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+
+    async def main() -> None:
+        market = SimulatedMarket(seed=4, items=[], start=10 * 3600)
+        async with serve(SimSource(market, speed=5.0), port=0) as server:
+            recs = _recorders(server.url, server.rest_url, out, ["KEY-A", "KEY-B"], ReconnectPolicy())
+            await asyncio.wait_for(drive_all(recs, duration=3), 20)
+            assert server.stats.kicks == 0 and server.stats.logins == 2
+
+    asyncio.run(main())
+    con = duckdb.connect()
+    per_run = con.execute(
+        f"select run_id, list(distinct item) from read_parquet('{out}/orderbook/**/*.parquet', "
+        "hive_partitioning = true) group by run_id"
+    ).fetchall()
+    assert sorted(items for _, items in per_run) == [["000010"], ["000020"]], per_run
