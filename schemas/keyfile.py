@@ -54,7 +54,7 @@ def parse_keys(text: str, source: str = "keys file") -> list[KeySpec]:
     entries = doc.get("key")
     if extra or not isinstance(entries, list) or not entries:
         raise KeyFileError(f"{source} must hold a list of [[key]] tables and nothing else"
-                        + (f" (found {', '.join(extra)[:80]})" if extra else ""), hint=_KEYS_HINT)
+                           + (f" (found {', '.join(extra)[:80]})" if extra else ""), hint=_KEYS_HINT)
     keys: list[KeySpec] = []
     for n, entry in enumerate(entries, 1):
         where = f"{source} key {n}"
@@ -78,7 +78,7 @@ def parse_keys(text: str, source: str = "keys file") -> list[KeySpec]:
         name = entry.get("name", f"key{n}")
         if not isinstance(name, str) or not _KEY_NAME.fullmatch(name):
             raise KeyFileError(f"{where}: name must be a short label (up to 24 letters, digits, . _ -)",
-                            hint=_KEYS_HINT)
+                               hint=_KEYS_HINT)
         keys.append(KeySpec(name, entry["appkey_env"], entry["secretkey_env"]))
     _no_repeats(keys, source)
     return keys
@@ -93,7 +93,7 @@ def _no_repeats(keys: Sequence[KeySpec], source: str) -> None:
         for label in (f"name {key.name}", key.appkey_env, key.secretkey_env):
             if label in seen:
                 raise KeyFileError(f"{source}: {label} is used by two keys ({seen[label]} and {key.name})",
-                                hint="one connection per app key: list each app key once")
+                                   hint="one connection per app key: list each app key once")
             seen[label] = key.name
 
 
@@ -103,5 +103,5 @@ def resolve_key(key: KeySpec, env: Mapping[str, str]) -> tuple[str, str]:
     missing = [name for name, val in ((key.appkey_env, appkey), (key.secretkey_env, secret)) if not val]
     if missing:
         raise CredentialsError(f"key {key.name}: {' and '.join(missing)} not set in the environment",
-                               hint="export them before `record --keys`, or remove the key from the file")
+                               hint="export them before running with --keys, or remove the key from the file")
     return appkey, secret
