@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import urllib.request
+from pathlib import Path
 from typing import Any
 
-from _cli import started_replay
+from _cli import cli_argv, started_replay
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -144,3 +146,17 @@ def test_a_desk_with_several_pairs_issues_to_each_and_refuses_crossed_pairs() ->
         reply = ask(key, secret)
         assert reply["return_code"] == RC_BAD_CREDENTIALS and "token" not in reply
         assert not any(s in reply["return_msg"] for s in ("SECRET-1", "SECRET-2", "KEY-1", "KEY-2"))
+
+
+def test_replay_keys_refuses_a_file_with_a_secret_and_names_a_missing_variable(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[[key]]\nappkey_env = "KT_MOCK_KEY"\nsecretkey = "PSx9Qk2LmZ8vR4tY7wB1"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KT_MOCK_")}
+    run = subprocess.run(cli_argv("replay.cli", "--simulate", "--port", "0", "--keys", str(keys)), env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2 and "never holds a key, secret or token" in run.stderr, run.stderr
+    assert "PSx9Qk2LmZ8vR4tY7wB1" not in run.stderr
+    keys.write_text('[[key]]\nappkey_env = "KT_MOCK_KEY"\nsecretkey_env = "KT_MOCK_SECRET"\n')
+    run = subprocess.run(cli_argv("replay.cli", "--simulate", "--port", "0", "--keys", str(keys)),
+                         env=env | {"KT_MOCK_KEY": "k"}, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1 and "KT_MOCK_SECRET not set in the environment" in run.stderr, run.stderr
