@@ -266,7 +266,7 @@ async def _record(
                  f" (key {name})" if len(plan) > 1 else "")
     try:
         await drive_all([rec for _, rec in recs], stop, duration=duration, tick=min(0.1, fsync_interval / 2),
-                        on_tick=StatusLine(recs, quiet))
+                        on_tick=StatusLine(recs, quiet), names=[name for name, _ in recs])
     finally:
         if not quiet and sys.stderr.isatty():
             sys.stderr.write("\n")

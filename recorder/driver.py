@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
 from recorder.client import Recorder
+from recorder.labels import labelled
 
 __all__ = ["drive", "drive_all"]
 
@@ -79,13 +80,15 @@ async def drive_all(
     duration: float | None = None,
     tick: float = 0.1,
     on_tick: Callable[[], None] | None = None,
+    names: Sequence[str] | None = None,
 ) -> Sequence[Recorder]:
     """Run every recorder of ``recs`` (one connection each, each with its own store) as :func:`drive` does, at once.
 
     They share ``stop``: ``stop``, ``duration`` or any recorder ending stops them all, so a recorder that cannot
     go on (LoginError, SessionTakenOver under ``--on-kick exit``, StorageError) ends the whole recording, every
     store closed, and its exception is raised (the first, not an ExceptionGroup). ``on_tick()`` is called once
-    per ``tick`` for all of them (a status line that sums them). One recorder is exactly :func:`drive`.
+    per ``tick`` for all of them (a status line that sums them). With ``names`` (one per recorder), each
+    recorder's log lines start with ``[key NAME]`` (:mod:`recorder.labels`). One recorder is exactly :func:`drive`.
     """
     if len(recs) == 1:
         return [await drive(recs[0], stop, duration=duration, tick=tick, on_tick=on_tick)]
@@ -100,8 +103,9 @@ async def drive_all(
 
     try:
         async with asyncio.TaskGroup() as tg:
-            for rec in recs:
-                tg.create_task(drive(rec, shared, duration=duration, tick=tick))
+            for n, rec in enumerate(recs):
+                run = drive(rec, shared, duration=duration, tick=tick)
+                tg.create_task(labelled(names[n], run) if names is not None else run)
             if on_tick is not None:
                 tg.create_task(status())
     except* Exception as group:

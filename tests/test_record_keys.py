@@ -78,6 +78,8 @@ def test_450_items_over_3_keys_record_into_one_dataset_that_verifies(tmp_path: P
     assert "kicking" not in served and "R10001" not in err
     assert f"{codes[0]} is already on line 3: recorded once" in err, err
     assert not any(s in err for s in secrets.values())
+    for n in range(1, N_KEYS + 1):  # each connection's lines name its key
+        assert f"[key acct{n}] logged in; registering {N_ITEMS // N_KEYS} items x 0D" in err, err
     con = duckdb.connect()
     rows = dict(con.execute(
         f"select item, count(*) from read_parquet('{out}/orderbook/**/*.parquet', hive_partitioning = true) "
