@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from recorder.cli import record_command
 from recorder.plan import KeyFileError, KeySpec, PlanError, parse_items, parse_keys, resolve_key, spread
-from recorder.status import LAG_SECONDS, lagging
+from recorder.status import LAG_SECONDS, StatusLine, lagging
 from schemas.errors import CredentialsError
 
 TYPES = ("0D", "0E")
@@ -147,3 +147,18 @@ def test_the_status_line_names_a_lagging_connection() -> None:
         f"b last frame {now - late:.1f}s ago"
     assert lagging([("a", _rec(True, 99.0)), ("b", _rec(True, None))], now) == "b no frame yet"
     assert lagging([("a", _rec(True, None)), ("b", _rec(True, None))], now) is None
+
+
+def _full(connected: bool, last: float | None, frames: int, rows: int, files: int, reconnects: int) -> Any:
+    stats = SimpleNamespace(connected=connected, last_frame_mono=last, frames_in=frames, reconnects=reconnects)
+    store = SimpleNamespace(stats=SimpleNamespace(rows={"orderbook": rows, "afterhours": 1}, files_written=files))
+    return SimpleNamespace(stats=stats, store=store)
+
+
+def test_the_status_line_sums_the_connections() -> None:
+    clock = iter([0.0, 2.0])
+    line = StatusLine([("a", _full(True, 1.5, 100, 40, 1, 0)), ("b", _full(False, 0.5, 300, 60, 2, 3))], quiet=True,
+                      monotonic=lambda: next(clock))
+    text = line.line(2.0)
+    assert text.startswith("1/2 connected |   200.0 frames/s | rows 100 0D, 2 0E | files 3 | reconnects 3 |"), text
+    assert text.endswith("last frame 0.5s ago | lagging: b DISCONNECTED"), text
