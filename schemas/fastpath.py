@@ -1,5 +1,4 @@
-"""The typed fast path: a well-formed REAL frame of 0D/0E rows, read straight from its bytes.
-
+"""The typed fast path: a well-formed REAL frame of 0D/0E (or 0B) rows, read straight from its bytes.
 
 PERF-LIMITS.md sections 1-2: msgspec decodes a Struct whose fields come in the wire's key order about
 3x faster than a dict, and parses integers in C once the "+" signs are gone (neither msgspec nor
@@ -17,14 +16,14 @@ import re
 import struct
 import sys
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from operator import itemgetter
 from typing import Any, Final
 
 import msgspec
 from msgspec.structs import astuple
 
-from schemas.fields import FIELDS_0D, FIELDS_0E, FieldSpec, Kind
+from schemas.fields import FIELDS_0B, FIELDS_0D, FIELDS_0E, FieldSpec, Kind
 from schemas.rowbuilders import _plan
 
 __all__ = ["ParsedRow", "read_real_frame"]
@@ -110,6 +109,8 @@ class _FastTable:
 
 _FAST_0D: Final = _FastTable(FIELDS_0D, "orderbook", "0D")
 _FAST_0E: Final = _FastTable(FIELDS_0E, "afterhours", "0E")
+_FAST_0B: Final = _FastTable(FIELDS_0B, "trades", "0B")
+_FAST: Final = {"0D": _FAST_0D, "0E": _FAST_0E, "0B": _FAST_0B}
 _I32_MIN: Final = -(1 << 31)
 _find_plus_minus: Final = re.compile(rb"\+-").search
 """``b"+-" in data``, 2.5x faster on a 2 KB frame full of "+" (re scans for the literal with memchr)."""
@@ -119,13 +120,16 @@ def _count(data: bytes, char: bytes) -> int:
     return len(data) - len(data.replace(char, b""))  # faster than bytes.count for one byte
 
 
-def read_real_frame(data: bytes) -> list[ParsedRow] | None:
-    """The rows of a REAL frame of only 0D/0E rows that are all well-formed, read fast; else None.
+def read_real_frame(data: bytes, types: Collection[str] = ("0D", "0E")) -> list[ParsedRow] | None:
+    """The rows of a REAL frame of rows of one of ``types`` that are all well-formed, read fast; else None.
+
+    ``types`` are tried in order (the first is the common case); each is "0D", "0E" or "0B" (KeyError
+    otherwise). 0B rows have ``table == "trades"``: callers that store them pass ``types`` with "0B".
 
     None means "use the general path": :func:`schemas.protocol.decode_server_message` and
-    :meth:`OrderbookBuilder.append` / :meth:`AfterhoursBuilder.append`, which give, for a frame this
+    :meth:`OrderbookBuilder.append` (or the builder of the row's table), which give, for a frame this
     function reads, exactly the rows it returns (what :meth:`OrderbookBuilder.append_parsed` stores).
-    Never raises. A frame is read here when, besides being a valid REAL envelope of 0D/0E rows with
+    Never raises for any ``data``. A frame is read here when, besides being a valid REAL envelope of rows with
     every FID present once as a string: no backslash escape; every ``+`` starts a value and is
     followed by a digit; integer FIDs are plain ``[+-]digits`` within their column type (no ``.``,
     exponent, leading zero, space; quantities not negative); rates are plain decimals.
@@ -136,7 +140,7 @@ def read_real_frame(data: bytes) -> list[ParsedRow] | None:
     n_plus = len(data) - len(stripped)
     if n_plus and (data.count(b'":"+') != n_plus or _find_plus_minus(data) is not None):
         return None
-    for t in (_FAST_0D, _FAST_0E):  # a frame of one type: 0D nearly always (a mixed frame is rare)
+    for t in [_FAST[k] for k in types]:  # a frame of one type: 0D nearly always (a mixed frame is rare)
         try:
             texts = t.read_strs(data)
             nums = t.read_nums(stripped)

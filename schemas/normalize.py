@@ -3,7 +3,8 @@
 The public entry to four modules, one idea each (every name below is importable from here):
 
 - :mod:`schemas.wirevalues`: how one wire value of a field kind is read (PROTOCOL.md 2.0), :func:`read_value`;
-- :mod:`schemas.rowbuilders`: the typed tables' builders (:class:`OrderbookBuilder`, :class:`AfterhoursBuilder`),
+- :mod:`schemas.rowbuilders`: the typed tables' builders (:class:`OrderbookBuilder`, :class:`AfterhoursBuilder`,
+  :class:`TradesBuilder`),
   the recorder's hot path (PERF-LIMITS.md section 2);
 - :mod:`schemas.fastpath`: :func:`read_real_frame`, a well-formed REAL frame read straight from its bytes;
 - :mod:`schemas.logbuilders`: :class:`FrameBuilder` and :class:`EventBuilder` (``frames``, ``events``).
@@ -24,7 +25,7 @@ from typing import Final
 
 from schemas.fastpath import ParsedRow, read_real_frame
 from schemas.logbuilders import EventBuilder, FrameBuilder, detail_json
-from schemas.rowbuilders import AfterhoursBuilder, OrderbookBuilder
+from schemas.rowbuilders import AfterhoursBuilder, OrderbookBuilder, TradesBuilder
 from schemas.tables import FLAG_INVALID, FLAG_MISSING
 from schemas.wirevalues import kst_midnight_epoch_s, read_value
 
@@ -37,6 +38,7 @@ __all__ = [
     "FrameBuilder",
     "OrderbookBuilder",
     "ParsedRow",
+    "TradesBuilder",
     "builder_for",
     "detail_json",
     "kst_midnight_epoch_s",

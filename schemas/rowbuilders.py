@@ -34,15 +34,15 @@ from typing import TYPE_CHECKING, Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.fields import FIELDS_0D, FIELDS_0E, FieldSpec, Kind
+from schemas.fields import FIELDS_0B, FIELDS_0D, FIELDS_0E, FieldSpec, Kind
 from schemas.market import split_item
-from schemas.tables import AFTERHOURS, FLAG_INVALID, FLAG_MISSING, ORDERBOOK, arrow_type_of
+from schemas.tables import AFTERHOURS, FLAG_INVALID, FLAG_MISSING, ORDERBOOK, TRADES, arrow_type_of
 from schemas.wirevalues import _I16_MAX, _READERS, _read_time, kst_midnight_epoch_s, read_value
 
 if TYPE_CHECKING:
     from schemas.fastpath import ParsedRow
 
-__all__ = ["AfterhoursBuilder", "OrderbookBuilder"]
+__all__ = ["AfterhoursBuilder", "OrderbookBuilder", "TradesBuilder"]
 
 _ABSENT: Final = "".join(("\t", "0"))
 """What the fast path reads for a missing key: parses as 0, and is recognized by identity (``is``).
@@ -418,3 +418,10 @@ class AfterhoursBuilder(_RealTableBuilder):
 
     _fields = FIELDS_0E
     _schema = AFTERHOURS
+
+
+class TradesBuilder(_RealTableBuilder):
+    """Rows of 0B 주식체결 (PROTOCOL.md 2.3) -> batches of :data:`schemas.tables.TRADES`."""
+
+    _fields = FIELDS_0B
+    _schema = TRADES
