@@ -266,7 +266,10 @@ class SimulatedMarket:
                     rows = []
                 cur = k
             stream.last_k = k
-            rows.append(stream.emit(k))
+            row = stream.emit(k)
+            if stream.trade is not None:  # the 0B row of a book update, before the 0D row that shows it
+                rows.append(stream.trade)
+            rows.append(row)
             nk = stream.next_k()
             if nk >= 0:
                 heapq.heappush(heap, (nk, seq, stream))

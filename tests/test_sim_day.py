@@ -34,6 +34,10 @@ WINDOWS = {
     ("NXT", "0D"): [(hms(8), hms(8, 50)), (hms(9, 0, 30), hms(15, 20)), (hms(15, 30), hms(20))],
     ("KRX", "0E"): [(hms(8, 30), hms(8, 40)), (hms(15, 40), hms(18))],
     ("NXT", "0E"): [],
+    # 0B (issue 13): KRX/SOR trades in continuous trading, 09:00 opening print to 15:20's catch-up print
+    ("KRX", "0B"): [(hms(9), hms(15, 20, 30))],
+    ("SOR", "0B"): [(hms(9), hms(15, 20, 30))],
+    ("NXT", "0B"): [(hms(8), hms(8, 50)), (hms(9, 0, 30), hms(15, 20)), (hms(15, 30), hms(20))],
 }
 AUCTIONS = [(hms(8, 50), hms(9)), (hms(15, 20), hms(15, 30))]
 STOCK_TICKS = [(2_000, 1), (5_000, 5), (20_000, 10), (50_000, 50), (200_000, 100), (500_000, 500)]
@@ -146,7 +150,7 @@ def day() -> Day:
         if row.type == "0D":
             check_0d(row.item, t, v, prev_0d.get(row.item), day)
             prev_0d[row.item] = v
-        else:
+        elif row.type == "0E":
             ask, bid = int(v["131"]), int(v["135"])
             assert 0 < ask < 10**9 and 0 <= bid < 10**9
             assert (bid == 0) == (t < hms(12)), "the pre-market bid total is 0 (PROTOCOL.md 5.3)"
@@ -215,7 +219,7 @@ def test_spreads_like_the_live_book(day: Day) -> None:
 def test_the_etf_quotes_on_the_5_won_grid(day: Day) -> None:
     """069500 levels are 5 won apart (PROTOCOL.md 5.5), not the 50-won stock tick at its price."""
     market = SimulatedMarket(seed=3, items=["069500"], start=hms(10), rate_hz=RATE)
-    rows = [r.values for tick in market.advance(hms(10, 2)) for r in tick.rows]
+    rows = [r.values for tick in market.advance(hms(10, 2)) for r in tick.rows if r.type == "0D"]
     prices = {abs(int(v[str(41 + i)])) for v in rows for i in range(10)}
     assert all(p % 5 == 0 for p in prices) and any(p % 50 for p in prices)
     assert all(abs(int(v["42"])) - abs(int(v["41"])) == 5 for v in rows)
