@@ -15,7 +15,7 @@ import random
 import zlib
 from bisect import bisect_right
 
-from replay.sim_calendar import hms, in_auction, nxt_thin, wide_spread_odds
+from replay.sim_calendar import hms, in_auction, nxt_thin, rate_factor, wide_spread_odds
 from replay.sim_references import is_known, reference_price_of, seed_int
 from schemas.market import band, is_etf, tick_size
 
@@ -406,7 +406,8 @@ class Book:
         arr, n, idx = (self.aq, self.na, self.ib + self.sp) if buy else (self.bq, self.nb, self.ib)
         if not n or arr[0] < 2 or not self._may_fill(idx):
             return 0
-        size = max(1, int(self.typical(0, t) * 0.15 * rng.expovariate(1.0)))
+        busy = rate_factor(self.venue, "0D", t)  # more, smaller trades when busy: the volume budget is per second
+        size = max(1, int(self.typical(0, t) * 0.15 / busy * rng.expovariate(1.0)))
         fill = min(arr[0] - 1, size, self.budget - self.volume)
         arr[0] -= fill
         self.volume += fill
