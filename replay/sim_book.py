@@ -215,13 +215,17 @@ class Book:
         typ = self.typical(i, t)
         return max(1, min(int(LEVEL_CAP * typ), int(typ * rng.lognormvariate(0.0, 0.5))))
 
-    def reseed(self, rng: random.Random, t: float, checkpoint: float, interval: float) -> None:
+    def reseed(self, rng: random.Random, t: float, checkpoint: float, interval: float, shape: int) -> None:
         """Draw a whole book for market time ``t`` from ``rng`` (the checkpoint's stream), as if long settled.
 
         ``checkpoint`` and ``interval`` bound the fills: FID 13 stays below the next checkpoint's base volume.
+        ``shape`` (64 random bits of the interval) draws the spread: see :meth:`draw_shape`.
         """
         code = self.code
-        self.draw_shape(rng, t)
+        self.draw_shape(shape, t)
+        if self.venue == _NXT:
+            lo, hi = (3, 6) if nxt_thin(t) else (7, 10)
+            self.da, self.db = rng.randint(lo, hi), rng.randint(lo, hi)
         self.aq = [0] * 10
         self.bq = [0] * 10
         self._normalize(rng, t)
@@ -231,13 +235,17 @@ class Book:
         since = (t - _T0900 + 600) if t < _T0900 else (t - _T1520)
         self.exq = int(code.typical * (1.0 + 0.8 * since / 60.0) * rng.lognormvariate(0.0, 0.3)) + 1
 
-    def draw_shape(self, rng: random.Random, t: float) -> None:
-        """The first draws of :meth:`reseed`: the touch and spread at ``t``, NXT depths (then clamped)."""
+    def draw_shape(self, bits: int, t: float) -> None:
+        """The touch at ``t`` (the fair price) and the spread, drawn from 48 of ``bits``, then clamped.
+
+        No ``random.Random``: the prints of a whole day (replay/sim_trades.py) redraw every interval's touch.
+        """
         self.ib = max(-1, min(len(self.code.ladder) - 1, self.code.target(t)))
-        self.sp = self._spread_draw(rng, t)
-        if self.venue == _NXT:
-            lo, hi = (3, 6) if nxt_thin(t) else (7, 10)
-            self.da, self.db = rng.randint(lo, hi), rng.randint(lo, hi)
+        p = wide_spread_odds(self.code.liquid, self.venue, t)
+        sp = 1
+        while sp < 5 and ((bits >> (12 * sp)) & 0xFFF) < p * 4096.0:
+            sp += 1
+        self.sp = sp
         self._clamp_shape()
 
     def touch_index(self, side: int) -> int | None:

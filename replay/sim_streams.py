@@ -211,7 +211,7 @@ class BookStream(Stream):
 
     def reseed(self, t: float, checkpoint: float) -> None:
         before = self.book.volume
-        self.book.reseed(self.rng, t, checkpoint, float(CHECKPOINT))
+        self.book.reseed(self.rng, t, checkpoint, float(CHECKPOINT), seed_int(self.seed, "shape", self.item, self.c))
         self.tape.enter(self.book, self.c, before)
 
     def clear_last(self) -> None:

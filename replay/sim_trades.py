@@ -26,7 +26,6 @@ FIDs without a defined meaning here are ``""``, as in the official example (PROT
 
 from __future__ import annotations
 
-import random
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,9 +82,6 @@ class TradeTape:
         self._head = encode_real_row("0B", item, "\x00").split("\x00")
         self.hi = self.lo = -1
 
-    def _side(self, j: int) -> int:
-        return 1 if seed_int(self.seed, "side", self.item, j) & 1 else -1
-
     def _scan_to(self, j: int) -> None:
         """Compute the prints of every interval up to ``j`` (each interval's reseed draws, not its events)."""
         nxt, prev_base = self._scan
@@ -97,8 +93,9 @@ class TradeTape:
                 base = code.base_volume(cp, venue)
                 if base > prev_base:
                     b = self.book
-                    b.draw_shape(random.Random(seed_int(self.seed, "0D", self.item, nxt)), t)
-                    side = self._side(nxt)
+                    bits = seed_int(self.seed, "shape", self.item, nxt)  # as BookStream.reseed draws it
+                    b.draw_shape(bits, t)
+                    side = 1 if bits & 1 else -1
                     idx = b.touch_index(side)
                     if idx is None:
                         side = -side

@@ -168,7 +168,8 @@ def test_every_row_of_the_day_holds_and_the_day_spans_the_calendar(day: Day) -> 
     for item in ITEMS:
         times = day.times[item, "0D"]
         windows = WINDOWS[venue(item), "0D"]
-        assert times[0] < windows[0][0] + 5 and times[-1] > windows[-1][1] - 5, (item, times[0], times[-1])
+        # within ~5 mean gaps of the window's edges: NXT's after-market updates at 0.3 x RATE (~0.27 Hz here)
+        assert times[0] < windows[0][0] + 20 and times[-1] > windows[-1][1] - 20, (item, times[0], times[-1])
     nx = day.times["005930_NX", "0D"]
     assert nx[-1] - nx[0] >= 11.9 * 3600, "NXT spans 08:00-20:00"
     assert not [t for t in day.times["005930", "0D"] if hms(15, 30) <= t < hms(15, 40)]
