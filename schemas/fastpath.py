@@ -23,8 +23,8 @@ from typing import Any, Final
 import msgspec
 from msgspec.structs import astuple
 
+from schemas.columnar import _plan
 from schemas.fields import FIELDS_0B, FIELDS_0D, FIELDS_0E, FieldSpec, Kind
-from schemas.rowbuilders import _plan
 
 __all__ = ["ParsedRow", "read_real_frame"]
 

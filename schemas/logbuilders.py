@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from schemas.rowbuilders import _strings
+from schemas.columnar import _strings
 from schemas.tables import EVENT_KINDS, EVENTS, FRAMES, redact_login
 from schemas.wirevalues import _I64_MAX, _I64_MIN
 

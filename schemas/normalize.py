@@ -1,8 +1,9 @@
 """Normalization: REAL rows and session events -> columnar builders -> Arrow record batches.
 
-The public entry to four modules, one idea each (every name below is importable from here):
+The public entry to five modules, one idea each (every name below is importable from here):
 
 - :mod:`schemas.wirevalues`: how one wire value of a field kind is read (PROTOCOL.md 2.0), :func:`read_value`;
+- :mod:`schemas.columnar`: where each FID of a field table goes in the builders' buffers;
 - :mod:`schemas.rowbuilders`: the typed tables' builders (:class:`OrderbookBuilder`, :class:`AfterhoursBuilder`,
   :class:`TradesBuilder`),
   the recorder's hot path (PERF-LIMITS.md section 2);
