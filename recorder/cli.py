@@ -105,6 +105,12 @@ def _check_out(out: Path) -> None:
               "time, before connecting again; or exit with code 3.")
 @click.option("--kick-wait", type=click.FloatRange(0.1, 3600), default=60.0, show_default=True,
               help="Seconds to wait after the first kick (doubling with each kick in a row, up to 30 minutes).")
+@click.option("--max-backoff", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True,
+              help="Longest wait between reconnect attempts; waits grow (with jitter) up to it across failed "
+              "connections.")
+@click.option("--healthy-after", type=click.FloatRange(0.1, 3600), default=60.0, show_default=True,
+              help="Seconds a connection must stay logged in and receiving before the reconnect waits start small "
+              "again.")
 @click.option("--allow-insecure-url", is_flag=True,
               help="Allow a plain ws:// --url to another machine (the token then crosses the network in cleartext).")
 @click.option("--event-loop", type=click.Choice(EVENT_LOOPS), default="auto", show_default=True,
@@ -116,8 +122,8 @@ def record_command(
     ctx: click.Context, items: tuple[str, ...] | None, items_file: Path | None, keys_file: Path | None, types_: str,
     out: Path, url: str | None,
     mock_trading: bool, duration: float | None, fsync_interval: float, roll_minutes: float,
-    silence_timeout: float, on_kick: Literal["wait", "exit"], kick_wait: float, allow_insecure_url: bool,
-    event_loop: str, verbose: int, quiet: bool,
+    silence_timeout: float, on_kick: Literal["wait", "exit"], kick_wait: float, max_backoff: float,
+    healthy_after: float, allow_insecure_url: bool, event_loop: str, verbose: int, quiet: bool,
 ) -> None:
     """Record Kiwoom real-time frames and order-book rows into rolling, crash-safe Parquet.
 
@@ -175,7 +181,7 @@ def record_command(
     except (PlanError, KeyFileError) as exc:
         raise click.UsageError(str(exc)) from None
     _check_out(out)
-    policy = ReconnectPolicy(kick_wait=kick_wait, on_kick=on_kick)
+    policy = ReconnectPolicy(cap=max_backoff, healthy_after=healthy_after, kick_wait=kick_wait, on_kick=on_kick)
     _use_returning_memory_pool()
     try:
         code = run_on_loop(

@@ -15,7 +15,7 @@ import random
 import zlib
 from bisect import bisect_right
 
-from replay.sim_calendar import hms, in_auction, nxt_thin, wide_spread_odds
+from replay.sim_calendar import hms, in_auction, nxt_thin, rate_factor, wide_spread_odds
 from replay.sim_references import is_known, reference_price_of, seed_int
 from schemas.market import band, is_etf, tick_size
 
@@ -156,9 +156,9 @@ class Book:
 
     Every change is an order event: an order added to a level (or inside the spread), cancelled from a
     level (or the best level pulled, widening the spread), or filled at the touch (adding to
-    :attr:`volume`, the hook for trades, issue 13). The mid chases the code's fair price one tick per
-    update. Quantities revert to ``typical(i)`` (the touch thinner than deeper levels) and stay in
-    ``[1, LEVEL_CAP * typical(i)]``.
+    :attr:`volume`; the step's trade, at most one, is :attr:`fill`, issue 13). The mid chases the code's
+    fair price one tick per update. Quantities revert to ``typical(i)`` (the touch thinner than deeper
+    levels) and stay in ``[1, LEVEL_CAP * typical(i)]``.
     """
 
     __slots__ = (
@@ -166,10 +166,14 @@ class Book:
         "auction",
         "bq",
         "budget",
+        "carry",
         "code",
         "da",
         "db",
         "exq",
+        "fill",
+        "fill_hi",
+        "fill_lo",
         "ib",
         "na",
         "nb",
@@ -195,6 +199,12 @@ class Book:
         self.volume = 0
         self.budget = 0
         self.shape = (0, 0, 0, 0)
+        # Trades (issue 13, replay/sim_trades.py): the fill of the last step, (ladder index, shares, +1 buy at
+        # the ask / -1 sell at the bid); a print owed at the next step (shares, side); the ladder indices where
+        # fills may print (the stream sets them after each reseed: an empty range means no fills).
+        self.fill: tuple[int, int, int] | None = None
+        self.carry = (0, 0)
+        self.fill_lo, self.fill_hi = 0, len(code.ladder) - 1
 
     def typical(self, i: int, t: float) -> float:
         """The typical size of level ``i`` (0 = the touch): 0.45x the item's size at the touch, 1.2x from level 6."""
@@ -205,14 +215,14 @@ class Book:
         typ = self.typical(i, t)
         return max(1, min(int(LEVEL_CAP * typ), int(typ * rng.lognormvariate(0.0, 0.5))))
 
-    def reseed(self, rng: random.Random, t: float, checkpoint: float, interval: float) -> None:
+    def reseed(self, rng: random.Random, t: float, checkpoint: float, interval: float, shape: int) -> None:
         """Draw a whole book for market time ``t`` from ``rng`` (the checkpoint's stream), as if long settled.
 
         ``checkpoint`` and ``interval`` bound the fills: FID 13 stays below the next checkpoint's base volume.
+        ``shape`` (64 random bits of the interval) draws the spread: see :meth:`draw_shape`.
         """
         code = self.code
-        self.ib = max(-1, min(len(code.ladder) - 1, code.target(t)))
-        self.sp = self._spread_draw(rng, t)
+        self.draw_shape(shape, t)
         if self.venue == _NXT:
             lo, hi = (3, 6) if nxt_thin(t) else (7, 10)
             self.da, self.db = rng.randint(lo, hi), rng.randint(lo, hi)
@@ -225,6 +235,25 @@ class Book:
         since = (t - _T0900 + 600) if t < _T0900 else (t - _T1520)
         self.exq = int(code.typical * (1.0 + 0.8 * since / 60.0) * rng.lognormvariate(0.0, 0.3)) + 1
 
+    def draw_shape(self, bits: int, t: float) -> None:
+        """The touch at ``t`` (the fair price) and the spread, drawn from 48 of ``bits``, then clamped.
+
+        No ``random.Random``: the prints of a whole day (replay/sim_trades.py) redraw every interval's touch.
+        """
+        self.ib = max(-1, min(len(self.code.ladder) - 1, self.code.target(t)))
+        p = wide_spread_odds(self.code.liquid, self.venue, t)
+        sp = 1
+        while sp < 5 and ((bits >> (12 * sp)) & 0xFFF) < p * 4096.0:
+            sp += 1
+        self.sp = sp
+        self._clamp_shape()
+
+    def touch_index(self, side: int) -> int | None:
+        """The ladder index of the best ask (``side`` +1) or best bid (-1), None when that side is empty."""
+        if side > 0:
+            return self.ib + self.sp if self.na else None
+        return self.ib if self.nb else None
+
     def _spread_draw(self, rng: random.Random, t: float) -> int:
         p = wide_spread_odds(self.code.liquid, self.venue, t)
         sp = 1
@@ -234,13 +263,8 @@ class Book:
 
     def _normalize(self, rng: random.Random, t: float) -> None:
         """Levels 1..n non-empty and the rest empty, n = min(depth, levels left inside the band)."""
-        n_ladder = len(self.code.ladder)
-        if self.ib < 0 or self.ib >= n_ladder - 1:
-            self.sp = 1
-        else:
-            self.sp = max(1, min(self.sp, n_ladder - 1 - self.ib))
-        na = self.na = max(0, min(self.da, n_ladder - self.ib - self.sp))
-        nb = self.nb = max(0, min(self.db, self.ib + 1))
+        self._clamp_shape()
+        na, nb = self.na, self.nb
         aq, bq = self.aq, self.bq
         for i in range(10):
             if i < na:
@@ -255,11 +279,34 @@ class Book:
                 bq[i] = 0
         self.shape = (self.ib, self.sp, na, nb)
 
+    def _clamp_shape(self) -> None:
+        n_ladder = len(self.code.ladder)
+        if self.ib < 0 or self.ib >= n_ladder - 1:
+            self.sp = 1
+        else:
+            self.sp = max(1, min(self.sp, n_ladder - 1 - self.ib))
+        self.na = max(0, min(self.da, n_ladder - self.ib - self.sp))
+        self.nb = max(0, min(self.db, self.ib + 1))
+
+    def _may_fill(self, idx: int) -> bool:
+        return self.fill is None and self.fill_lo <= idx <= self.fill_hi
+
     def step(self, rng: random.Random, t: float) -> None:
-        """One update at market time ``t``: the book's shape may move, then 1-3 levels change by an order event."""
+        """One update at market time ``t``: the shape may move, a trade may take part of the touch (:attr:`fill`),
+        then 1-3 other levels change by an order event."""
         code, aq, bq = self.code, self.aq, self.bq
         n_ladder = len(code.ladder)
         moved = False
+        self.fill = None
+        qty, side = self.carry
+        if qty:  # the print owed since the reseed, at the touch as reseeded (replay/sim_trades.py)
+            self.carry = (0, 0)
+            idx = self.touch_index(side)
+            if idx is None:
+                side = -side
+                idx = self.touch_index(side)
+            if idx is not None:
+                self.fill = (idx, qty, side)
         if self.venue == _NXT:
             lo, hi = (3, 6) if nxt_thin(t) else (7, 10)
             r = rng.random()
@@ -301,9 +348,9 @@ class Book:
         if moved:
             self._normalize(rng, t)
 
-        # Quantities: 1-3 order events on distinct levels (added, cancelled, or filled at the touch).
+        done = self._trade(rng, t) if continuous else 0
+        # Quantities: 1-3 order events on distinct levels (added or cancelled), not the level just traded.
         r = rng.random()
-        done = 0
         for _ in range(1 if r < 0.6 else (2 if r < 0.9 else 3)):
             bid = (rng.random() < 0.5 and self.nb > 0) or not self.na
             arr, n = (bq, self.nb) if bid else (aq, self.na)
@@ -320,10 +367,6 @@ class Book:
             ratio = q / typ
             if rng.random() < 1.0 / (1.0 + ratio * ratio):  # add: likelier when the level is thin
                 q += max(1, int(typ * 0.2 * rng.expovariate(1.0)))
-            elif i == 0 and continuous and q > 1 and rng.random() < 0.4 and self.volume < self.budget:
-                fill = min(q - 1, max(1, int(typ * 0.1 * rng.expovariate(1.0))), self.budget - self.volume)
-                q -= fill
-                self.volume += fill
             else:  # cancel: a share of the level
                 q -= max(1, int(q * 0.2 * rng.random()))
             q = max(1, min(int(LEVEL_CAP * typ), q))
@@ -341,7 +384,7 @@ class Book:
                 self.sp -= 1
             elif self.na:
                 if continuous:
-                    self.volume = min(self.budget, self.volume + aq[0])
+                    self._take(self.ib + self.sp, aq[0], 1)
                 del aq[0]
                 aq.append(0)
             self.ib += 1
@@ -354,10 +397,34 @@ class Book:
         else:
             if self.nb:
                 if continuous:
-                    self.volume = min(self.budget, self.volume + bq[0])
+                    self._take(self.ib, bq[0], -1)
                 del bq[0]
                 bq.append(0)
             self.ib -= 1
             aq.insert(0, self._fresh(rng, 0, t))
             aq.pop()
         self.ib = max(-1, min(len(self.code.ladder) - 1, self.ib))
+
+    def _trade(self, rng: random.Random, t: float) -> int:
+        """A marketable order, half the updates: part of the touch traded (a buy at the best ask, a sell at
+        the best bid). Returns the bit of the level it traded (0: none), which no other event then touches."""
+        if self.fill is not None or self.volume >= self.budget or rng.random() >= 0.5:
+            return 0
+        buy = rng.random() < 0.5
+        arr, n, idx = (self.aq, self.na, self.ib + self.sp) if buy else (self.bq, self.nb, self.ib)
+        if not n or arr[0] < 2 or not self._may_fill(idx):
+            return 0
+        busy = rate_factor(self.venue, "0D", t)  # more, smaller trades when busy: the volume budget is per second
+        size = max(1, int(self.typical(0, t) * 0.15 / busy * rng.expovariate(1.0)))
+        fill = min(arr[0] - 1, size, self.budget - self.volume)
+        arr[0] -= fill
+        self.volume += fill
+        self.fill = (idx, fill, 1 if buy else -1)
+        return 1 if buy else 1 << 10
+
+    def _take(self, idx: int, q: int, side: int) -> None:
+        """The whole touch at ladder ``idx`` taken by a market order of ``side``: a trade if it may print."""
+        fill = min(self.budget, self.volume + q) - self.volume
+        if fill > 0 and self._may_fill(idx):
+            self.volume += fill
+            self.fill = (idx, fill, side)

@@ -13,7 +13,7 @@ from replay.sim_book import Book
 from schemas.fields import FIELDS_0D, FIELDS_0E, Kind
 from schemas.protocol import encode, encode_real_row
 
-__all__ = ["KEYS_0E", "Row0D", "SimRow", "hhmmss", "row_0e", "signed_delta", "template_0e"]
+__all__ = ["KEYS_0E", "Row0D", "SimRow", "hhmmss", "pct_text", "row_0e", "signed_delta", "template_0e"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,8 @@ def signed_delta(x: int) -> str:
     return f"{x:+d}" if x else "0"
 
 
-def _pct(x: float, signed: bool) -> str:
+def pct_text(x: float, signed: bool) -> str:
+    """A rate with two places (PROTOCOL.md 2.0): ``"+1.25"`` when ``signed``, ``"-0.24"``, ``"0.00"``."""
     s = f"{abs(x):.2f}"
     if s == "0.00":
         return s
@@ -204,9 +205,9 @@ class Row0D:
         d["23"] = d["291"] = code.signed[e]
         d["24"] = d["292"] = str(book.exq)
         d["200"] = d["294"] = f"{diff:+d}" if diff else "0"
-        d["201"] = d["295"] = _pct(diff * 100.0 / code.reference, True)
+        d["201"] = d["295"] = pct_text(diff * 100.0 / code.reference, True)
         d["238"] = d["293"] = sign
-        d["299"] = _pct(book.exq * 100.0 / max(1, code.base_volume(15 * 3600, "KRX")), False)
+        d["299"] = pct_text(book.exq * 100.0 / max(1, code.base_volume(15 * 3600, "KRX")), False)
 
     def _split(self, d: dict[str, str], book: Book, positions: Iterable[int]) -> None:
         """SOR (``_AL``) rows: each level's quantity split into its KRX and NXT parts (6044-6087)."""

@@ -15,6 +15,7 @@ from replay.sim_book import Book, Code
 from replay.sim_calendar import rate_factor, session_windows
 from replay.sim_frames import Row0D, SimRow, row_0e, template_0e
 from replay.sim_references import seed_int
+from replay.sim_trades import TradeTape
 from schemas.market import split_item
 
 __all__ = ["CHECKPOINT", "AfterHoursStream", "BookStream", "Stream"]
@@ -42,6 +43,7 @@ class Stream:
         "seed",
         "seq",
         "tc",
+        "trade",
         "type",
         "venue",
         "windows",
@@ -66,6 +68,7 @@ class Stream:
         self.rng = random.Random(0)
         self.tc = 0.0
         self.last_k = -1
+        self.trade: SimRow | None = None  # a row of another type that :meth:`emit` made in the same tick
 
     # The state, per type
     def reseed(self, t: float, checkpoint: float) -> None:
@@ -97,13 +100,21 @@ class Stream:
                 return min(j - 1, (kb - 1) // self._k)
         return None
 
-    def _enter(self, j: int) -> None:
+    def start_of(self, j: int) -> tuple[float, float] | None:
+        """``(first market time, checkpoint)`` of interval ``j``, or None if it overlaps no window."""
+        if self._first_interval(j) != j:
+            return None
         k0 = j * self._k
         start = next((max(k0, ka) for ka, kb in self.windows if kb > k0), k0)
+        return start / self.per_sec, k0 / self.per_sec
+
+    def _enter(self, j: int) -> None:
+        geo = self.start_of(j)
+        assert geo is not None, j  # only intervals that overlap a window are entered
         self.c = j
         self.rng = random.Random(seed_int(self.seed, self.type, self.item, j))
-        self.tc = start / self.per_sec
-        self.reseed(self.tc, k0 / self.per_sec)
+        self.tc = geo[0]
+        self.reseed(geo[0], geo[1])
         self.full = True
 
     def _draw(self) -> int | None:
@@ -148,7 +159,7 @@ class Stream:
         if j is None:
             return -1
         self.clear_last()
-        p = self._prev_interval(j)
+        p = p0 = self._prev_interval(j)
         for _ in range(3):
             if p is None:
                 break
@@ -162,6 +173,8 @@ class Stream:
             if got:
                 break
             p = self._prev_interval(p)
+        if p0 is not None and self.c != p0:
+            self._enter(p0)  # silent: its reseed is the state the running stream had before ``j``
         self._enter(j)
         self.last_k = min(self.last_k, j * self._k - 1)
         while True:
@@ -177,9 +190,12 @@ class Stream:
 
 
 class BookStream(Stream):
-    """0D: a :class:`replay.sim_book.Book` and its rows (:class:`replay.sim_frames.Row0D`)."""
+    """0D: a :class:`replay.sim_book.Book` and its rows (:class:`replay.sim_frames.Row0D`).
 
-    __slots__ = ("book", "last_a", "last_b", "out", "shape")
+    The book's trades come out as :attr:`trade`, the 0B row of the same update (:mod:`replay.sim_trades`).
+    """
+
+    __slots__ = ("book", "last_a", "last_b", "out", "shape", "tape")
 
     def __init__(self, item: str, code: Code, seq: int, seed: int, rate: float, per_sec: float) -> None:
         super().__init__(item, code, "0D", seq, seed, rate, per_sec)
@@ -191,9 +207,12 @@ class BookStream(Stream):
         split_a = [rng.randrange(3, 20) for _ in range(10)]  # NXT share (%) of each SOR level position
         split_b = [rng.randrange(3, 20) for _ in range(10)]
         self.out = Row0D(item, self.venue == "SOR", split_a, split_b)
+        self.tape = TradeTape(item, self.venue, code, seed, self._first_interval(0), self.start_of)
 
     def reseed(self, t: float, checkpoint: float) -> None:
-        self.book.reseed(self.rng, t, checkpoint, float(CHECKPOINT))
+        before = self.book.volume
+        self.book.reseed(self.rng, t, checkpoint, float(CHECKPOINT), seed_int(self.seed, "shape", self.item, self.c))
+        self.tape.enter(self.book, self.c, before)
 
     def clear_last(self) -> None:
         self.last_a = [0] * 10
@@ -202,12 +221,14 @@ class BookStream(Stream):
     def apply(self, k: int) -> None:
         book = self.book
         book.step(self.rng, k / self.per_sec)
+        self.tape.note(book)
         self.last_a, self.last_b = book.aq[:], book.bq[:]
 
     def emit(self, k: int) -> SimRow:
         t = k / self.per_sec
         book = self.book
         book.step(self.rng, t)
+        self.trade = self.tape.row(book, t)
         full = self.full or book.shape != self.shape
         row = self.out.row(book, self.last_a, self.last_b, full, t, self.code.target(t) if book.auction else 0)
         self.last_a, self.last_b = book.aq[:], book.bq[:]

@@ -1,4 +1,4 @@
-"""The simulated KRX/NXT market: a deterministic, sans-I/O source of 0D and 0E REAL rows.
+"""The simulated KRX/NXT market: a deterministic, sans-I/O source of 0B, 0D and 0E REAL rows.
 
 ``replay --simulate`` and ``kiwoom-tape demo`` serve these rows through the mock server, so that a
 client sees what the live server sends (PROTOCOL.md 1.7, 2.0-2.2, 5.1-5.5) without credentials.
@@ -42,6 +42,12 @@ What a driver can rely on (the acceptance invariants, tested in ``tests/test_sim
   13 (cumulative volume, the fills at the touch) never decreases. LP fields 621-640 are ``"0"``;
   6044-6115 are ``"0"`` (6112/6115 ``"0.00"``) except that ``_AL`` items split their levels into KRX and
   NXT parts (6044-6087). 215/216 are ``""``.
+- **0B rows** (PROTOCOL.md 2.3, :mod:`replay.sim_trades`): the book's trades, at most one per item per
+  tick, just before the item's 0D row of the same tick, which shows the book after it: a buy at the best
+  ask or a sell at the best bid (FID 15 signed by the aggressor), or a checkpoint interval's opening print
+  (09:00:00 for KRX and ``_AL``: the opening auction). FID 13 rises by ``abs(15)`` and equals the 0D FID
+  13; 16-18 are the day's open/high/low; 14, 620, 1030/1031, 228 follow PROTOCOL.md 2.3's relations.
+  KRX and ``_AL`` items trade 09:00-15:20 (and the 15:20 catch-up print); ``_NX`` items in their 0D windows.
 - **0E rows** (PROTOCOL.md 2.2): 21, 131, 132, 135, 136; 132/136 are signed deltas vs the item's
   previous 0E row. The bid total is 0 in the 08:30-08:40 window, as measured.
 
@@ -266,7 +272,10 @@ class SimulatedMarket:
                     rows = []
                 cur = k
             stream.last_k = k
-            rows.append(stream.emit(k))
+            row = stream.emit(k)
+            if stream.trade is not None:  # the 0B row of a book update, before the 0D row that shows it
+                rows.append(stream.trade)
+            rows.append(row)
             nk = stream.next_k()
             if nk >= 0:
                 heapq.heappush(heap, (nk, seq, stream))

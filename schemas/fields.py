@@ -1,10 +1,10 @@
-"""The 0D and 0E field tables of PROTOCOL.md section 2, as data.
+"""The 0B, 0D and 0E field tables of PROTOCOL.md section 2, as data.
 
 Every real-time row carries ``values``: an object of FID (a decimal string) to a string value.
-This module says, for each FID of 0D (주식호가잔량, 163 keys) and 0E (주식시간외호가, 5 keys),
-its column name in the stored tables, its Korean name, its kind (how the wire string is read)
-and its unit. The tuples are in the official key order of PROTOCOL.md 6.1, which is the order
-the simulator emits and the order of the stored columns.
+This module says, for each FID of 0B (주식체결, 43 keys), 0D (주식호가잔량, 163 keys) and 0E
+(주식시간외호가, 5 keys), its column name in the stored tables, its Korean name, its kind (how the wire
+string is read) and its unit. The tuples are in the official key order of PROTOCOL.md 6.1/6.2/6.5, which
+is the order the simulator emits and the order of the stored columns.
 
 Kinds (PROTOCOL.md 2.0):
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "FIELDS_0B",
     "FIELDS_0D",
     "FIELDS_0E",
     "FIELDS_BY_TYPE",
@@ -153,7 +154,61 @@ FIELDS_0E: tuple[FieldSpec, ...] = (
 )
 """0E 주식시간외호가, PROTOCOL.md 2.2: 5 FIDs, totals only (no price levels)."""
 
-FIELDS_BY_TYPE: dict[str, tuple[FieldSpec, ...]] = {"0D": FIELDS_0D, "0E": FIELDS_0E}
+FIELDS_0B: tuple[FieldSpec, ...] = (
+    _f(20, "trade_time", "체결시간", Kind.TIME),
+    _f(10, "price", "현재가", Kind.PRICE),
+    _f(11, "change", "전일대비", Kind.SIGNED, "KRW"),
+    _f(12, "change_pct", "등락율", Kind.PCT),
+    _f(27, "best_ask", "(최우선)매도호가", Kind.PRICE),
+    _f(28, "best_bid", "(최우선)매수호가", Kind.PRICE),
+    _f(15, "trade_qty", "거래량", Kind.SIGNED, "shares, + buyer-initiated / - seller-initiated"),
+    _f(13, "cum_volume", "누적거래량", Kind.QTY),
+    _f(14, "cum_value_mil", "누적거래대금", Kind.QTY, "million KRW"),
+    _f(16, "open", "시가", Kind.PRICE),
+    _f(17, "high", "고가", Kind.PRICE),
+    _f(18, "low", "저가", Kind.PRICE),
+    _f(25, "change_sign", "전일대비기호", Kind.CODE),
+    _f(26, "vol_change_vs_prev", "전일거래량대비(계약,주)", Kind.SIGNED, "shares"),
+    _f(29, "value_change", "거래대금증감", Kind.SIGNED, "KRW"),
+    _f(30, "vol_pct_vs_prev", "전일거래량대비(비율)", Kind.PCT),
+    _f(31, "turnover_pct", "거래회전율", Kind.PCT),
+    _f(32, "trade_cost", "거래비용", Kind.SIGNED, "unspecified"),
+    _f(228, "strength_pct", "체결강도", Kind.PCT),
+    _f(311, "mkt_cap_100m", "시가총액(억)", Kind.QTY, "100 million KRW"),
+    _f(290, "session_code", "장구분", Kind.CODE),
+    _f(691, "ko_proximity", "K.O 접근도", Kind.PCT, "unspecified"),
+    _f(567, "upper_limit_time", "상한가발생시간", Kind.TIME),
+    _f(568, "lower_limit_time", "하한가발생시간", Kind.TIME),
+    _f(851, "vol_ratio_same_time_prev", "전일 동시간 거래량 비율", Kind.PCT),
+    _f(1890, "open_time", "시가시간", Kind.TEXT, "HHmmss when set (unconfirmed)"),
+    _f(1891, "high_time", "고가시간", Kind.TEXT, "HHmmss when set (unconfirmed)"),
+    _f(1892, "low_time", "저가시간", Kind.TEXT, "HHmmss when set (unconfirmed)"),
+    _f(1030, "sell_exec_qty", "매도체결량", Kind.QTY),
+    _f(1031, "buy_exec_qty", "매수체결량", Kind.QTY),
+    _f(1032, "buy_ratio", "매수비율", Kind.PCT),
+    _f(1071, "sell_exec_count", "매도체결건수", Kind.QTY, "trades"),
+    _f(1072, "buy_exec_count", "매수체결건수", Kind.QTY, "trades"),
+    _f(1313, "tick_value", "순간거래대금", Kind.SIGNED, "thousand KRW"),
+    _f(1315, "sell_exec_qty_single", "매도체결량_단건", Kind.QTY),
+    _f(1316, "buy_exec_qty_single", "매수체결량_단건", Kind.QTY),
+    _f(1314, "net_buy_exec_qty", "순매수체결량", Kind.SIGNED, "shares"),
+    _f(1497, "cfd_margin", "CFD증거금", Kind.PCT, "unspecified"),
+    _f(1498, "maint_margin", "유지증거금", Kind.PCT, "unspecified"),
+    _f(620, "vwap", "당일거래평균가", Kind.PCT, "KRW"),
+    _f(732, "cfd_cost", "CFD거래비용", Kind.PCT, "unspecified"),
+    _f(852, "short_cost", "대주거래비용", Kind.PCT, "unspecified"),
+    _f(9081, "exchange_code", "거래소구분", Kind.CODE),
+)
+"""0B 주식체결, PROTOCOL.md 2.3: 43 FIDs in the official key order of 6.5.
+
+Kinds where PROTOCOL.md gives no format (marked "—" there) are chosen so that the official and measured
+values read cleanly: decimals (``pct``) for rates, costs and 620 (``14 x 1e6 / 13``, not a whole number);
+``text`` for 1890-1892 (empty in every example, so their format is unknown); ``time`` for 567/568
+(``"000000"`` in the example, stored as 00:00 KST: "not reached"). 290 장구분 is 1 장전 시간외, 2 장중,
+3 장후 시간외; 9081 거래소구분 is 1 KRX in the official example (see the simulator for NXT).
+"""
+
+FIELDS_BY_TYPE: dict[str, tuple[FieldSpec, ...]] = {"0B": FIELDS_0B, "0D": FIELDS_0D, "0E": FIELDS_0E}
 
 REAL_TYPE_NAMES: dict[str, str] = {
     "00": "주문체결",
@@ -180,5 +235,5 @@ REAL_TYPE_NAMES: dict[str, str] = {
 
 
 def fields_for(real_type: str) -> tuple[FieldSpec, ...]:
-    """The field table of ``real_type`` ("0D" or "0E"); raises KeyError for types we do not normalize."""
+    """The field table of ``real_type`` ("0B", "0D" or "0E"); raises KeyError for types we do not normalize."""
     return FIELDS_BY_TYPE[real_type]

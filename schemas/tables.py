@@ -39,7 +39,7 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from schemas.fields import FIELDS_0D, FIELDS_0E, FieldSpec, Kind
+from schemas.fields import FIELDS_0B, FIELDS_0D, FIELDS_0E, FieldSpec, Kind
 
 __all__ = [
     "AFTERHOURS",
@@ -57,6 +57,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TABLES",
     "TABLE_OF_TYPE",
+    "TRADES",
     "WRITER",
     "arrow_type_of",
     "redact_login",
@@ -223,6 +224,13 @@ ORDERBOOK: Final = _schema("orderbook", [*_key_fields(), *map(_fid_field, FIELDS
 
 AFTERHOURS: Final = _schema("afterhours", [*_key_fields(), *map(_fid_field, FIELDS_0E), _flags()])
 """0E 주식시간외호가 rows (PROTOCOL.md 2.2): key columns, one column per FID, flags."""
+
+TRADES: Final = _schema("trades", [*_key_fields(), *map(_fid_field, FIELDS_0B), _flags()])
+"""0B 주식체결 rows (PROTOCOL.md 2.3): key columns, one column per FID in official order (6.5), flags.
+
+Defined and built (:class:`schemas.normalize.TradesBuilder`) but not yet in :data:`TABLES` nor
+:data:`TABLE_OF_TYPE`: the store, verify, views and replay learn it together, with ``layout.TABLE_NAMES``.
+"""
 
 EVENTS: Final = _schema(
     "events",

@@ -1,4 +1,4 @@
-"""The 0D/0E field tables of ``schemas/fields.py`` against PROTOCOL.md section 2.1, 2.2, 3 and 6.1.
+"""The 0B/0D/0E field tables of ``schemas/fields.py`` against PROTOCOL.md sections 2.1-2.3, 3, 6.1 and 6.5.
 
 The FID lists are checked twice: against an order written out here (the official key order of the 0D
 example, PROTOCOL.md 6.1), and against the tables of PROTOCOL.md itself, parsed, when the file is there.
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from schemas.fields import (
+    FIELDS_0B,
     FIELDS_0D,
     FIELDS_0E,
     FIELDS_BY_TYPE,
@@ -56,7 +57,7 @@ def test_0d_is_in_the_official_key_order() -> None:
 
 
 def test_fids_are_canonical_decimal_strings() -> None:
-    for spec in (*FIELDS_0D, *FIELDS_0E):
+    for spec in (*FIELDS_0B, *FIELDS_0D, *FIELDS_0E):
         assert isinstance(spec, FieldSpec)
         assert spec.fid == str(int(spec.fid)), spec  # as the wire keys: "41", never "041"
         assert re.fullmatch(r"[a-z][a-z0-9_]*", spec.column), spec
@@ -111,9 +112,10 @@ def test_0e_fields() -> None:
 def test_fields_for() -> None:
     assert fields_for("0D") is FIELDS_0D
     assert fields_for("0E") is FIELDS_0E
-    assert set(FIELDS_BY_TYPE) == {"0D", "0E"}
+    assert fields_for("0B") is FIELDS_0B
+    assert set(FIELDS_BY_TYPE) == {"0B", "0D", "0E"}
     with pytest.raises(KeyError):
-        fields_for("0B")
+        fields_for("0H")
     with pytest.raises(KeyError):
         fields_for("0d")  # type codes are case-sensitive
 
@@ -213,3 +215,55 @@ def test_real_type_names_match_protocol_md_3() -> None:
     for code, name in rows.items():
         if code != "04":  # the table says 잔고; REAL rows say 현물잔고 (PROTOCOL.md 1.7)
             assert REAL_TYPE_NAMES[code] == name, code
+
+
+# ==================================================================================================
+# 0B, against PROTOCOL.md 2.3 and 6.5 and spec/realtime-types.json
+
+SPEC_JSON = PROTOCOL_MD.parent / "spec" / "realtime-types.json"
+
+
+def test_0b_matches_protocol_md_2_3() -> None:
+    section = _section(_protocol_md(), "### 2.3 0B")
+    table = list(_table_fields(section))
+    assert len(table) == 43
+    assert [(f.fid, f.column, f.korean) for f in FIELDS_0B] == table
+    assert len({f.column for f in FIELDS_0B}) == 43
+
+
+def test_0b_order_matches_the_official_example_of_protocol_md_6_5() -> None:
+    section = _section(_protocol_md(), "### 6.5 Official 0B example")
+    example = section[section.index("'values': {") : section.index("}}]}")]
+    assert [f.fid for f in FIELDS_0B] == re.findall(r"'(\d+)'\s*:", example)
+
+
+def test_0b_matches_the_spec_json() -> None:
+    import json
+
+    if not SPEC_JSON.is_file():
+        pytest.skip(f"{SPEC_JSON} not found")
+    spec = json.loads(SPEC_JSON.read_text(encoding="utf-8"))["types"]["0B"]
+    assert [(f["fid"], f["name_ko"]) for f in spec["fields"]] == [(f.fid, f.korean) for f in FIELDS_0B]
+    by_fid = {f.fid: f for f in FIELDS_0B}
+    for f in spec["fields"]:  # what the official descriptions say is how the FID is read
+        desc = f["desc"]
+        if desc == "HHmmss":
+            assert by_fid[f["fid"]].kind is Kind.TIME, f
+        elif desc.startswith("단위: 원"):
+            assert by_fid[f["fid"]].kind in (Kind.PRICE, Kind.SIGNED), f
+            assert by_fid[f["fid"]].unit == "KRW", f
+        elif desc.startswith("단위: %"):
+            assert by_fid[f["fid"]].kind is Kind.PCT, f
+
+
+def test_0b_kinds_and_units() -> None:
+    by_fid = {f.fid: f for f in FIELDS_0B}
+    assert [fid for fid, f in by_fid.items() if f.kind is Kind.PRICE] == ["10", "27", "28", "16", "17", "18"]
+    assert by_fid["15"].kind is Kind.SIGNED and "+" in by_fid["15"].unit  # the sign is the aggressor side
+    assert by_fid["13"].kind is Kind.QTY and by_fid["13"].unit == "shares"
+    assert by_fid["14"].unit == "million KRW"  # 백만원 (PROTOCOL.md 2.3)
+    assert by_fid["1313"].unit == "thousand KRW"  # 천원 (hoga-ops)
+    assert by_fid["311"].unit == "100 million KRW"  # 억원
+    assert by_fid["25"].kind is by_fid["290"].kind is by_fid["9081"].kind is Kind.CODE
+    assert by_fid["20"].kind is by_fid["567"].kind is by_fid["568"].kind is Kind.TIME
+    assert all(f.unit for f in FIELDS_0B if f.kind is not Kind.TEXT and f.kind is not Kind.CODE), FIELDS_0B

@@ -48,6 +48,10 @@ WINDOWS = {
     ("KRX", "0E"): [(hms(8, 30), hms(8, 40)), (hms(15, 40), hms(18))],
     ("SOR", "0E"): [(hms(8, 30), hms(8, 40)), (hms(15, 40), hms(18))],
     ("NXT", "0E"): [],
+    # 0B (issue 13): KRX/SOR trades in continuous trading, 09:00 opening print to 15:20's catch-up print
+    ("KRX", "0B"): [(hms(9), hms(15, 20, 30))],
+    ("SOR", "0B"): [(hms(9), hms(15, 20, 30))],
+    ("NXT", "0B"): [(hms(8), hms(8, 50)), (hms(9, 0, 30), hms(15, 20)), (hms(15, 30), hms(20))],
 }
 AUCTIONS = [(hms(8, 50), hms(9)), (hms(15, 20), hms(15, 30))]
 BOUNDARIES = sorted({b for ws in [*WINDOWS.values(), AUCTIONS] for w in ws for b in w})
@@ -248,7 +252,7 @@ def check_run(market: SimulatedMarket, ticks: Sequence[SimTick], since: float, u
                     check_evolution(row, prev, book, reseeded=prev_t[row.item] // CHECKPOINT != tick.t // CHECKPOINT)
                 prev_0d[row.item] = book
                 prev_t[row.item] = tick.t
-            else:
+            elif row.type == "0E":
                 ask, bid = check_0e(row, tick.t)
                 pa, pb = prev_0e.get(row.item, (None, None))
                 if pa is not None and pb is not None:
@@ -266,7 +270,7 @@ def check_evolution(
     *,
     reseeded: bool,
 ) -> None:
-    """Consecutive rows of one item: positional deltas, at most one tick of mid move, 1-3 level changes.
+    """Consecutive rows of one item: positional deltas, at most one tick of mid move, 1-4 level changes.
 
     The first row of a new checkpoint interval (a fresh book, replay/simulator.py) only keeps the deltas.
     """
@@ -284,7 +288,7 @@ def check_evolution(
     same_shape = pap == ap and pbp == bp
     if same_shape:
         changed = sum(a != b for a, b in zip(aq + bq, paq + pbq, strict=True))
-        assert 0 < changed <= 3, f"{changed} levels changed"
+        assert 0 < changed <= 4, f"{changed} levels changed"  # 1-3 order events and at most one trade
 
 
 # --------------------------------------------------------------------------------------------------
@@ -388,7 +392,9 @@ def test_default_market_opening_auction_then_continuous() -> None:
     assert market.now == hms(8, 59, 50) and market.items == DEFAULT_UNIVERSE
     ticks = market.advance(hms(9, 0, 10))
     counts = check_run(market, ticks, hms(8, 59, 50), hms(9, 0, 10))
-    assert set(counts) == {f"{c} 0D" for c in DEFAULT_UNIVERSE}
+    assert set(counts) == {f"{c} {k}" for c in DEFAULT_UNIVERSE for k in ("0D", "0B")}  # every item prints at 09:00
+    assert not any(r.type == "0B" for t in ticks for r in t.rows if t.t < hms(9))
+    ticks = [SimTick(t.t, tuple(r for r in t.rows if r.type == "0D")) for t in ticks]
     assert any(r.values["23"] != "0" for t in ticks for r in t.rows if t.t < hms(9))
     assert all(r.values["23"] == "0" for t in ticks for r in t.rows if t.t >= hms(9))
     assert max(len(t.rows) for t in ticks) > 1, "several items share a tick"
@@ -398,12 +404,12 @@ def test_default_market_opening_auction_then_continuous() -> None:
 def test_rate_is_about_rate_hz_per_item() -> None:
     market = SimulatedMarket(seed=11, items=DEFAULT_UNIVERSE[:10], start=hms(10))
     ticks = market.advance(hms(10) + 200)
-    per_item = Counter(r.item for t in ticks for r in t.rows)
+    per_item = Counter(r.item for t in ticks for r in t.rows if r.type == "0D")
     rate = sum(per_item.values()) / 10 / 200
     assert 3.6 * 0.9 < rate < 3.6 * 1.1, rate
     assert all(2.5 < n / 200 < 4.7 for n in per_item.values()), per_item
     fast = SimulatedMarket(seed=11, items=["005930"], start=hms(10), rate_hz=10.0, batch=0.01)
-    n = sum(len(t.rows) for t in fast.advance(hms(10) + 100))
+    n = sum(r.type == "0D" for t in fast.advance(hms(10) + 100) for r in t.rows)
     assert 900 < n < 1100
 
 
@@ -432,7 +438,7 @@ def test_silent_outside_the_day_and_time_never_goes_back() -> None:
     assert ticks and {r.item for t in ticks for r in t.rows} == {"005930_NX"}
     day = market.advance(hms(20))
     check_run(market, day, hms(8, 2), hms(20))
-    assert {r.type for t in day for r in t.rows} == {"0D", "0E"}
+    assert {r.type for t in day for r in t.rows} == {"0B", "0D", "0E"}
     assert market.advance(hms(23, 59, 59)) == []
     assert market.advance(float("inf")) == []
     with pytest.raises(ValueError):
@@ -443,7 +449,7 @@ def test_thin_nxt_books_have_empty_levels() -> None:
     market = SimulatedMarket(seed=8, items=["005380_NX", "000660_NX"], start=hms(16))
     ticks = market.advance(hms(16) + 30)
     check_run(market, ticks, hms(16), hms(16) + 30)
-    rows = [r for t in ticks for r in t.rows]
+    rows = [r for t in ticks for r in t.rows if r.type == "0D"]
     assert rows and all(r.values["50"] == "-0" and r.values["70"] == "0" for r in rows)
     assert all(r.values["42"] != "-0" for r in rows), "at least two levels a side"
     assert all(r.values["23"] == "0" for r in rows)
@@ -455,7 +461,7 @@ def test_band_limits_leave_levels_empty() -> None:
     ticks = market.advance(hms(9, 5, 30))
     check_run(market, ticks, hms(9, 0, 30), hms(9, 5, 30))
     lower, upper = band(reference_price_of("000020"))
-    rows = [r.values for t in ticks for r in t.rows]
+    rows = [r.values for t in ticks for r in t.rows if r.type == "0D"]
     at_upper = [v for v in rows if v["41"] == "-0"]
     at_lower = [v for v in rows if v["51"] == "-0"]
     assert at_upper and all(int(v["51"]) == upper for v in at_upper), "상한가: no asks, best bid at the limit"
@@ -501,14 +507,14 @@ def test_add_item_later_starts_after_now() -> None:
 def test_wire_text_matches_the_official_layout() -> None:
     """Compact JSON, Korean unescaped, values-type-name-item order (PROTOCOL.md 1.7, 6.1)."""
     market = SimulatedMarket(seed=9, items=["005930"], start=hms(9, 30))
-    row = next(r for t in market.advance(hms(9, 30, 2)) for r in t.rows)
+    row = next(r for t in market.advance(hms(9, 30, 2)) for r in t.rows if r.type == "0D")
     assert row.text.startswith('{"values":{"21":"0930')
     assert row.text.endswith('},"type":"0D","name":"주식호가잔량","item":"005930"}')
     assert ", " not in row.text and ": " not in row.text and "\\u" not in row.text
     values = json.loads(row.text)["values"]
     assert list(values) == KEYS_0D and len(values) == 163
     row.values["21"] = "mutated"  # a consumer's dict is its own
-    nxt = next(r for t in market.advance(hms(9, 30, 4)) for r in t.rows)
+    nxt = next(r for t in market.advance(hms(9, 30, 4)) for r in t.rows if r.type == "0D")
     assert nxt.values["21"].startswith("0930")
 
 
