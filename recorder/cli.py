@@ -35,7 +35,8 @@ __all__ = ["main", "record_command"]
 
 log = logging.getLogger("kiwoom_tape.recorder")
 
-TYPES = ("0D", "0E")
+TYPES = ("0B", "0D", "0E")
+"""The real-time types ``record`` stores in a table of their own (:data:`schemas.tables.TABLE_OF_TYPE`)."""
 EXIT_KICKED = 3
 """``record --on-kick exit``'s exit code when another session with the same app key took over (R10001)."""
 
@@ -58,7 +59,9 @@ def _types(value: str) -> tuple[str, ...]:
     types = tuple(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
     bad = [t for t in types if t not in TYPES]
     if not types or bad:
-        raise click.BadParameter(f"{','.join(bad) or value!r}: record normalizes 0D and 0E; use --types 0D,0E")
+        raise click.BadParameter(
+            f"{','.join(bad) or value!r}: record normalizes {', '.join(TYPES)}; use e.g. --types {','.join(TYPES)}"
+        )
     return types
 
 
@@ -85,8 +88,8 @@ def _check_out(out: Path) -> None:
               help="A TOML list of app keys, each naming the environment variables of its key and secret "
               "([[key]] appkey_env = \"...\" secretkey_env = \"...\"): one connection per key, the items spread "
               "over them (200 at most each), all into one --out.")
-@click.option("--types", "types_", default="0D,0E", show_default=True,
-              help="Real-time types: 0D (book), 0E (after-hours).")
+@click.option("--types", "types_", default="0B,0D,0E", show_default=True,
+              help="Real-time types: 0B (trades), 0D (book), 0E (after-hours).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True,
               help="Dataset directory (Hive partitions frames/, orderbook/, afterhours/, events/).")
 @click.option("--url", default=None, help=f"WebSocket URL [default: {PROD_WS_URL}]; a local mock: "
