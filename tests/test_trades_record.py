@@ -28,6 +28,7 @@ from websockets.asyncio.client import connect
 from kiwoom_tape.cli import cli
 from kiwoom_tape.testing import loopback_recorder, run_recorder
 from kiwoom_tape.testing import read_table as table
+from kiwoom_tape.verify import verify
 from recorder.client import Recorder
 from recorder.store import Store, recover
 from replay.recorded import RecordedSource
@@ -97,6 +98,9 @@ def test_record_stores_0b_0d_and_0e_and_verify_passes(day: tuple[Path, list[str]
     assert {r["venue"] for r in trades} == {"KRX", "NXT"}
     result = CliRunner().invoke(cli, ["verify", str(root)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    report = verify(root)  # the simulated trades pass every trades check, warnings included
+    assert report.trade_rows == len(trades) and report.trade_checks
+    assert not any(report.trade_checks.values()), report.trade_checks
 
 
 def test_every_trades_value_is_the_wire_value_read_naively(day: tuple[Path, list[str]]) -> None:
