@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from test_record import _expected
-from test_replay_recorded import login_reg, recv_reals
+from test_replay_recorded import login_reg, recv_reals, rerecord
 from websockets.asyncio.client import connect
 
 from kiwoom_tape.cli import cli
@@ -57,10 +57,13 @@ def run(coro: Awaitable[Any], timeout: float = TIMEOUT) -> Any:
     return asyncio.run(bounded())
 
 
-async def record(server: Server, root: Path, seconds: float, until: Any = None, run_id: str = "testrun") -> Recorder:
+async def record(server: Server, root: Path, seconds: float, *, during: Any = None,
+                 run_id: str = "testrun") -> Recorder:
+    """Record ITEMS x TYPES into ``root``: ``during(recorder)`` first, then ``seconds`` more."""
+
     async def wait(rec: Recorder) -> None:
-        if until is not None:
-            await until(rec)
+        if during is not None:
+            await during(rec)
         await asyncio.sleep(seconds)
 
     return await run_recorder(loopback_recorder(server.url, root, ITEMS, TYPES, run_id=run_id), wait)
@@ -124,20 +127,7 @@ def _rows(root: Path, name: str) -> list[dict[str, Any]]:
 
 def test_round_trip_record_replay_record_is_identical_for_trades(day: tuple[Path, list[str]], tmp_path: Path) -> None:
     root, sent = day
-    n_rows = sum(len(json.loads(t)["data"]) for t in sent)
-
-    async def main() -> None:
-        source = RecordedSource(root, speed=None, start_delay=0.3)
-        async with serve(source, port=0) as server:
-
-            async def until_all(rec: Recorder) -> None:
-                # polls counters of two other tasks; neither offers an event to wait on
-                while source.status()["state"] != "ended" or rec.stats.real_rows < n_rows:  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
-
-            await record(server, tmp_path, 0.1, until_all)
-
-    run(main())
+    assert rerecord(root, tmp_path, sum(len(json.loads(t)["data"]) for t in sent), record) == len(sent)
     assert [r["text"] for r in in_reals(tmp_path)] == sent
     for name in ("trades", "orderbook", "afterhours"):
         again = _rows(tmp_path, name)
