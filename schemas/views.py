@@ -14,6 +14,7 @@ Views and macros, in the order :func:`catalog_statements` creates them::
     quotes                                  per orderbook row: ``minute``, best bid/ask, mid, spread (won,
                                             ticks), microprice, depth imbalance
     gaps                                    holes in the recording: gap_start/gap_end, crashes, journal damage
+    rows                                    one row per REAL row of any type, its values as a MAP
     book_asof(item, ts)                     table macro: the orderbook row in force at ``ts``
     bars(interval)                          table macro: OHLCV, VWAP, trade count, buy/sell volume per
                                             item per interval of exchange time, from trades
@@ -59,6 +60,7 @@ __all__ = [
     "GLOB_CHARS",
     "MINUTE_SQL",
     "QUOTES_SQL",
+    "ROWS_SQL",
     "TICK_MACROS_SQL",
     "VIEW_NAMES",
     "catalog_statements",
@@ -72,7 +74,7 @@ __all__ = [
     "table_view",
 ]
 
-VIEW_NAMES: Final = (*TABLE_NAMES, "quotes", "gaps")
+VIEW_NAMES: Final = (*TABLE_NAMES, "quotes", "gaps", "rows")
 """Every view the catalog creates (the table macros come on top: ``book_asof``, ``krx_tick_*``)."""
 
 GLOB_CHARS: Final = frozenset("*?[]{}")
@@ -278,6 +280,21 @@ or a string read in the session time zone, KST), i.e. the book in force then; no
 The ``date`` bound (the KST date of ``ts``; 32400 s = UTC+9) lets DuckDB skip later partitions."""
 
 
+ROWS_SQL: Final = """CREATE OR REPLACE VIEW rows AS
+SELECT f.recv_ts, f.run_id, f.seq AS frame_seq, CAST(u.i - 1 AS SMALLINT) AS row_idx,
+       u.r->>'$.item' AS item, u.r->>'$.type' AS type, u.r->>'$.name' AS name,
+       json_transform(u.r->'$.values', '"MAP(VARCHAR, VARCHAR)"') AS "values", f."date", f.minute
+FROM frames AS f,
+     LATERAL (SELECT unnest(range(1, len(d) + 1)) AS i, unnest(d) AS r
+              FROM (SELECT CAST(f.text->'$.data' AS JSON[]) AS d)) AS u
+WHERE f.direction = 'in' AND f.trnm = 'REAL' AND f.parse_error IS NULL"""
+"""One row per row of every REAL frame received, of any type (PROTOCOL.md 1.7, 3): ``recv_ts``, ``run_id``,
+``frame_seq`` (= ``frames.seq``), ``row_idx``, ``item``, ``type``, ``name``, ``values`` (a
+``MAP(VARCHAR, VARCHAR)`` of FID to the wire string, in the wire's order: ``"values"['10']``), ``date``,
+``minute``. Types without a table of their own (0H, 1h, ...) are queried here; ``row_idx`` matches the
+typed tables' for 0B/0D/0E. Frames stored with a ``parse_error`` are left out. ``values`` is a reserved
+word: quote it."""
+
 _KST_US: Final = 9 * 3600 * 1_000_000
 
 BARS_SQL: Final = f"""CREATE OR REPLACE MACRO bars(interval_) AS TABLE
@@ -334,7 +351,7 @@ def statements_for(sources: Mapping[str, str | Sequence[str]]) -> list[str]:
             files = list(files) or None
         out.append(table_view(table, files))
     out.extend(TICK_MACROS_SQL.split(";\n"))
-    out += [QUOTES_SQL, GAPS_SQL, BOOK_ASOF_SQL, BARS_SQL]
+    out += [QUOTES_SQL, GAPS_SQL, ROWS_SQL, BOOK_ASOF_SQL, BARS_SQL]
     return out
 
 
