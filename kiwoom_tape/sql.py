@@ -52,7 +52,7 @@ def _relation(con: duckdb.DuckDBPyConnection, query: str) -> Any:
     except duckdb.Error as exc:
         raise KiwoomTapeError(
             f"DuckDB: {exc}",
-            hint="the views are frames, orderbook, afterhours, events, quotes, gaps; "
+            hint="the views are frames, orderbook, afterhours, trades, events, quotes, gaps, rows; "
             "`kiwoom-tape sql DIR \"describe quotes\"` lists a view's columns",
         ) from None
 
@@ -217,9 +217,12 @@ def sql_command(
 ) -> None:
     """Query a dataset with SQL (DuckDB), without knowing where its files are.
 
-    Views: frames, orderbook, afterhours, events (the stored tables plus their `date` partition),
-    quotes (best bid/ask, mid, spread in won and ticks, microprice, imbalance per book row) and gaps;
-    table macro book_asof(item, ts): the book in force at a time. Times print in KST. Group by `minute`
+    Views: frames, orderbook, afterhours, trades, events (the stored tables plus their `date` partition;
+    trades adds `side` buy/sell from the sign of FID 15 and `qty`), quotes (best bid/ask, mid, spread in
+    won and ticks, microprice, imbalance per book row), gaps, and rows (every REAL row of any type,
+    its FIDs in a MAP "values"); table macros book_asof(item, ts): the
+    book in force at a time, and bars(interval): OHLCV, VWAP, trade count, buy/sell volume per item and
+    interval of exchange time, from trades. Times print in KST. Group by `minute`
     (recv_ts floored to the minute, in every view with recv_ts) for per-minute figures: it is much
     cheaper than date_trunc. DIR defaults to ./data; QUERY "-" reads the query from stdin. With no
     query, opens the duckdb shell on the views.
@@ -230,6 +233,9 @@ def sql_command(
         kiwoom-tape sql demo-data "select item, avg(spread_ticks), avg(imbalance) from quotes group by all"
         kiwoom-tape sql demo-data "select item, minute, avg(mid) from quotes group by all order by all"
         kiwoom-tape sql demo-data "from book_asof('005930_NX', now())"
+        kiwoom-tape sql demo-data "from bars('1 minute') where item = '005930'"
+        kiwoom-tape sql demo-data "select item, side, sum(qty) from trades group by all"
+        kiwoom-tape sql demo-data "from rows where type = '0H' limit 5"
         kiwoom-tape sql demo-data "from quotes" --format parquet --output quotes.parquet
         kiwoom-tape sql demo-data          # interactive duckdb shell, if installed
     """

@@ -4,14 +4,17 @@ Two passes. First every part file is read in full with pyarrow (a file that cann
 last page is *unreadable*), its footer checked (schema version, table, columns), its rows counted and
 its receive times compared with its ``date`` partition. Then the readable files are queried through
 the catalog's views (:mod:`schemas.views`, over the explicit file list): duplicated rows, books that
-are crossed or off the KRX tick grid, frames that failed to parse, rows with missing or unreadable
+are crossed or off the KRX tick grid, trades that cannot be right or are unusual
+(:mod:`kiwoom_tape.verify_trades`), frames that failed to parse, rows with missing or unreadable
 FIDs, and the gaps the recorder wrote to ``events``.
 
 Errors (exit 1) mean the data is damaged or wrong: unreadable files, unknown schema versions, columns
 that do not match, rows in the wrong partition, duplicates, crossed books outside the call auctions,
-prices off every tick grid. Warnings (exit 0, or 1 with ``--strict``) are facts a user should know:
+prices off every tick grid, trades outside the price band or with a falling cumulative volume.
+Warnings (exit 0, or 1 with ``--strict``) are facts a user should know:
 gaps, unparsed frames, flagged rows, a journal not yet turned into Parquet, stray temporary files,
-crossed books during a call auction, prices only on the 5-won ETF/ETN grid.
+crossed books during a call auction, prices only on the 5-won ETF/ETN grid, trades away from the
+book's touch or outside the hours 0B flows in.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import pyarrow.parquet as pq
 
 from kiwoom_tape.clikit import friendly_errors
 from kiwoom_tape.verify_report import FileCheck, Problem, VerifyReport, format_report
+from kiwoom_tape.verify_trades import check_trades, off_grid_sql
 from replay.catalog import dataset_root
 from schemas import views
 from schemas.layout import JOURNAL_DIR, TABLE_NAMES, TMP_SUFFIX, parse_part_filename
@@ -210,7 +214,7 @@ def _check_content(report: VerifyReport, con: duckdb.DuckDBPyConnection) -> None
         return tuple(row)
 
     for table, key in (("frames", "run_id, seq"), ("orderbook", "run_id, frame_seq, row_idx"),
-                       ("afterhours", "run_id, frame_seq, row_idx")):
+                       ("afterhours", "run_id, frame_seq, row_idx"), ("trades", "run_id, frame_seq, row_idx")):
         (dupes,) = one(f"SELECT count(*) - count(DISTINCT ({key})) FROM {table}")
         if dupes:
             report.error(f"{table}: {dupes} duplicated rows (same {key})",
@@ -218,8 +222,9 @@ def _check_content(report: VerifyReport, con: duckdb.DuckDBPyConnection) -> None
 
     sod = "((epoch(quote_time)::BIGINT + 32400) % 86400)"  # second of the KST day
     in_auction = " OR ".join(f"({sod} >= {a} AND {sod} < {b})" for a, b in _AUCTIONS)
-    off_stock = " OR ".join(f"coalesce({c} % krx_tick_size({c}) <> 0, false)" for c in _PRICE_COLUMNS)
-    off_all = " OR ".join(f"coalesce({c} % krx_tick_size({c}) <> 0 AND {c} % 5 <> 0, false)" for c in _PRICE_COLUMNS)
+    grids = [off_grid_sql(c) for c in _PRICE_COLUMNS]
+    off_stock = " OR ".join(stock for stock, _all in grids)
+    off_all = " OR ".join(every for _stock, every in grids)
     rows, crossed, crossed_auction, off_any, off_stock_n = one(
         f"""SELECT count(*),
                    count(*) FILTER (WHERE bid_price_1 >= ask_price_1 AND NOT (venue <> 'NXT' AND ({in_auction}))),
@@ -276,7 +281,9 @@ def _check_content(report: VerifyReport, con: duckdb.DuckDBPyConnection) -> None
         report.warn(f"frames: {total} frames failed to parse ({top})",
                     "they are kept verbatim: `select text from frames where parse_error is not null`")
 
-    for table in ("orderbook", "afterhours"):
+    check_trades(report, con)
+
+    for table in ("orderbook", "afterhours", "trades"):
         missing, invalid = one(
             f"SELECT count(*) FILTER (WHERE flags & 1 <> 0), count(*) FILTER (WHERE flags & 2 <> 0) FROM {table}"
         )
@@ -360,11 +367,13 @@ def verify(root: str | Path) -> VerifyReport:
 @click.option("--strict", is_flag=True, help="Exit non-zero on warnings too (gaps, unparsed frames, journals).")
 @friendly_errors
 def verify_command(directory: Path, strict: bool) -> None:
-    """Check a dataset: files readable, schema versions, rows, gaps, bad books; exit 1 if damaged.
+    """Check a dataset: files readable, schema versions, rows, gaps, bad books and trades; exit 1 if damaged.
 
     Reads every Parquet file in full, then reports rows and time range per table and date, the gaps
-    the recorder wrote to events, frames that failed to parse, and books that are crossed or off the
-    KRX tick grid. Exit status: 0 when nothing is wrong (warnings allowed unless --strict), 1 otherwise.
+    the recorder wrote to events, frames that failed to parse, books that are crossed or off the
+    KRX tick grid, and trades off the grid, outside the price band, with a falling cumulative volume
+    (errors), away from the book's touch or outside trading hours (warnings). Exit status: 0 when
+    nothing is wrong (warnings allowed unless --strict), 1 otherwise.
 
     \b
     Examples:

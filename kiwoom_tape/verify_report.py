@@ -56,6 +56,9 @@ class VerifyReport:
     crossed_in_auction: int = 0
     off_grid: int = 0
     off_stock_grid_only: int = 0
+    trade_rows: int = 0
+    trade_checks: dict[str, int] = field(default_factory=dict)
+    """check name (:mod:`kiwoom_tape.verify_trades`) -> trades rows that failed it."""
     parse_errors: list[tuple[str, str, int]] = field(default_factory=list)
     """(date, reason, frames) of frames stored with a parse_error."""
     flagged: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -134,6 +137,8 @@ def format_report(report: VerifyReport, *, strict: bool = False) -> str:
         + f"; off the tick grid {report.off_grid}"
         + (f" (+{report.off_stock_grid_only} on the 5-won grid only)" if report.off_stock_grid_only else "")
     )
+    failed = ", ".join(f"{name} {n}" for name, n in report.trade_checks.items() if n)
+    out.append(f"Trades: {report.trade_rows:,} rows; " + (f"failing checks: {failed}" if failed else "all checks pass"))
     n_parse = sum(n for _, _, n in report.parse_errors)
     out.append(f"Frames that failed to parse: {n_parse}")
     flagged = ", ".join(f"{t} {m} with a missing FID, {i} with an unreadable one"

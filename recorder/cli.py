@@ -28,6 +28,7 @@ from recorder.status import StatusLine
 from recorder.store import RecoveryReport, Store, recover
 from schemas import auth
 from schemas.errors import KiwoomTapeError, SessionTakenOver, StorageError
+from schemas.items import ITEM_RULES
 from schemas.layout import new_run_id
 from schemas.protocol import MOCK_WS_URL, PROD_WS_URL
 
@@ -35,7 +36,11 @@ __all__ = ["main", "record_command"]
 
 log = logging.getLogger("kiwoom_tape.recorder")
 
-TYPES = ("0D", "0E")
+TYPES = tuple(t for t, (pattern, _good) in ITEM_RULES.items() if pattern is ITEM_RULES["0D"][0])
+"""The real-time types ``record`` registers: those of stock items (PROTOCOL.md 3; :data:`schemas.items.ITEM_RULES`),
+since every type is registered for the same items. 0B/0D/0E get tables (:data:`schemas.tables.TABLE_OF_TYPE`);
+the others are kept verbatim in ``frames`` and queried through the ``rows`` view."""
+DEFAULT_TYPES = "0B,0D,0E"
 EXIT_KICKED = 3
 """``record --on-kick exit``'s exit code when another session with the same app key took over (R10001)."""
 
@@ -58,7 +63,12 @@ def _types(value: str) -> tuple[str, ...]:
     types = tuple(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
     bad = [t for t in types if t not in TYPES]
     if not types or bad:
-        raise click.BadParameter(f"{','.join(bad) or value!r}: record normalizes 0D and 0E; use --types 0D,0E")
+        other = [t for t in bad if t in ITEM_RULES]
+        why = (f"{', '.join(other)} take other items than stock codes ({ITEM_RULES[other[0]][1]}), and record "
+               "registers the same --items for every type" if other else "not a real-time type (PROTOCOL.md 3)")
+        raise click.BadParameter(
+            f"{','.join(bad) or value!r}: {why}; record takes {', '.join(TYPES)}, e.g. --types {DEFAULT_TYPES}"
+        )
     return types
 
 
@@ -85,8 +95,9 @@ def _check_out(out: Path) -> None:
               help="A TOML list of app keys, each naming the environment variables of its key and secret "
               "([[key]] appkey_env = \"...\" secretkey_env = \"...\"): one connection per key, the items spread "
               "over them (200 at most each), all into one --out.")
-@click.option("--types", "types_", default="0D,0E", show_default=True,
-              help="Real-time types: 0D (book), 0E (after-hours).")
+@click.option("--types", "types_", default=DEFAULT_TYPES, show_default=True,
+              help="Real-time types: 0B (trades), 0D (book), 0E (after-hours) get tables; the other types of "
+              "stock items (0A, 0C, 0F, 0G, 0H, 0g, 0w) are kept in frames (the rows view).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True,
               help="Dataset directory (Hive partitions frames/, orderbook/, afterhours/, events/).")
 @click.option("--url", default=None, help=f"WebSocket URL [default: {PROD_WS_URL}]; a local mock: "

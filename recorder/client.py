@@ -59,7 +59,7 @@ class RecorderStats:
         if self.store is None:
             return 0
         st = self.store.stats
-        return st.rows["orderbook"] + st.rows["afterhours"] + st.other_rows
+        return sum(n for table, n in st.rows.items() if table != "events") + st.other_rows
 
     @property
     def parse_errors(self) -> int:

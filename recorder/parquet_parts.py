@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from recorder.journal import fsync_dir, storage_error
 from schemas import layout
-from schemas.normalize import AfterhoursBuilder, EventBuilder, FrameBuilder, OrderbookBuilder
+from schemas.normalize import AfterhoursBuilder, Builder, EventBuilder, FrameBuilder, OrderbookBuilder, TradesBuilder
 from schemas.tables import TABLES
 
 __all__ = [
@@ -67,6 +67,7 @@ about a tenth fewer bytes, at the same speed (bench/README: Storage)."""
 ROW_GROUP_ORDER: Final[dict[str, tuple[str, ...]]] = {
     "orderbook": ("item", "recv_ts", "frame_seq", "row_idx"),
     "afterhours": ("item", "recv_ts", "frame_seq", "row_idx"),
+    "trades": ("item", "recv_ts", "frame_seq", "row_idx"),
 }
 """Each row group of these tables is sorted by item, then time, when it is written: consecutive rows of
 one item differ in a few levels, so zstd stores the row group in about half the bytes, for free
@@ -160,18 +161,28 @@ class _Part:
 
 
 class _Builders:
-    """The four builders of one KST date."""
+    """The builders of one KST date, one per table of :data:`schemas.tables.TABLES`.
 
-    __slots__ = ("afterhours", "events", "frames", "orderbook")
+    ``typed`` maps each normalized table (the values of :data:`schemas.tables.TABLE_OF_TYPE`) to its builder.
+    """
+
+    __slots__ = ("afterhours", "events", "frames", "orderbook", "trades", "typed")
 
     def __init__(self) -> None:
         self.frames = FrameBuilder()
         self.orderbook = OrderbookBuilder()
         self.afterhours = AfterhoursBuilder()
+        self.trades = TradesBuilder()
         self.events = EventBuilder()
+        self.typed: dict[str, OrderbookBuilder | AfterhoursBuilder | TradesBuilder] = {
+            "orderbook": self.orderbook,
+            "afterhours": self.afterhours,
+            "trades": self.trades,
+        }
 
-    def items(self) -> Iterator[tuple[str, FrameBuilder | OrderbookBuilder | AfterhoursBuilder | EventBuilder]]:
+    def items(self) -> Iterator[tuple[str, Builder]]:
         yield "frames", self.frames
         yield "orderbook", self.orderbook
         yield "afterhours", self.afterhours
+        yield "trades", self.trades
         yield "events", self.events

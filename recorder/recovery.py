@@ -336,12 +336,7 @@ def _recover_segment(
     report.segments += 1
     report.frames += store._frames
     report.events += store._n_events
-    for table, n in (
-        ("frames", store._frames),
-        ("orderbook", store._n_orderbook),
-        ("afterhours", store._n_afterhours),
-        ("events", store._n_events),
-    ):
+    for table, n in (("frames", store._frames), *store._n_rows.items(), ("events", store._n_events)):
         report.rows[table] = report.rows.get(table, 0) + n
     report.files.extend(str(f) for f in finals)
     touched.update(f.parent for f in finals)

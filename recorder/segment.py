@@ -22,6 +22,7 @@ from schemas import layout
 from schemas.errors import StorageError
 from schemas.normalize import ParsedRow
 from schemas.protocol import RealRow
+from schemas.tables import TABLE_OF_TYPE
 
 __all__ = ["SegmentRows"]
 
@@ -49,8 +50,8 @@ class SegmentRows:
     _dirs: set[Path]
     _deferred: list[tuple[int, int, bytes]]
     _frames: int
-    _n_orderbook: int
-    _n_afterhours: int
+    _n_rows: dict[str, int]
+    """Rows buffered so far per normalized table (the values of :data:`schemas.tables.TABLE_OF_TYPE`)."""
     _n_events: int
     _parse_errors: int
     _other_rows: int
@@ -72,19 +73,16 @@ class SegmentRows:
         b.frames.append(recv_ns, run_id, seq, "in", data, None, "REAL")
         self._frames += 1
         self._pending_frames += 1
-        n_book = n_after = 0
+        typed, counts = b.typed, self._n_rows
+        n_rows = 0
         for idx, row in enumerate(rows):
             if idx > _MAX_ROW_IDX:
                 self._other_rows += 1
-            elif row.table == "orderbook":
-                b.orderbook.append_parsed(recv_ns, run_id, seq, idx, row)
-                n_book += 1
             else:
-                b.afterhours.append_parsed(recv_ns, run_id, seq, idx, row)
-                n_after += 1
-        self._n_orderbook += n_book
-        self._n_afterhours += n_after
-        self._pending_rows += n_book + n_after
+                typed[row.table].append_parsed(recv_ns, run_id, seq, idx, row)
+                counts[row.table] += 1
+                n_rows += 1
+        self._pending_rows += n_rows
 
     def _ingest_frame(
         self,
@@ -108,21 +106,16 @@ class SegmentRows:
         if parse_error is not None:
             self._parse_errors += 1
         if rows:
+            typed, counts = b.typed, self._n_rows
             n_rows = 0
             for idx, row in enumerate(rows):
-                t = row.type
-                if idx > _MAX_ROW_IDX:
+                table = TABLE_OF_TYPE.get(row.type)
+                if idx > _MAX_ROW_IDX or table is None:
                     self._other_rows += 1
-                elif t == "0D":
-                    b.orderbook.append(recv_ns, run_id, seq, idx, row.item, row.values)
-                    self._n_orderbook += 1
-                    n_rows += 1
-                elif t == "0E":
-                    b.afterhours.append(recv_ns, run_id, seq, idx, row.item, row.values)
-                    self._n_afterhours += 1
-                    n_rows += 1
                 else:
-                    self._other_rows += 1
+                    typed[table].append(recv_ns, run_id, seq, idx, row.item, row.values)
+                    counts[table] += 1
+                    n_rows += 1
             self._pending_rows += n_rows
 
     def _ingest_event(self, recv_ns: int, kind: str, detail_text: str, return_code: int | None) -> None:

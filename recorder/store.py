@@ -61,7 +61,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from recorder.derive import _kst_day, _scrub
 from recorder.journal import JournalWriter
@@ -80,7 +80,7 @@ from schemas import layout
 from schemas.errors import StorageError
 from schemas.normalize import detail_json, read_real_frame
 from schemas.protocol import RealRow
-from schemas.tables import EVENT_KINDS, redact_login
+from schemas.tables import EVENT_KINDS, TABLE_OF_TYPE, redact_login
 
 __all__ = [
     "FRAMES_PAGE_BYTES",
@@ -95,6 +95,9 @@ __all__ = [
     "tmp_name",
 ]
 
+_FAST_TYPES: Final = tuple(TABLE_OF_TYPE)
+"""The types :func:`read_real_frame` reads for the store, most frequent first: 0D, 0E, 0B (each has a table)."""
+
 # --------------------------------------------------------------------------------------------------
 # Public results
 
@@ -106,7 +109,7 @@ class StoreStats:
     frames: int
     """Frames added (both directions)."""
     rows: dict[str, int]
-    """Rows added per table: ``orderbook``, ``afterhours``, ``events``."""
+    """Rows added per table: ``orderbook``, ``afterhours``, ``trades``, ``events``."""
     parse_errors: int
     """Frames stored with a ``parse_error``."""
     other_rows: int
@@ -186,8 +189,7 @@ class Store(SegmentRows):
         self._failed: StorageError | None = None
         # counters
         self._frames = 0
-        self._n_orderbook = 0
-        self._n_afterhours = 0
+        self._n_rows = dict.fromkeys(TABLE_OF_TYPE.values(), 0)
         self._n_events = 0
         self._parse_errors = 0
         self._other_rows = 0
@@ -264,7 +266,7 @@ class Store(SegmentRows):
         j = self._journal
         return StoreStats(
             frames=self._frames,
-            rows={"orderbook": self._n_orderbook, "afterhours": self._n_afterhours, "events": self._n_events},
+            rows={**self._n_rows, "events": self._n_events},
             parse_errors=self._parse_errors,
             other_rows=self._other_rows,
             files_written=self._files_written,
@@ -285,13 +287,14 @@ class Store(SegmentRows):
         parse_error: str | None = None,
         trnm: str | None = None,
     ) -> int:
-        """Journal one WebSocket message, then buffer it (and its 0D/0E rows); returns its ``seq``.
+        """Journal one WebSocket message, then buffer it (and its 0D/0E/0B rows); returns its ``seq``.
 
         ``direction`` is ``"in"`` (from the server) or ``"out"``; out-frames are redacted
         (``schemas.tables.redact_login``) before anything is written. For an in-frame, pass the
         ``rows`` the session decoded (``RealData.rows``; ``()`` for a non-REAL frame) or a
         ``parse_error``; with neither, the store decodes the text itself. 0D rows go to ``orderbook``,
-        0E rows to ``afterhours``, rows of other types only to ``frames`` (counted in ``other_rows``).
+        0E rows to ``afterhours``, 0B to ``trades`` (:data:`schemas.tables.TABLE_OF_TYPE`), rows of other
+        types only to ``frames`` (counted in ``other_rows``).
         Raises StorageError (the store is then failed), ValueError for a bad ``direction``.
         """
         if self._deferred:
@@ -316,7 +319,7 @@ class Store(SegmentRows):
         return seq
 
     def add_real_frame(self, recv_ns: int, data: bytes) -> int | None:
-        """Journal and buffer a received REAL frame of well-formed 0D/0E rows, from its bytes; returns its row count.
+        """Journal and buffer a received REAL frame of well-formed 0D/0E/0B rows, from its bytes; returns its row count.
 
         The recorder's fast path (PERF-LIMITS.md section 6): the bytes go to the journal as received,
         and the rows are read with :func:`schemas.normalize.read_real_frame`, so nothing is decoded
@@ -326,7 +329,7 @@ class Store(SegmentRows):
         """
         if self._deferred:
             self._drain()
-        rows = read_real_frame(data)
+        rows = read_real_frame(data, _FAST_TYPES)
         if rows is None:
             return None
         seq = self._journal_frame(recv_ns, "in", data, has_rows=True, trnm="REAL")
@@ -377,7 +380,7 @@ class Store(SegmentRows):
         batch, self._deferred = self._deferred, []
         read, buffer_parsed, ingest = read_real_frame, self._buffer_parsed, self._ingest_frame
         for recv_ns, seq, data in batch:
-            rows = read(data)
+            rows = read(data, _FAST_TYPES)
             if rows is not None:
                 buffer_parsed(recv_ns, seq, data, rows)
             else:  # as add_frame(recv_ns, "in", data) and recovery: everything derived from the text

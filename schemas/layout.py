@@ -35,7 +35,7 @@ __all__ = [
     "partition_dir",
 ]
 
-TABLE_NAMES: Final = ("frames", "orderbook", "afterhours", "events")
+TABLE_NAMES: Final = ("frames", "orderbook", "afterhours", "trades", "events")
 """The tables of a dataset, each a top-level directory (the keys of :data:`schemas.tables.TABLES`)."""
 
 TMP_SUFFIX: Final = ".tmp"

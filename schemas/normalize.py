@@ -48,12 +48,13 @@ __all__ = [
 ]
 
 
-Builder = FrameBuilder | OrderbookBuilder | AfterhoursBuilder | EventBuilder
+Builder = FrameBuilder | OrderbookBuilder | AfterhoursBuilder | TradesBuilder | EventBuilder
 
 _BUILDERS: Final[dict[str, Callable[[], Builder]]] = {
     "frames": FrameBuilder,
     "orderbook": OrderbookBuilder,
     "afterhours": AfterhoursBuilder,
+    "trades": TradesBuilder,
     "events": EventBuilder,
 }
 

@@ -1,10 +1,11 @@
 """The stored tables: versioned Arrow schemas with field metadata (DESIGN.md "Data layout", STYLE.md habit 7).
 
-Four tables, each a Hive-partitioned Parquet dataset (see :mod:`schemas.layout`)::
+Five tables, each a Hive-partitioned Parquet dataset (see :mod:`schemas.layout`)::
 
     frames      every WebSocket message, both directions, verbatim (LOGIN with its token redacted)
     orderbook   one row per 0D data row (PROTOCOL.md 2.1): key columns, the 163 FIDs, flags
     afterhours  one row per 0E data row (PROTOCOL.md 2.2): key columns, the 5 FIDs, flags
+    trades      one row per 0B data row (PROTOCOL.md 2.3): key columns, the 43 FIDs, flags
     events      connect, login, reg_ack, disconnect, gap_start/gap_end, recovery, ...
 
 The schemas are public API: a change of a column's name, type or meaning bumps :data:`SCHEMA_VERSION`.
@@ -106,7 +107,7 @@ EVENT_KINDS: Final = (
 )
 """The values of ``events.kind``."""
 
-TABLE_OF_TYPE: Final = {"0D": "orderbook", "0E": "afterhours"}
+TABLE_OF_TYPE: Final = {"0D": "orderbook", "0E": "afterhours", "0B": "trades"}
 """Real-time type code -> the table its rows are normalized into."""
 
 _RECV_TS = pa.timestamp("ns", tz="UTC")
@@ -196,7 +197,7 @@ FRAMES: Final = _schema(
 )
 
 KEY_COLUMNS: Final = ("recv_ts", "run_id", "frame_seq", "row_idx", "item", "code", "venue")
-"""The leading columns of the normalized tables (orderbook, afterhours)."""
+"""The leading columns of the normalized tables (orderbook, afterhours, trades)."""
 
 
 def _key_fields() -> list[pa.Field]:
@@ -226,11 +227,7 @@ AFTERHOURS: Final = _schema("afterhours", [*_key_fields(), *map(_fid_field, FIEL
 """0E 주식시간외호가 rows (PROTOCOL.md 2.2): key columns, one column per FID, flags."""
 
 TRADES: Final = _schema("trades", [*_key_fields(), *map(_fid_field, FIELDS_0B), _flags()])
-"""0B 주식체결 rows (PROTOCOL.md 2.3): key columns, one column per FID in official order (6.5), flags.
-
-Defined and built (:class:`schemas.normalize.TradesBuilder`) but not yet in :data:`TABLES` nor
-:data:`TABLE_OF_TYPE`: the store, verify, views and replay learn it together, with ``layout.TABLE_NAMES``.
-"""
+"""0B 주식체결 rows (PROTOCOL.md 2.3): key columns, one column per FID in official order (6.5), flags."""
 
 EVENTS: Final = _schema(
     "events",
@@ -247,6 +244,7 @@ TABLES: Final[dict[str, pa.Schema]] = {
     "frames": FRAMES,
     "orderbook": ORDERBOOK,
     "afterhours": AFTERHOURS,
+    "trades": TRADES,
     "events": EVENTS,
 }
 """Table name -> its Arrow schema; the names are the top-level directories of a dataset."""

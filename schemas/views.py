@@ -5,15 +5,19 @@ connection, ``kiwoom-tape sql DIR`` (no query) hands them to the ``duckdb`` shel
 
 Views and macros, in the order :func:`catalog_statements` creates them::
 
-    frames, orderbook, afterhours, events   the stored tables (schemas.tables), one row per stored row,
-                                            plus the Hive partition column ``date`` (KST trading date)
-                                            and ``minute`` (``recv_ts`` floored to the minute)
+    frames, orderbook, afterhours,          the stored tables (schemas.tables), one row per stored row,
+    trades, events                          plus the Hive partition column ``date`` (KST trading date)
+                                            and ``minute`` (``recv_ts`` floored to the minute); ``trades``
+                                            adds ``side`` and ``qty`` (:data:`DERIVED_COLUMNS`)
     krx_tick_size(price)                    the KRX tick at a price (PROTOCOL.md 5.5)
     krx_tick_index(price)                   the number of ticks from 0 to a price on the KRX ladder
     quotes                                  per orderbook row: ``minute``, best bid/ask, mid, spread (won,
                                             ticks), microprice, depth imbalance
     gaps                                    holes in the recording: gap_start/gap_end, crashes, journal damage
+    rows                                    one row per REAL row of any type, its values as a MAP
     book_asof(item, ts)                     table macro: the orderbook row in force at ``ts``
+    bars(interval)                          table macro: OHLCV, VWAP, trade count, buy/sell volume per
+                                            item per interval of exchange time, from trades
 
 Each table view reads ``ROOT/TABLE/date=*/*.parquet`` with ``hive_partitioning``: a filter on ``date``
 skips whole partitions, whose files are then not even opened. Columns are matched by name across
@@ -49,11 +53,14 @@ from schemas.layout import TABLE_NAMES
 from schemas.tables import QUOTE_TZ, TABLES
 
 __all__ = [
+    "BARS_SQL",
     "BOOK_ASOF_SQL",
+    "DERIVED_COLUMNS",
     "GAPS_SQL",
     "GLOB_CHARS",
     "MINUTE_SQL",
     "QUOTES_SQL",
+    "ROWS_SQL",
     "TICK_MACROS_SQL",
     "VIEW_NAMES",
     "catalog_statements",
@@ -67,7 +74,7 @@ __all__ = [
     "table_view",
 ]
 
-VIEW_NAMES: Final = (*TABLE_NAMES, "quotes", "gaps")
+VIEW_NAMES: Final = (*TABLE_NAMES, "quotes", "gaps", "rows")
 """Every view the catalog creates (the table macros come on top: ``book_asof``, ``krx_tick_*``)."""
 
 GLOB_CHARS: Final = frozenset("*?[]{}")
@@ -128,6 +135,20 @@ def duckdb_type(typ: pa.DataType) -> str:
         raise ValueError(f"no DuckDB type for Arrow {typ}") from None
 
 
+DERIVED_COLUMNS: Final[dict[str, tuple[tuple[str, str, str], ...]]] = {
+    "trades": (
+        ("side", "VARCHAR",
+         "CASE WHEN trade_qty > 0 THEN 'buy' WHEN trade_qty < 0 THEN 'sell' END"),
+        ("qty", "BIGINT", "abs(trade_qty)"),
+    ),
+}
+"""Columns a table's view adds after ``date`` and ``minute``: table -> (name, DuckDB type, SQL over the row).
+
+``trades.side`` is the aggressor side, from the sign of FID 15 거래량 (PROTOCOL.md 2.3: "+는 매수체결, -는
+매도체결"): ``'buy'`` (a buyer took the ask), ``'sell'`` (a seller hit the bid), NULL for 0 or NULL;
+``trades.qty`` is the traded quantity, ``abs(trade_qty)``."""
+
+
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -137,22 +158,26 @@ def empty_select(table: str) -> str:
     of a table that has no file yet."""
     cols = [f"CAST(NULL AS {duckdb_type(f.type)}) AS {_ident(f.name)}" for f in TABLES[table]]
     cols += ['CAST(NULL AS DATE) AS "date"', "CAST(NULL AS TIMESTAMPTZ) AS minute"]
+    cols += [f"CAST(NULL AS {typ}) AS {_ident(name)}" for name, typ, _sql in DERIVED_COLUMNS.get(table, ())]
     return "SELECT " + ", ".join(cols) + " WHERE false"
 
 
 def table_view(table: str, files: str | Iterable[str] | None) -> str:
     """``CREATE OR REPLACE VIEW table AS ...`` over ``files`` (a glob or a list), or empty when None.
 
-    The columns: the stored ones (``recv_ts`` as ``TIMESTAMPTZ``), the partition's ``date``, ``minute``.
-    ``minute`` is :data:`MINUTE_SQL`; a query that does not name it (``count(*)``, ``SELECT item, ...``)
-    does not compute it.
+    The columns: the stored ones (``recv_ts`` as ``TIMESTAMPTZ``), the partition's ``date``, ``minute``,
+    then the table's :data:`DERIVED_COLUMNS`. ``minute`` is :data:`MINUTE_SQL`; a query that does not name
+    it (``count(*)``, ``SELECT item, ...``) does not compute it.
     """
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
     if files is None:
         body = empty_select(table)
     else:
-        body = (f"SELECT *, {MINUTE_SQL} AS minute FROM "
+        derived = "".join(
+            f", CAST({sql} AS {typ}) AS {_ident(name)}" for name, typ, sql in DERIVED_COLUMNS.get(table, ())
+        )
+        body = (f"SELECT *, {MINUTE_SQL} AS minute{derived} FROM "
                 f"(SELECT * REPLACE (CAST(recv_ts AS TIMESTAMPTZ) AS recv_ts) FROM {read_parquet(files)})")
     return f"CREATE OR REPLACE VIEW {table} AS {body}"
 
@@ -255,6 +280,60 @@ or a string read in the session time zone, KST), i.e. the book in force then; no
 The ``date`` bound (the KST date of ``ts``; 32400 s = UTC+9) lets DuckDB skip later partitions."""
 
 
+ROWS_SQL: Final = """CREATE OR REPLACE VIEW rows AS
+SELECT f.recv_ts, f.run_id, f.seq AS frame_seq, CAST(u.i - 1 AS SMALLINT) AS row_idx,
+       u.r->>'$.item' AS item, u.r->>'$.type' AS type, u.r->>'$.name' AS name,
+       json_transform(u.r->'$.values', '"MAP(VARCHAR, VARCHAR)"') AS "values", f."date", f.minute
+FROM frames AS f,
+     LATERAL (SELECT unnest(range(1, len(d) + 1)) AS i, unnest(d) AS r
+              FROM (SELECT CAST(f.text->'$.data' AS JSON[]) AS d)) AS u
+WHERE f.direction = 'in' AND f.trnm = 'REAL' AND f.parse_error IS NULL"""
+"""One row per row of every REAL frame received, of any type (PROTOCOL.md 1.7, 3): ``recv_ts``, ``run_id``,
+``frame_seq`` (= ``frames.seq``), ``row_idx``, ``item``, ``type``, ``name``, ``values`` (a
+``MAP(VARCHAR, VARCHAR)`` of FID to the wire string, in the wire's order: ``"values"['10']``), ``date``,
+``minute``. Types without a table of their own (0H, 1h, ...) are queried here; ``row_idx`` matches the
+typed tables' for 0B/0D/0E. Frames stored with a ``parse_error`` are left out. ``values`` is a reserved
+word: quote it."""
+
+_KST_US: Final = 9 * 3600 * 1_000_000
+
+BARS_SQL: Final = f"""CREATE OR REPLACE MACRO bars(interval_) AS TABLE
+WITH t AS (
+    SELECT item, recv_ts, run_id, frame_seq, row_idx, price, trade_qty,
+           epoch_us(trade_time) + {_KST_US} AS kst_us,
+           CAST(epoch(CAST(interval_ AS INTERVAL)) * 1000000 AS BIGINT) AS width_us
+    FROM trades
+    WHERE price IS NOT NULL AND trade_qty IS NOT NULL AND trade_time IS NOT NULL
+)
+SELECT
+    item,
+    to_timestamp(CAST(CASE WHEN width_us > 0 THEN kst_us // width_us * width_us - {_KST_US}
+                      ELSE error('bars(interval): the interval must be positive, e.g. bars(''1 minute'')') END
+                 AS DOUBLE) / 1000000) AS bar_start,
+    first(price ORDER BY recv_ts, run_id, frame_seq, row_idx) AS open,
+    max(price) AS high,
+    min(price) AS low,
+    last(price ORDER BY recv_ts, run_id, frame_seq, row_idx) AS close,
+    sum(abs(trade_qty)) AS volume,
+    CAST(sum(CAST(price AS BIGINT) * abs(trade_qty)) AS DOUBLE) / NULLIF(sum(abs(trade_qty)), 0) AS vwap,
+    count(*) AS trades,
+    coalesce(sum(trade_qty) FILTER (WHERE trade_qty > 0), 0) AS buy_volume,
+    coalesce(-sum(trade_qty) FILTER (WHERE trade_qty < 0), 0) AS sell_volume
+FROM t
+GROUP BY item, bar_start
+ORDER BY item, bar_start"""
+"""``bars(interval)``: one row per item and interval of exchange time that has trades, from ``trades``.
+
+The bucket is the trade's own time (FID 20 체결시간, whole seconds KST) floored to ``interval`` (a string
+or INTERVAL: ``'1 minute'``, ``'5 minutes'``, ``'1 hour'``; months count as 30 days) counted from a KST
+midnight, so ``'1 day'`` bars are trading days; ``bar_start`` is that bucket's start. ``open``/``close``
+are the first and last trade prices in receive order (``recv_ts``, then the frame and row),
+``high``/``low`` the extremes, ``volume`` the shares traded (``sum(abs(FID 15))``), ``vwap`` the
+volume-weighted price, ``trades`` the number of 0B rows, ``buy_volume``/``sell_volume`` the volume by
+aggressor side (the sign of FID 15, PROTOCOL.md 2.3). Rows without a price, quantity or time are left out.
+Computed in integer arithmetic (no ICU), like :data:`MINUTE_SQL`."""
+
+
 def _set_timezone() -> str:
     return f"SET TimeZone = {sql_string(QUOTE_TZ)}"
 
@@ -272,7 +351,7 @@ def statements_for(sources: Mapping[str, str | Sequence[str]]) -> list[str]:
             files = list(files) or None
         out.append(table_view(table, files))
     out.extend(TICK_MACROS_SQL.split(";\n"))
-    out += [QUOTES_SQL, GAPS_SQL, BOOK_ASOF_SQL]
+    out += [QUOTES_SQL, GAPS_SQL, ROWS_SQL, BOOK_ASOF_SQL, BARS_SQL]
     return out
 
 
@@ -291,5 +370,6 @@ def catalog_statements(root: str, present: Collection[str]) -> list[str]:
 
 def init_script(root: str, present: Collection[str]) -> str:
     """:func:`catalog_statements` as one script for ``duckdb -init FILE``."""
-    head = f"-- kiwoom-tape catalog of {root}: views {', '.join(VIEW_NAMES)}; macro book_asof(item, ts)\n"
+    head = (f"-- kiwoom-tape catalog of {root}: views {', '.join(VIEW_NAMES)}; "
+            "macros book_asof(item, ts), bars(interval)\n")
     return head + ";\n".join(catalog_statements(root, present)) + ";\n"

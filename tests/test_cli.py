@@ -51,7 +51,7 @@ def test_version() -> None:
         (["replay", "--simulate", "--items", "5930"], "not a Kiwoom item code"),
         (["replay", "--simulate", "--speed", "0"], "speed"),
         (["record"], "--items"),
-        (["record", "--items", "005930", "--types", "0B"], "0D"),
+        (["record", "--items", "005930", "--types", "1h"], "--types 0B,0D,0E"),
         (["record", "--items", "005930", "--duration", "soon"], "duration"),
         (["record", "--items", "005930", "--url", "http://x", "--out", "/tmp"], "ws://"),
         (["record", "--items", "005930", "--mock-trading", "--url", "ws://127.0.0.1:1/api/dostk/websocket"], "one"),

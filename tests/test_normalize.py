@@ -27,6 +27,7 @@ from schemas.normalize import (
     EventBuilder,
     FrameBuilder,
     OrderbookBuilder,
+    TradesBuilder,
     builder_for,
     detail_json,
     kst_midnight_epoch_s,
@@ -644,5 +645,6 @@ def test_builder_for() -> None:
     for name, schema in TABLES.items():
         builder = builder_for(name)
         assert builder.flush().schema == schema
+    assert isinstance(builder_for("trades"), TradesBuilder)
     with pytest.raises(KeyError):
-        builder_for("trades")
+        builder_for("quotes")  # a view, not a stored table

@@ -281,12 +281,12 @@ def _normalized(root: Path, name: str) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k not in ("recv_ts", "run_id", "frame_seq", "date")} for r in rows]
 
 
-def test_round_trip_at_max_speed_gives_the_same_frames_and_tables(recorded_day: Path, tmp_path: Path) -> None:
-    original = real_frames(recorded_day)
-    n_rows = sum(len(json.loads(t)["data"]) for t in original)
+def rerecord(recorded: Path, out: Path, n_rows: int, record: Callable[..., Awaitable[Recorder]] = record_for) -> int:
+    """Replay ``recorded`` at max speed and ``record(server, out, seconds, during=...)`` it until its ``n_rows``
+    rows are stored; returns the frames the replay played."""
 
-    async def main() -> None:
-        source = RecordedSource(recorded_day, speed=None, start_delay=0.3)
+    async def main() -> int:
+        source = RecordedSource(recorded, speed=None, start_delay=0.3)
         async with serve(source, port=0) as server:
 
             async def until_all_recorded(rec: Recorder) -> None:
@@ -294,10 +294,16 @@ def test_round_trip_at_max_speed_gives_the_same_frames_and_tables(recorded_day: 
                 while source.status()["state"] != "ended" or rec.stats.real_rows < n_rows:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
 
-            await record_for(server, tmp_path, 0.1, during=until_all_recorded)
-            assert source.status()["frames_played"] == len(original)
+            await record(server, out, 0.1, during=until_all_recorded)
+            return int(source.status()["frames_played"])
 
-    run(main())
+    return int(run(main()))
+
+
+def test_round_trip_at_max_speed_gives_the_same_frames_and_tables(recorded_day: Path, tmp_path: Path) -> None:
+    original = real_frames(recorded_day)
+    n_rows = sum(len(json.loads(t)["data"]) for t in original)
+    assert rerecord(recorded_day, tmp_path, n_rows) == len(original)
     assert real_frames(tmp_path) == original  # byte for byte, frame for frame, in order
     for name in ("orderbook", "afterhours"):
         again = _normalized(tmp_path, name)

@@ -22,7 +22,7 @@ from recorder import store as store_mod
 from recorder.journal import JournalWriter, read_journal
 from recorder.store import Store, recover, tmp_name
 from schemas.errors import StorageError
-from schemas.fields import FIELDS_0D, FIELDS_0E, Kind
+from schemas.fields import FIELDS_BY_TYPE, Kind
 from schemas.layout import JOURNAL_DIR, TMP_SUFFIX, new_run_id, part_filename
 from schemas.protocol import encode, encode_real_frame, encode_real_row
 from schemas.tables import META_SCHEMA_VERSION, META_TABLE, SCHEMA_VERSION
@@ -46,10 +46,13 @@ _SAMPLE = {
 }
 
 
+_K_FID = {"0D": "61", "0E": "131", "0B": "13"}
+"""The FID that carries k: ask_qty_1, ah_total_ask_qty, cum_volume (a type without a table: 20)."""
+
+
 def values(real_type: str, k: int) -> dict[str, str]:
-    fields = FIELDS_0D if real_type == "0D" else FIELDS_0E
-    out = {f.fid: _SAMPLE[f.kind] for f in fields}
-    out["61" if real_type == "0D" else "131"] = str(k)  # ask_qty_1 / ah_total_ask_qty carries k
+    out = {f.fid: _SAMPLE[f.kind] for f in FIELDS_BY_TYPE.get(real_type, ())}
+    out[_K_FID.get(real_type, "20")] = str(k)
     return out
 
 
@@ -128,7 +131,7 @@ def test_round_trip_across_kst_midnight(tmp_path: Path) -> None:
         add("in", '{"trnm":"REG","return_code":0,"return_msg":""}')
         for k in range(6):
             add("in", real_frame(("0D", "005930", k), ("0D", "000660_NX", 100 + k)))
-        add("in", real_frame(("0E", "005930", 7), ("0B", "005930", 0)))  # 0B: kept in frames only
+        add("in", real_frame(("0E", "005930", 7), ("0B", "005930", 0), ("0H", "005930", 1)))  # 0H: in frames only
         add("in", "not json {")
         add("in", '{"trnm":"PING"}')
         assert s.segment == 0
@@ -139,8 +142,8 @@ def test_round_trip_across_kst_midnight(tmp_path: Path) -> None:
         assert s.segment == 1
     st = s.stats
     assert st.frames == len(sent) == 16
-    assert st.rows == {"orderbook": 15, "afterhours": 1, "events": 2}
-    assert st.parse_errors == 1 and st.other_rows == 1 and st.files_written == 7
+    assert st.rows == {"orderbook": 15, "afterhours": 1, "trades": 1, "events": 2}
+    assert st.parse_errors == 1 and st.other_rows == 1 and st.files_written == 8
 
     rows = frames_by_seq(root)
     assert [r["seq"] for r in rows] == list(range(16))
@@ -162,6 +165,9 @@ def test_round_trip_across_kst_midnight(tmp_path: Path) -> None:
     assert sorted(ob.column("ask_qty_1").to_pylist()) == expected
     ah = table(root, "afterhours")
     assert ah.column("ah_total_ask_qty").to_pylist() == [7]
+    tr = table(root, "trades")
+    assert tr.column("cum_volume").to_pylist() == [0] and tr.column("row_idx").to_pylist() == [1]
+    assert tr.column("frame_seq").to_pylist() == ah.column("frame_seq").to_pylist()
     ev = table(root, "events").sort_by("kind")
     assert ev.column("kind").to_pylist() == ["disconnect", "login"]
     assert json.loads(ev.column("detail")[0].as_py()) == {"cause": "test", "token": "***"}

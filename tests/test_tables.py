@@ -25,6 +25,7 @@ from schemas.tables import (
     SCHEMA_VERSION,
     TABLE_OF_TYPE,
     TABLES,
+    TRADES,
     WRITER,
     arrow_type_of,
     redact_login,
@@ -36,7 +37,10 @@ from schemas.tables import (
 
 def test_tables_are_the_layout_tables() -> None:
     assert tuple(TABLES) == layout.TABLE_NAMES
-    assert TABLES == {"frames": FRAMES, "orderbook": ORDERBOOK, "afterhours": AFTERHOURS, "events": EVENTS}
+    assert TABLES == {
+        "frames": FRAMES, "orderbook": ORDERBOOK, "afterhours": AFTERHOURS, "trades": TRADES, "events": EVENTS,
+    }
+    assert TABLE_OF_TYPE == {"0D": "orderbook", "0E": "afterhours", "0B": "trades"}
     assert set(TABLE_OF_TYPE.values()) <= set(TABLES)
 
 
@@ -191,7 +195,7 @@ def test_partition_dir() -> None:
     assert layout.partition_dir("/", "events", d) == "/events/date=2026-11-22"
     assert layout.partition_dir("x", "afterhours", dt.datetime(2026, 1, 2, 23, 59)) == "x/afterhours/date=2026-01-02"
     with pytest.raises(ValueError, match="unknown table"):
-        layout.partition_dir("data", "trades", d)
+        layout.partition_dir("data", "quotes", d)
     with pytest.raises(ValueError, match="empty"):
         layout.partition_dir("", "frames", d)
     assert layout.journal_dir("data/") == "data/_journal"
