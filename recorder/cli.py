@@ -99,7 +99,7 @@ def _check_out(out: Path) -> None:
               help="Real-time types: 0B (trades), 0D (book), 0E (after-hours) get tables; the other types of "
               "stock items (0A, 0C, 0F, 0G, 0H, 0g, 0w) are kept in frames (the rows view).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True,
-              help="Dataset directory (Hive partitions frames/, orderbook/, afterhours/, events/).")
+              help="Dataset directory (Hive partitions frames/, orderbook/, afterhours/, trades/, events/).")
 @click.option("--url", default=None, help=f"WebSocket URL [default: {PROD_WS_URL}]; a local mock: "
               "ws://127.0.0.1:10000/api/dostk/websocket")
 @click.option("--mock-trading", is_flag=True, help=f"Use Kiwoom's mock-trading server ({MOCK_WS_URL}).")
@@ -136,10 +136,11 @@ def record_command(
     silence_timeout: float, on_kick: Literal["wait", "exit"], kick_wait: float, max_backoff: float,
     healthy_after: float, allow_insecure_url: bool, event_loop: str, verbose: int, quiet: bool,
 ) -> None:
-    """Record Kiwoom real-time frames and order-book rows into rolling, crash-safe Parquet.
+    """Record Kiwoom real-time frames, trades and order-book rows into rolling, crash-safe Parquet.
 
     Every frame in both directions is stored verbatim (``frames``), every 0D row as a typed row
-    (``orderbook``), every 0E row in ``afterhours``, connection history in ``events``. A crash loses
+    (``orderbook``), every 0E row in ``afterhours``, every 0B row in ``trades``, connection history in
+    ``events``. A crash loses
     at most --fsync-interval of data; the next start recovers the journal by itself.
 
     Credentials come from the environment only: KIWOOM_TOKEN, or KIWOOM_APPKEY and
