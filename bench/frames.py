@@ -3,7 +3,7 @@
 Rows come from :class:`replay.simulator.SimulatedMarket` (full 163-FID 0D rows, ~2 KB each, and 0E rows
 from the after-hours window) for 200 items, the most one connection may carry. They are packed into
 frames with :func:`schemas.protocol.encode_real_frame` in a fixed, seeded mix that looks like the live
-stream: most frames carry one row, some several rows of different items (PROTOCOL.md 1.7), and about
+stream: most frames carry one row, some several rows of different items (docs/protocol.md 1.7), and about
 2 % are 0E frames. Every frame keeps the market time of its first row, so a stream can be replayed on
 its own clock (storage) or cycled as fast as a socket takes it (throughput).
 """

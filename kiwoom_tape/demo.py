@@ -10,7 +10,7 @@ The pieces are library functions the notebooks use too:
   installation has it, else the simulated market again) and counts what a plain client receives.
 
 The market clock starts at 15:29:00 KST and runs 60x, so 20 s of recording cover KRX 0D until the
-15:30 close, NXT 0D from 15:30 (NXT halts 15:20-15:30) and KRX 0E from 15:40 (PROTOCOL.md 5.3).
+15:30 close, NXT 0D from 15:30 (NXT halts 15:20-15:30) and KRX 0E from 15:40 (docs/protocol.md 5.3).
 """
 
 from __future__ import annotations

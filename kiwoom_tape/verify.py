@@ -48,7 +48,7 @@ __all__ = ["FileCheck", "Problem", "VerifyReport", "format_report", "verify", "v
 _DATE_DIR: Final = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 _NS: Final = 1_000_000_000
 _PRICE_COLUMNS: Final = [f"{side}_price_{n}" for side in ("ask", "bid") for n in range(1, 11)]
-# KRX call auctions, seconds of the KST day (PROTOCOL.md 5.1): 장전 동시호가 08:30-09:00, 장마감 15:20-15:30.
+# KRX call auctions, seconds of the KST day (docs/protocol.md 5.1): 장전 동시호가 08:30-09:00, 장마감 15:20-15:30.
 # A crossed book there is how a call auction looks, not damage. NXT (venue 'NXT') has no auction.
 _AUCTIONS: Final = ((8 * 3600 + 30 * 60, 9 * 3600), (15 * 3600 + 20 * 60, 15 * 3600 + 30 * 60))
 
@@ -254,7 +254,7 @@ def _check_content(report: VerifyReport, con: duckdb.DuckDBPyConnection) -> None
             f"SELECT item, count(*) FROM orderbook WHERE {off_all} GROUP BY item ORDER BY 2 DESC LIMIT 5"
         ).fetchall()
         report.error(
-            f"orderbook: {off_any} rows with a price off the KRX tick grid (PROTOCOL.md 5.5): "
+            f"orderbook: {off_any} rows with a price off the KRX tick grid (docs/protocol.md 5.5): "
             + ", ".join(f"{i} ({n})" for i, n in examples),
             "prices are stored as absolute won: damaged rows, or a normalizer bug",
         )

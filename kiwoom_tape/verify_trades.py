@@ -1,7 +1,7 @@
 """The trades (0B) checks of ``kiwoom-tape verify``: prices, cumulative volume, the book's touch, trading windows.
 
 Run by :func:`kiwoom_tape.verify.verify` on its connection (the catalog's views over the readable files).
-Errors mean rows that cannot be right whatever the market did (PROTOCOL.md 2.3, 5.5):
+Errors mean rows that cannot be right whatever the market did (docs/protocol.md 2.3, 5.5):
 
 - a price off the KRX tick grid and off the 5-won ETF grid (on the 5-won grid only: a warning, as for books);
 - a price outside the daily band, +/-30 % of the reference price ``abs(FID 10) - FID 11`` (2.3);
@@ -32,9 +32,9 @@ def _hms(h: int, m: int = 0, s: int = 0) -> int:
 
 TRADE_WINDOWS: Final[dict[str, tuple[tuple[int, int], ...]]] = {
     # 08:30-08:40 장전 시간외 종가, 09:00-15:30 regular (the closing print stamped up to a minute later),
-    # 15:40-16:00 장후 시간외 종가; no 0B in the 16:00-18:00 단일가 (PROTOCOL.md 5.1, 5.3)
+    # 15:40-16:00 장후 시간외 종가; no 0B in the 16:00-18:00 단일가 (docs/protocol.md 5.1, 5.3)
     "KRX": ((_hms(8, 30), _hms(8, 40, 1)), (_hms(9), _hms(15, 31)), (_hms(15, 40), _hms(16, 0, 1))),
-    # pre-market 08:00-08:50, main 09:00:30-15:20, after-market 15:30-20:00 (PROTOCOL.md 5.2)
+    # pre-market 08:00-08:50, main 09:00:30-15:20, after-market 15:30-20:00 (docs/protocol.md 5.2)
     "NXT": ((_hms(8), _hms(8, 50, 1)), (_hms(9, 0, 30), _hms(15, 20, 1)), (_hms(15, 30), _hms(20, 0, 1))),
 }
 """Venue -> the ``[start, end)`` windows (seconds since KST midnight) in which its items print trades
@@ -47,7 +47,7 @@ BOOK_MAX_AGE_S: Final = 10
 def off_grid_sql(column: str) -> tuple[str, str]:
     """SQL conditions on a price ``column``: (off the KRX stock tick grid, off that grid and the 5-won grid).
 
-    NULL prices are on every grid (``coalesce(..., false)``); see PROTOCOL.md 5.5 and the catalog's
+    NULL prices are on every grid (``coalesce(..., false)``); see docs/protocol.md 5.5 and the catalog's
     ``krx_tick_size`` macro.
     """
     off_stock = f"coalesce({column} % krx_tick_size({column}) <> 0, false)"
@@ -97,7 +97,7 @@ def check_trades(report: VerifyReport, con: duckdb.DuckDBPyConnection) -> None:
     checks: dict[str, tuple[str, str, str, str]] = {
         # name: (condition, severity, message, hint)
         "off_grid": (
-            "off_all", "error", "prices off the KRX tick grid (PROTOCOL.md 5.5)",
+            "off_all", "error", "prices off the KRX tick grid (docs/protocol.md 5.5)",
             "prices are stored as absolute won: damaged rows, or a normalizer bug",
         ),
         "etf_grid": (
@@ -121,7 +121,7 @@ def check_trades(report: VerifyReport, con: duckdb.DuckDBPyConnection) -> None:
         ),
         "off_hours": (
             f"trade_time IS NOT NULL AND NOT ({_windows_sql('sod')})", "warning",
-            "trades outside the windows 0B flows in (PROTOCOL.md 5.3)",
+            "trades outside the windows 0B flows in (docs/protocol.md 5.3)",
             "the live feed may surprise: look at them with `from trades where ...` (an exam day shifts "
             "KRX hours by one)",
         ),

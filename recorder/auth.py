@@ -3,7 +3,7 @@
 Secrets are read from the environment only, held in memory, and never logged, stored or put in an
 exception message. An app key and secret go only over HTTPS to Kiwoom's REST hosts, or to a loopback
 host (a local mock): :func:`check_token_url` refuses any other token URL before anything is sent.
-The REST base follows the WebSocket URL (PROTOCOL.md 0, 4.3):
+The REST base follows the WebSocket URL (docs/protocol.md 0, 4.3):
 production -> https://api.kiwoom.com, mock trading -> https://mockapi.kiwoom.com, a local mock
 ``ws://HOST:PORT/...`` -> ``http://HOST:PORT``.
 """
@@ -30,7 +30,7 @@ __all__ = ["TokenProvider", "check_token_url", "is_loopback", "rest_base_for", "
 log = logging.getLogger("kiwoom_tape.recorder")
 
 REFRESH_BEFORE = 600.0
-"""Renew this many seconds before ``expires_dt``, as Kiwoom's own client does (PROTOCOL.md 4.3)."""
+"""Renew this many seconds before ``expires_dt``, as Kiwoom's own client does (docs/protocol.md 4.3)."""
 
 KIWOOM_REST_HOSTS = frozenset({urlsplit(PROD_REST_URL).hostname, urlsplit(MOCK_REST_URL).hostname})
 
@@ -45,7 +45,7 @@ def is_loopback(host: str) -> bool:
 
 def check_token_url(url: str) -> None:
     """Raise CredentialsError unless an app key and secret may be sent to ``url``: HTTPS to Kiwoom's
-    REST host (PROTOCOL.md 4.3), or any scheme to a loopback host."""
+    REST host (docs/protocol.md 4.3), or any scheme to a loopback host."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if (parts.scheme == "https" and host in KIWOOM_REST_HOSTS) or is_loopback(host):

@@ -15,7 +15,7 @@ from typing import Literal
 __all__ = ["KICKED", "Decision", "Disconnect", "Ended", "ReconnectPolicy", "backoff", "classify_close"]
 
 KICKED = "kicked"
-"""The cause of a connection ended by R10001: another session with the same app key took over (PROTOCOL.md 1.9)."""
+"""The cause of a connection ended by R10001: another session with the same app key took over (docs/protocol.md 1.9)."""
 
 
 def backoff(
@@ -45,7 +45,7 @@ class Disconnect:
 def classify_close(code: int | None, reason: str, system_code: str | None) -> Disconnect:
     """Classify a closed connection from its close frame and the last SYSTEM code seen before it.
 
-    A kick (SYSTEM R10001, or close 1000 "Bye", PROTOCOL.md 1.9) is not a drop: :class:`ReconnectPolicy`
+    A kick (SYSTEM R10001, or close 1000 "Bye", docs/protocol.md 1.9) is not a drop: :class:`ReconnectPolicy`
     treats it apart. Everything else is a transient drop.
     """
     if system_code == "R10001" or (code == 1000 and reason == "Bye"):

@@ -37,9 +37,10 @@ __all__ = ["main", "record_command"]
 log = logging.getLogger("kiwoom_tape.recorder")
 
 TYPES = tuple(t for t, (pattern, _good) in ITEM_RULES.items() if pattern is ITEM_RULES["0D"][0])
-"""The real-time types ``record`` registers: those of stock items (PROTOCOL.md 3; :data:`schemas.items.ITEM_RULES`),
-since every type is registered for the same items. 0B/0D/0E get tables (:data:`schemas.tables.TABLE_OF_TYPE`);
-the others are kept verbatim in ``frames`` and queried through the ``rows`` view."""
+"""The real-time types ``record`` registers: those of stock items (docs/protocol.md 3;
+:data:`schemas.items.ITEM_RULES`), since every type is registered for the same items. 0B/0D/0E get
+tables (:data:`schemas.tables.TABLE_OF_TYPE`); the others are kept verbatim in ``frames`` and queried through the
+``rows`` view."""
 DEFAULT_TYPES = "0B,0D,0E"
 EXIT_KICKED = 3
 """``record --on-kick exit``'s exit code when another session with the same app key took over (R10001)."""
@@ -65,7 +66,7 @@ def _types(value: str) -> tuple[str, ...]:
     if not types or bad:
         other = [t for t in bad if t in ITEM_RULES]
         why = (f"{', '.join(other)} take other items than stock codes ({ITEM_RULES[other[0]][1]}), and record "
-               "registers the same --items for every type" if other else "not a real-time type (PROTOCOL.md 3)")
+               "registers the same --items for every type" if other else "not a real-time type (docs/protocol.md 3)")
         raise click.BadParameter(
             f"{','.join(bad) or value!r}: {why}; record takes {', '.join(TYPES)}, e.g. --types {DEFAULT_TYPES}"
         )

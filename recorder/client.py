@@ -6,7 +6,7 @@ of reach) is written to ``events`` as a ``disconnect`` with its cause and opens 
 hole in the data: it closes at the next LOGIN). What comes next is :class:`recorder.backoff.ReconnectPolicy`'s
 decision: reconnect after a backoff that grows across failed connections; after a kick (R10001) wait
 long, or end with :class:`schemas.errors.SessionTakenOver`; after a LOGIN refused with an auth code of
-PROTOCOL.md 1.2 get one new token; after any other refusal stop with :class:`schemas.errors.LoginError`.
+docs/protocol.md 1.2 get one new token; after any other refusal stop with :class:`schemas.errors.LoginError`.
 Only those, a StorageError, or ``stop`` end :meth:`Recorder.run`.
 """
 
@@ -186,7 +186,7 @@ class Recorder:
             ws = await connect(
                 self.url,
                 compression=None,
-                ping_interval=None,  # Kiwoom's keepalive is the application PING (PROTOCOL.md 0)
+                ping_interval=None,  # Kiwoom's keepalive is the application PING (docs/protocol.md 0)
                 max_size=self.max_message,
                 open_timeout=self.open_timeout,
                 close_timeout=2.0,

@@ -42,7 +42,7 @@ log = logging.getLogger("kiwoom_tape.recorder")
 
 _REAL_TAIL: Final = b'"trnm":"REAL"}'
 _REAL_HEAD: Final = b'{"trnm":"REAL"'
-"""A REAL frame as Kiwoom writes it (compact JSON, ``trnm`` last or first; PROTOCOL.md 1.7): the receive
+"""A REAL frame as Kiwoom writes it (compact JSON, ``trnm`` last or first; docs/protocol.md 1.7): the receive
 loop hands it to :meth:`Store.add_received` without decoding it, the session has nothing to do with it.
 Any other frame (a REAL frame formatted otherwise included) goes through the session first."""
 

@@ -1,5 +1,5 @@
 """What ``record`` records over which connections: the ``--items-file`` and ``--keys`` files, and the items spread
-over the app keys, at most 200 per connection (PROTOCOL.md 4.1: one connection per app key, 200 items each).
+over the app keys, at most 200 per connection (docs/protocol.md 4.1: one connection per app key, 200 items each).
 
 An items file holds one code per line; ``#`` starts a comment, blank lines are skipped, a code given twice is
 kept once (with a warning naming both lines). Every code must be an item of every recorded type
@@ -61,13 +61,14 @@ def parse_items(text: str, types: Sequence[str], source: str = "items file") -> 
 
 def spread(items: Sequence[str], connections: int, source: str = "--keys") -> list[tuple[str, ...]]:
     """``items`` spread evenly, in order, over at most ``connections`` connections of at most 200 items
-    (PROTOCOL.md 4.1): as many connections as there are keys, fewer when there are fewer items.
+    (docs/protocol.md 4.1): as many connections as there are keys, fewer when there are fewer items.
     Raises PlanError naming the numbers when they do not fit."""
     cap = MAX_ITEMS_PER_CONNECTION
     if len(items) > connections * cap:
         need = math.ceil(len(items) / cap)
         raise PlanError(
-            f"{len(items)} items need {need} connections of at most {cap} items (one per app key, PROTOCOL.md 4.1), "
+            f"{len(items)} items need {need} connections of at most {cap} items "
+            "(one per app key, docs/protocol.md 4.1), "
             f"and {source} gives {connections}",
             hint=f"add {need - connections} app key(s) with --keys, or record fewer items",
         )

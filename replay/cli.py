@@ -129,7 +129,7 @@ def replay_command(
     """Serve a recorded day (DIR) or a simulated market as a mock Kiwoom WebSocket server on loopback.
 
     Trading clients connect unchanged but for the URL: LOGIN, REG/REMOVE, PING and REAL behave as on
-    wss://api.kiwoom.com:10000 (see PROTOCOL.md), and POST /oauth2/token issues tokens. A recorded day
+    wss://api.kiwoom.com:10000 (see docs/protocol.md), and POST /oauth2/token issues tokens. A recorded day
     is served byte for byte at its recorded pace (/ --speed), one clock for all clients, starting
     --start-delay after the first REG; GET/POST /control on the same port pauses, steps, seeks and
     changes the speed.

@@ -1,4 +1,4 @@
-"""Scripted faults for the mock server: the failures that kill Kiwoom clients, on cue (PROTOCOL.md 1.2-1.9, 4.1).
+"""Scripted faults for the mock server: the failures that kill Kiwoom clients, on cue (docs/protocol.md 1.2-1.9, 4.1).
 
 A fault script is a small TOML file of ``[[fault]]`` tables. Each fault fires once, on one trigger: ``at``
 a time after the first LOGIN the server accepted, ``after_frames`` REAL frames queued (to all clients

@@ -31,7 +31,7 @@ REG_MESSAGES: Final = {
     RC_ITEM_CAP: "등록 허용 개수(200) 초과",
     RC_ITEM_CAP_2: "등록 허용 개수(200) 초과",
 }
-"""The ``return_msg`` Kiwoom sends with each REG error code (PROTOCOL.md 1.4)."""
+"""The ``return_msg`` Kiwoom sends with each REG error code (docs/protocol.md 1.4)."""
 
 MALFORMED: Final = ("not_json", "truncated", "unknown_trnm", "bad_row")
 _TRIGGERS: Final = ("at", "after_frames", "market_time")

@@ -1,13 +1,13 @@
 """The mock server's plain-HTTP side: the token endpoints au10001/au10002 and the tokens they issue
-(PROTOCOL.md 4.3-4.4), and the request sniffing that serves them, and ``/control``, on the WebSocket port.
+(docs/protocol.md 4.3-4.4), and the request sniffing that serves them, and ``/control``, on the WebSocket port.
 
 Credentials: a :class:`TokenDesk` given an app key and secret checks every ``POST /oauth2/token``
-against them (compared in constant time) and answers a wrong pair with return_code 8001 (PROTOCOL.md
+against them (compared in constant time) and answers a wrong pair with return_code 8001 (docs/protocol.md
 1.11: "invalid app key / secret"; Kiwoom's exact message text is not documented); only a caller that
 authenticated gets a token, the fixed ``token`` included. Without credentials, any well-formed request
 gets a token. Neither the credentials nor a token ever reach a log line or an error message.
 
-One connection per app key (PROTOCOL.md 1.9, 4.1): every token the desk issues at random remembers a
+One connection per app key (docs/protocol.md 1.9, 4.1): every token the desk issues at random remembers a
 digest of the app key it was issued to (:meth:`TokenDesk.app_key_of`), so that the server can kick the
 older connection of a key when a second one logs in. The fixed ``token`` (``--token``) and tokens the desk
 did not issue carry no key and are not limited.
@@ -34,7 +34,7 @@ __all__ = ["MAX_HTTP_BODY", "RC_BAD_CREDENTIALS", "TOKEN_LIFETIME", "TokenDesk",
 MAX_HTTP_BODY = 64 * 1024
 TOKEN_LIFETIME = 24 * 3600.0
 RC_BAD_CREDENTIALS = 8001
-"""au10001's answer to a wrong app key / secret pair (PROTOCOL.md 1.11)."""
+"""au10001's answer to a wrong app key / secret pair (docs/protocol.md 1.11)."""
 
 RestHandler = Callable[[str, str, bytes], tuple[int, dict[str, Any]]]
 

@@ -3,9 +3,9 @@
 One port serves both what a Kiwoom client talks to:
 
 - ``ws://HOST:PORT/api/dostk/websocket``: LOGIN, REG/REMOVE with ``grp_no``/``refresh``, PING, REAL,
-  SYSTEM, exactly as :mod:`schemas.protocol` decides (PROTOCOL.md section 1);
+  SYSTEM, exactly as :mod:`schemas.protocol` decides (docs/protocol.md section 1);
 - ``POST /oauth2/token`` (au10001) and ``POST /oauth2/revoke`` (au10002), so a client that fetches
-  its own token works unchanged (PROTOCOL.md 4.3-4.4).
+  its own token works unchanged (docs/protocol.md 4.3-4.4).
 
 A *source* produces REAL rows on its own clock and hands them to :meth:`Server.dispatch`; each client
 receives, from the moment of its REG, only the rows it registered, batched as the source batched them.
@@ -186,14 +186,14 @@ class Server(Router):
         return len(clients)
 
     def kick_all(self) -> None:
-        """What a second session with the same app key does (PROTOCOL.md 1.9): R10001, close 1000 "Bye"."""
+        """What a second session with the same app key does (docs/protocol.md 1.9): R10001, close 1000 "Bye"."""
         for client in list(self._clients):
             _kick(client)
 
     def _claim_app_key(self, client: Client, login: str | bytes) -> None:
         """``client`` just logged in with the LOGIN frame ``login``: if its token was issued to an app key
         (:meth:`replay.rest.TokenDesk.app_key_of`), the connection that held that key is kicked, as Kiwoom
-        allows one connection per app key (PROTOCOL.md 1.9, 4.1). Other tokens are not limited."""
+        allows one connection per app key (docs/protocol.md 1.9, 4.1). Other tokens are not limited."""
         try:
             msg = decode_client_message(login)
         except ProtocolError:
@@ -249,7 +249,7 @@ class Server(Router):
             process_request=self._process_request,
             compression=None,
             max_size=self.max_message,
-            ping_interval=None,  # Kiwoom keeps alive with application PINGs (PROTOCOL.md 0)
+            ping_interval=None,  # Kiwoom keeps alive with application PINGs (docs/protocol.md 0)
             close_timeout=2.0,  # a closing handshake the client does not finish: cut after 2 s
             create_connection=conn_cls,
             logger=_ws_log,

@@ -5,7 +5,7 @@ fair price of a code is a function of (seed, code, second). A :class:`Book` is r
 each checkpoint (:meth:`Book.reseed`), so its state at any market time needs at most one checkpoint
 interval of events to rebuild. Quantities are bounded by construction: a level never holds more than
 :data:`LEVEL_CAP` times its typical size, and typical sizes are capped at :data:`MAX_TYPICAL` shares, so
-no level or total comes near 1e9 shares (PROTOCOL.md 2.1 quantities; issue 11).
+no level or total comes near 1e9 shares (docs/protocol.md 2.1 quantities; issue 11).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The simulated trading day: which REAL types flow when, per venue, and how fast (PROTOCOL.md 5.1-5.3).
+"""The simulated trading day: which REAL types flow when, per venue, and how fast (docs/protocol.md 5.1-5.3).
 
 Pure data and functions of market time (seconds since KST midnight); no clock is read here. Windows are
 half-open ``[start, end)``. Rates are multipliers of the market's ``rate_hz`` (0D) or ``rate_0e_hz`` (0E).
@@ -30,9 +30,10 @@ def hms(h: int, m: int = 0, s: int = 0) -> int:
 
 
 KRX_0D_WINDOWS: tuple[tuple[int, int], ...] = ((hms(8, 50), hms(15, 30)),)
-"""When KRX (and ``_AL``) items send 0D, seconds since KST midnight, ``[start, end)`` (PROTOCOL.md 5.3)."""
+"""When KRX (and ``_AL``) items send 0D, seconds since KST midnight, ``[start, end)`` (docs/protocol.md 5.3)."""
 KRX_0E_WINDOWS: tuple[tuple[int, int], ...] = ((hms(8, 30), hms(8, 40)), (hms(15, 40), hms(18)))
-"""When KRX (and ``_AL``) items send 0E: 장전 시간외 종가, and 장후 시간외 through 단일가 (PROTOCOL.md 5.1, 5.3)."""
+"""When KRX (and ``_AL``) items send 0E: 장전 시간외 종가, and 장후 시간외 through 단일가
+(docs/protocol.md 5.1, 5.3)."""
 NXT_0D_WINDOWS: tuple[tuple[int, int], ...] = (
     (hms(8), hms(8, 50)),
     (hms(9, 0, 30), hms(15, 20)),
@@ -40,7 +41,7 @@ NXT_0D_WINDOWS: tuple[tuple[int, int], ...] = (
 )
 """When ``_NX`` items send 0D: pre-, main and after-market, minus the halts around KRX auctions (5.2, 5.3)."""
 KRX_AUCTIONS: tuple[tuple[int, int], ...] = ((hms(8, 50), hms(9)), (hms(15, 20), hms(15, 30)))
-"""KRX call auctions (동시호가): 23/24 and 291/292 carry the expected price/qty only here (PROTOCOL.md 2.1)."""
+"""KRX call auctions (동시호가): 23/24 and 291/292 carry the expected price/qty only here (docs/protocol.md 2.1)."""
 
 _T0850, _T0900, _T0930, _T1130, _T1330 = hms(8, 50), hms(9), hms(9, 30), hms(11, 30), hms(13, 30)
 _T1430, _T1520, _T1530 = hms(14, 30), hms(15, 20), hms(15, 30)
@@ -50,7 +51,7 @@ _OPEN_BURST = 300.0  # seconds: the e-folding time of the activity burst after 0
 def session_windows(item: str, real_type: str) -> tuple[tuple[int, int], ...]:
     """The ``[start, end)`` windows (seconds since KST midnight) in which ``item`` sends ``real_type``.
 
-    PROTOCOL.md 5.3: ``_NX`` -> :data:`NXT_0D_WINDOWS` and no 0E; KRX and ``_AL`` ->
+    docs/protocol.md 5.3: ``_NX`` -> :data:`NXT_0D_WINDOWS` and no 0E; KRX and ``_AL`` ->
     :data:`KRX_0D_WINDOWS` and :data:`KRX_0E_WINDOWS`. Any other type: never.
     """
     _, venue = split_item(item)
@@ -62,7 +63,7 @@ def session_windows(item: str, real_type: str) -> tuple[tuple[int, int], ...]:
 
 
 def in_auction(t: float) -> bool:
-    """Whether ``t`` is in a KRX call auction (08:50-09:00, 15:20-15:30), PROTOCOL.md 5.1."""
+    """Whether ``t`` is in a KRX call auction (08:50-09:00, 15:20-15:30), docs/protocol.md 5.1."""
     return _T0850 <= t < _T0900 or _T1520 <= t < _T1530
 
 
@@ -109,7 +110,7 @@ def rate_factor(venue: str, real_type: str, t: float) -> float:
 
 
 def wide_spread_odds(liquid: bool, venue: str, t: float) -> float:
-    """The probability that a redrawn spread is wider than one tick (the live book, PROTOCOL.md 5.5).
+    """The probability that a redrawn spread is wider than one tick (the live book, docs/protocol.md 5.5).
 
     Large caps nearly always quote one tick (0.03); thin items often do not (0.4). Both widen in the
     first minutes after 09:00 and in NXT's thin pre-/after-market.

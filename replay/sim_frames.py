@@ -1,4 +1,4 @@
-"""Encoding the simulated book as 0D and 0E REAL rows (PROTOCOL.md 1.7, 2.0-2.2): values and wire text.
+"""Encoding the simulated book as 0D and 0E REAL rows (docs/protocol.md 1.7, 2.0-2.2): values and wire text.
 
 Pure: a :class:`Row0D` keeps the previous row's values dict and rewrites only the FIDs that changed
 (a full 163-key dict build costs ~10 us; this ~2), then encodes once with msgspec.
@@ -19,7 +19,7 @@ __all__ = ["KEYS_0E", "Row0D", "SimRow", "hhmmss", "pct_text", "row_0e", "signed
 @dataclass(frozen=True, slots=True)
 class SimRow:
     """One REAL row: ``text`` is ``encode_real_row(type, item, <values as compact JSON>)`` and
-    ``values`` holds the same FID -> string pairs in wire order (PROTOCOL.md 1.7), in a dict of its own
+    ``values`` holds the same FID -> string pairs in wire order (docs/protocol.md 1.7), in a dict of its own
     (mutating it does not affect later rows)."""
 
     item: str
@@ -36,7 +36,7 @@ def _fids(first: int) -> tuple[str, ...]:
     return tuple(str(first + n) for n in range(10))
 
 
-# Level FIDs by position (PROTOCOL.md 2.1): level n = base + n - 1.
+# Level FIDs by position (docs/protocol.md 2.1): level n = base + n - 1.
 _AP, _AQ, _AD = _fids(41), _fids(61), _fids(81)
 _BP, _BQ, _BD = _fids(51), _fids(71), _fids(91)
 # SOR split by venue (6044-6087): KRX ask/bid per level, NXT ask/bid per level.
@@ -49,24 +49,24 @@ def _base_values_0d() -> dict[str, str]:
     out: dict[str, str] = {}
     for f in FIELDS_0D:
         out[f.fid] = "" if f.kind is Kind.TEXT else ("0.00" if f.kind is Kind.PCT else "0")
-    out["238"] = out["293"] = "3"  # 보합: no expected price (PROTOCOL.md 2.0 sign codes)
+    out["238"] = out["293"] = "3"  # 보합: no expected price (docs/protocol.md 2.0 sign codes)
     for fid in _AP + _BP:
-        out[fid] = "-0"  # an empty level (PROTOCOL.md 2.0)
+        out[fid] = "-0"  # an empty level (docs/protocol.md 2.0)
     return out
 
 
 _BASE_0D: dict[str, str] = _base_values_0d()
 if tuple(_BASE_0D) != KEYS_0D or not set(_AP + _AQ + _AD + _BP + _BQ + _BD + _KA + _KB + _NA + _NB) <= set(KEYS_0D):
-    raise RuntimeError("FIELDS_0D no longer matches the 0D layout of PROTOCOL.md 2.1; update replay/sim_frames.py")
+    raise RuntimeError("FIELDS_0D no longer matches the 0D layout of docs/protocol.md 2.1; update replay/sim_frames.py")
 
 
 def signed_delta(x: int) -> str:
-    """A signed delta: ``"+5"``, ``"-5"``, ``"0"`` (PROTOCOL.md 2.0)."""
+    """A signed delta: ``"+5"``, ``"-5"``, ``"0"`` (docs/protocol.md 2.0)."""
     return f"{x:+d}" if x else "0"
 
 
 def pct_text(x: float, signed: bool) -> str:
-    """A rate with two places (PROTOCOL.md 2.0): ``"+1.25"`` when ``signed``, ``"-0.24"``, ``"0.00"``."""
+    """A rate with two places (docs/protocol.md 2.0): ``"+1.25"`` when ``signed``, ``"-0.24"``, ``"0.00"``."""
     s = f"{abs(x):.2f}"
     if s == "0.00":
         return s
@@ -76,7 +76,7 @@ def pct_text(x: float, signed: bool) -> str:
 
 
 def hhmmss(t: float) -> str:
-    """FID 21: ``HHmmss`` of the whole second of market time ``t`` (PROTOCOL.md 2.0)."""
+    """FID 21: ``HHmmss`` of the whole second of market time ``t`` (docs/protocol.md 2.0)."""
     s = int(t + 1e-9)
     return f"{s // 3600 % 24:02d}{s // 60 % 60:02d}{s % 60:02d}"
 
@@ -94,7 +94,7 @@ def template_0e(item: str) -> str:
 
 
 def row_0e(template: str, item: str, t: float, totals: tuple[int, int], last: tuple[int, int]) -> SimRow:
-    """A 0E row (PROTOCOL.md 2.2): 21, the totals 131/135 and their signed deltas 132/136 vs the previous row."""
+    """A 0E row (docs/protocol.md 2.2): 21, the totals 131/135 and their signed deltas 132/136 vs the previous row."""
     (ask, bid), (last_ask, last_bid) = totals, last
     vals = (hhmmss(t), str(ask), signed_delta(ask - last_ask), str(bid), signed_delta(bid - last_bid))
     return SimRow(item, "0E", template % vals, dict(zip(KEYS_0E, vals, strict=True)))
@@ -104,7 +104,7 @@ class Row0D:
     """The 0D rows of one item: each row is the previous one with the changed FIDs rewritten.
 
     Contract of :meth:`row`: ``last_a``/``last_b`` are the quantities of the item's previous 0D row
-    (positional, PROTOCOL.md 2.1), the deltas 81-100/122/126 are the change from them; ``full`` rewrites
+    (positional, docs/protocol.md 2.1), the deltas 81-100/122/126 are the change from them; ``full`` rewrites
     every FID that depends on the book (after a reseed, a shape change or a fast-forward).
     """
 
@@ -165,7 +165,7 @@ class Row0D:
             changed = nz
         self._nz = nz
 
-        # Totals and ratios (PROTOCOL.md 2.1): 128 = 125 - 121, 138 = -128, 129/139 in % with 2 decimals.
+        # Totals and ratios (docs/protocol.md 2.1): 128 = 125 - 121, 138 = -128, 129/139 in % with 2 decimals.
         ta, tb = sum(aq), sum(bq)
         dta, dtb = ta - sum(last_a), tb - sum(last_b)
         net = tb - ta
@@ -190,7 +190,7 @@ class Row0D:
 
     @staticmethod
     def _auction_expected(d: dict[str, str], book: Book, target: int) -> None:
-        """23/24, 291/292 and their changes vs the reference during a KRX call auction (PROTOCOL.md 2.1)."""
+        """23/24, 291/292 and their changes vs the reference during a KRX call auction (docs/protocol.md 2.1)."""
         code = book.code
         n_ladder = len(code.ladder)
         e = min(max(target, book.ib), book.ib + book.sp)  # inside the spread, on the fair price's side

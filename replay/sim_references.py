@@ -1,6 +1,6 @@
 """The simulated market's items: reference prices (기준가) of known codes and ETFs, and stable seeds.
 
-Pure data and functions (PROTOCOL.md 5.5 for the tick grid of the references).
+Pure data and functions (docs/protocol.md 5.5 for the tick grid of the references).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from schemas.market import is_etf, split_item, tick_size
 
 __all__ = ["DEFAULT_UNIVERSE", "ETF_REFERENCES", "REFERENCE_PRICES", "is_known", "reference_price_of", "seed_int"]
 
-# Previous closes (기준가), plausible for 2025, all on the KRX tick grid (PROTOCOL.md 5.5).
+# Previous closes (기준가), plausible for 2025, all on the KRX tick grid (docs/protocol.md 5.5).
 _REFERENCES: dict[str, int] = {
     "005930": 71_400,  # 삼성전자
     "000660": 201_500,  # SK하이닉스
@@ -47,7 +47,7 @@ _REFERENCES: dict[str, int] = {
     "196170": 318_500,  # 알테오젠 (KOSDAQ)
     "042700": 98_400,  # 한미반도체
     "035900": 71_200,  # JYP Ent. (KOSDAQ)
-    "000020": 6_450,  # 동화약품 (PROTOCOL.md 6.3)
+    "000020": 6_450,  # 동화약품 (docs/protocol.md 6.3)
 }
 
 DEFAULT_UNIVERSE: tuple[str, ...] = tuple(_REFERENCES)
@@ -77,7 +77,7 @@ def reference_price_of(item: str) -> int:
 
     Known codes use :data:`REFERENCE_PRICES` and :data:`ETF_REFERENCES`; any other code gets a
     deterministic price derived from ``zlib.crc32`` of the code (log-uniform 500..800,000 won, snapped
-    down to its tick, PROTOCOL.md 5.5; the 5-won tick for an ETF).
+    down to its tick, docs/protocol.md 5.5; the 5-won tick for an ETF).
     """
     code, _ = split_item(item)
     known = _REFERENCES.get(code) or ETF_REFERENCES.get(code)

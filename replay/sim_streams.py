@@ -238,7 +238,7 @@ class BookStream(Stream):
 
 
 class AfterHoursStream(Stream):
-    """0E: the 시간외 ask/bid totals (PROTOCOL.md 2.2); the bid total is 0 in the 08:30-08:40 window."""
+    """0E: the 시간외 ask/bid totals (docs/protocol.md 2.2); the bid total is 0 in the 08:30-08:40 window."""
 
     __slots__ = ("_template", "ask", "bid", "last", "scale")
 

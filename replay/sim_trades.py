@@ -1,4 +1,4 @@
-"""The simulated trades of one item: 0B 주식체결 rows (PROTOCOL.md 2.3) printed by its order book.
+"""The simulated trades of one item: 0B 주식체결 rows (docs/protocol.md 2.3) printed by its order book.
 
 Trades are the book's own fills (:mod:`replay.sim_book`): a buy takes quantity at the best ask, a sell
 at the best bid, at most one trade per book update, and the 0D row of the same tick shows the book after
@@ -16,12 +16,12 @@ cumulative FIDs that would otherwise need the whole day's history are defined fr
   within the extremes of the prints up to the next interval's (:meth:`TradeTape.fill_range`), so the
   day's high and low are always prices that printed.
 - 14 (백만원) and 620: the value of the volume between two prints is counted at the earlier print's price,
-  so 14 never decreases and 620 = 14 x 1e6 / 13 (PROTOCOL.md 2.3) is a mean of printed prices.
+  so 14 never decreases and 620 = 14 x 1e6 / 13 (docs/protocol.md 2.3) is a mean of printed prices.
 - 1031/1030: that volume split buy/sell by a closed-form share per print (0.4-0.6, with the price's
   direction); 228 = 1031 / 1030 x 100, 1032 = 1031 / 13 x 100, 1314 = 1031 - 1030.
 - 290: 1 장전 시간외 (NXT before 08:50), 2 장중, 3 장후 시간외 (NXT from 15:30); 9081: 1 KRX/SOR, 2 NXT.
 
-FIDs without a defined meaning here are ``""``, as in the official example (PROTOCOL.md 6.5).
+FIDs without a defined meaning here are ``""``, as in the official example (docs/protocol.md 6.5).
 """
 
 from __future__ import annotations

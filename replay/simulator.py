@@ -1,7 +1,7 @@
 """The simulated KRX/NXT market: a deterministic, sans-I/O source of 0B, 0D and 0E REAL rows.
 
 ``replay --simulate`` and ``kiwoom-tape demo`` serve these rows through the mock server, so that a
-client sees what the live server sends (PROTOCOL.md 1.7, 2.0-2.2, 5.1-5.5) without credentials.
+client sees what the live server sends (docs/protocol.md 1.7, 2.0-2.2, 5.1-5.5) without credentials.
 This module reads no clock, touches no socket or file and runs no event loop: the server driver
 asks :meth:`SimulatedMarket.advance` for everything up to a market time of its choosing. The day's
 calendar is :mod:`replay.sim_calendar`, the book process :mod:`replay.sim_book`, the row encoding
@@ -24,13 +24,13 @@ What a driver can rely on (the acceptance invariants, tested in ``tests/test_sim
   the ``batch`` grid at ``rate_hz`` (0E: ``rate_0e_hz``) times :func:`replay.sim_calendar.rate_factor`
   (x4 at 09:00, quieter at midday, thin NXT pre/after-market). A tick carries at most one row per
   (item, type). Time never goes backwards.
-- **Schedule** (PROTOCOL.md 5.3, half-open windows ``[start, end)``): KRX items (no suffix) and
+- **Schedule** (docs/protocol.md 5.3, half-open windows ``[start, end)``): KRX items (no suffix) and
   ``_AL`` items send 0D in 08:50:00-15:30:00 and 0E in 08:30:00-08:40:00 and 15:40:00-18:00:00;
   ``_NX`` items send 0D in 08:00:00-20:00:00 except the NXT halts 08:50:00-09:00:30 and
   15:20:00-15:30:00, and never 0E. Outside its windows an item is silent.
-- **0D rows** (PROTOCOL.md 2.1): all 163 FIDs of :data:`schemas.fields.FIELDS_0D`, in that order,
+- **0D rows** (docs/protocol.md 2.1): all 163 FIDs of :data:`schemas.fields.FIELDS_0D`, in that order,
   string values, compact JSON. Prices are on the tick grid (5 won for ETFs) and inside the +/-30 % band
-  (PROTOCOL.md 5.5), signed vs the reference price (PROTOCOL.md 2.0). Asks ascend from level 1 and bids
+  (docs/protocol.md 5.5), signed vs the reference price (docs/protocol.md 2.0). Asks ascend from level 1 and bids
   descend, one tick apart; best bid < best ask, the spread one tick or more (wider for thin items and
   just after the open). Non-empty levels form a prefix; the rest are empty: price ``"-0"``, qty ``"0"``
   (thin NXT pre/after-market books, and levels that would fall outside the band). Level quantities stay
@@ -42,13 +42,13 @@ What a driver can rely on (the acceptance invariants, tested in ``tests/test_sim
   13 (cumulative volume, the fills at the touch) never decreases. LP fields 621-640 are ``"0"``;
   6044-6115 are ``"0"`` (6112/6115 ``"0.00"``) except that ``_AL`` items split their levels into KRX and
   NXT parts (6044-6087). 215/216 are ``""``.
-- **0B rows** (PROTOCOL.md 2.3, :mod:`replay.sim_trades`): the book's trades, at most one per item per
+- **0B rows** (docs/protocol.md 2.3, :mod:`replay.sim_trades`): the book's trades, at most one per item per
   tick, just before the item's 0D row of the same tick, which shows the book after it: a buy at the best
   ask or a sell at the best bid (FID 15 signed by the aggressor), or a checkpoint interval's opening print
   (09:00:00 for KRX and ``_AL``: the opening auction). FID 13 rises by ``abs(15)`` and equals the 0D FID
-  13; 16-18 are the day's open/high/low; 14, 620, 1030/1031, 228 follow PROTOCOL.md 2.3's relations.
+  13; 16-18 are the day's open/high/low; 14, 620, 1030/1031, 228 follow docs/protocol.md 2.3's relations.
   KRX and ``_AL`` items trade 09:00-15:20 (and the 15:20 catch-up print); ``_NX`` items in their 0D windows.
-- **0E rows** (PROTOCOL.md 2.2): 21, 131, 132, 135, 136; 132/136 are signed deltas vs the item's
+- **0E rows** (docs/protocol.md 2.2): 21, 131, 132, 135, 136; 132/136 are signed deltas vs the item's
   previous 0E row. The bid total is 0 in the 08:30-08:40 window, as measured.
 
 Usage by a driver::
@@ -143,9 +143,9 @@ class SimulatedMarket:
         """Start a market at market time ``start`` with ``items`` added in order.
 
         ``rate_hz``: mean 0D updates per item per second of market time in mid-morning (~3.6 measured,
-        PROTOCOL.md 2.1; :func:`replay.sim_calendar.rate_factor` shapes the day). ``batch``: the tick grid in
+        docs/protocol.md 2.1; :func:`replay.sim_calendar.rate_factor` shapes the day). ``batch``: the tick grid in
         seconds, a divisor of one second. ``rate_0e_hz``: mean 0E updates per item per second (~0.2
-        measured: PROTOCOL.md 6.5 cites 119 0E frames over 08:30-08:40). ``volatility``: daily standard
+        measured: docs/protocol.md 6.5 cites 119 0E frames over 08:30-08:40). ``volatility``: daily standard
         deviation of the log fair price (large values drive prices to the +/-30 % limits). Raises
         ValueError for a bad number, TypeError for ``items`` given as one string.
         """
@@ -231,7 +231,7 @@ class SimulatedMarket:
             heapq.heapify(self._heap)
 
     def reference_price(self, item: str) -> int:
-        """The previous close (기준가) of ``item``: the base of every price sign (PROTOCOL.md 2.0)."""
+        """The previous close (기준가) of ``item``: the base of every price sign (docs/protocol.md 2.0)."""
         return reference_price_of(item)
 
     def book(self, item: str) -> BookView:

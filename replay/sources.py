@@ -20,7 +20,7 @@ class SimSource:
     """Serves a :class:`SimulatedMarket` in real time scaled by ``speed``.
 
     Market time = the market's start + (clock() - start of :meth:`run`) x speed. Each batch the
-    market makes becomes one frame per client (PROTOCOL.md 1.7: rows of several items in one frame).
+    market makes becomes one frame per client (docs/protocol.md 1.7: rows of several items in one frame).
     """
 
     def __init__(

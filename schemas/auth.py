@@ -1,4 +1,4 @@
-"""The REST token endpoints au10001 (issue) and au10002 (revoke), both sides, sans I/O (PROTOCOL.md 4.3-4.4).
+"""The REST token endpoints au10001 (issue) and au10002 (revoke), both sides, sans I/O (docs/protocol.md 4.3-4.4).
 
 Request (client -> server), ``POST /oauth2/token``, JSON body::
 

@@ -49,7 +49,7 @@ class KiwoomTapeError(Exception):
 
 
 class ProtocolError(KiwoomTapeError):
-    """A message that is not a valid Kiwoom envelope (PROTOCOL.md section 1)."""
+    """A message that is not a valid Kiwoom envelope (docs/protocol.md section 1)."""
 
     def __init__(self, reason: str, text: str | bytes = "") -> None:
         self.reason = reason
@@ -63,7 +63,7 @@ class SessionError(KiwoomTapeError):
 
 
 class TooManyItems(SessionError):
-    """More items than one connection may register (PROTOCOL.md 4.1: 200, whatever the types)."""
+    """More items than one connection may register (docs/protocol.md 4.1: 200, whatever the types)."""
 
     def __init__(self, count: int, limit: int) -> None:
         self.count = count
@@ -75,7 +75,7 @@ class TooManyItems(SessionError):
 
 
 class LoginError(KiwoomTapeError):
-    """The server answered LOGIN with a non-zero return_code (PROTOCOL.md 1.2).
+    """The server answered LOGIN with a non-zero return_code (docs/protocol.md 1.2).
 
     ``renew_token``: whether a new token may fix it, as :func:`schemas.protocol.renews_token` decided.
     """
@@ -92,7 +92,7 @@ class LoginError(KiwoomTapeError):
 
 
 class SessionTakenOver(KiwoomTapeError):
-    """Another session with the same app key took over (SYSTEM R10001, PROTOCOL.md 1.9) and the user asked
+    """Another session with the same app key took over (SYSTEM R10001, docs/protocol.md 1.9) and the user asked
     the recorder to end rather than wait (``record --on-kick exit``)."""
 
     def __init__(self) -> None:

@@ -1,12 +1,12 @@
-"""The 0B, 0D and 0E field tables of PROTOCOL.md section 2, as data.
+"""The 0B, 0D and 0E field tables of docs/protocol.md section 2, as data.
 
 Every real-time row carries ``values``: an object of FID (a decimal string) to a string value.
 This module says, for each FID of 0B (주식체결, 43 keys), 0D (주식호가잔량, 163 keys) and 0E
 (주식시간외호가, 5 keys), its column name in the stored tables, its Korean name, its kind (how the wire
-string is read) and its unit. The tuples are in the official key order of PROTOCOL.md 6.1/6.2/6.5, which
+string is read) and its unit. The tuples are in the official key order of docs/protocol.md 6.1/6.2/6.5, which
 is the order the simulator emits and the order of the stored columns.
 
-Kinds (PROTOCOL.md 2.0):
+Kinds (docs/protocol.md 2.0):
 
 - ``time``: ``HHmmss`` KST, no date (``"165207"``).
 - ``price``: won with a sign that means "vs the reference price", not arithmetic; stored as
@@ -143,7 +143,7 @@ def _build_0d() -> tuple[FieldSpec, ...]:
 
 
 FIELDS_0D: tuple[FieldSpec, ...] = _build_0d()
-"""0D 주식호가잔량, PROTOCOL.md 2.1: 163 FIDs in the official key order of 6.1."""
+"""0D 주식호가잔량, docs/protocol.md 2.1: 163 FIDs in the official key order of 6.1."""
 
 FIELDS_0E: tuple[FieldSpec, ...] = (
     _f(21, "quote_time", "호가시간", Kind.TIME),
@@ -152,7 +152,7 @@ FIELDS_0E: tuple[FieldSpec, ...] = (
     _f(135, "ah_total_bid_qty", "시간외매수호가총잔량", Kind.QTY),
     _f(136, "ah_total_bid_qty_delta", "시간외매수호가총잔량직전대비", Kind.SIGNED, "shares"),
 )
-"""0E 주식시간외호가, PROTOCOL.md 2.2: 5 FIDs, totals only (no price levels)."""
+"""0E 주식시간외호가, docs/protocol.md 2.2: 5 FIDs, totals only (no price levels)."""
 
 FIELDS_0B: tuple[FieldSpec, ...] = (
     _f(20, "trade_time", "체결시간", Kind.TIME),
@@ -199,9 +199,9 @@ FIELDS_0B: tuple[FieldSpec, ...] = (
     _f(852, "short_cost", "대주거래비용", Kind.PCT, "unspecified"),
     _f(9081, "exchange_code", "거래소구분", Kind.CODE),
 )
-"""0B 주식체결, PROTOCOL.md 2.3: 43 FIDs in the official key order of 6.5.
+"""0B 주식체결, docs/protocol.md 2.3: 43 FIDs in the official key order of 6.5.
 
-Kinds where PROTOCOL.md gives no format (marked "—" there) are chosen so that the official and measured
+Kinds where docs/protocol.md gives no format (marked "—" there) are chosen so that the official and measured
 values read cleanly: decimals (``pct``) for rates, costs and 620 (``14 x 1e6 / 13``, not a whole number);
 ``text`` for 1890-1892 (empty in every example, so their format is unknown); ``time`` for 567/568
 (``"000000"`` in the example, stored as 00:00 KST: "not reached"). 290 장구분 is 1 장전 시간외, 2 장중,
@@ -231,7 +231,7 @@ REAL_TYPE_NAMES: dict[str, str] = {
     "0w": "종목프로그램매매",
     "1h": "VI발동/해제",
 }
-"""Real-time type code to the ``name`` Kiwoom puts in each REAL row (PROTOCOL.md 3, 1.7)."""
+"""Real-time type code to the ``name`` Kiwoom puts in each REAL row (docs/protocol.md 3, 1.7)."""
 
 
 def fields_for(real_type: str) -> tuple[FieldSpec, ...]:

@@ -1,4 +1,4 @@
-"""Which codes can be an item of each real-time type (PROTOCOL.md 1.3; spec/realtime-types.json ``item_kind``).
+"""Which codes can be an item of each real-time type (docs/protocol.md 1.3; spec/realtime-types.json ``item_kind``).
 
 Pure: :func:`item_problem` says why ``item`` cannot be registered for ``real_type``, or None. The
 rules, per the spec's ``item_kind`` of each type:
@@ -16,7 +16,7 @@ types                                         item
 ============================================  ====================================================================
 
 Types not listed here (none today) take any item. The real server's answer to a code that breaks these
-rules is undocumented (its REG ACK does not validate codes, PROTOCOL.md 1.4): the mock accepts the
+rules is undocumented (its REG ACK does not validate codes, docs/protocol.md 1.4): the mock accepts the
 REG and sends no data for such a pair.
 """
 

@@ -1,5 +1,5 @@
 """The keys file of ``record --keys`` and ``replay --keys``: a TOML list of app keys, each naming the environment
-variables that hold its app key and secret, never the secret itself (one connection per app key, PROTOCOL.md 1.9,
+variables that hold its app key and secret, never the secret itself (one connection per app key, docs/protocol.md 1.9,
 4.1)::
 
     [[key]]

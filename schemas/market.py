@@ -1,6 +1,6 @@
 """Market facts that both sides need: item codes and venues, tick sizes, the price band, KST dates.
 
-Pure functions (PROTOCOL.md 1.3, 5.5, 5.4); no clocks are read here, callers pass times in.
+Pure functions (docs/protocol.md 1.3, 5.5, 5.4); no clocks are read here, callers pass times in.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ __all__ = [
 ]
 
 KST = dt.timezone(dt.timedelta(hours=9), "KST")
-"""Korea Standard Time, UTC+9 with no daylight saving (PROTOCOL.md 5)."""
+"""Korea Standard Time, UTC+9 with no daylight saving (docs/protocol.md 5)."""
 
 _VENUES = {"": "KRX", "_NX": "NXT", "_AL": "SOR"}
 
-# PROTOCOL.md 5.5: (upper bound exclusive, tick) since 2023-01-25 for KOSPI/KOSDAQ/KONEX.
+# docs/protocol.md 5.5: (upper bound exclusive, tick) since 2023-01-25 for KOSPI/KOSDAQ/KONEX.
 _TICKS: tuple[tuple[int, int], ...] = (
     (2_000, 1),
     (5_000, 5),
@@ -46,7 +46,7 @@ ETF_CODES: frozenset[str] = frozenset(
         "133690",  # TIGER 미국나스닥100
     }
 )
-"""ETF codes known to this package: they trade on the 5-won tick at every price (PROTOCOL.md 5.5).
+"""ETF codes known to this package: they trade on the 5-won tick at every price (docs/protocol.md 5.5).
 
 Whether a code is an ETF is not visible in the code itself (Kiwoom's 종목정보 says it); codes not listed
 here are treated as stocks.
@@ -61,7 +61,7 @@ def is_etf(code: str) -> bool:
 def split_item(item: str) -> tuple[str, str]:
     """Split a subscribed item into (code, venue): ``"005930_NX"`` -> ``("005930", "NXT")``.
 
-    KRX codes have no suffix, ``_NX`` is Nextrade and ``_AL`` is smart order routing (PROTOCOL.md 1.3).
+    KRX codes have no suffix, ``_NX`` is Nextrade and ``_AL`` is smart order routing (docs/protocol.md 1.3).
     An unknown suffix is kept in the code and the venue is ``"KRX"``.
     """
     if len(item) > 3 and item[-3] == "_":
@@ -72,7 +72,7 @@ def split_item(item: str) -> tuple[str, str]:
 
 
 def tick_size(price: int, *, etf: bool = False) -> int:
-    """The KRX tick (호가가격단위) at ``price`` won: the stock table, or 5 won for an ETF (PROTOCOL.md 5.5)."""
+    """The KRX tick (호가가격단위) at ``price`` won: the stock table, or 5 won for an ETF (docs/protocol.md 5.5)."""
     if etf:
         return 5
     for bound, tick in _TICKS:

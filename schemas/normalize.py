@@ -2,7 +2,7 @@
 
 The public entry to five modules, one idea each (every name below is importable from here):
 
-- :mod:`schemas.wirevalues`: how one wire value of a field kind is read (PROTOCOL.md 2.0), :func:`read_value`;
+- :mod:`schemas.wirevalues`: how one wire value of a field kind is read (docs/protocol.md 2.0), :func:`read_value`;
 - :mod:`schemas.columnar`: where each FID of a field table goes in the builders' buffers;
 - :mod:`schemas.rowbuilders`: the typed tables' builders (:class:`OrderbookBuilder`, :class:`AfterhoursBuilder`,
   :class:`TradesBuilder`),
@@ -10,7 +10,7 @@ The public entry to five modules, one idea each (every name below is importable 
 - :mod:`schemas.fastpath`: :func:`read_real_frame`, a well-formed REAL frame read straight from its bytes;
 - :mod:`schemas.logbuilders`: :class:`FrameBuilder` and :class:`EventBuilder` (``frames``, ``events``).
 
-A 0D row as it comes off the wire (PROTOCOL.md 6.1, trimmed)::
+A 0D row as it comes off the wire (docs/protocol.md 6.1, trimmed)::
 
     {"type": "0D", "name": "주식호가잔량", "item": "005930",
      "values": {"21": "165207", "41": "-20800", "61": "82", "81": "0", "51": "-20700", ...,

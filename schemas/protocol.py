@@ -1,6 +1,6 @@
 """The Kiwoom real-time WebSocket protocol, sans I/O: envelopes and both session state machines.
 
-PROTOCOL.md section 1 is the spec. Nothing here touches a socket, a file or an event loop: a driver
+docs/protocol.md section 1 is the spec. Nothing here touches a socket, a file or an event loop: a driver
 feeds received text in with the current monotonic time, asks what to send, and asks for the next
 deadline (when to call :meth:`tick`). ``recorder/`` drives :class:`ClientSession`; ``replay/``
 drives :class:`ServerSession`; tests drive both against each other with no socket at all.
@@ -87,15 +87,15 @@ MOCK_REST_URL = "https://mockapi.kiwoom.com"
 RC_OK = 0
 RC_ERROR = 1
 RC_REG_RATE = 105110
-"""REG/REMOVE sent faster than ~5/s (PROTOCOL.md 1.4)."""
+"""REG/REMOVE sent faster than ~5/s (docs/protocol.md 1.4)."""
 RC_ITEM_CAP = 105115
-"""More than 200 items on one connection (PROTOCOL.md 1.4, 4.1)."""
+"""More than 200 items on one connection (docs/protocol.md 1.4, 4.1)."""
 RC_LOGIN_FAILED = 805004
-"""LOGIN refused; the REST auth code is in the message as ``[CODE=8005, ...]`` (PROTOCOL.md 1.2)."""
+"""LOGIN refused; the REST auth code is in the message as ``[CODE=8005, ...]`` (docs/protocol.md 1.2)."""
 
 MAX_ITEMS_PER_CONNECTION = 200
 AUTH_RETRY_CODES = frozenset({8005, 8031, 8103})
-"""Auth codes after which a client should get a new token and LOGIN again, once (PROTOCOL.md 1.2)."""
+"""Auth codes after which a client should get a new token and LOGIN again, once (docs/protocol.md 1.2)."""
 
 SYSTEM_KICKED = ("R10001", "동일한 App key로 접속이 되었습니다. 기존 세션은 종료가 됩니다")
 SYSTEM_NO_HEARTBEAT = ("R10002", "사용자 프로그램으로부터 Heartbeat(연결유지) 메시지가 오지않아서 접속을 종료합니다")
@@ -119,7 +119,7 @@ def encode(message: dict[str, Any]) -> str:
 
 
 def encode_real_row(real_type: str, item: str, values_json: str, name: str | None = None) -> str:
-    """One REAL row in the measured wire key order ``values, type, name, item`` (PROTOCOL.md 1.7).
+    """One REAL row in the measured wire key order ``values, type, name, item`` (docs/protocol.md 1.7).
 
     ``values_json`` is the already-encoded ``values`` object, so a caller can build it once.
     """
@@ -187,7 +187,8 @@ def reg(
 
 
 def renews_token(return_code: int, return_msg: str) -> bool:
-    """Whether a LOGIN refused with ``return_code`` / ``return_msg`` may succeed with a new token (PROTOCOL.md 1.2).
+    """Whether a LOGIN refused with ``return_code`` / ``return_msg`` may succeed with a new token
+    (docs/protocol.md 1.2).
 
     The one place this is decided: an auth code of :data:`AUTH_RETRY_CODES` as the ``return_code`` or
     embedded as ``[CODE=n]`` in the message. Any other refusal (8001 a bad app key, 8030 real/mock
@@ -230,7 +231,7 @@ class Reg:
 
 @dataclass(frozen=True, slots=True)
 class Remove:
-    """A REMOVE (PROTOCOL.md 1.5). ``data`` None: the whole group (a REMOVE with no ``data``, as real
+    """A REMOVE (docs/protocol.md 1.5). ``data`` None: the whole group (a REMOVE with no ``data``, as real
     clients send); a :class:`Subscription` with no ``items`` (``()``): its types for every item of the group."""
 
     trnm: ClassVar[str] = "REMOVE"
@@ -365,7 +366,7 @@ def decode_client_message(text: str | bytes) -> Message:
         if refresh not in ("0", "1"):
             raise ProtocolError("'refresh' must be \"0\" or \"1\"", text)
         return Reg(grp, refresh, _subscriptions(obj, text))
-    if trnm == "REMOVE":  # data is not required (PROTOCOL.md 1.3): without it, the whole group
+    if trnm == "REMOVE":  # data is not required (docs/protocol.md 1.3): without it, the whole group
         grp = _str_field(obj, "grp_no", text, "1")
         if obj.get("data") is None:
             return Remove(grp, None)
@@ -442,7 +443,7 @@ class ServerConfig:
 
 
 class ServerSession:
-    """One client connection as the Kiwoom server sees it (PROTOCOL.md 1.2-1.8, 4.1).
+    """One client connection as the Kiwoom server sees it (docs/protocol.md 1.2-1.8, 4.1).
 
     Contract for the driver: after every :meth:`receive` or :meth:`tick`, send everything
     :meth:`data_to_send` returns, in order; then, if :attr:`close_request` is set, close the socket
@@ -503,7 +504,7 @@ class ServerSession:
             self._next_ping = now + self.config.ping_interval
 
     def kick(self) -> None:
-        """A second session with the same app key took over (PROTOCOL.md 1.9): R10001, close 1000 "Bye"."""
+        """A second session with the same app key took over (docs/protocol.md 1.9): R10001, close 1000 "Bye"."""
         if self.state is not ServerState.CLOSED:
             self._outbox.append(system(*SYSTEM_KICKED))
             self.state = ServerState.CLOSED
@@ -593,7 +594,7 @@ class ServerSession:
         self._outbox.append(ack("REG"))
 
     def _remove(self, msg: Remove, now: float) -> None:
-        """Three forms, each answered ``return_code`` 0 (PROTOCOL.md 1.4): with no ``data``, the whole
+        """Three forms, each answered ``return_code`` 0 (docs/protocol.md 1.4): with no ``data``, the whole
         group goes; an entry with ``type`` and no ``item`` removes those types for the group's items;
         ``item`` x ``type`` removes those pairs."""
         if self._rate_limited(now):
@@ -717,7 +718,7 @@ class _Pending:
 
 @dataclass
 class ClientSession:
-    """The client side (PROTOCOL.md 1.2-1.8): LOGIN, paced REG batches, PING echo, REAL events.
+    """The client side (docs/protocol.md 1.2-1.8): LOGIN, paced REG batches, PING echo, REAL events.
 
     Contract for the driver: call :meth:`connect` once the socket is open; feed every received text
     frame to :meth:`receive` and handle the returned events; after each call (and at
@@ -818,7 +819,7 @@ class ClientSession:
         if isinstance(msg, Real):
             return [RealData(text, msg.rows)]
         if isinstance(msg, Ping):
-            self._outbox.append(text)  # echo verbatim (PROTOCOL.md 1.6)
+            self._outbox.append(text)  # echo verbatim (docs/protocol.md 1.6)
             return [PingEchoed(msg.text)]
         if isinstance(msg, LoginReply):
             return self._on_login(msg, text, now)

@@ -6,7 +6,7 @@ typed buffers (``array.array`` and ``bytearray``, row-major per type, never list
 :mod:`schemas.tables`, then starts over. After ``flush()`` the builder is empty and reusable; the batch
 it returned owns its memory.
 
-A 0D row as it comes off the wire (PROTOCOL.md 6.1, trimmed)::
+A 0D row as it comes off the wire (docs/protocol.md 6.1, trimmed)::
 
     {"type": "0D", "name": "주식호가잔량", "item": "005930",
      "values": {"21": "165207", "41": "-20800", "61": "82", "81": "0", "51": "-20700", ...,
@@ -314,7 +314,7 @@ class _RealTableBuilder:
         ]
         for _spec, typ, buf, j in p.order:
             if buf == "price":  # NULL <=> 0 (missing and invalid prices are stored as 0)
-                # abs() here, for the whole column: append_parsed() keeps the wire's sign (PROTOCOL.md 2.0)
+                # abs() here, for the whole column: append_parsed() keeps the wire's sign (docs/protocol.md 2.0)
                 prices = pc.abs(pa.Array.from_buffers(typ, n, [None, pa.py_buffer(self._price[j::a])]))
                 bitmap = pc.not_equal(prices, 0).buffers()[1]
                 cols.append(pa.Array.from_buffers(typ, n, [bitmap, prices.buffers()[1]]))
@@ -337,21 +337,21 @@ class _RealTableBuilder:
 
 
 class OrderbookBuilder(_RealTableBuilder):
-    """Rows of 0D 주식호가잔량 (PROTOCOL.md 2.1) -> batches of :data:`schemas.tables.ORDERBOOK`."""
+    """Rows of 0D 주식호가잔량 (docs/protocol.md 2.1) -> batches of :data:`schemas.tables.ORDERBOOK`."""
 
     _fields = FIELDS_0D
     _schema = ORDERBOOK
 
 
 class AfterhoursBuilder(_RealTableBuilder):
-    """Rows of 0E 주식시간외호가 (PROTOCOL.md 2.2) -> batches of :data:`schemas.tables.AFTERHOURS`."""
+    """Rows of 0E 주식시간외호가 (docs/protocol.md 2.2) -> batches of :data:`schemas.tables.AFTERHOURS`."""
 
     _fields = FIELDS_0E
     _schema = AFTERHOURS
 
 
 class TradesBuilder(_RealTableBuilder):
-    """Rows of 0B 주식체결 (PROTOCOL.md 2.3) -> batches of :data:`schemas.tables.TRADES`."""
+    """Rows of 0B 주식체결 (docs/protocol.md 2.3) -> batches of :data:`schemas.tables.TRADES`."""
 
     _fields = FIELDS_0B
     _schema = TRADES

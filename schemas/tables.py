@@ -3,9 +3,9 @@
 Five tables, each a Hive-partitioned Parquet dataset (see :mod:`schemas.layout`)::
 
     frames      every WebSocket message, both directions, verbatim (LOGIN with its token redacted)
-    orderbook   one row per 0D data row (PROTOCOL.md 2.1): key columns, the 163 FIDs, flags
-    afterhours  one row per 0E data row (PROTOCOL.md 2.2): key columns, the 5 FIDs, flags
-    trades      one row per 0B data row (PROTOCOL.md 2.3): key columns, the 43 FIDs, flags
+    orderbook   one row per 0D data row (docs/protocol.md 2.1): key columns, the 163 FIDs, flags
+    afterhours  one row per 0E data row (docs/protocol.md 2.2): key columns, the 5 FIDs, flags
+    trades      one row per 0B data row (docs/protocol.md 2.3): key columns, the 43 FIDs, flags
     events      connect, login, reg_ack, disconnect, gap_start/gap_end, recovery, ...
 
 The schemas are public API: a change of a column's name, type or meaning bumps :data:`SCHEMA_VERSION`.
@@ -14,7 +14,7 @@ Each schema carries the key-value metadata ``kiwoom_tape.schema_version``, ``kiw
 ``description`` always, and ``fid``, ``korean``, ``kind``, ``unit`` where they apply.
 
 Column types of the FID columns, by :class:`schemas.fields.Kind` (how :mod:`schemas.normalize` reads the
-wire strings of PROTOCOL.md 2.0):
+wire strings of docs/protocol.md 2.0):
 
 ==========  =====================================  ==============================================
 kind        Arrow type                             stored value
@@ -221,13 +221,13 @@ def _flags() -> pa.Field:
 
 
 ORDERBOOK: Final = _schema("orderbook", [*_key_fields(), *map(_fid_field, FIELDS_0D), _flags()])
-"""0D 주식호가잔량 rows (PROTOCOL.md 2.1): key columns, one column per FID in official order, flags."""
+"""0D 주식호가잔량 rows (docs/protocol.md 2.1): key columns, one column per FID in official order, flags."""
 
 AFTERHOURS: Final = _schema("afterhours", [*_key_fields(), *map(_fid_field, FIELDS_0E), _flags()])
-"""0E 주식시간외호가 rows (PROTOCOL.md 2.2): key columns, one column per FID, flags."""
+"""0E 주식시간외호가 rows (docs/protocol.md 2.2): key columns, one column per FID, flags."""
 
 TRADES: Final = _schema("trades", [*_key_fields(), *map(_fid_field, FIELDS_0B), _flags()])
-"""0B 주식체결 rows (PROTOCOL.md 2.3): key columns, one column per FID in official order (6.5), flags."""
+"""0B 주식체결 rows (docs/protocol.md 2.3): key columns, one column per FID in official order (6.5), flags."""
 
 EVENTS: Final = _schema(
     "events",
@@ -305,7 +305,7 @@ def redact_login(text: str) -> str:
     """The LOGIN frame ``text`` with its token value replaced by ``"***"``; any other text unchanged.
 
     ``{"trnm": "LOGIN", "token": "eyJ..."}`` -> ``{"trnm": "LOGIN", "token": "***"}`` with the rest of
-    the text kept byte for byte (PROTOCOL.md 1.1; DESIGN.md: tokens never reach disk). A text counts as a
+    the text kept byte for byte (docs/protocol.md 1.1; DESIGN.md: tokens never reach disk). A text counts as a
     LOGIN if it parses to an object with ``trnm == "LOGIN"``, or, when it does not parse at all, if it
     mentions ``LOGIN`` (a truncated LOGIN frame is still redacted). Every ``"token"`` key is redacted,
     whatever its value's type. Never raises.

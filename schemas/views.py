@@ -9,7 +9,7 @@ Views and macros, in the order :func:`catalog_statements` creates them::
     trades, events                          plus the Hive partition column ``date`` (KST trading date)
                                             and ``minute`` (``recv_ts`` floored to the minute); ``trades``
                                             adds ``side`` and ``qty`` (:data:`DERIVED_COLUMNS`)
-    krx_tick_size(price)                    the KRX tick at a price (PROTOCOL.md 5.5)
+    krx_tick_size(price)                    the KRX tick at a price (docs/protocol.md 5.5)
     krx_tick_index(price)                   the number of ticks from 0 to a price on the KRX ladder
     quotes                                  per orderbook row: ``minute``, best bid/ask, mid, spread (won,
                                             ticks), microprice, depth imbalance
@@ -88,7 +88,7 @@ seconds), so grouping by it costs what grouping by an integer does. It is comput
 microseconds, not the files' nanoseconds: the cast rounds, a row stamped 09:00:59.9999996 shows as
 09:01:00.000000, and so it is in the 09:01 bucket. (``//`` truncates: right for times after 1970.)"""
 
-# PROTOCOL.md 5.5, the KRX tick table since 2023-01-25: (upper bound exclusive, tick); 1,000 above.
+# docs/protocol.md 5.5, the KRX tick table since 2023-01-25: (upper bound exclusive, tick); 1,000 above.
 # Kept here as data for the SQL; tests/test_catalog.py checks it against schemas.market.tick_size.
 _TICK_BANDS: Final = ((2_000, 1), (5_000, 5), (20_000, 10), (50_000, 50), (200_000, 100), (500_000, 500))
 _TOP_TICK: Final = 1_000
@@ -144,7 +144,7 @@ DERIVED_COLUMNS: Final[dict[str, tuple[tuple[str, str, str], ...]]] = {
 }
 """Columns a table's view adds after ``date`` and ``minute``: table -> (name, DuckDB type, SQL over the row).
 
-``trades.side`` is the aggressor side, from the sign of FID 15 거래량 (PROTOCOL.md 2.3: "+는 매수체결, -는
+``trades.side`` is the aggressor side, from the sign of FID 15 거래량 (docs/protocol.md 2.3: "+는 매수체결, -는
 매도체결"): ``'buy'`` (a buyer took the ask), ``'sell'`` (a seller hit the bid), NULL for 0 or NULL;
 ``trades.qty`` is the traded quantity, ``abs(trade_qty)``."""
 
@@ -200,7 +200,7 @@ def _tick_macros() -> str:
 
 
 TICK_MACROS_SQL: Final = _tick_macros()
-"""``krx_tick_size(price)`` (PROTOCOL.md 5.5) and ``krx_tick_index(price)``: the position of a price on
+"""``krx_tick_size(price)`` (docs/protocol.md 5.5) and ``krx_tick_index(price)``: the position of a price on
 the KRX ladder, so that ``krx_tick_index(ask) - krx_tick_index(bid)`` counts ticks across band edges
 (49,950 -> 50,100 is 2 ticks: 50 then 100 won). Exact for prices on the grid; off-grid prices floor."""
 
@@ -288,7 +288,7 @@ FROM frames AS f,
      LATERAL (SELECT unnest(range(1, len(d) + 1)) AS i, unnest(d) AS r
               FROM (SELECT CAST(f.text->'$.data' AS JSON[]) AS d)) AS u
 WHERE f.direction = 'in' AND f.trnm = 'REAL' AND f.parse_error IS NULL"""
-"""One row per row of every REAL frame received, of any type (PROTOCOL.md 1.7, 3): ``recv_ts``, ``run_id``,
+"""One row per row of every REAL frame received, of any type (docs/protocol.md 1.7, 3): ``recv_ts``, ``run_id``,
 ``frame_seq`` (= ``frames.seq``), ``row_idx``, ``item``, ``type``, ``name``, ``values`` (a
 ``MAP(VARCHAR, VARCHAR)`` of FID to the wire string, in the wire's order: ``"values"['10']``), ``date``,
 ``minute``. Types without a table of their own (0H, 1h, ...) are queried here; ``row_idx`` matches the
@@ -330,7 +330,7 @@ midnight, so ``'1 day'`` bars are trading days; ``bar_start`` is that bucket's s
 are the first and last trade prices in receive order (``recv_ts``, then the frame and row),
 ``high``/``low`` the extremes, ``volume`` the shares traded (``sum(abs(FID 15))``), ``vwap`` the
 volume-weighted price, ``trades`` the number of 0B rows, ``buy_volume``/``sell_volume`` the volume by
-aggressor side (the sign of FID 15, PROTOCOL.md 2.3). Rows without a price, quantity or time are left out.
+aggressor side (the sign of FID 15, docs/protocol.md 2.3). Rows without a price, quantity or time are left out.
 Computed in integer arithmetic (no ICU), like :data:`MINUTE_SQL`."""
 
 

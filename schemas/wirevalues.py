@@ -1,4 +1,4 @@
-"""Wire values: how one Kiwoom REAL value of a field kind is read and stored (PROTOCOL.md 2.0).
+"""Wire values: how one Kiwoom REAL value of a field kind is read and stored (docs/protocol.md 2.0).
 
 How each wire value is read (:func:`read_value` is the reference; the fast path must agree with it):
 
@@ -9,7 +9,7 @@ How each wire value is read (:func:`read_value` is the reference; the fast path 
 - ``qty``: unsigned digits, a ``+`` tolerated, ``"-0"`` is 0; a negative quantity is invalid.
 - ``signed``: ``[+-]digits``. ``code``: ``[+-]digits`` within int8. ``pct``: a finite decimal.
 - ``time``: 6 ASCII digits ``HHmmss`` (a valid time of day), combined with the KST date of the receive
-  time (PROTOCOL.md 5.4; nothing trades across midnight KST).
+  time (docs/protocol.md 5.4; nothing trades across midnight KST).
 - ``text``: verbatim.
 - Only ASCII digits count; no underscores, exponents, ``nan`` or ``inf``. A value out of the column
   type's range is invalid.

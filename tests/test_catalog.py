@@ -3,7 +3,7 @@
 The recording is made once per module by the real recorder against the mock server on loopback
 (``kiwoom_tape.demo.record_simulation``), with the clock at 15:29:50 so KRX 0D, NXT 0D and 0E all flow.
 Every expected number is computed here independently: from the files with pyarrow, or from the raw
-frame text with PROTOCOL.md 2.0 and 5.5 read naively.
+frame text with docs/protocol.md 2.0 and 5.5 read naively.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def read_table(root: Path, name: str) -> list[dict[str, Any]]:
 
 
 def ticks_between(lo: int, hi: int) -> int:
-    """Ticks from ``lo`` up to ``hi`` walking the KRX ladder one tick at a time (PROTOCOL.md 5.5)."""
+    """Ticks from ``lo`` up to ``hi`` walking the KRX ladder one tick at a time (docs/protocol.md 5.5)."""
     n, p = 0, lo
     while p < hi:
         p += tick_size(p)

@@ -1,7 +1,7 @@
-"""The 0B/0D/0E field tables of ``schemas/fields.py`` against PROTOCOL.md sections 2.1-2.3, 3, 6.1 and 6.5.
+"""The 0B/0D/0E field tables of ``schemas/fields.py`` against docs/protocol.md sections 2.1-2.3, 3, 6.1 and 6.5.
 
 The FID lists are checked twice: against an order written out here (the official key order of the 0D
-example, PROTOCOL.md 6.1), and against the tables of PROTOCOL.md itself, parsed, when the file is there.
+example, docs/protocol.md 6.1), and against the tables of docs/protocol.md itself, parsed, when the file is there.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from schemas.fields import (
     fields_for,
 )
 
-PROTOCOL_MD = Path(__file__).resolve().parents[2] / "shared" / "PROTOCOL.md"
+PROTOCOL_MD = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 
 
 def official_0d_order() -> list[int]:
-    """PROTOCOL.md 6.1: 21; per level 41,61,81,51,71,91; totals and expected; LP 621/631 interleaved; ..."""
+    """docs/protocol.md 6.1: 21; per level 41,61,81,51,71,91; totals and expected; LP 621/631 interleaved; ..."""
     order = [21]
     for n in range(10):
         order += [41 + n, 61 + n, 81 + n, 51 + n, 71 + n, 91 + n]
@@ -77,7 +77,7 @@ def test_0d_level_fields() -> None:
         assert by_fid[str(60 + n)].kind is by_fid[str(70 + n)].kind is Kind.QTY
         assert by_fid[str(80 + n)].kind is by_fid[str(90 + n)].kind is Kind.SIGNED
     assert by_fid["21"].kind is Kind.TIME
-    # PROTOCOL.md 2.0: signed deltas, percentages with 2 places, sign codes
+    # docs/protocol.md 2.0: signed deltas, percentages with 2 places, sign codes
     assert by_fid["122"].kind is by_fid["126"].kind is by_fid["128"].kind is by_fid["138"].kind is Kind.SIGNED
     assert by_fid["129"].kind is by_fid["139"].kind is by_fid["201"].kind is by_fid["295"].kind is Kind.PCT
     assert by_fid["238"].kind is by_fid["293"].kind is Kind.CODE
@@ -125,12 +125,12 @@ def test_real_type_names() -> None:
     assert REAL_TYPE_NAMES["0D"] == "주식호가잔량"
     assert REAL_TYPE_NAMES["0E"] == "주식시간외호가"
     assert REAL_TYPE_NAMES["0B"] == "주식체결"
-    assert REAL_TYPE_NAMES["04"] == "현물잔고"  # the row name, not "잔고" (PROTOCOL.md 1.7)
+    assert REAL_TYPE_NAMES["04"] == "현물잔고"  # the row name, not "잔고" (docs/protocol.md 1.7)
     assert {"0g", "0m", "0s", "0u", "0w", "1h"} <= set(REAL_TYPE_NAMES)
 
 
 # ==================================================================================================
-# Against PROTOCOL.md itself
+# Against docs/protocol.md itself
 
 _ROW = re.compile(r"^\| `(\d+)`(?:\s*[–-]\s*`(\d+)`)? \| ([^|]+?) \| `([^`]+)` \|")
 
@@ -213,14 +213,14 @@ def test_real_type_names_match_protocol_md_3() -> None:
     rows = dict(re.findall(r"^\| `(\w\w)` \| ([^|]+?) \|", section, flags=re.MULTILINE))
     assert set(rows) == set(REAL_TYPE_NAMES)
     for code, name in rows.items():
-        if code != "04":  # the table says 잔고; REAL rows say 현물잔고 (PROTOCOL.md 1.7)
+        if code != "04":  # the table says 잔고; REAL rows say 현물잔고 (docs/protocol.md 1.7)
             assert REAL_TYPE_NAMES[code] == name, code
 
 
 # ==================================================================================================
-# 0B, against PROTOCOL.md 2.3 and 6.5 and spec/realtime-types.json
+# 0B, against docs/protocol.md 2.3 and 6.5 and spec/realtime-types.json
 
-SPEC_JSON = PROTOCOL_MD.parent / "spec" / "realtime-types.json"
+SPEC_JSON = Path(__file__).resolve().parents[2] / "shared" / "spec" / "realtime-types.json"
 
 
 def test_0b_matches_protocol_md_2_3() -> None:
@@ -261,7 +261,7 @@ def test_0b_kinds_and_units() -> None:
     assert [fid for fid, f in by_fid.items() if f.kind is Kind.PRICE] == ["10", "27", "28", "16", "17", "18"]
     assert by_fid["15"].kind is Kind.SIGNED and "+" in by_fid["15"].unit  # the sign is the aggressor side
     assert by_fid["13"].kind is Kind.QTY and by_fid["13"].unit == "shares"
-    assert by_fid["14"].unit == "million KRW"  # 백만원 (PROTOCOL.md 2.3)
+    assert by_fid["14"].unit == "million KRW"  # 백만원 (docs/protocol.md 2.3)
     assert by_fid["1313"].unit == "thousand KRW"  # 천원 (hoga-ops)
     assert by_fid["311"].unit == "100 million KRW"  # 억원
     assert by_fid["25"].kind is by_fid["290"].kind is by_fid["9081"].kind is Kind.CODE

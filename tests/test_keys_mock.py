@@ -1,4 +1,4 @@
-"""The mock server allows one connection per app key, as Kiwoom does (PROTOCOL.md 1.9, 4.1), and takes its own
+"""The mock server allows one connection per app key, as Kiwoom does (docs/protocol.md 1.9, 4.1), and takes its own
 credentials from KIWOOM_REPLAY_APPKEY / KIWOOM_REPLAY_SECRETKEY, never from the user's real KIWOOM_APPKEY."""
 
 from __future__ import annotations

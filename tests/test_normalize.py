@@ -1,6 +1,6 @@
 """Normalization (``schemas/normalize.py``): wire rows -> typed columns, checked value by value.
 
-Literal rows from PROTOCOL.md 6.1-6.4, an in-memory Parquet round trip, and property tests: any dict is
+Literal rows from docs/protocol.md 6.1-6.4, an in-memory Parquet round trip, and property tests: any dict is
 accepted without raising, the fast path agrees with the per-value reference (:func:`read_value`), and
 well-formed values read back as ``abs(int(...))`` and friends.
 """
@@ -49,7 +49,7 @@ SEOUL = dt.timezone(dt.timedelta(hours=9))
 # to_pylist() can give datetimes)
 RECV_NS = int(dt.datetime(2026, 7, 16, 16, 52, 7, tzinfo=SEOUL).timestamp()) * 1_000_000_000 + 123_456_000
 
-# PROTOCOL.md 6.1, verbatim, completed with the elided '0' runs 6044-6087 and 6100-6115.
+# docs/protocol.md 6.1, verbatim, completed with the elided '0' runs 6044-6087 and 6100-6115.
 OFFICIAL_0D: dict[str, str] = {
     "21": "165207",
     "41": "-20800", "61": "82", "81": "0", "51": "-20700", "71": "23847", "91": "0",
@@ -75,7 +75,7 @@ OFFICIAL_0D: dict[str, str] = {
     **{str(fid): "0" for fid in range(6100, 6116)},
 }  # fmt: skip
 
-# PROTOCOL.md 6.3 (trimmed fixture of a measured KRX row) and 6.4 (NXT after-market, empty levels "-0").
+# docs/protocol.md 6.3 (trimmed fixture of a measured KRX row) and 6.4 (NXT after-market, empty levels "-0").
 MEASURED_KRX = {
     "21": "135622",
     "41": "+6500", "42": "+6510", "43": "+6520", "44": "+6530", "45": "+6540",

@@ -1,4 +1,4 @@
-"""The sans-I/O protocol core, without sockets (PROTOCOL.md section 1 and 4.1).
+"""The sans-I/O protocol core, without sockets (docs/protocol.md section 1 and 4.1).
 
 In the style of python-websockets' protocol tests: literal frames go in, and the tests assert the events
 that come out and the exact frames queued for sending. :class:`Wire` drives a :class:`ClientSession`
@@ -45,7 +45,7 @@ from schemas.protocol import (
     decode_server_message,
 )
 
-# -- literal frames, as Kiwoom sends them (PROTOCOL.md section 1)
+# -- literal frames, as Kiwoom sends them (docs/protocol.md section 1)
 
 LOGIN = '{"trnm":"LOGIN","token":"tok"}'
 LOGIN_OK = '{"trnm":"LOGIN","return_code":0,"return_msg":"","sor_yn":"Y"}'
@@ -206,7 +206,7 @@ def test_envelope_builders_emit_the_exact_frames() -> None:
     assert p.reg(["005930", "039490_NX"], ["0D", "0E"]) == (
         '{"trnm":"REG","grp_no":"1","refresh":"1","data":[{"item":["005930","039490_NX"],"type":["0D","0E"]}]}'
     )
-    # REMOVE carries no refresh ("해지(REMOVE)시 값 불필요", PROTOCOL.md 1.3)
+    # REMOVE carries no refresh ("해지(REMOVE)시 값 불필요", docs/protocol.md 1.3)
     assert p.reg(["005930"], ["0D"], grp_no="3", trnm="REMOVE") == (
         '{"trnm":"REMOVE","grp_no":"3","data":[{"item":["005930"],"type":["0D"]}]}'
     )
@@ -286,7 +286,7 @@ def test_decode_client_messages() -> None:
 
 
 def test_decode_client_reg_tolerances() -> None:
-    # account-level / market-wide types: item [""] or no item at all (PROTOCOL.md 1.3)
+    # account-level / market-wide types: item [""] or no item at all (docs/protocol.md 1.3)
     msg = decode_client_message('{"trnm":"REG","grp_no":"2","refresh":"1","data":[{"item":[""],"type":["00"]}]}')
     assert isinstance(msg, p.Reg) and msg.data == (Subscription(("",), ("00",)),)
     msg = decode_client_message('{"trnm":"REG","grp_no":"2","refresh":"1","data":[{"item":[],"type":["1h"]}]}')
@@ -302,7 +302,7 @@ def test_decode_client_reg_tolerances() -> None:
 
 
 # ==================================================================================================
-# LOGIN (PROTOCOL.md 1.1, 1.2)
+# LOGIN (docs/protocol.md 1.1, 1.2)
 
 
 def test_login_ok_exact_reply_and_ping_schedule_starts() -> None:
@@ -370,7 +370,7 @@ def test_empty_token_refused_by_default(token: str) -> None:
 @pytest.mark.parametrize(
     ("frame", "auth_code", "renew"),
     [
-        # the CLI test fixture of PROTOCOL.md 1.2, with spaces
+        # the CLI test fixture of docs/protocol.md 1.2, with spaces
         (
             '{"trnm": "LOGIN", "return_code": 805004, '
             '"return_msg": "토큰 인증에 실패했습니다 [CODE=8005, MESSAGE=Token이 유효하지 않습니다]"}',
@@ -457,7 +457,7 @@ def test_second_login_on_an_open_session_is_acknowledged() -> None:
 
 
 # ==================================================================================================
-# REG / REMOVE (PROTOCOL.md 1.3-1.5, 4.1)
+# REG / REMOVE (docs/protocol.md 1.3-1.5, 4.1)
 
 
 def test_reg_ack_is_exact_and_carries_no_data() -> None:
@@ -595,7 +595,7 @@ def test_unknown_type_gets_return_code_1_and_nothing_applied() -> None:
 
 
 def test_reg_does_not_validate_item_codes() -> None:
-    server = open_server()  # "garbage codes get return_code 0" (PROTOCOL.md 1.4)
+    server = open_server()  # "garbage codes get return_code 0" (docs/protocol.md 1.4)
     assert reply(server, reg_text(["쓰레기", "!!!"]), 1.0) == [REG_OK]
 
 
@@ -858,7 +858,7 @@ def test_client_has_no_deadline_once_the_server_said_goodbye() -> None:
 
 
 # ==================================================================================================
-# PING (PROTOCOL.md 1.6, 4.1)
+# PING (docs/protocol.md 1.6, 4.1)
 
 
 def test_server_pings_every_interval_after_login() -> None:
@@ -960,7 +960,7 @@ def test_one_echo_resets_the_missed_count() -> None:
 
 
 # ==================================================================================================
-# REAL (PROTOCOL.md 1.7)
+# REAL (docs/protocol.md 1.7)
 
 OFFICIAL_0D_VALUES = {
     "21": "165207",
@@ -1048,7 +1048,7 @@ def test_wire_server_real_frame_reaches_client() -> None:
 
 
 # ==================================================================================================
-# SYSTEM and kick (PROTOCOL.md 1.8, 1.9)
+# SYSTEM and kick (docs/protocol.md 1.8, 1.9)
 
 
 @pytest.mark.parametrize(
@@ -1086,7 +1086,7 @@ def test_other_system_frames_are_not_terminal(frame: str, code: str, message: st
 
 
 def test_system_between_login_ack_and_reg_ack() -> None:
-    # "prod 실측 순서: LOGIN ack -> SYSTEM -> REG ack" (PROTOCOL.md 1.2)
+    # "prod 실측 순서: LOGIN ack -> SYSTEM -> REG ack" (docs/protocol.md 1.2)
     client = ClientSession(token="tok")
     client.subscribe(["005930"], ["0D"])
     client.connect(0.0)
@@ -1401,7 +1401,7 @@ def test_any_str_including_surrogates(garbage: str) -> None:
         open_client().receive(frame, 0.5)
 
 
-# REMOVE in the forms real clients send (issue 11 item 4; PROTOCOL.md 1.3-1.5)
+# REMOVE in the forms real clients send (issue 11 item 4; docs/protocol.md 1.3-1.5)
 
 
 def test_remove_with_only_grp_no_removes_the_whole_group_and_leaves_the_others() -> None:

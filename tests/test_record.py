@@ -35,7 +35,7 @@ from schemas.fields import FIELDS_0D, FIELDS_0E, Kind
 from schemas.market import KST, kst_date_of_ns
 
 ITEMS = ["005930", "000660", "005930_NX"]
-# 15:29:50 at 120x: KRX 0D until 15:30, NXT 0D from 15:30, KRX 0E from 15:40 (PROTOCOL.md 5.3)
+# 15:29:50 at 120x: KRX 0D until 15:30, NXT 0D from 15:30, KRX 0E from 15:40 (docs/protocol.md 5.3)
 SIM_START = 15 * 3600 + 29 * 60 + 50
 SPEED = 120.0
 
@@ -70,7 +70,7 @@ async def record_for(
 
 
 def _expected(kind: Kind, raw: str, date: dt.date) -> Any:
-    """An independent, naive reading of PROTOCOL.md 2.0 to check the normalizer against."""
+    """An independent, naive reading of docs/protocol.md 2.0 to check the normalizer against."""
     s = raw.strip()
     if kind is Kind.PRICE:
         return None if s in ("", "-0", "0", "+0") else abs(int(s))

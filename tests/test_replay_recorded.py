@@ -49,7 +49,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 NS = 1_000_000_000
 TIMEOUT = 30.0
 
-# 15:29:30 at 150x for ~5 s: 005930 KRX 0D until 15:30, _NX 0D throughout, KRX 0E from 15:40 (PROTOCOL.md 5.3)
+# 15:29:30 at 150x for ~5 s: 005930 KRX 0D until 15:30, _NX 0D throughout, KRX 0E from 15:40 (docs/protocol.md 5.3)
 SIM_START = 15 * 3600 + 29 * 60 + 30
 SIM_SPEED = 150.0
 RECORD_SECONDS = 5.3

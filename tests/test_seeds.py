@@ -23,7 +23,7 @@ from replay.sources import SimSource
 def test_official_sample_client_runs_unchanged(seed: Path, tmp_path: Path) -> None:
     doc = seed.read_text(encoding="utf-8")
     real_type = seed_type(doc)
-    # 0D flows in the regular session; 0E from 15:40 (PROTOCOL.md 5.3)
+    # 0D flows in the regular session; 0E from 15:40 (docs/protocol.md 5.3)
     start = 9 * 3600 if real_type == "0D" else 15 * 3600 + 39 * 60 + 50
 
     async def main() -> str:

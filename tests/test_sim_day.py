@@ -1,8 +1,8 @@
-"""A whole simulated trading day, every row checked (issue 11; PROTOCOL.md 2.0-2.2, 5.1-5.5).
+"""A whole simulated trading day, every row checked (issue 11; docs/protocol.md 2.0-2.2, 5.1-5.5).
 
 The day runs in process from 07:50 to 20:10 for a large cap (005930), an ETF (069500, 5-won tick), a
 cheap thin stock, a >= 500,000-won stock (207940) and an NXT twin (005930_NX). The facts are re-derived
-here from PROTOCOL.md (windows, tick table, band) rather than imported from the simulator. The day runs
+here from docs/protocol.md (windows, tick table, band) rather than imported from the simulator. The day runs
 at a quarter of the live rate so that it stays well under a minute; rates are checked relative to it.
 """
 
@@ -28,7 +28,7 @@ def hms(h: int, m: int = 0, s: int = 0) -> int:
     return h * 3600 + m * 60 + s
 
 
-# PROTOCOL.md 5.3 as literal data: [start, end) windows per (venue, type); 5.1: the KRX auctions.
+# docs/protocol.md 5.3 as literal data: [start, end) windows per (venue, type); 5.1: the KRX auctions.
 WINDOWS = {
     ("KRX", "0D"): [(hms(8, 50), hms(15, 30))],
     ("NXT", "0D"): [(hms(8), hms(8, 50)), (hms(9, 0, 30), hms(15, 20)), (hms(15, 30), hms(20))],
@@ -153,7 +153,7 @@ def day() -> Day:
         elif row.type == "0E":
             ask, bid = int(v["131"]), int(v["135"])
             assert 0 < ask < 10**9 and 0 <= bid < 10**9
-            assert (bid == 0) == (t < hms(12)), "the pre-market bid total is 0 (PROTOCOL.md 5.3)"
+            assert (bid == 0) == (t < hms(12)), "the pre-market bid total is 0 (docs/protocol.md 5.3)"
             pa, pb = prev_0e.get(row.item, (0, 0))
             assert int(v["132"]) == ask - pa and int(v["136"]) == bid - pb
             prev_0e[row.item] = (ask, bid)
@@ -218,7 +218,7 @@ def test_spreads_like_the_live_book(day: Day) -> None:
 
 
 def test_the_etf_quotes_on_the_5_won_grid(day: Day) -> None:
-    """069500 levels are 5 won apart (PROTOCOL.md 5.5), not the 50-won stock tick at its price."""
+    """069500 levels are 5 won apart (docs/protocol.md 5.5), not the 50-won stock tick at its price."""
     market = SimulatedMarket(seed=3, items=["069500"], start=hms(10), rate_hz=RATE)
     rows = [r.values for tick in market.advance(hms(10, 2)) for r in tick.rows if r.type == "0D"]
     prices = {abs(int(v[str(41 + i)])) for v in rows for i in range(10)}
@@ -312,7 +312,7 @@ def test_any_add_time_gives_the_same_rows(
 
 
 def test_etfs_quote_on_the_5_won_grid_in_schemas_market() -> None:
-    """PROTOCOL.md 5.5: ETFs keep a 5-won tick at every price; stocks follow the table."""
+    """docs/protocol.md 5.5: ETFs keep a 5-won tick at every price; stocks follow the table."""
     assert is_etf("069500") and is_etf("069500_NX") and not is_etf("005930")
     assert tick_size(35_215, etf=True) == 5 and tick_size(35_215) == 50 and tick_size(600_000, etf=True) == 5
     assert on_tick_grid(35_215, etf=True) and not on_tick_grid(35_215)

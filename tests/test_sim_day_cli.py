@@ -2,7 +2,7 @@
 
 ``replay --simulate --sim-start 08:00 --speed 600`` recorded by ``record --types 0D,0E --duration 72s``, then
 ``kiwoom-tape verify`` passes with no flagged row and the recorded day looks like a trading day
-(PROTOCOL.md 5.3, 5.5): more than 10 h of market time, bounded quantities, level totals, the KRX silence
+(docs/protocol.md 5.3, 5.5): more than 10 h of market time, bounded quantities, level totals, the KRX silence
 after 15:30, the ETF's 5-won levels, and 0E rows.
 """
 

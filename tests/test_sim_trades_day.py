@@ -1,11 +1,11 @@
-"""A whole simulated day of trades, every 0B row checked against the book and PROTOCOL.md (issue 13).
+"""A whole simulated day of trades, every 0B row checked against the book and docs/protocol.md (issue 13).
 
 The day runs 07:50-20:10 for a large cap, an ETF, an NXT twin and an SOR item at a quarter of the live
 0D rate (as tests/test_sim_day.py). Each 0B row is checked against the item's 0D rows: the trade is at the
 touch of the book in force (a buy at the best ask, a sell at the best bid) and takes its quantity from that
 level, the 0D row of the same tick follows it and shows it; FID 13 rises by exactly ``abs(FID 15)`` and is
 the 0D FID 13 at every moment; 16/17/18, 10/11/12/25, 14/620, 228/1030/1031, 290 and 9081 are re-derived
-here from PROTOCOL.md 2.0, 2.3, 5.1-5.3 and the trades seen so far.
+here from docs/protocol.md 2.0, 2.3, 5.1-5.3 and the trades seen so far.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def hms(h: int, m: int = 0, s: int = 0) -> int:
 ITEMS = ["005930", "069500", "005930_NX", "000660_AL"]
 RATE = 0.9
 START, END = hms(7, 50), hms(20, 10)
-# PROTOCOL.md 5.3: when each venue trades (KRX: continuous 09:00-15:20, with the catch-up print at 15:20:0x)
+# docs/protocol.md 5.3: when each venue trades (KRX: continuous 09:00-15:20, with the catch-up print at 15:20:0x)
 TRADES_IN = {
     "KRX": [(hms(9), hms(15, 20, 30))],
     "SOR": [(hms(9), hms(15, 20, 30))],
@@ -91,7 +91,7 @@ def check_trade(item: str, t: float, v: dict[str, str], book: dict[str, str], pr
     # cumulative volume: rises by each trade, and is the 0D FID 13 of the same tick
     st.volume += abs(qty)
     assert int(v["13"]) == st.volume == int(book["13"]), (item, t)
-    # price vs the reference (PROTOCOL.md 2.0)
+    # price vs the reference (docs/protocol.md 2.0)
     diff = price - ref
     assert v["10"] == signed(price, ref) and v["11"] == (f"{diff:+d}" if diff else "0")
     assert v["12"] == pct2(diff * 100 / ref, True)
@@ -107,7 +107,7 @@ def check_trade(item: str, t: float, v: dict[str, str], book: dict[str, str], pr
     st.value_mil = mil
     assert int(v["620"]) == round(mil * 1e6 / st.volume)
     assert st.volume * min(st.prices) - 1e6 < mil * 1e6 <= st.volume * max(st.prices)
-    # 228 = 1031 / 1030 x 100 (PROTOCOL.md 2.3); the sides add up to 13
+    # 228 = 1031 / 1030 x 100 (docs/protocol.md 2.3); the sides add up to 13
     buys, sells = int(v["1031"]), int(v["1030"])
     assert buys + sells == st.volume and int(v["1314"]) == buys - sells
     if sells:

@@ -1,8 +1,8 @@
-"""The simulated market's acceptance invariants (replay/simulator.py; PROTOCOL.md 2.0-2.2, 5.3, 5.5).
+"""The simulated market's acceptance invariants (replay/simulator.py; docs/protocol.md 2.0-2.2, 5.3, 5.5).
 
 Every invariant is checked row by row by :func:`check_run`, which property tests drive over many
 seeds, start times and item mixes; fixed examples pin the schedule edges, the band limits and the
-after-hours rows. The checker re-derives the facts from PROTOCOL.md (windows, tick grid, signs)
+after-hours rows. The checker re-derives the facts from docs/protocol.md (windows, tick grid, signs)
 rather than importing them from the simulator, so the two cannot drift together.
 """
 
@@ -40,7 +40,7 @@ def hms(h: int, m: int = 0, s: int = 0) -> int:
     return h * 3600 + m * 60 + s
 
 
-# PROTOCOL.md 5.3, as literal data: [start, end) windows per (venue, type).
+# docs/protocol.md 5.3, as literal data: [start, end) windows per (venue, type).
 WINDOWS = {
     ("KRX", "0D"): [(hms(8, 50), hms(15, 30))],
     ("SOR", "0D"): [(hms(8, 50), hms(15, 30))],
@@ -146,7 +146,7 @@ def check_0d(row: SimRow, t: float, ref: int) -> tuple[list[int | None], list[in
         assert b == down(a), f"bids not one tick apart: {bids}"
     if asks and bids:
         assert bids[0] < asks[0]
-    # A level is empty only in thin NXT books or where the next price would leave the band (PROTOCOL.md 5.5).
+    # A level is empty only in thin NXT books or where the next price would leave the band (docs/protocol.md 5.5).
     if venue != "NXT":
         if asks:
             assert na == 10 or asks[-1] == upper, asks
@@ -166,7 +166,7 @@ def check_0d(row: SimRow, t: float, ref: int) -> tuple[list[int | None], list[in
     assert v["139"] == (f"{ta / tb * 100:.2f}" if tb else "0.00")
     qty(v["13"])
 
-    # Expected price/qty: only in KRX auctions, KRX and _AL items (PROTOCOL.md 2.1, 5.3).
+    # Expected price/qty: only in KRX auctions, KRX and _AL items (docs/protocol.md 2.1, 5.3).
     expect = venue != "NXT" and in_windows(t, AUCTIONS)
     if expect:
         e = price(v["23"], ref)
@@ -213,7 +213,7 @@ def check_0e(row: SimRow, t: float) -> tuple[int, int]:
     ask, bid = qty(v["131"]), qty(v["135"])
     assert ask > 0
     if t < hms(12):
-        assert bid == 0, "pre-market bid total is 0 (PROTOCOL.md 5.3)"
+        assert bid == 0, "pre-market bid total is 0 (docs/protocol.md 5.3)"
     else:
         assert bid > 0
     return ask, bid
@@ -415,7 +415,7 @@ def test_rate_is_about_rate_hz_per_item() -> None:
 
 @pytest.mark.parametrize("edge", BOUNDARIES)
 def test_schedule_edges(edge: int) -> None:
-    """Rows stop exactly at a window's end and start within 3 s of its start (PROTOCOL.md 5.3)."""
+    """Rows stop exactly at a window's end and start within 3 s of its start (docs/protocol.md 5.3)."""
     names = ["005930", "005930_NX", "005930_AL", "000660"]
     market = SimulatedMarket(seed=edge, items=names, start=edge - 10, rate_0e_hz=3.6)
     ticks = market.advance(edge + 10)
@@ -505,7 +505,7 @@ def test_add_item_later_starts_after_now() -> None:
 
 
 def test_wire_text_matches_the_official_layout() -> None:
-    """Compact JSON, Korean unescaped, values-type-name-item order (PROTOCOL.md 1.7, 6.1)."""
+    """Compact JSON, Korean unescaped, values-type-name-item order (docs/protocol.md 1.7, 6.1)."""
     market = SimulatedMarket(seed=9, items=["005930"], start=hms(9, 30))
     row = next(r for t in market.advance(hms(9, 30, 2)) for r in t.rows if r.type == "0D")
     assert row.text.startswith('{"values":{"21":"0930')

@@ -1,7 +1,7 @@
 """Trades (0B, issue 13 phase 2) recorded, recovered and replayed exactly as the order book is.
 
 A recording of the simulated market (005930 and its NXT twin) in two short runs is made once per module:
-09:05 at 60x (0B and 0D of both venues), then 15:39:50 at 60x (KRX 0E from 15:40, NXT 0D and 0B; PROTOCOL.md
+09:05 at 60x (0B and 0D of both venues), then 15:39:50 at 60x (KRX 0E from 15:40, NXT 0D and 0B; docs/protocol.md
 5.3). Every test compares what was stored with the frames the server sent.
 Loopback only, port 0, every test bounded in time.
 """

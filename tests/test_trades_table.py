@@ -1,7 +1,7 @@
-"""The ``trades`` table: 0B 주식체결 rows (PROTOCOL.md 2.3) -> typed columns, by both paths.
+"""The ``trades`` table: 0B 주식체결 rows (docs/protocol.md 2.3) -> typed columns, by both paths.
 
-The official example of PROTOCOL.md 6.5 is read here by hand, with nothing but ``int``/``float`` and the
-rules of PROTOCOL.md 2.0, and the builder must store exactly that; well-formed rows of every kind read
+The official example of docs/protocol.md 6.5 is read here by hand, with nothing but ``int``/``float`` and the
+rules of docs/protocol.md 2.0, and the builder must store exactly that; well-formed rows of every kind read
 back; the fast path (:func:`read_real_frame` with ``types=("0B",)``) stores what the careful path stores.
 """
 
@@ -34,7 +34,7 @@ OFFICIAL_0B: dict[str, str] = {
 
 
 def naive(fid: str, raw: str, kind: Kind) -> Any:
-    """An independent reading of one wire value, from PROTOCOL.md 2.0 alone."""
+    """An independent reading of one wire value, from docs/protocol.md 2.0 alone."""
     if raw == "":
         return raw if kind is Kind.TEXT else None
     if kind is Kind.PRICE:
@@ -66,7 +66,7 @@ def test_official_0b_example_reads_as_a_naive_reading_says() -> None:
     assert row["trade_time"] == dt.datetime(2026, 7, 16, 16, 52, 8, tzinfo=KST)
     keys = (row["item"], row["code"], row["venue"], row["frame_seq"], row["flags"])
     assert keys == ("005930", "005930", "KRX", 42, 0)
-    # prev close = abs(10) - 11 (PROTOCOL.md 2.3)
+    # prev close = abs(10) - 11 (docs/protocol.md 2.3)
     assert row["price"] - row["change"] == 20850
 
 

@@ -1,7 +1,7 @@
 """The seeded, structure-aware fuzz generator of the reliability suite, and the loop that runs its cases.
 
 Cases start from valid messages (the simulator's 0D/0E frames, the official examples of
-``/work/shared/spec/realtime-types.json`` when present, every envelope of PROTOCOL.md section 1 both
+``/work/shared/spec/realtime-types.json`` when present, every envelope of docs/protocol.md section 1 both
 ways) and apply one to three mutations, on the bytes (flip a bit, set a byte to a JSON metacharacter,
 truncate, delete, duplicate or insert a range, splice two messages) or on the JSON tree (a value of
 the wrong type, a huge number, a wrong sign, unicode digits, lone surrogates, deep nesting, a key

@@ -37,7 +37,7 @@ from ._recording import Recorded, record
 from .conftest import Report, SecretAudit
 
 ITEMS = ["005930_NX", "000660_NX", "035420_NX"]
-START = 16 * 3600  # NXT after-market: 0D flows for _NX items (PROTOCOL.md 5.3)
+START = 16 * 3600  # NXT after-market: 0D flows for _NX items (docs/protocol.md 5.3)
 SPEED = 60.0
 AFTER = 40
 """Frames the recorder must receive after the last fault ended: it kept recording."""
@@ -400,7 +400,7 @@ def test_a_kicked_recorder_waits_instead_of_kicking_back(
 
 
 def test_a_refusal_a_new_token_cannot_fix_stops_at_once(tmp_path: Path, audit: SecretAudit) -> None:
-    # 8030: real/mock mismatch (PROTOCOL.md 1.11), not one of the auth codes after which a new token helps
+    # 8030: real/mock mismatch (docs/protocol.md 1.11), not one of the auth codes after which a new token helps
     case = Case("refuse_login_8030",
                 '[[fault]]\nkind = "refuse_login"\nat = "0.4s"\ncode = 8030\ncount = 1000\n\n'
                 '[[fault]]\nkind = "drop"\nat = "0.5s"\n', ["closed"], max_connections=2, login_error=True)

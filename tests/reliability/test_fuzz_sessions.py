@@ -125,7 +125,7 @@ def _check_client(conv: Conversation) -> None:
         s.tick(now)
         for out in s.data_to_send():
             if any(isinstance(e, PingEchoed) for e in events) and out == msg:
-                continue  # the verbatim PING echo (PROTOCOL.md 1.6)
+                continue  # the verbatim PING echo (docs/protocol.md 1.6)
             body = _json_object_with_trnm(out)
             assert body["trnm"] in ("LOGIN", "REG", "REMOVE"), out
         deadline = s.next_deadline()
