@@ -252,10 +252,11 @@ paired AS (
     LEFT JOIN g AS e ON e.run_id = s.run_id AND e.kind = 'gap_end' AND e.n = s.n
     WHERE s.kind = 'gap_start'
     UNION ALL
-    SELECT run_id, recv_ts, to_timestamp(CAST(json_extract(detail, '$.until_ns') AS BIGINT) / 1e9),
+    SELECT run_id, recv_ts, to_timestamp(CAST(json_extract_string(detail, '$.until_ns') AS BIGINT) / 1e9),
            'journal_damage', "date"
     FROM events
-    WHERE kind = 'journal_damage' AND json_extract(detail, '$.until_ns') IS NOT NULL
+    -- json_extract_string: a JSON null (a torn tail, which the crash gap covers) is SQL NULL; json_extract's is not
+    WHERE kind = 'journal_damage' AND json_extract_string(detail, '$.until_ns') IS NOT NULL
 )
 SELECT run_id, gap_start, gap_end, epoch(gap_end) - epoch(gap_start) AS seconds, cause, "date"
 FROM paired

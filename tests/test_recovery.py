@@ -121,6 +121,23 @@ def test_two_dead_runs_get_one_crash_gap_each_and_the_view_closes_them(tmp_path:
     assert gaps == [(RUN, "crash", T0 + 9 * 1000, T0 + 10**9), (other, "crash", T0 + 10**9, None)]
 
 
+def test_a_torn_tail_after_a_kill_is_covered_by_the_crash_gap_alone(tmp_path: Path) -> None:
+    """A kill in the middle of a write leaves half a record at the journal's end: recovery records the
+    damage (``until_ns`` null: no record after it), and ``gaps`` shows the one crash gap, not a second,
+    open-ended ``journal_damage`` gap (a JSON null once passed the view's filter: the flake of
+    test_record's kill -9 test)."""
+    from replay.catalog import connect
+
+    path = _crashed(tmp_path, 10)
+    with path.open("ab") as f:
+        f.write(path.read_bytes()[-40:-15])  # a torn record: part of a frame record's bytes
+    recover(tmp_path)
+    damage = [json.loads(e["detail"]) for e in _table(tmp_path, "events") if e["kind"] == "journal_damage"]
+    assert damage and all(d["until_ns"] is None for d in damage)
+    gaps = connect(tmp_path).execute("SELECT run_id, cause FROM gaps").fetchall()
+    assert gaps == [(RUN, "crash")]
+
+
 def test_ctrl_c_stops_start_up_recovery_at_once_and_loses_nothing(tmp_path: Path) -> None:
     """SIGINT while ``record`` recovers a large journal: it exits within 2 s, the journal stays whole."""
     out = tmp_path / "data"
