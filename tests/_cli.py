@@ -1,8 +1,8 @@
 """The console scripts as a user runs them, in a subprocess. Shared test helper.
 
-:func:`cli_argv` is the command line of ``record``, ``replay`` or ``kiwoom-tape`` from this checkout
-(no install needed). :func:`started_replay` starts ``replay ARGS``, waits for the ``ws://`` URL it
-prints, and kills it on the way out if the test did not stop it::
+:func:`cli_argv` is the command line of ``record``, ``replay`` or ``kiwoom-tape`` as installed (editable)
+in the running interpreter, so it needs no ``bin/`` on PATH. :func:`started_replay` starts ``replay ARGS``,
+waits for the ``ws://`` URL it prints, and kills it on the way out if the test did not stop it::
 
     async with started_replay("--simulate", "--port", "0") as replay:
         async with connect(replay.url) as ws:
@@ -27,10 +27,13 @@ URL = re.compile(r"(ws://127\.0\.0\.1:\d+/api/dostk/websocket)")
 """What ``replay`` prints where to connect (port 0: the port it got)."""
 
 
-def cli_argv(module: str, *args: str) -> list[str]:
-    """``python -c "...; from MODULE import main; main()" ARGS``: the console script whose ``main`` is in ``module``."""
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from {module} import main; main()"
-    return [sys.executable, "-c", code, *args]
+SCRIPTS = {"record": "kiwoom_tape.recorder.cli", "replay": "kiwoom_tape.replay.cli", "kiwoom-tape": "kiwoom_tape.cli"}
+"""The console scripts (pyproject.toml ``[project.scripts]``) and the module whose ``main`` each runs."""
+
+
+def cli_argv(script: str, *args: str) -> list[str]:
+    """``python -c "from MODULE import main; main()" ARGS``: the console script ``script`` (a key of SCRIPTS)."""
+    return [sys.executable, "-c", f"from {SCRIPTS[script]} import main; main()", *args]
 
 
 @dataclass
@@ -59,7 +62,7 @@ async def started_replay(
     *args: str, env: Mapping[str, str] | None = None, limit: float = 30.0
 ) -> AsyncIterator[StartedCli]:
     """``replay ARGS`` in a subprocess, once it printed its URL; the whole block is bounded by ``limit`` s."""
-    proc = await asyncio.create_subprocess_exec(*cli_argv("replay.cli", *args), env=env, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(*cli_argv("replay", *args), env=env, stderr=asyncio.subprocess.PIPE)
     assert proc.stderr is not None
     lines: list[str] = []
     try:
