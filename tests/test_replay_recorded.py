@@ -33,7 +33,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from kiwoom_tape.cli import cli
 from recorder.client import Recorder
 from replay.control import Step
-from replay.recorded import RecordedSource, kst_day_start_ns
+from replay.recorded import RecordedSource
+from replay.recording import kst_day_start_ns
 from replay.server import Server, serve
 from replay.simulator import SimulatedMarket
 from replay.sources import SimSource
