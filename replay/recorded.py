@@ -28,14 +28,12 @@ it was. ``end`` (``--to``) is exclusive. At the end of the tape the connections 
 and the end is logged; with ``loop=True`` the tape starts over at ``start``. ``/control`` pauses, steps,
 seeks and changes the speed (:mod:`replay.control`); :meth:`RecordedSource.status` is what it reports.
 
-**Reading.** A worker thread (its own, one read at a time) reads and merges Arrow batches and turns
-each into Python lists of receive times and frame bytes (the recorded UTF-8, never decoded to ``str``),
-so decompression does not stall the event loop. The event loop reads each frame's rows' item and type
-(msgspec, from the bytes) and hands the server every frame that is due at once (at max speed, a
-chunk of them): :meth:`replay.server.Server.dispatch_frames`, which queues them for every client in one
-go. At 1x it sleeps until the next frame is due on the monotonic clock, then sends all that are due.
-Row groups entirely outside the window are skipped using the Parquet statistics of ``recv_ts``, so a
-seek does not read the morning to get to the afternoon.
+**Reading.** A worker thread reads and merges the Arrow batches ahead of the event loop
+(:class:`replay.tape.Feed`), skipping row groups outside the window by their ``recv_ts`` statistics. The
+event loop reads each frame's rows' item and type (msgspec, from the bytes) and hands the server every
+frame that is due at once (at max speed, a chunk of them): :meth:`replay.server.Server.dispatch_frames`,
+which queues them for every client in one go. At 1x it sleeps until the next frame is due on the
+monotonic clock, then sends all that are due.
 """
 
 from __future__ import annotations
