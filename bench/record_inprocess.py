@@ -18,8 +18,8 @@ __all__ = ["footer_bytes_per_row_group", "footer_in_fresh_process", "store_path"
 
 def store_path(wl: Workload, fast: bool) -> float:
     """Frames/s (CPU time) through ``Store`` in-process, no socket: the fast path or the general one."""
-    from recorder.store import Store
-    from schemas.protocol import ClientSession, RealData
+    from kiwoom_tape.recorder.store import Store
+    from kiwoom_tape.schemas.protocol import ClientSession, RealData
 
     with tempfile.TemporaryDirectory(prefix="kiwoom-bench-store-") as d:
         store = Store(d, "20261123T000000Z-bench2")
@@ -48,9 +48,8 @@ def footer_bytes_per_row_group(table: str = "orderbook", groups: int = 400) -> f
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from recorder.store import parquet_options
-    from schemas.tables import TABLES
+    from kiwoom_tape.recorder.store import parquet_options
+    from kiwoom_tape.schemas.tables import TABLES
 
     schema = TABLES[table]
     n = 16

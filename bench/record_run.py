@@ -35,7 +35,7 @@ def _record_cmd() -> list[str]:
     exe = Path(sys.executable).parent / "record"
     if exe.exists():
         return [str(exe)]
-    return [sys.executable, "-c", "from recorder.cli import main; main()"]
+    return [sys.executable, "-c", "from kiwoom_tape.recorder.cli import main; main()"]
 
 
 def _read_dataset(out: Path) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from array import array
 from pathlib import Path
 from typing import Any
 
+from kiwoom_tape.schemas.protocol import WS_PATH
+
 from bench.machine import pin, wait_for_file
-from schemas.protocol import WS_PATH
 
 __all__ = ["Sender", "sender_rate"]
 

@@ -1,12 +1,12 @@
 """The replay clock of a recorded day: a tape time that runs at ``speed`` x the wall clock, pausable and steppable.
 
-One clock per server, shared by every client (:class:`replay.recorded.RecordedSource`). Tape times are
+One clock per server, shared by every client (:class:`kiwoom_tape.replay.recorded.RecordedSource`). Tape times are
 epoch nanoseconds on the replayed date. The clock waits for a first client to register, starts
 ``start_delay`` seconds later (so that a strategy's other connections join the same timeline) at
 ``origin_ns`` (``--from``) or, if None, at the first frame read; from then on it reads the tape time
 it was last anchored at plus the wall time elapsed since, times ``speed``. ``speed=None`` (as fast as
 the slowest client reads) has no pace: the tape time is the position of the last frame sent.
-:meth:`ReplayClock.apply` runs the ``/control`` commands that act on the clock alone (:mod:`replay.control`:
+:meth:`ReplayClock.apply` runs the ``/control`` commands that act on the clock alone (:mod:`kiwoom_tape.replay.control`:
 pause, resume, step, speed); a seek also moves the read (:meth:`ReplayClock.seek` is its clock half).
 No I/O and no asyncio: the wall clock is injected.
 """
@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from replay.control import Pause, Resume, SetSpeed, Step
-from replay.recording import NS
+from kiwoom_tape.replay.control import Pause, Resume, SetSpeed, Step
+from kiwoom_tape.replay.recording import NS
 
 __all__ = ["ReplayClock"]
 

@@ -2,23 +2,23 @@
 
 ::
 
-    from replay.recorded import RecordedSource
-    from replay.server import serve
+    from kiwoom_tape.replay.recorded import RecordedSource
+    from kiwoom_tape.replay.server import serve
 
     async with serve(RecordedSource("data", speed=None), port=0) as server:
         ...  # point the strategy at server.url; it gets the recorded REAL frames of the last day
 
 **What is replayed.** The REAL frames the recorder received (``direction = 'in'``, ``trnm = 'REAL'``) on
-one KST date (default: the last recorded one, :class:`replay.recording.Recording`), in the order of
+one KST date (default: the last recorded one, :class:`kiwoom_tape.replay.recording.Recording`), in the order of
 ``(recv_ts, run_id, seq)``: each run's part files are read in segment order, in record batches (never a
-whole day of Python objects), and runs that overlap in time are merged by receive time (:mod:`replay.tape`).
+whole day of Python objects), and runs that overlap in time are merged by receive time (:mod:`kiwoom_tape.replay.tape`).
 Files that appear after the replay started are not seen. Each client gets, from its REG on, the rows it
 registered: the recorded text unchanged when it registered every row of a frame, else a frame rebuilt from
-the recorded rows' own texts in their original order and formatting (:mod:`replay.recorded_frame`,
-:mod:`schemas.realframe`). Frames that do not parse as REAL rows are skipped and counted (``skipped`` in
+the recorded rows' own texts in their original order and formatting (:mod:`kiwoom_tape.replay.recorded_frame`,
+:mod:`kiwoom_tape.schemas.realframe`). Frames that do not parse as REAL rows are skipped and counted (``skipped`` in
 the status).
 
-**Time.** One replay clock per server, shared by every client (:mod:`replay.clock`). It starts
+**Time.** One replay clock per server, shared by every client (:mod:`kiwoom_tape.replay.clock`). It starts
 ``start_delay`` seconds after the first client has registered (so that a strategy's other connections
 join the same timeline), at ``start`` (``--from``) if given, else at the first frame. Frames go out at
 their recorded spacing divided by ``speed``; ``speed=None`` sends as fast as the slowest client reads
@@ -26,12 +26,12 @@ their recorded spacing divided by ``speed``; ``speed=None`` sends as fast as the
 never an unbounded buffer). A hole in the recording (``events`` gap_start/gap_end) is silence at 1x, as
 it was. ``end`` (``--to``) is exclusive. At the end of the tape the connections stay open (PINGs go on)
 and the end is logged; with ``loop=True`` the tape starts over at ``start``. ``/control`` pauses, steps,
-seeks and changes the speed (:mod:`replay.control`); :meth:`RecordedSource.status` is what it reports.
+seeks and changes the speed (:mod:`kiwoom_tape.replay.control`); :meth:`RecordedSource.status` is what it reports.
 
 **Reading.** A worker thread reads and merges the Arrow batches ahead of the event loop
-(:class:`replay.tape.Feed`), skipping row groups outside the window by their ``recv_ts`` statistics. The
+(:class:`kiwoom_tape.replay.tape.Feed`), skipping row groups outside the window by their ``recv_ts`` statistics. The
 event loop reads each frame's rows' item and type (msgspec, from the bytes) and hands the server every
-frame that is due at once (at max speed, a chunk of them): :meth:`replay.server.Server.dispatch_frames`,
+frame that is due at once (at max speed, a chunk of them): :meth:`kiwoom_tape.replay.server.Server.dispatch_frames`,
 which queues them for every client in one go. At 1x it sleeps until the next frame is due on the
 monotonic clock, then sends all that are due.
 """
@@ -47,9 +47,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from replay.clock import ReplayClock
-from replay.contracts import Dispatch
-from replay.control import (
+from kiwoom_tape.replay.clock import ReplayClock
+from kiwoom_tape.replay.contracts import Dispatch
+from kiwoom_tape.replay.control import (
     Command,
     ControlError,
     Seek,
@@ -57,10 +57,10 @@ from replay.control import (
     format_time_of_day,
     parse_time_of_day,
 )
-from replay.recorded_frame import one_by_one, take
-from replay.recording import NS, Recording
-from replay.tape import Feed
-from schemas.errors import DatasetError
+from kiwoom_tape.replay.recorded_frame import one_by_one, take
+from kiwoom_tape.replay.recording import NS, Recording
+from kiwoom_tape.replay.tape import Feed
+from kiwoom_tape.schemas.errors import DatasetError
 
 __all__ = ["RecordedSource", "Recording", "TimeOfDay"]
 
@@ -221,7 +221,7 @@ class RecordedSource:
         }
 
     def apply(self, command: Command) -> None:
-        """Run a ``/control`` command (see :mod:`replay.control`). Raises ControlError if it cannot."""
+        """Run a ``/control`` command (see :mod:`kiwoom_tape.replay.control`). Raises ControlError if it cannot."""
         if isinstance(command, Status):
             return
         waiting = not self._clock.started

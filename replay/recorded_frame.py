@@ -2,7 +2,7 @@
 
 The recorded text is never re-encoded: :class:`RecordedFrame` carries the recorded UTF-8 bytes, and the
 server sends them unchanged to a client that registered every row; a client that registered only some
-rows gets a frame rebuilt from the rows' own recorded texts (:mod:`schemas.realframe`, parsed only
+rows gets a frame rebuilt from the rows' own recorded texts (:mod:`kiwoom_tape.schemas.realframe`, parsed only
 then). With ``items`` (``--items``), a frame is cut to those items' rows first. A frame that is not REAL
 rows is skipped and counted (docs/protocol.md 1.7 for the REAL envelope).
 """
@@ -13,9 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
-
-from replay.contracts import Dispatch, EncodedFrame
-from schemas.realframe import RealFrame, parse_real_frame
+from kiwoom_tape.replay.contracts import Dispatch, EncodedFrame
+from kiwoom_tape.schemas.realframe import RealFrame, parse_real_frame
 
 __all__ = ["RecordedFrame", "one_by_one", "take"]
 
@@ -33,11 +32,12 @@ class _Heads(msgspec.Struct, gc=False):
 
 
 _heads = msgspec.json.Decoder(_Heads)
-"""What :func:`schemas.realframe.parse_real_frame` checks and reads, straight from the recorded bytes."""
+"""What :func:`kiwoom_tape.schemas.realframe.parse_real_frame` checks and reads, straight from the recorded bytes."""
 
 
 class RecordedFrame(msgspec.Struct, gc=False):
-    """A recorded REAL frame as :meth:`Server.dispatch_frames` takes it (:class:`replay.server.EncodedFrame`):
+    """A recorded REAL frame as :meth:`Server.dispatch_frames` takes it
+    (:class:`kiwoom_tape.replay.server.EncodedFrame`):
     its exact UTF-8 bytes and each row's (item, type); the rows' own texts are found only for a subset.
     (A Struct without GC tracking: one is made per frame played, and none is part of a cycle.)"""
 
@@ -101,7 +101,7 @@ def take(
 def _encode(data: bytes | None, items: frozenset[str] | None, env: _Heads | None = None) -> RecordedFrame | str | None:
     """A recorded frame's bytes (and their ``env``, if decoded already) as a :class:`RecordedFrame`; None if
     it has no row to replay (none of ``items``), or why it is not REAL rows (the checks of
-    :func:`schemas.realframe.parse_real_frame`)."""
+    :func:`kiwoom_tape.schemas.realframe.parse_real_frame`)."""
     if data is None:
         return "no text"
     if env is None:

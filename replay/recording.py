@@ -1,10 +1,10 @@
 """The ``frames`` files of one recorded KST date: each run's part files and their row groups' receive times.
 
-:class:`Recording` is what :class:`replay.recorded.RecordedSource` replays: the complete part files of
-``frames/date=YYYY-MM-DD/`` (:func:`schemas.layout.parse_part_filename`; temporary files are not seen),
+:class:`Recording` is what :class:`kiwoom_tape.replay.recorded.RecordedSource` replays: the complete part files of
+``frames/date=YYYY-MM-DD/`` (:func:`kiwoom_tape.schemas.layout.parse_part_filename`; temporary files are not seen),
 grouped by run in segment order, each checked readable and holding the columns a replay reads, with
 the ``recv_ts`` statistics of every row group (so that a read of a time window skips the rest, see
-:mod:`replay.tape`). Files that appear after :meth:`Recording.open` are not seen. Every problem is a
+:mod:`kiwoom_tape.replay.tape`). Files that appear after :meth:`Recording.open` are not seen. Every problem is a
 :class:`DatasetError` naming the fix.
 """
 
@@ -18,11 +18,10 @@ from typing import Final
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from replay.control import format_time_of_day
-from schemas.errors import DatasetError
-from schemas.layout import JOURNAL_DIR, parse_part_filename
-from schemas.market import KST
+from kiwoom_tape.replay.control import format_time_of_day
+from kiwoom_tape.schemas.errors import DatasetError
+from kiwoom_tape.schemas.layout import JOURNAL_DIR, parse_part_filename
+from kiwoom_tape.schemas.market import KST
 
 __all__ = ["COLUMNS", "NS", "PartFile", "Recording", "kst_day_start_ns"]
 

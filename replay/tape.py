@@ -22,9 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
-from replay.recording import COLUMNS, PartFile, Recording
-from schemas.errors import DatasetError
+from kiwoom_tape.replay.recording import COLUMNS, PartFile, Recording
+from kiwoom_tape.schemas.errors import DatasetError
 
 __all__ = ["Batch", "Cursor", "Feed"]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from replay.clock import ReplayClock
-from replay.control import Pause, Resume, SetSpeed, Step
+from kiwoom_tape.replay.clock import ReplayClock
+from kiwoom_tape.replay.control import Pause, Resume, SetSpeed, Step
 
 NS = 1_000_000_000
 ORIGIN = 1_800_000_000 * NS  # some tape time (epoch ns)
