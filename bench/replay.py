@@ -26,8 +26,8 @@ from kiwoom_tape.schemas.protocol import WS_PATH
 
 from bench.frames import Workload
 from bench.machine import kill_if_running, pin, wait_for_file
-from bench.record import _Sender
 from bench.report import Config, Figure, median
+from bench.sender_process import Sender
 from bench.storage import store_workload
 
 __all__ = ["run"]
@@ -75,7 +75,7 @@ def _ours(tmp: Path, tag: str, dataset: Path, items: list[str], connections: int
 
 def _ceiling(cfg: Config, tmp: Path, tag: str, wl_path: Path, items: list[str], connections: int,
              expect: int) -> dict[str, Any]:
-    sender = _Sender(tmp, wl_path, tag, mode="lib", seconds=3600, max_frames=expect, expect_items=len(items),
+    sender = Sender(tmp, wl_path, tag, mode="lib", seconds=3600, max_frames=expect, expect_items=len(items),
                      connections=connections, close=True, loop=cfg.loop)
     try:
         got = _clients(tmp, tag, sender.url, items, connections, expect, 600)

@@ -29,7 +29,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kiwoom_tape.recorder.client import Recorder
 from kiwoom_tape.replay.control import Step
-from kiwoom_tape.replay.recorded import RecordedSource, kst_day_start_ns
+from kiwoom_tape.replay.recorded import RecordedSource
+from kiwoom_tape.replay.recording import kst_day_start_ns
 from kiwoom_tape.replay.server import Server, serve
 from kiwoom_tape.replay.simulator import SimulatedMarket
 from kiwoom_tape.replay.sources import SimSource

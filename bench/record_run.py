@@ -1,0 +1,185 @@
+"""One run of the real ``record`` CLI (a subprocess pinned to core 1) taking the lean sender's stream: frames lost,
+delay, rate, CPU and RSS, read back from the dataset it wrote and sampled from /proc.
+
+"Written" is read back from the dataset: REAL frames in ``frames``, rows in ``orderbook``/``afterhours``.
+"Delayed" is a frame's ``recv_ts`` minus the sender's send time (one clock, one machine).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from array import array
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from bench.frames import Workload
+from bench.machine import kill_if_running, pin, proc_cpu_seconds, proc_rss_bytes
+from bench.report import Config, median
+from bench.sender_process import Sender, sender_rate
+
+__all__ = ["MAX_DELAY_S", "record_run"]
+
+MAX_DELAY_S = 1.0
+"""A frame written later than this after it was sent is a delayed one: the run is not lossless."""
+
+
+def _record_cmd() -> list[str]:
+    exe = Path(sys.executable).parent / "record"
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", "from kiwoom_tape.recorder.cli import main; main()"]
+
+
+def _read_dataset(out: Path) -> dict[str, Any]:
+    res: dict[str, Any] = {"frames": 0, "orderbook": 0, "afterhours": 0, "recv_ns": array("q")}
+    fdir = out / "frames"
+    if fdir.exists():
+        t = ds.dataset(fdir, format="parquet", partitioning="hive").to_table(
+            columns=["recv_ts", "seq", "direction", "trnm", "run_id"]
+        )
+        mask = pc.and_(pc.equal(t["direction"], "in"), pc.equal(t["trnm"], "REAL"))
+        t = t.filter(mask).sort_by([("run_id", "ascending"), ("seq", "ascending")])
+        res["frames"] = t.num_rows
+        res["recv_ns"] = array("q", t["recv_ts"].cast("int64").to_pylist())
+        res["runs"] = len(set(t["run_id"].to_pylist()))
+    for table in ("orderbook", "afterhours"):
+        d = out / table
+        if d.exists():
+            res[table] = ds.dataset(d, format="parquet", partitioning="hive").count_rows()
+    return res
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def _slope_per_minute(samples: list[tuple[float, int]]) -> float:
+    """Least-squares slope of (seconds, bytes) samples, in MiB per minute."""
+    if len(samples) < 3:
+        return float("nan")
+    xs = [t for t, _ in samples]
+    ys = [b / 2**20 for _, b in samples]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return 60.0 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else float("nan")
+
+
+def _growth(samples: list[tuple[float, float, int, int]], t0: float, seconds: float,
+            stat: Callable[[list[int]], float]) -> float:
+    """MiB per minute between ``stat`` of the RSS in [25 %, 50 %) and in [75 %, 100 %] of the run."""
+    def window(lo: float, hi: float) -> list[int]:
+        return [rss for t, _c, rss, _h in samples if lo * seconds <= t - t0 < hi * seconds]
+
+    early, late = window(0.25, 0.5), window(0.75, 1.01)
+    if not early or not late:
+        return float("nan")
+    return (stat(late) - stat(early)) / 2**20 / (0.5 * seconds / 60.0)
+
+
+def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: float, seconds: float, tag: str,
+               cpu_window: float = 0.0, sample_every: float = 0.25,
+               record_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One ``record`` subprocess taking the sender's stream: loss, delay, rate, CPU and RSS."""
+    out = tmp / f"{tag}-data"
+    items = wl.items
+    sender = Sender(tmp, wl_path, tag, rate=rate, seconds=seconds, expect_items=len(items), loop=cfg.loop)
+    log = open(tmp / f"{tag}.record.log", "wb")  # noqa: SIM115 - closed below
+    env = dict(os.environ, KIWOOM_TOKEN="bench")
+    rec = subprocess.Popen(
+        [*pin(1), *_record_cmd(), "--items", ",".join(items), "--url", sender.url, "--out", str(out), "-q",
+         "--duration", f"{seconds + 300:.0f}s", "--event-loop", cfg.loop, *record_args],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    samples: list[tuple[float, float, int, int]] = []  # (monotonic, cpu s, rss, hwm)
+    started_at: float | None = None
+    try:
+        deadline = time.monotonic() + seconds + 240
+        while not sender.stats_path.exists():
+            if rec.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"record stopped early or the run timed out (see {log.name})")
+            now = time.monotonic()
+            if started_at is None and sender.started.exists():
+                started_at = now
+            try:
+                rss, hwm = proc_rss_bytes(rec.pid)
+                samples.append((now, proc_cpu_seconds(rec.pid), rss, hwm))
+            except (OSError, ValueError, IndexError):
+                pass
+            time.sleep(sample_every)
+        rec.send_signal(signal.SIGTERM)
+        rec.wait(timeout=300)
+    finally:
+        kill_if_running(rec)
+        log.close()
+        sender.finish()
+    st = sender.stats()
+    conns = st["connections"]
+    conn = conns[0]
+    got = _read_dataset(out)
+    send_ns = sender.send_ns()[: conn["sent"]]
+    recv_ns = got["recv_ns"]
+    n = min(len(send_ns), len(recv_ns))
+    delays = sorted((recv_ns[i] - send_ns[i]) / 1e9 for i in range(n))
+    span = (recv_ns[-1] - recv_ns[0]) / 1e9 if len(recv_ns) > 1 else 0.0
+    res: dict[str, Any] = {
+        "offered_rate": rate,
+        "sent": conn["sent"],
+        "written": got["frames"],
+        "lost": conn["sent"] - got["frames"],
+        "rows_0d_sent": conn["rows_0d"],
+        "rows_0d_written": got["orderbook"],
+        "rows_0e_sent": conn["rows_0e"],
+        "rows_0e_written": got["afterhours"],
+        "connections": len(conns),
+        "rate": sender_rate(conn),
+        "recorder_rate": (len(recv_ns) - 1) / span if span > 0 else float("nan"),
+        "delay_p50_s": _percentile(delays, 0.5),
+        "delay_p99_s": _percentile(delays, 0.99),
+        "delay_max_s": delays[-1] if delays else float("nan"),
+        "returncode": rec.returncode,
+    }
+    res["lossless"] = (
+        res["lost"] == 0 and res["rows_0d_sent"] == res["rows_0d_written"]
+        and res["rows_0e_sent"] == res["rows_0e_written"] and res["delay_max_s"] <= MAX_DELAY_S
+    )
+    if samples:
+        t0 = started_at if started_at is not None else samples[0][0]
+        res["rss_peak_mib"] = max(s[3] for s in samples) / 2**20
+        res["rss_last_mib"] = samples[-1][2] / 2**20
+        # Growth with time, robust to the sawtooth of the flushes (every 10k rows, ~14 s at the peak): the
+        # median RSS of the last quarter of the run minus that of the second quarter, per minute.
+        res["rss_slope_mib_per_min"] = _growth(samples, t0, seconds, median)
+        res["rss_envelope_mib_per_min"] = _growth(samples, t0, seconds, max)
+        res["rss_slope_whole_mib_per_min"] = _slope_per_minute(
+            [(t - t0, rss) for t, _c, rss, _h in samples if t - t0 >= min(10.0, seconds / 4)])
+        res["rss_mib_at"] = {
+            f"{q:.0%}": round(min(samples, key=lambda smp: abs(smp[0] - t0 - q * seconds))[2] / 2**20, 1)
+            for q in (0.1, 0.25, 0.5, 0.75, 1.0)
+        }
+        res["rss_samples"] = [(round(t - t0, 2), rss) for t, _c, rss, _h in samples[:: max(1, len(samples) // 200)]]
+        busy = [s for s in samples if s[0] >= t0]
+        if len(busy) > 1 and busy[-1][0] > busy[0][0]:
+            res["busy_pct"] = 100.0 * (busy[-1][1] - busy[0][1]) / (busy[-1][0] - busy[0][0])
+        if cpu_window:
+            a_t = t0 + 1.0
+            b_t = a_t + cpu_window
+            a = min(samples, key=lambda s: abs(s[0] - a_t))
+            b = min(samples, key=lambda s: abs(s[0] - b_t))
+            if b[0] > a[0]:
+                res["cpu_pct"] = 100.0 * (b[1] - a[1]) / (b[0] - a[0])
+                res["cpu_window_s"] = b[0] - a[0]
+            whole = [s for s in samples if s[0] >= t0 + 1.0]
+            if len(whole) > 1 and whole[-1][0] > whole[0][0]:
+                res["cpu_pct_whole_run"] = 100.0 * (whole[-1][1] - whole[0][1]) / (whole[-1][0] - whole[0][0])
+    return res

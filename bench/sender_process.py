@@ -1,0 +1,69 @@
+"""A running :mod:`bench.sender` subprocess (the lean sender, pinned to core 0), as the record and replay
+benchmarks drive it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from array import array
+from pathlib import Path
+from typing import Any
+
+from kiwoom_tape.schemas.protocol import WS_PATH
+
+from bench.machine import pin, wait_for_file
+
+__all__ = ["Sender", "sender_rate"]
+
+
+class Sender:
+    """A running :mod:`bench.sender` subprocess."""
+
+    def __init__(self, tmp: Path, wl_path: Path, tag: str, *, mode: str = "raw", rate: float = 0.0,
+                 seconds: float = 5.0, expect_items: int = 200, connections: int = 1, close: bool = False,
+                 max_frames: int = 0, loop: str = "asyncio") -> None:
+        self.ready = tmp / f"{tag}.port"
+        self.stats_path = tmp / f"{tag}.sender.json"
+        self.started = tmp / f"{tag}.started"
+        self.log = open(tmp / f"{tag}.sender.log", "wb")  # noqa: SIM115 - closed in finish()
+        cmd = [*pin(0), sys.executable, "-m", "bench.sender", "--frames", str(wl_path), "--ready-file",
+               str(self.ready), "--stats", str(self.stats_path), "--started-file", str(self.started),
+               "--mode", mode, "--rate", str(rate), "--duration", str(seconds), "--expect-items",
+               str(expect_items), "--connections", str(connections), "--max-frames", str(max_frames),
+               "--loop", loop]
+        if close:
+            cmd.append("--close")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        if not wait_for_file(self.ready, 60, self.proc):
+            self.finish()
+            raise RuntimeError(f"bench.sender did not start (see {self.log.name})")
+        self.port = int(self.ready.read_text())
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}{WS_PATH}"
+
+    def stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.stats_path.read_text())
+        return data
+
+    def send_ns(self) -> array[int]:
+        a = array("q")
+        with open(str(self.stats_path) + ".send_ns", "rb") as f:
+            a.frombytes(f.read())
+        return a
+
+    def finish(self, timeout: float = 60) -> None:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def sender_rate(conn: dict[str, Any]) -> float:
+    """Frames/s from the first send until the PING echo proved everything was read."""
+    span = (conn["t_echo_ns"] - conn["t_first_ns"]) / 1e9
+    return conn["sent"] / span if span > 0 and conn["t_echo_ns"] else float("nan")
