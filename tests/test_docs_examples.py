@@ -1,0 +1,292 @@
+"""What the README and docs/ show is true of the code: every file, test, command, option and Python name they
+name exists, and the example outputs they show are what the code prints (or the figures the named run file
+holds). docs/protocol.md has its own test (tests/test_docs_protocol.py); the generated help blocks of
+docs/commands.md theirs (tests/test_docs_help.py).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import datetime as dt
+import importlib
+import json
+import logging
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from kiwoom_tape import helpdoc
+from replay.faults import Fault
+from replay.server import serve
+from replay.simulator import SimulatedMarket
+from replay.sources import SimSource
+from schemas import layout, protocol
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "protocol.md")]
+SCRIPTS: dict[str, click.Command] = dict(helpdoc.ROOTS)
+
+
+def text(page: Path) -> str:
+    return page.read_text(encoding="utf-8")
+
+
+def page_ids(pages: list[Path]) -> list[str]:
+    return [str(p.relative_to(ROOT)) for p in pages]
+
+
+def code_blocks(source: str, lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```", source, flags=re.M | re.S)
+
+
+def backticked(source: str) -> list[str]:
+    """The inline code spans outside fenced blocks (a span may wrap a line)."""
+    prose = re.sub(r"^```.*?^```", "", source, flags=re.M | re.S)
+    return re.findall(r"(?<!`)`([^`]+)`(?!`)", prose)
+
+
+def test_the_pages_are_there() -> None:
+    names = {p.name for p in PAGES}
+    assert names >= {"README.md", "commands.md", "replay.md", "faults.md", "sql.md", "guarantees.md", "layout.md",
+                     "benchmarks.md", "scaling.md"}
+    assert len(text(ROOT / "README.md").splitlines()) < 250
+
+
+# ==================================================================================================
+# Everything named exists
+
+
+PATH = re.compile(r"(?<![\w/.-])((?:tests|bench|notebooks|schemas|recorder|replay|kiwoom_tape|docs|\.ci)/"
+                  r"[\w./*-]*[\w*])(?:::(\w+))?")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_ids(PAGES))
+def test_every_file_and_test_a_page_names_exists(page: Path) -> None:
+    named = 0
+    for m in PATH.finditer(text(page)):
+        path, func = m[1], m[2]
+        matches = sorted(ROOT.glob(path)) if "*" in path else [ROOT / path] if (ROOT / path).exists() else []
+        assert matches, f"{page.name} names {path}, which is not in the repository"
+        if func is not None:
+            source = matches[0].read_text(encoding="utf-8")
+            assert re.search(rf"^(async )?def {func}\b", source, re.M), f"{page.name}: {path} has no {func}"
+        named += 1
+    if page.name in {"README.md", "replay.md", "guarantees.md"}:
+        assert named, f"no path found in {page.name}: has the finder broken?"
+
+
+LINK = re.compile(r"\]\(([^)#\s]+\.md)(?:#([\w-]+))?\)")
+
+
+def anchors(page: Path) -> set[str]:
+    prose = re.sub(r"^```.*?^```", "", text(page), flags=re.M | re.S)
+    return {helpdoc.anchor(h.replace("`", "")) for h in re.findall(r"^#+ (.+)$", prose, flags=re.M)}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_ids(PAGES))
+def test_every_link_between_the_pages_resolves(page: Path) -> None:
+    for target, anchor in LINK.findall(text(page)):
+        dest = (page.parent / target).resolve()
+        assert dest.is_file(), f"{page.name} links to {target}, which does not exist"
+        if anchor:
+            assert anchor in anchors(dest), f"{page.name} links to {target}#{anchor}: no such heading"
+
+
+def _all_options() -> set[str]:
+    out: set[str] = set()
+
+    def walk(cmd: click.Command) -> None:
+        for param in cmd.params:
+            out.update(o for o in (*param.opts, *param.secondary_opts) if o.startswith("-"))
+        if isinstance(cmd, click.Group):
+            for sub in cmd.commands.values():
+                walk(sub)
+
+    for cmd in SCRIPTS.values():
+        walk(cmd)
+    return out | {"--help", "--version"}
+
+
+OTHER_TOOLS = {
+    "--quick", "--sections",  # python -m bench
+    "--write", "--check",  # python -m kiwoom_tape.helpdoc
+}
+
+
+def command_lines(source: str) -> Iterator[str]:
+    """Command lines: the lines of shell blocks and the inline spans that start with a console script."""
+    starts = re.compile(r"^(?:\w+=\S+ )*(?:\.venv/bin/)?(record|replay|kiwoom-tape)(?: |$)")
+    for block in code_blocks(source, "(?:bash)?"):
+        for line in block.splitlines():
+            if starts.match(line.strip()):
+                yield line.strip()
+    for span in backticked(source):
+        if starts.match(" ".join(span.split())):
+            yield " ".join(span.split())
+
+
+def _tokens(line: str) -> list[str]:
+    line = line.split("  #", 1)[0]
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return line.split()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_ids(PAGES))
+def test_every_command_line_a_page_shows_uses_options_its_command_has(page: Path) -> None:
+    for line in command_lines(text(page)):
+        tokens = [t for t in _tokens(line) if "=" not in t or t.startswith("-")]
+        name = tokens[0].rsplit("/", 1)[-1]
+        cmd = SCRIPTS[name]
+        allowed = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)} | {"-h", "--help", "--version"}
+        for tok in tokens[1:]:
+            if isinstance(cmd, click.Group) and tok in cmd.commands:
+                cmd = cmd.commands[tok]
+                name = f"{name} {tok}"
+                allowed |= {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+            elif tok.startswith("-") and not re.fullmatch(r"-[\d.]+", tok):
+                opt = tok.split("=", 1)[0]
+                assert opt in allowed, f"{page.name}: `{line}` uses {opt}, which `{name}` does not have"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_ids(PAGES))
+def test_every_option_a_page_names_is_an_option_of_some_command(page: Path) -> None:
+    known = _all_options() | OTHER_TOOLS
+    prose = re.sub(r"^```.*?^```", "", text(page), flags=re.M | re.S)
+    named = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", prose))
+    assert named <= known, f"{page.name} names options no command has: {sorted(named - known)}"
+
+
+def _module(name: str) -> ModuleType | None:
+    for candidate in (name, f"kiwoom_tape.{name}"):  # the name space move: schemas.x -> kiwoom_tape.schemas.x
+        try:
+            return importlib.import_module(candidate)
+        except ImportError:
+            continue
+    return None
+
+
+def resolves(dotted: str) -> bool:
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        module = _module(".".join(parts[:cut]))
+        if module is None:
+            continue
+        obj: object = module
+        for attr in parts[cut:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+PY_NAME = re.compile(r"^((?:schemas|recorder|replay|kiwoom_tape)(?:\.\w+)+)(?:\(.*\))?$", re.S)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_ids(PAGES))
+def test_every_python_name_a_page_names_resolves(page: Path) -> None:
+    source = text(page)
+    names = {m[1] for span in backticked(source) if (m := PY_NAME.match(span))}
+    for block in code_blocks(source, "python"):
+        for node in ast.walk(ast.parse(block)):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    unresolved = sorted(n for n in names if n.split(".")[0] in {"schemas", "recorder", "replay", "kiwoom_tape"}
+                        and not resolves(n))
+    assert not unresolved, f"{page.name} names what the code does not have: {unresolved}"
+
+
+# ==================================================================================================
+# Example outputs and figures
+
+
+def test_the_benchmark_table_is_the_named_run_file_s() -> None:
+    page = text(ROOT / "docs" / "benchmarks.md")
+    run_files = set(re.findall(r"`(?:bench/results/)?(\d{4}-\d\d-\d\dT\d{6}\.json)`", page))
+    assert run_files, "docs/benchmarks.md names no run file"
+    for name in run_files:
+        assert (ROOT / "bench" / "results" / name).is_file(), name
+    named = re.search(r"run file `bench/results/(\S+\.json)`", page)
+    assert named is not None, "the table's run file is not named"
+    run = json.loads((ROOT / "bench" / "results" / named[1]).read_text(encoding="utf-8"))
+    table = "\n".join(line for line in page.splitlines() if line.startswith("|"))
+    assert table == run["table_markdown"].strip()
+
+
+def test_the_figures_quoted_from_other_runs_are_theirs() -> None:
+    page = " ".join(text(ROOT / "docs" / "benchmarks.md").split())
+    results = ROOT / "bench" / "results"
+
+    def figure(run: str, name: str) -> float:
+        figures = json.loads((results / run).read_text(encoding="utf-8"))["figures"]
+        return float(next(f["value"] for f in figures if f["name"].startswith(name)))
+
+    older = (figure("2026-11-22T042811.json", "pacing"), figure("2026-11-22T033258.json", "pacing"))
+    assert f"{older[0]:.2f} ms and {older[1]:.2f} ms in the two runs before it (`2026-11-22T042811.json`" in page
+    store = figure("2026-11-22T042811.json", "store path")
+    assert f"than in `2026-11-22T042811.json` ({figure('2026-11-22T072108.json', 'store path'):,.0f} against " \
+           f"{store:,.0f} frames/s)" in page
+
+
+def test_the_layout_example_names_are_the_code_s() -> None:
+    page = text(ROOT / "docs" / "layout.md")
+    example = next(b for b in code_blocks(page, "") if "20261122T001500Z" in b)
+    run_id = "20261122T001500Z-ab12cd"
+    assert layout.parse_run_id(run_id) is not None
+    day = dt.date(2026, 11, 22)
+    expected = [
+        f"{layout.partition_dir('DIR', 'frames', day)}/{layout.part_filename(run_id, 0, 'frames')}",
+        f"{layout.partition_dir('DIR', 'orderbook', day)}/{layout.part_filename(run_id, 0, 'orderbook')}",
+        f"{layout.partition_dir('DIR', 'orderbook', day)}/{layout.part_filename(run_id, 1, 'orderbook')}"
+        f"{layout.TMP_SUFFIX}",
+        f"{layout.journal_dir('DIR')}/{layout.journal_filename(run_id, 2)}",
+    ]
+    assert [line.split()[0] for line in example.splitlines()] == expected
+    tables = [line.split("/")[1] for line in code_blocks(page, "")[0].splitlines() if line.startswith("DIR/")]
+    assert set(layout.TABLE_NAMES) <= set(tables)
+
+
+def test_the_mock_s_login_answer_is_the_code_s() -> None:
+    assert f"| LOGIN with an accepted token | `{protocol.login_ok()}` |" in text(ROOT / "docs" / "replay.md")
+
+
+def test_the_bad_fault_script_message_is_what_replay_prints(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    page = " ".join(text(ROOT / "docs" / "faults.md").split())
+    shown = re.search(r"`(Error: faults\.toml, line 2: [^`]*)`", page)
+    assert shown is not None
+    monkeypatch.chdir(tmp_path)
+    Path("faults.toml").write_text('[[fault]]\nkind = "dorp"\nat = 1\n', encoding="utf-8")
+    result = CliRunner().invoke(SCRIPTS["replay"], ["--simulate", "--faults", "faults.toml", "--port", "0"])
+    assert result.exit_code == 1
+    prefix = shown[1].split("...")[0]  # the page elides the list of kinds
+    assert result.output.strip().startswith(prefix), (prefix, result.output)
+
+
+def _shape(line: str) -> str:
+    return re.sub(r"\d+", "N", line)
+
+
+def test_the_fault_log_line_has_the_shape_the_page_shows(caplog: pytest.LogCaptureFixture) -> None:
+    page = text(ROOT / "docs" / "faults.md")
+    shown = re.search(r"`(fault #\d+ kick fired [^`]*)`", page)
+    assert shown is not None
+
+    async def fire() -> None:
+        async with serve(SimSource(SimulatedMarket(seed=1, start=9 * 3600)), port=0, faults=[]) as server:
+            await server.faults.fire(Fault("kick", at=0))
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(asyncio.wait_for(fire(), 10))
+    lines = [msg for r in caplog.records if (msg := r.getMessage()).startswith("fault #1 kick fired")]
+    assert len(lines) == 1
+    assert _shape(lines[0]) == _shape(shown[1])
