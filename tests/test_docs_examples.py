@@ -290,3 +290,63 @@ def test_the_fault_log_line_has_the_shape_the_page_shows(caplog: pytest.LogCaptu
     lines = [msg for r in caplog.records if (msg := r.getMessage()).startswith("fault #1 kick fired")]
     assert len(lines) == 1
     assert _shape(lines[0]) == _shape(shown[1])
+
+
+def test_the_sql_table_example_is_what_kiwoom_tape_sql_prints(tmp_path: Path) -> None:
+    page = text(ROOT / "docs" / "sql.md")
+    example = next(b for b in code_blocks(page, "text") if b.startswith("$ kiwoom-tape sql "))
+    command, *shown = example.rstrip("\n").splitlines()
+    (tmp_path / "data" / "frames").mkdir(parents=True)  # a dataset with no file yet: the query needs none
+    args = shlex.split(command)[3:]
+    assert args[0] == "data"
+    result = CliRunner().invoke(SCRIPTS["kiwoom-tape"], ["sql", str(tmp_path / "data"), *args[1:]])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == shown[:-1]
+    assert result.stderr.strip() == shown[-1]
+
+
+def _curl(line: str) -> tuple[str, str, bytes]:
+    """``curl -s [-X POST] URL [-d BODY]`` -> (method, query, body)."""
+    tokens = shlex.split(line.split("  #", 1)[0])
+    method = tokens[tokens.index("-X") + 1] if "-X" in tokens else "GET"
+    url = next(t for t in tokens if t.startswith("http://"))
+    body = tokens[tokens.index("-d") + 1].encode() if "-d" in tokens else b""
+    return method, url.partition("?")[2], body
+
+
+def test_the_control_examples_run_and_the_status_has_the_keys_the_page_names(tmp_path: Path) -> None:
+    from test_replay_recorded import mixed_tape
+
+    from replay.control import COMMANDS
+    from replay.recorded import RecordedSource
+
+    page = text(ROOT / "docs" / "replay.md")
+    section = page.split("### `/control`", 1)[1].split("\n#", 1)[0]
+    curls = [line for block in code_blocks(section, "bash") for line in block.splitlines() if line.startswith("curl")]
+    assert len(curls) == 6
+    table = {m for m in re.findall(r"^\| `(\w+)`", section, flags=re.M)}
+    assert table == set(COMMANDS)
+    status_text = " ".join(section[section.index("The status is JSON") :].split())
+    named = set(re.findall(r"`(\w+)`", status_text.split("A bad command")[0]))
+    mixed_tape(tmp_path / "data", n=20)
+
+    async def run() -> list[tuple[int, dict[str, object]]]:
+        async with serve(RecordedSource(tmp_path / "data"), port=0) as server:
+            answers = []
+            for line in curls:  # one request after another, as from a shell
+                answers.append(server.handle_control(*_curl(line)))
+                await asyncio.sleep(0.05)
+            return answers
+
+    answers = asyncio.run(asyncio.wait_for(run(), 10))
+    assert [code for code, _ in answers] == [200] * 6, answers
+    first, *_, last = (status for _, status in answers)
+    states = {"waiting", "playing", "paused", "ended"}
+    assert states <= named and first["state"] in states and last["state"] in states
+    assert [s["state"] for _, s in answers[1:3]] == ["paused", "paused"]  # pause, then step: stays paused
+    keys = named - states - {"server"}
+    assert keys <= set(first), sorted(keys - set(first))
+    server_status = first["server"]
+    assert isinstance(server_status, dict) and {"url", "clients", "frames_sent"} <= set(server_status)
+    recording = first["recording"]
+    assert isinstance(recording, dict) and {"first", "last", "files"} <= set(recording)
