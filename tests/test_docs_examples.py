@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import datetime as dt
 import importlib
+import inspect
 import json
 import logging
 import re
@@ -24,7 +26,7 @@ from click.testing import CliRunner
 
 from kiwoom_tape import helpdoc
 from replay.faults import Fault
-from replay.server import serve
+from replay.server import Server, serve
 from replay.simulator import SimulatedMarket
 from replay.sources import SimSource
 from schemas import layout, protocol
@@ -350,3 +352,47 @@ def test_the_control_examples_run_and_the_status_has_the_keys_the_page_names(tmp
     assert isinstance(server_status, dict) and {"url", "clients", "frames_sent"} <= set(server_status)
     recording = first["recording"]
     assert isinstance(recording, dict) and {"first", "last", "files"} <= set(recording)
+
+
+DEFAULT = re.compile(r"`(--[a-z][a-z-]*)`(?: [A-Za-z]+)? \((?:default:? )?(\d+(?:\.\d+)?)(?: [A-Za-z]+)?[,)]")
+
+
+def _defaults(option: str) -> set[float]:
+    out: set[float] = set()
+
+    def walk(cmd: click.Command) -> None:
+        for param in cmd.params:
+            if option in param.opts and isinstance(param.default, int | float | str):
+                with contextlib.suppress(ValueError):
+                    out.add(float(param.default))
+        if isinstance(cmd, click.Group):
+            for sub in cmd.commands.values():
+                walk(sub)
+
+    for cmd in SCRIPTS.values():
+        walk(cmd)
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_ids(PAGES))
+def test_the_defaults_a_page_quotes_are_the_options_defaults(page: Path) -> None:
+    for option, value in DEFAULT.findall(" ".join(text(page).split())):
+        assert float(value) in _defaults(option), f"{page.name}: {option} defaults to {_defaults(option)}, not {value}"
+
+
+def test_the_mock_s_limits_in_the_replay_table_are_the_code_s() -> None:
+    page = " ".join(text(ROOT / "docs" / "replay.md").split())
+    config = protocol.ServerConfig()
+    assert config.reg_window == 1.0
+    server_defaults = inspect.signature(Server).parameters
+    for phrase in (
+        f"| no LOGIN within {config.login_timeout:g} s, or REG before LOGIN | `SYSTEM` R10004, then close |",
+        f"| {config.max_missed_pings} PINGs unanswered | `SYSTEM` R10002, then close |",
+        f"| more than {protocol.MAX_ITEMS_PER_CONNECTION} items on a connection | REG `return_code` "
+        f"{protocol.RC_ITEM_CAP}, nothing applied |",
+        f"| more than {config.reg_rate} REG/REMOVE in a second | `return_code` {protocol.RC_REG_RATE} |",
+        f"| a message over {server_defaults['max_message'].default // 1024} KiB | close 1009 |",
+        f"all clients' together pass {server_defaults['max_total_backlog_bytes'].default // 2**20} MiB",
+        f"connections still open after {Server.STOP_GRACE:g} s are cut",
+    ):
+        assert phrase in page, phrase
