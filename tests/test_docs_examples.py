@@ -394,5 +394,22 @@ def test_the_mock_s_limits_in_the_replay_table_are_the_code_s() -> None:
         f"| a message over {server_defaults['max_message'].default // 1024} KiB | close 1009 |",
         f"all clients' together pass {server_defaults['max_total_backlog_bytes'].default // 2**20} MiB",
         f"connections still open after {Server.STOP_GRACE:g} s are cut",
+        f"| `return_code` {protocol.RC_LOGIN_FAILED} with `[CODE=8005, ...]`, then close |",
+        f"| `{protocol.ack('REMOVE')}` (docs/protocol.md 1.4's success answer)",
+        f"| an error reply with `return_code` {protocol.RC_ERROR}; the connection stays open |",
+    ):
+        assert phrase in page, phrase
+
+
+def test_the_fault_defaults_the_example_script_states_are_the_code_s() -> None:
+    page = text(ROOT / "docs" / "faults.md")
+    drop, refuse, reorder, close = (Fault(kind, at=0) for kind in
+                                    ("drop", "refuse_login", "reorder", "close_after_handshake"))
+    for phrase in (
+        f'# drop: close every connection with a code and reason (defaults {drop.code}, "{drop.reason}")',
+        f"whatever the token (default {refuse.count}, {refuse.code})",
+        f"REAL frames newest first (default {reorder.count})",
+        f"the next `count` connections (default {close.count})",
+        f"with `code` (default {close.code} ",
     ):
         assert phrase in page, phrase
