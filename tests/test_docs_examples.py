@@ -413,3 +413,33 @@ def test_the_fault_defaults_the_example_script_states_are_the_code_s() -> None:
         f"with `code` (default {close.code} ",
     ):
         assert phrase in page, phrase
+
+
+def test_the_simulated_market_s_day_and_rates_are_the_simulator_s() -> None:
+    from replay.sim_calendar import KRX_0D_WINDOWS, KRX_0E_WINDOWS, NXT_0D_WINDOWS
+    from replay.sim_streams import CHECKPOINT
+
+    section = text(ROOT / "docs" / "replay.md").split("## The simulated market", 1)[1]
+    rows = {m[0]: (m[1], m[2]) for m in re.findall(r"^\| (\d\d:\d\d-\d\d:\d\d) \| ([^|]+) \| ([^|]+) \|$",
+                                                    section, flags=re.M)}
+
+    def hm(seconds: int) -> str:
+        return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}"
+
+    def inside(span: str, windows: tuple[tuple[int, int], ...]) -> bool:
+        start = int(span[:2]) * 3600 + int(span[3:5]) * 60
+        return any(a // 60 * 60 <= start < b for a, b in windows)  # NXT's 09:00:30 start is in the 09:00 row
+
+    assert len(rows) == 9
+    for span, (krx, nxt) in rows.items():
+        expected_krx = "0E" if inside(span, KRX_0E_WINDOWS) else "0D" if inside(span, KRX_0D_WINDOWS) else "silent"
+        assert krx.startswith(expected_krx), (span, krx)
+        assert nxt.startswith("0D" if inside(span, NXT_0D_WINDOWS) else "halted"), (span, nxt)
+    covered = {hm(s) for w in (*KRX_0D_WINDOWS, *KRX_0E_WINDOWS, *NXT_0D_WINDOWS) for s in w}
+    assert covered <= {t for span in rows for t in span.split("-")}
+    assert "from 09:00:30" in rows["09:00-15:20"][1] and NXT_0D_WINDOWS[1][0] == 9 * 3600 + 30
+    params = inspect.signature(SimulatedMarket).parameters
+    flat = " ".join(section.split())
+    assert f"`rate_hz` = {params['rate_hz'].default:g} updates/s" in flat
+    assert f"0E flows at {params['rate_0e_hz'].default:g} rows/s" in flat
+    assert f"reseeded every {CHECKPOINT} s of market time" in flat and f"one print per {CHECKPOINT} s" in flat
