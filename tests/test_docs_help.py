@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import click
@@ -152,3 +155,14 @@ def test_check_names_the_stale_command_and_the_fix_and_write_fixes_it(tmp_path: 
     assert helpdoc.main(["--write", "--file", str(page)]) == 0
     assert page.read_text(encoding="utf-8") == good
     assert helpdoc.main(["--check", "--file", str(page)]) == 0
+
+
+def test_the_page_covers_every_console_script() -> None:
+    """A new entry in pyproject.toml's [project.scripts] must be added to ``helpdoc.ROOTS``."""
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    scripts = pyproject["project"]["scripts"]
+    assert set(scripts) == {name for name, _ in helpdoc.ROOTS}
+    for name, cmd in helpdoc.ROOTS:
+        module, _, func = scripts[name].partition(":")
+        main = getattr(importlib.import_module(module), func)
+        assert cmd.callback is not None and f"{cmd.callback.__name__}()" in inspect.getsource(main), name
