@@ -232,3 +232,19 @@ def test_the_simulated_market_s_day_and_rates_are_the_simulator_s() -> None:
     assert f"`rate_hz` = {params['rate_hz'].default:g} updates/s" in flat
     assert f"0E flows at {params['rate_0e_hz'].default:g} rows/s" in flat
     assert f"reseeded every {CHECKPOINT} s of market time" in flat and f"one print per {CHECKPOINT} s" in flat
+
+
+def test_the_types_record_takes_and_refuses_are_the_code_s() -> None:
+    from recorder.cli import TYPES
+    from schemas.fields import REAL_TYPE_NAMES
+    from schemas.tables import TABLE_OF_TYPE
+
+    page = " ".join(text(ROOT / "docs" / "commands.md").split())
+    kept = re.search(r"`--types` also takes the other types of stock items \(([^)]*?), docs/protocol\.md 3\)", page)
+    refused = re.search(r"Types that take other items \(([^)]*)\) are refused", page)
+    assert kept is not None and refused is not None
+    assert set(kept[1].split(", ")) == set(TYPES) - set(TABLE_OF_TYPE)
+    assert set(refused[1].split(", ")) == set(REAL_TYPE_NAMES) - set(TYPES)
+    tables = {"0B": "trades", "0D": "orderbook", "0E": "afterhours"}
+    assert {t: TABLE_OF_TYPE[t] for t in tables} == tables
+    assert all(f"every {t} row in `{table}`" in page for t, table in tables.items())
