@@ -248,3 +248,15 @@ def test_the_types_record_takes_and_refuses_are_the_code_s() -> None:
     tables = {"0B": "trades", "0D": "orderbook", "0E": "afterhours"}
     assert {t: TABLE_OF_TYPE[t] for t in tables} == tables
     assert all(f"every {t} row in `{table}`" in page for t, table in tables.items())
+
+
+def test_the_call_auctions_verify_allows_crossed_books_in_are_the_code_s() -> None:
+    from kiwoom_tape import verify
+
+    page = " ".join(text(ROOT / "docs" / "commands.md").split())
+
+    def hm(seconds: int) -> str:
+        return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}"
+
+    spans = ", ".join(f"{hm(a)}-{hm(b)}" for a, b in verify._AUCTIONS)
+    assert f"a crossed book outside the KRX call auctions ({spans})" in page
