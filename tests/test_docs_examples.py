@@ -26,6 +26,13 @@ from replay.sources import SimSource
 from schemas import layout, protocol
 
 
+def assert_says(page: str, *phrases: str) -> None:
+    """Every phrase is in ``docs/page`` (whitespace as in one line)."""
+    flat = " ".join(text(ROOT / "docs" / page).split())
+    missing = [p for p in phrases if p not in flat]
+    assert not missing, f"docs/{page} does not say what the code does: {missing}"
+
+
 def test_the_benchmark_table_is_the_named_run_file_s() -> None:
     page = text(ROOT / "docs" / "benchmarks.md")
     run_files = set(re.findall(r"`(?:bench/results/)?(\d{4}-\d\d-\d\dT\d{6}\.json)`", page))
@@ -170,11 +177,11 @@ def test_the_control_examples_run_and_the_status_has_the_keys_the_page_names(tmp
 
 
 def test_the_mock_s_limits_in_the_replay_table_are_the_code_s() -> None:
-    page = " ".join(text(ROOT / "docs" / "replay.md").split())
     config = protocol.ServerConfig()
     assert config.reg_window == 1.0
     server_defaults = inspect.signature(Server).parameters
-    for phrase in (
+    assert_says(
+        "replay.md",
         f"| no LOGIN within {config.login_timeout:g} s, or REG before LOGIN | `SYSTEM` R10004, then close |",
         f"| {config.max_missed_pings} PINGs unanswered | `SYSTEM` R10002, then close |",
         f"| more than {protocol.MAX_ITEMS_PER_CONNECTION} items on a connection | REG `return_code` "
@@ -186,22 +193,20 @@ def test_the_mock_s_limits_in_the_replay_table_are_the_code_s() -> None:
         f"| `return_code` {protocol.RC_LOGIN_FAILED} with `[CODE=8005, ...]`, then close |",
         f"| `{protocol.ack('REMOVE')}` (docs/protocol.md 1.4's success answer)",
         f"| an error reply with `return_code` {protocol.RC_ERROR}; the connection stays open |",
-    ):
-        assert phrase in page, phrase
+    )
 
 
 def test_the_fault_defaults_the_example_script_states_are_the_code_s() -> None:
-    page = text(ROOT / "docs" / "faults.md")
     drop, refuse, reorder, close = (Fault(kind, at=0) for kind in
                                     ("drop", "refuse_login", "reorder", "close_after_handshake"))
-    for phrase in (
+    assert_says(
+        "faults.md",
         f'# drop: close every connection with a code and reason (defaults {drop.code}, "{drop.reason}")',
         f"whatever the token (default {refuse.count}, {refuse.code})",
         f"REAL frames newest first (default {reorder.count})",
         f"the next `count` connections (default {close.count})",
         f"with `code` (default {close.code} ",
-    ):
-        assert phrase in page, phrase
+    )
 
 
 def test_the_simulated_market_s_day_and_rates_are_the_simulator_s() -> None:
