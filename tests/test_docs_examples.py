@@ -16,7 +16,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from _docs import ROOT, SCRIPTS, code_blocks, text
+from _docs import PAGES, ROOT, SCRIPTS, code_blocks, text
 from click.testing import CliRunner
 
 from replay.faults import Fault
@@ -265,3 +265,46 @@ def test_the_call_auctions_verify_allows_crossed_books_in_are_the_code_s() -> No
 
     spans = ", ".join(f"{hm(a)}-{hm(b)}" for a, b in verify._AUCTIONS)
     assert f"a crossed book outside the KRX call auctions ({spans})" in page
+
+
+def _complete(command: str) -> bool:
+    try:
+        shlex.split(command)
+    except ValueError:
+        return False
+    return True
+
+
+def sql_examples() -> list[str]:
+    """Every ``kiwoom-tape sql DIR QUERY ...`` line in a code block of the pages (a query may wrap lines)."""
+    start = re.compile(r"^\s*(?:\$ |\.venv/bin/)?kiwoom-tape sql ")
+    out: list[str] = []
+    for page in PAGES:
+        for block in code_blocks(text(page), r"\w*"):
+            lines = iter(block.splitlines())
+            for line in lines:
+                if not start.match(line):
+                    continue
+                command = line.split("  #", 1)[0].strip().removeprefix("$ ")
+                while not _complete(command):  # a quoted query that goes on on the next line
+                    command += " " + next(lines).split("  #", 1)[0].strip()
+                out.append(command)
+    return out
+
+
+SQL_EXAMPLES = sql_examples()
+
+
+def test_the_sql_examples_are_found() -> None:
+    assert len(SQL_EXAMPLES) >= 15, SQL_EXAMPLES
+
+
+@pytest.mark.parametrize("line", [x for x in SQL_EXAMPLES if len(shlex.split(x)) > 3])
+def test_every_sql_example_runs_on_the_views(line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a dataset with no file yet every view is empty with all its columns: each query must run."""
+    (tmp_path / "data" / "frames").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    args = shlex.split(line)
+    args = args[args.index("sql") + 1 :]
+    result = CliRunner().invoke(SCRIPTS["kiwoom-tape"], ["sql", "data", *args[1:]])
+    assert result.exit_code == 0, f"{line}\n{result.output}"
