@@ -308,3 +308,22 @@ def test_every_sql_example_runs_on_the_views(line: str, tmp_path: Path, monkeypa
     args = args[args.index("sql") + 1 :]
     result = CliRunner().invoke(SCRIPTS["kiwoom-tape"], ["sql", "data", *args[1:]])
     assert result.exit_code == 0, f"{line}\n{result.output}"
+
+
+def test_every_column_the_views_table_names_is_in_its_view(tmp_path: Path) -> None:
+    """docs/sql.md's table of views: each view it lists exists, with every column it names; a row that does not
+    elide (no ``...``, no "key columns as") names every column of its view."""
+    from replay.catalog import connect
+    from schemas.views import VIEW_NAMES
+
+    (tmp_path / "data" / "frames").mkdir(parents=True)
+    con = connect(tmp_path / "data")
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| (.+) \|$", text(ROOT / "docs" / "sql.md"), flags=re.M)
+    assert [view for view, _ in rows] == list(VIEW_NAMES)
+    values = {"in", "out", "buy", "sell", "orderbook"}  # a column's values, or "key columns as `orderbook`"
+    for view, cell in rows:
+        named = set(re.findall(r"`([a-z][a-z0-9_]*)`", cell)) - values
+        columns = {r[0] for r in con.sql(f"describe {view}").fetchall()}
+        assert named <= columns, (view, sorted(named - columns))
+        if "..." not in cell and "key columns as" not in cell:
+            assert columns <= named, (view, sorted(columns - named))
