@@ -18,12 +18,11 @@ from pathlib import Path
 import pytest
 from _docs import PAGES, ROOT, SCRIPTS, code_blocks, text
 from click.testing import CliRunner
-
-from replay.faults import Fault
-from replay.server import Server, serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
-from schemas import layout, protocol
+from kiwoom_tape.replay.faults import Fault
+from kiwoom_tape.replay.server import Server, serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas import layout, protocol
 
 
 def assert_says(page: str, *phrases: str) -> None:
@@ -80,7 +79,7 @@ def test_the_layout_example_names_are_the_code_s() -> None:
 
 
 def test_the_mock_s_login_answer_is_the_code_s() -> None:
-    assert f"| LOGIN with an accepted token | `{protocol.login_ok()}` |" in text(ROOT / "docs" / "replay.md")
+    assert f"| LOGIN with an accepted token | `{protocol.login_ok()}` |" in text(ROOT / "docs" / "kiwoom_tape.replay.md")
 
 
 def test_the_bad_fault_script_message_is_what_replay_prints(tmp_path: Path,
@@ -139,12 +138,11 @@ def _curl(line: str) -> tuple[str, str, bytes]:
 
 
 def test_the_control_examples_run_and_the_status_has_the_keys_the_page_names(tmp_path: Path) -> None:
+    from kiwoom_tape.replay.control import COMMANDS
+    from kiwoom_tape.replay.recorded import RecordedSource
     from test_replay_recorded import mixed_tape
 
-    from replay.control import COMMANDS
-    from replay.recorded import RecordedSource
-
-    page = text(ROOT / "docs" / "replay.md")
+    page = text(ROOT / "docs" / "kiwoom_tape.replay.md")
     section = page.split("### `/control`", 1)[1].split("\n#", 1)[0]
     curls = [line for block in code_blocks(section, "bash") for line in block.splitlines() if line.startswith("curl")]
     assert len(curls) == 6
@@ -181,7 +179,7 @@ def test_the_mock_s_limits_in_the_replay_table_are_the_code_s() -> None:
     assert config.reg_window == 1.0
     server_defaults = inspect.signature(Server).parameters
     assert_says(
-        "replay.md",
+        "kiwoom_tape.replay.md",
         f"| no LOGIN within {config.login_timeout:g} s, or REG before LOGIN | `SYSTEM` R10004, then close |",
         f"| {config.max_missed_pings} PINGs unanswered | `SYSTEM` R10002, then close |",
         f"| more than {protocol.MAX_ITEMS_PER_CONNECTION} items on a connection | REG `return_code` "
@@ -210,10 +208,10 @@ def test_the_fault_defaults_the_example_script_states_are_the_code_s() -> None:
 
 
 def test_the_simulated_market_s_day_and_rates_are_the_simulator_s() -> None:
-    from replay.sim_calendar import KRX_0D_WINDOWS, KRX_0E_WINDOWS, NXT_0D_WINDOWS
-    from replay.sim_streams import CHECKPOINT
+    from kiwoom_tape.replay.sim_calendar import KRX_0D_WINDOWS, KRX_0E_WINDOWS, NXT_0D_WINDOWS
+    from kiwoom_tape.replay.sim_streams import CHECKPOINT
 
-    section = text(ROOT / "docs" / "replay.md").split("## The simulated market", 1)[1]
+    section = text(ROOT / "docs" / "kiwoom_tape.replay.md").split("## The simulated market", 1)[1]
     rows = {m[0]: (m[1], m[2]) for m in re.findall(r"^\| (\d\d:\d\d-\d\d:\d\d) \| ([^|]+) \| ([^|]+) \|$",
                                                     section, flags=re.M)}
 
@@ -240,9 +238,9 @@ def test_the_simulated_market_s_day_and_rates_are_the_simulator_s() -> None:
 
 
 def test_the_types_record_takes_and_refuses_are_the_code_s() -> None:
-    from recorder.cli import TYPES
-    from schemas.fields import REAL_TYPE_NAMES
-    from schemas.tables import TABLE_OF_TYPE
+    from kiwoom_tape.recorder.cli import TYPES
+    from kiwoom_tape.schemas.fields import REAL_TYPE_NAMES
+    from kiwoom_tape.schemas.tables import TABLE_OF_TYPE
 
     page = " ".join(text(ROOT / "docs" / "commands.md").split())
     kept = re.search(r"`--types` also takes the other types of stock items \(([^)]*?), docs/protocol\.md 3\)", page)
@@ -313,8 +311,8 @@ def test_every_sql_example_runs_on_the_views(line: str, tmp_path: Path, monkeypa
 def test_every_column_the_views_table_names_is_in_its_view(tmp_path: Path) -> None:
     """docs/sql.md's table of views: each view it lists exists, with every column it names; a row that does not
     elide (no ``...``, no "key columns as") names every column of its view."""
-    from replay.catalog import connect
-    from schemas.views import VIEW_NAMES
+    from kiwoom_tape.replay.catalog import connect
+    from kiwoom_tape.schemas.views import VIEW_NAMES
 
     (tmp_path / "data" / "frames").mkdir(parents=True)
     con = connect(tmp_path / "data")

@@ -21,7 +21,7 @@ from kiwoom_tape import helpdoc
 
 def test_the_pages_are_there() -> None:
     names = {p.name for p in PAGES}
-    assert names >= {"README.md", "commands.md", "replay.md", "faults.md", "sql.md", "guarantees.md", "layout.md",
+    assert names >= {"README.md", "commands.md", "kiwoom_tape.replay.md", "faults.md", "sql.md", "guarantees.md", "layout.md",
                      "benchmarks.md", "scaling.md"}
     assert len(text(ROOT / "README.md").splitlines()) < 250
 
@@ -45,7 +45,7 @@ def test_every_file_and_test_a_page_names_exists(page: Path) -> None:
             source = matches[0].read_text(encoding="utf-8")
             assert re.search(rf"^(async )?def {func}\b", source, re.M), f"{page.name}: {path} has no {func}"
         named += 1
-    if page.name in {"README.md", "replay.md", "guarantees.md"}:
+    if page.name in {"README.md", "kiwoom_tape.replay.md", "guarantees.md"}:
         assert named, f"no path found in {page.name}: has the finder broken?"
 
 
