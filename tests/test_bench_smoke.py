@@ -35,7 +35,7 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
         assert by_section.get(section), f"no figure for {section}"
         for fig in by_section[section]:
             assert fig["verdict"] in ("met", "MISSED", ""), fig
-    # the figures the README's table is about are there, each with a value
+    # the figures docs/benchmarks.md's table is about are there, each with a value
     names = " | ".join(str(f["name"]) for f in result["figures"] if f["value"] is not None)
     for needle in ("bare websockets receive", "record, lossless", "CPU of record", "raw + normalized",
                    "replay --speed max, 1 client", "replay --speed max, 10 clients", "pacing error",

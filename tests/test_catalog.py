@@ -234,7 +234,7 @@ def test_minute_across_day_boundaries_in_kst_and_utc(tmp_path: Path) -> None:
     # grouping by it gives one row per minute, and it compares with a KST literal
     assert c.execute("select count(distinct minute) from quotes").fetchone() == (7,)
     assert c.execute("select count(*) from quotes where minute = '2026-03-10 10:00'").fetchone() == (2,)
-    # the README's 5-minute bucket, the same way
+    # docs/sql.md's 5-minute bucket, the same way
     assert c.execute(
         "select count(*) from quotes where to_timestamp(epoch_us(recv_ts) // 300000000 * 300)"
         " is distinct from time_bucket(interval 5 minute, recv_ts)"

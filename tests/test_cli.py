@@ -1,4 +1,4 @@
-"""Every command is documented: help with an example, and a place in the README (STYLE.md habit 12)."""
+"""Every command is documented: help with an example, and a place in docs/commands.md (STYLE.md habits 12, 17)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from kiwoom_tape.cli import cli
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+COMMANDS_MD = (Path(__file__).resolve().parent.parent / "docs" / "commands.md").read_text(encoding="utf-8")
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
@@ -31,11 +31,12 @@ def test_there_are_commands() -> None:
 
 
 @pytest.mark.parametrize(("path", "cmd"), ALL, ids=[" ".join(p) for p, _ in ALL])
-def test_every_command_has_help_with_an_example_and_is_in_readme(path: tuple[str, ...], cmd: click.Command) -> None:
+def test_every_command_has_help_with_an_example_and_is_in_the_docs(path: tuple[str, ...], cmd: click.Command) -> None:
     result = CliRunner().invoke(cli, [*path, "--help"])
     assert result.exit_code == 0, result.output
     assert cmd.help and "Example" in cmd.help, f"{' '.join(path)} --help needs an example"
-    assert " ".join(path) in README, f"README does not mention `{' '.join(path)}`"
+    name = " ".join(("kiwoom-tape", *path))
+    assert f"## `{name}`" in COMMANDS_MD, f"docs/commands.md has no `{name}`: run python -m kiwoom_tape.helpdoc --write"
 
 
 def test_version() -> None:

@@ -3,7 +3,7 @@ loaded from its ``pytest11`` entry point, an ``async def`` test, a client in a s
 
 No async test plugin (pytest-asyncio, anyio, ...) is installed in this project's venv, so the generated
 suite's ``conftest.py`` runs ``async def`` tests the way those plugins do: the coroutine on an event loop in
-the test's thread (pytest's documented ``pytest_pyfunc_call`` hook). What the README claims is exactly what
+the test's thread (pytest's documented ``pytest_pyfunc_call`` hook). What docs/replay.md claims is exactly what
 that exercises: the factory is called from inside a running event loop, and the server, on its own loop in
 a thread, serves an asyncio client in that loop.
 """

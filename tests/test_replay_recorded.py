@@ -46,7 +46,7 @@ from kiwoom_tape.cli import cli
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+REPLAY_MD = (ROOT / "docs" / "replay.md").read_text(encoding="utf-8")
 NS = 1_000_000_000
 TIMEOUT = 30.0
 
@@ -627,18 +627,17 @@ def test_kiwoom_replay_fixture_runs_a_fault_script(kiwoom_replay: Any, tmp_path:
         kiwoom_replay(tmp_path / "data", faults=bad)
 
 
-def _readme_example() -> str:
-    section = README.split("## Replay a recorded day", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+def _docs_example() -> str:
+    blocks = re.findall(r"```python\n(.*?)```", REPLAY_MD, re.S)
     tests = [b for b in blocks if "def test_" in b and "kiwoom_replay" in b]
-    assert tests, "the README's replay section has no example test using kiwoom_replay"
+    assert tests, "docs/replay.md has no example test using kiwoom_replay"
     return tests[0]
 
 
-def test_the_readme_example_passes_with_the_plugin(pytester: pytest.Pytester, tmp_path: Path) -> None:
+def test_the_docs_example_passes_with_the_plugin(pytester: pytest.Pytester, tmp_path: Path) -> None:
     data = tmp_path / "data"
     mixed_tape(data, n=20)
     pytester.makeini(f"[pytest]\nkiwoom_replay_dataset = {data}\nfilterwarnings = error\naddopts = --strict-markers\n")
-    pytester.makepyfile(test_strategy=_readme_example())
+    pytester.makepyfile(test_strategy=_docs_example())
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", timeout=60)
     result.assert_outcomes(passed=1)

@@ -119,7 +119,7 @@ def test_sql_command_runs_the_bars_macro(tape: tuple[Path, list[dict[str, Any]]]
 
 
 def test_trades_and_bars_are_documented_with_examples() -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    sql_md = (Path(__file__).resolve().parents[1] / "docs" / "sql.md").read_text(encoding="utf-8")
     help_text = CliRunner().invoke(cli, ["sql", "--help"]).output
-    for text in (readme, help_text):
+    for text in (sql_md, help_text):
         assert "from bars('1 minute')" in text and "from trades" in text

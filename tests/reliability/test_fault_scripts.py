@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from .conftest import SecretAudit
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+FAULTS_MD = (ROOT / "docs" / "faults.md").read_text(encoding="utf-8")
 TIMEOUT = 15.0
 
 
@@ -36,20 +36,21 @@ TIMEOUT = 15.0
 # Parsing
 
 
-def _readme_faults_section() -> str:
-    return README.split("\n## Faults\n", 1)[1].split("\n## ", 1)[0]
+def _faults_doc() -> str:
+    assert FAULTS_MD.startswith("# Faults\n")
+    return FAULTS_MD
 
 
-def test_the_readme_example_script_parses_and_shows_every_kind() -> None:
-    blocks = re.findall(r"```toml\n(.*?)```", _readme_faults_section(), re.S)
-    assert blocks, "the README's Faults section has no TOML example"
-    script = FaultScript.parse(blocks[0], source="README")
+def test_the_docs_example_script_parses_and_shows_every_kind() -> None:
+    blocks = re.findall(r"```toml\n(.*?)```", _faults_doc(), re.S)
+    assert blocks, "docs/faults.md has no TOML example"
+    script = FaultScript.parse(blocks[0], source="docs/faults.md")
     assert {f.kind for f in script.faults} == set(KINDS)
     drop, abort = script.faults[0], script.faults[1]
     assert (drop.code, drop.reason, drop.at) == (1011, "server restart", 5.0)
     assert abort.abort and abort.at == 10.0
     for kind in KINDS:
-        assert f"`{kind}`" in _readme_faults_section() or f'"{kind}"' in blocks[0]
+        assert f"`{kind}`" in _faults_doc() or f'"{kind}"' in blocks[0]
 
 
 def test_defaults_and_both_triggers() -> None:
