@@ -18,7 +18,7 @@ from schemas.envelopes import (
     TERMINAL_SYSTEM_CODES,
     auth_code_of,
     login,
-    reg,
+    reg_entries,
     renews_token,
 )
 from schemas.errors import ProtocolError, TooManyItems
@@ -28,6 +28,7 @@ from schemas.messages import (
     Ping,
     Real,
     RealRow,
+    Subscription,
     SystemMsg,
     Unknown,
     decode_server_message,
@@ -59,7 +60,9 @@ class LoginRejected:
 @dataclass(frozen=True, slots=True)
 class RegistrationDone:
     """A REG or REMOVE was answered. ``return_code`` 0 means applied; ``will_retry``: the session sends
-    the batch again later (105110 after ``rate_backoff``; other refusals of a REG with a doubling delay)."""
+    the batch again later (105110 after ``rate_backoff``; other refusals of a REG with a doubling delay).
+    ``items`` and ``types`` are those of the whole message, in order; ``entries`` its ``data`` entries, each the
+    cartesian product of its items and types (one entry per set of types, docs/protocol.md 1.3)."""
 
     trnm: str
     items: tuple[str, ...]
@@ -67,6 +70,7 @@ class RegistrationDone:
     return_code: int
     return_msg: str
     will_retry: bool
+    entries: tuple[Subscription, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +110,20 @@ Event = LoggedIn | LoginRejected | RegistrationDone | PingEchoed | RealData | Sy
 
 @dataclass
 class _Pending:
+    """One REG/REMOVE message to send: its ``data`` entries."""
+
     trnm: str
-    items: tuple[str, ...]
-    types: tuple[str, ...]
+    entries: tuple[Subscription, ...]
     not_before: float = 0.0
     refusals: int = 0
+
+    @property
+    def items(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(i for e in self.entries for i in e.items))
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t for e in self.entries for t in e.types))
 
 
 @dataclass
@@ -150,10 +163,12 @@ class ClientSession:
     def subscribe(self, items: Sequence[str], types: Sequence[str], now: float = 0.0) -> None:
         """Add items x types to the wanted set; REGs go out in batches once logged in.
 
-        Raises TooManyItems if the connection would carry more than ``max_items`` distinct items.
+        Raises TooManyItems if the connection would carry more than ``max_items`` distinct items (the empty item
+        of 00/04/0s/1h takes no slot, docs/protocol.md 1.3, 4.1). Call it once per set of types that take the same
+        items (stock codes; ``[""]`` for 1h; industry codes for 0J): each is its own ``data`` entry.
         """
         new = {(i, t): None for i in items for t in types}
-        all_items = {i for i, _ in self.subscribed} | set(items)
+        all_items = {i for i, _ in self.subscribed if i} | {i for i in items if i}
         if len(all_items) > self.max_items:
             raise TooManyItems(len(all_items), self.max_items)
         fresh = [p for p in new if p not in self.subscribed]
@@ -169,19 +184,36 @@ class ClientSession:
             self._enqueue("REMOVE", list(items), list(types), now)
 
     def _enqueue(self, trnm: str, items: list[str], types: list[str], now: float) -> None:
-        for k in range(0, len(items), self.reg_batch):
-            self._queue.append(_Pending(trnm, tuple(items[k : k + self.reg_batch]), tuple(types)))
+        self._enqueue_entries(trnm, [(items, tuple(types))], now)
+
+    def _enqueue_entries(self, trnm: str, groups: Sequence[tuple[Sequence[str], tuple[str, ...]]], now: float) -> None:
+        """Queue ``groups`` (items, types) as messages of at most ``reg_batch`` items, each group one ``data``
+        entry (split over messages when it has more items than a message has room for)."""
+        batch: list[Subscription] = []
+        room = self.reg_batch
+        for items, types in groups:
+            k = 0
+            while k < len(items):
+                part = tuple(items[k : k + room])
+                batch.append(Subscription(part, types))
+                k += len(part)
+                room -= len(part)
+                if room == 0:
+                    self._queue.append(_Pending(trnm, tuple(batch)))
+                    batch, room = [], self.reg_batch
+        if batch:
+            self._queue.append(_Pending(trnm, tuple(batch)))
         self.tick(now)
 
     def _register_all(self, now: float) -> None:
+        """REG every subscribed pair: the items grouped by their set of types, one entry per group."""
         by_types: dict[tuple[str, ...], list[str]] = {}
         items_types: dict[str, list[str]] = {}
         for i, t in self.subscribed:
             items_types.setdefault(i, []).append(t)
         for i, ts in items_types.items():
             by_types.setdefault(tuple(ts), []).append(i)
-        for type_key, item_list in by_types.items():
-            self._enqueue("REG", item_list, list(type_key), now)
+        self._enqueue_entries("REG", [(item_list, type_key) for type_key, item_list in by_types.items()], now)
 
     def next_deadline(self) -> float | None:
         if self.state is ClientState.OPEN and self._in_flight is None and self._queue:
@@ -197,7 +229,9 @@ class ClientSession:
         self._queue.popleft()
         self._in_flight = head
         self._last_sent = now
-        self._outbox.append(reg(head.items, head.types, grp_no=self.grp_no, trnm=head.trnm))
+        self._outbox.append(
+            reg_entries([(e.items, e.types) for e in head.entries], grp_no=self.grp_no, trnm=head.trnm)
+        )
 
     def data_to_send(self) -> list[str | bytes]:
         out, self._outbox = self._outbox, []
@@ -259,11 +293,14 @@ class ClientSession:
                 head.refusals += 1
                 self._queue.append(head)
             else:
-                for i in head.items:
-                    for t in head.types:
-                        self.subscribed.pop((i, t), None)
+                for e in head.entries:
+                    for i in e.items:
+                        for t in e.types:
+                            self.subscribed.pop((i, t), None)
         self.tick(now)
-        return [RegistrationDone(msg.trnm, head.items, head.types, msg.return_code, msg.return_msg, retry)]
+        return [
+            RegistrationDone(msg.trnm, head.items, head.types, msg.return_code, msg.return_msg, retry, head.entries)
+        ]
 
     def closed(self) -> None:
         """The socket closed: pending requests are void; :meth:`connect` starts over and re-REGs all."""

@@ -8,7 +8,7 @@ machines (:mod:`schemas.client_session`, :mod:`schemas.server_session`) build on
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -114,10 +114,21 @@ def system(code: str, message: str) -> str:
 def reg(
     items: Sequence[str], types: Sequence[str], *, grp_no: str = "1", refresh: str = "1", trnm: str = "REG"
 ) -> str:
+    """A REG (or REMOVE) of ``items`` x ``types``: one ``data`` entry (docs/protocol.md 1.3, 1.5)."""
+    return reg_entries([(items, types)], grp_no=grp_no, refresh=refresh, trnm=trnm)
+
+
+def reg_entries(
+    entries: Iterable[tuple[Sequence[str], Sequence[str]]], *, grp_no: str = "1", refresh: str = "1",
+    trnm: str = "REG",
+) -> str:
+    """A REG (or REMOVE) with one ``data`` entry ``{"item": [...], "type": [...]}`` per (items, types) of
+    ``entries``, in order: each entry is the cartesian product of its items and types (docs/protocol.md 1.3), so a
+    set of types that take different items (stock codes, ``""`` for 1h, industry codes) is one entry each."""
     body: dict[str, Any] = {"trnm": trnm, "grp_no": grp_no}
     if trnm == "REG":
         body["refresh"] = refresh
-    body["data"] = [{"item": list(items), "type": list(types)}]
+    body["data"] = [{"item": list(items), "type": list(types)} for items, types in entries]
     return encode(body)
 
 

@@ -64,6 +64,7 @@ from schemas.envelopes import (
     login_failed,
     login_ok,
     reg,
+    reg_entries,
     renews_token,
     system,
 )
@@ -143,6 +144,7 @@ __all__ = [
     "login_failed",
     "login_ok",
     "reg",
+    "reg_entries",
     "renews_token",
     "system",
 ]

@@ -27,6 +27,7 @@ from schemas.envelopes import (
 )
 from schemas.errors import ProtocolError
 from schemas.fields import REAL_TYPE_NAMES
+from schemas.items import covers_every_item
 from schemas.messages import Login, Ping, Reg, Remove, Subscription, Unknown, decode_client_message, guess_trnm
 
 
@@ -82,8 +83,11 @@ class ServerSession:
     # -- queries
 
     def wants(self, item: str, real_type: str) -> bool:
-        """Whether this client registered (item, type) in any group."""
-        return (item, real_type) in self._wanted
+        """Whether this client registered (item, type) in any group, or the empty item of an account- or
+        market-wide type, which covers every item (:func:`schemas.items.covers_every_item`)."""
+        return (item, real_type) in self._wanted or (
+            ("", real_type) in self._wanted and covers_every_item(real_type, "")
+        )
 
     @property
     def registered(self) -> frozenset[tuple[str, str]]:
