@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _cli import cli_argv
@@ -227,3 +228,26 @@ def test_record_every_type_then_query_and_replay_it_byte_exact(day: tuple[Path, 
     assert json.loads(got[2])["data"] == json.loads(frames[4])["data"]  # 1h of 000660 too: the empty item is every VI
     assert got[2] == frames[4]
 
+
+
+def test_the_mock_sends_a_client_of_the_empty_item_every_item_s_rows_of_that_type() -> None:
+    """The per-batch path (:meth:`Server.dispatch`, the simulator's): 1h registered with ``""`` gets each VI row,
+    whatever stock it names, and only the rows of 0D it registered."""
+    from test_server import ManualSource, login, reg, row, with_server
+
+    from schemas.protocol import encode_real_frame
+
+    async def t(server: Any, source: ManualSource) -> None:
+        async with connect(server.url) as ws:
+            await login(ws)
+            assert (await reg(ws, ["005930"], ["0D"]))["return_code"] == 0
+            assert (await reg(ws, [""], ["1h"]))["return_code"] == 0
+            mixed = [row("000660", "1h"), row("000660", "0D"), row("005930", "0D", 1)]
+            alone = [row("035420", "1h", 2)]
+            for batch in (mixed, alone, [row("000660", "0D", 3)], [row("000660", "0J", 4)], alone):
+                await source.queue.put(batch)
+            want = [encode_real_frame([mixed[0].text, mixed[2].text]), encode_real_frame([alone[0].text])]
+            want.append(want[1])
+            assert await recv_reals(ws, len(want), quiet=0.3) == want  # the 0D of 000660 and the 0J: not sent
+
+    with_server(t)
