@@ -193,6 +193,7 @@ def record_command(
         KIWOOM_TOKEN=... record --items 005930,000660 --out data
         record --items-file krx.txt --keys keys.toml --out data   # 200 items per key
         record --items 005930,005930_NX --url ws://127.0.0.1:10000/api/dostk/websocket --duration 30s
+        record --items 005930 --types 0B,0D,0H,1h,0J --industries 001   # + VI, KOSPI index
         record recover data        # turn a crashed run's journal into Parquet now
     """
     if ctx.invoked_subcommand is not None:

@@ -8,7 +8,8 @@ kept once (with a warning naming both lines). Every code must be an item of ever
 Which items each type gets (:func:`subscriptions`): the types of stock items take the ``--items``, 0J/0U the
 ``--industries``, 0I both gold codes, 00/04/0s/1h the empty item once (:data:`schemas.items.ITEM_KIND`); each set
 of types is one ``data`` entry of the REG (docs/protocol.md 1.3). The stock items are spread over the connections,
-the other entries go on the first connection only (registered once, not per stock or per key).
+the other entries go on the first connection only (registered once, not per stock or per key), but for 00/04,
+which each app key gets for its own account.
 
 The keys file is :mod:`schemas.keyfile` (shared with ``replay --keys``). Parsing is pure (text in, values
 out); :func:`read_items_file` and :func:`read_keys_file` read the file and name it in their errors.
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from schemas.errors import KiwoomTapeError
-from schemas.items import GOLD_ITEMS, ITEM_KIND, item_problem
+from schemas.items import ACCOUNT_TYPES, GOLD_ITEMS, ITEM_KIND, item_problem
 from schemas.keyfile import KeyFileError, KeySpec, parse_keys, resolve_key
 from schemas.protocol import MAX_ITEMS_PER_CONNECTION, Subscription
 
@@ -101,7 +102,8 @@ def subscriptions(
 ) -> tuple[Subscription, ...]:
     """The ``data`` entries one connection registers: ``items`` (its share of the stock items) for the types of stock
     items, and, on the ``first`` connection only, ``industries`` for 0J/0U, :data:`schemas.items.GOLD_ITEMS` for 0I
-    and the empty item for 00/04/0s/1h (docs/protocol.md 1.3). Every item is checked against every type it is
+    and the empty item for 0s/1h (docs/protocol.md 1.3); 00/04 (the account of the connection's app key) on every
+    connection. Every item is checked against every type it is
     registered for (:func:`schemas.items.item_problem`); raises PlanError naming the problem and the fix."""
     by_kind: dict[str, list[str]] = {}
     for t in types:
@@ -117,7 +119,9 @@ def subscriptions(
                 if problem is not None:
                     raise PlanError(f"{option} {problem}", hint=f"record {t} with {option} of its own kind of codes, "
                                     "or leave it out of --types")
-        if (kind == "stock" or first) and codes:
+        if not first and kind != "stock":  # once, not per key; but each key is its own account: 00/04 on each
+            kind_types = [t for t in kind_types if t in ACCOUNT_TYPES]
+        if codes and kind_types:
             out.append(Subscription(tuple(codes), tuple(kind_types)))
     return tuple(out)
 

@@ -30,7 +30,9 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["EMPTY_ITEM_TYPES", "GOLD_ITEMS", "ITEM_KIND", "ITEM_RULES", "covers_every_item", "item_problem"]
+__all__ = [
+    "ACCOUNT_TYPES", "EMPTY_ITEM_TYPES", "GOLD_ITEMS", "ITEM_KIND", "ITEM_RULES", "covers_every_item", "item_problem",
+]
 
 _STOCK: Final = re.compile(r"[0-9A-Z]{6}(?:_NX|_AL)?")
 _ELW: Final = re.compile(r"[0-9A-Z]{6}")
@@ -73,6 +75,9 @@ ITEM_KIND: Final[dict[str, str]] = {
 
 EMPTY_ITEM_TYPES: Final = frozenset(t for t, kind in ITEM_KIND.items() if kind == "empty")
 """The types registered with the empty item, once per connection, not per stock (docs/protocol.md 1.3)."""
+
+ACCOUNT_TYPES: Final = frozenset({"00", "04"})
+"""The types of the app key's account (order fills, balance): each connection of ``record --keys`` has its own."""
 
 GOLD_ITEMS: Final = ("MGD", "MGU")
 """The items of 0I 국제금환산가격: there are no others (docs/protocol.md 2.4)."""

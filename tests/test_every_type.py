@@ -251,3 +251,11 @@ def test_the_mock_sends_a_client_of_the_empty_item_every_item_s_rows_of_that_typ
             assert await recv_reals(ws, len(want), quiet=0.3) == want  # the 0D of 000660 and the 0J: not sent
 
     with_server(t)
+
+
+def test_each_key_registers_its_own_account_types_and_the_market_wide_ones_once() -> None:
+    plan = connection_entries(["0D", "00", "1h"], ["005930", "000660"], [], 2)
+    assert plan == [
+        (Subscription(("005930",), ("0D",)), Subscription(("",), ("00", "1h"))),
+        (Subscription(("000660",), ("0D",)), Subscription(("",), ("00",))),
+    ]
