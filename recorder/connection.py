@@ -198,8 +198,9 @@ class Connection:
     def _on_event(self, ev: object, now: float) -> None:
         if isinstance(ev, LoggedIn):
             self.logged_in, self.login_mono = True, now
-            self._event("login", {"items": len(self.items), "types": self.types}, None)
-            log.info("logged in; registering %d items x %s", len(self.items), ",".join(self.types))
+            self._event("login", {"items": len([i for i in self.items if i]), "types": self.types}, None)
+            log.info("logged in; registering %s", "; ".join(
+                f"{len(sub.items)} items x {','.join(sub.types)}" for sub in self.subscriptions))
             self._on_login()
         elif isinstance(ev, LoginRejected):
             self._event("login_failed", {"return_msg": ev.return_msg[:200], "auth_code": ev.auth_code},
