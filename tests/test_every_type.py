@@ -259,3 +259,41 @@ def test_each_key_registers_its_own_account_types_and_the_market_wide_ones_once(
         (Subscription(("005930",), ("0D",)), Subscription(("",), ("00", "1h"))),
         (Subscription(("000660",), ("0D",)), Subscription(("",), ("00",))),
     ]
+
+
+def test_every_reconnect_registers_the_same_entries(tmp_path: Path) -> None:
+    from test_server import ManualSource
+
+    from kiwoom_tape.testing import run_recorder
+    from recorder.auth import token_provider_from_env
+    from recorder.backoff import ReconnectPolicy
+    from recorder.client import Recorder
+    from recorder.store import Store
+
+    (stocks, rest) = subscriptions(["0D", "0s", "1h"], ["005930", "000660_NX"], [])
+    want = ('{"trnm":"REG","grp_no":"1","refresh":"1","data":[{"item":["005930","000660_NX"],"type":["0D"]},'
+            '{"item":[""],"type":["0s","1h"]}]}')
+
+    async def main() -> None:
+        async with serve(ManualSource(), port=0) as server:
+            store = Store(tmp_path, "run")
+            store.open()
+            rec = Recorder(server.url, stocks.items, stocks.types, store, token_provider_from_env(server.url, {}),
+                           policy=ReconnectPolicy(base=0.05, cap=0.2), also=[rest])
+
+            async def drops(rec: Recorder) -> None:
+                def logged_in(n: int) -> bool:  # connection n + 1 sent LOGIN and REG and got both replies
+                    return rec.stats.connects == n + 1 and rec.store.stats.frames >= 4 * (n + 1)
+
+                for n in range(3):
+                    while not logged_in(n):  # noqa: ASYNC110  # counters of other tasks, no event to wait on
+                        await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.2)
+                    if n < 2:
+                        assert await server.drop_all(1011, f"fault {n}") == 1
+
+            await run_recorder(rec, drops)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    out = sorted(table(tmp_path, "frames"), key=lambda r: r["seq"])
+    assert [r["text"] for r in out if r["direction"] == "out" and r["trnm"] == "REG"] == [want] * 3
