@@ -3,15 +3,16 @@ over the app keys, at most 200 per connection (docs/protocol.md 4.1: one connect
 
 An items file holds one code per line; ``#`` starts a comment, blank lines are skipped, a code given twice is
 kept once (with a warning naming both lines). Every code must be an item of every recorded type
-(:func:`schemas.items.item_problem`); a bad one is refused naming its line.
+(:func:`kiwoom_tape.schemas.items.item_problem`); a bad one is refused naming its line.
 
 Which items each type gets (:func:`subscriptions`): the types of stock items take the ``--items``, 0J/0U the
-``--industries``, 0I both gold codes, 00/04/0s/1h the empty item once (:data:`schemas.items.ITEM_KIND`); each set
+``--industries``, 0I both gold codes, 00/04/0s/1h the empty item once (:data:`kiwoom_tape.schemas.items.ITEM_KIND`);
+each set
 of types is one ``data`` entry of the REG (docs/protocol.md 1.3). The stock items are spread over the connections,
 the other entries go on the first connection only (registered once, not per stock or per key), but for 00/04,
 which each app key gets for its own account.
 
-The keys file is :mod:`schemas.keyfile` (shared with ``replay --keys``). Parsing is pure (text in, values
+The keys file is :mod:`kiwoom_tape.schemas.keyfile` (shared with ``replay --keys``). Parsing is pure (text in, values
 out); :func:`read_items_file` and :func:`read_keys_file` read the file and name it in their errors.
 """
 
@@ -22,10 +23,10 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from schemas.errors import KiwoomTapeError
-from schemas.items import ACCOUNT_TYPES, GOLD_ITEMS, ITEM_KIND, item_problem
-from schemas.keyfile import KeyFileError, KeySpec, parse_keys, resolve_key
-from schemas.protocol import MAX_ITEMS_PER_CONNECTION, Subscription
+from kiwoom_tape.schemas.errors import KiwoomTapeError
+from kiwoom_tape.schemas.items import ACCOUNT_TYPES, GOLD_ITEMS, ITEM_KIND, item_problem
+from kiwoom_tape.schemas.keyfile import KeyFileError, KeySpec, parse_keys, resolve_key
+from kiwoom_tape.schemas.protocol import MAX_ITEMS_PER_CONNECTION, Subscription
 
 __all__ = [
     "KeyFileError",
@@ -101,10 +102,11 @@ def subscriptions(
     types: Sequence[str], items: Sequence[str], industries: Sequence[str], *, first: bool = True
 ) -> tuple[Subscription, ...]:
     """The ``data`` entries one connection registers: ``items`` (its share of the stock items) for the types of stock
-    items, and, on the ``first`` connection only, ``industries`` for 0J/0U, :data:`schemas.items.GOLD_ITEMS` for 0I
+    items, and, on the ``first`` connection only, ``industries`` for 0J/0U, :data:`kiwoom_tape.schemas.items.GOLD_ITEMS`
+    for 0I
     and the empty item for 0s/1h (docs/protocol.md 1.3); 00/04 (the account of the connection's app key) on every
     connection. Every item is checked against every type it is
-    registered for (:func:`schemas.items.item_problem`); raises PlanError naming the problem and the fix."""
+    registered for (:func:`kiwoom_tape.schemas.items.item_problem`); raises PlanError naming the problem and the fix."""
     by_kind: dict[str, list[str]] = {}
     for t in types:
         by_kind.setdefault(ITEM_KIND.get(t, "stock"), []).append(t)

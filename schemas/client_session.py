@@ -1,7 +1,7 @@
 """The client side of a Kiwoom real-time connection, sans I/O: LOGIN, paced REG/REMOVE, PING echo, events.
 
 docs/protocol.md 1.2-1.8 are the spec; ``recorder/`` drives :class:`ClientSession` over a socket, tests drive
-it against :class:`schemas.server_session.ServerSession` with no socket at all.
+it against :class:`kiwoom_tape.schemas.server_session.ServerSession` with no socket at all.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from schemas.envelopes import (
+from kiwoom_tape.schemas.envelopes import (
     MAX_ITEMS_PER_CONNECTION,
     RC_OK,
     RC_REG_RATE,
@@ -21,8 +21,8 @@ from schemas.envelopes import (
     reg_entries,
     renews_token,
 )
-from schemas.errors import ProtocolError, TooManyItems
-from schemas.messages import (
+from kiwoom_tape.schemas.errors import ProtocolError, TooManyItems
+from kiwoom_tape.schemas.messages import (
     Ack,
     LoginReply,
     Ping,

@@ -1,8 +1,8 @@
 """The Kiwoom real-time envelopes, outbound: URLs, return codes, limits and the encoders of every frame.
 
 docs/protocol.md section 1 is the spec (1.1 URLs, 1.2 LOGIN, 1.3-1.5 REG/REMOVE, 1.6 PING, 1.7 REAL,
-1.9 SYSTEM). Pure functions, no I/O: :mod:`schemas.messages` decodes what these encode, and the two session
-machines (:mod:`schemas.client_session`, :mod:`schemas.server_session`) build on both.
+1.9 SYSTEM). Pure functions, no I/O: :mod:`kiwoom_tape.schemas.messages` decodes what these encode, and the two session
+machines (:mod:`kiwoom_tape.schemas.client_session`, :mod:`kiwoom_tape.schemas.server_session`) build on both.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
-
-from schemas.fields import REAL_TYPE_NAMES
+from kiwoom_tape.schemas.fields import REAL_TYPE_NAMES
 
 WS_PATH = "/api/dostk/websocket"
 PROD_WS_URL = "wss://api.kiwoom.com:10000" + WS_PATH

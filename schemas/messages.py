@@ -2,7 +2,7 @@
 
 docs/protocol.md section 1 is the spec. :func:`decode_client_message` is what a server reads (LOGIN, REG,
 REMOVE, PING), :func:`decode_server_message` what a client reads (LOGIN reply, acks, PING, REAL, SYSTEM);
-both raise :class:`schemas.errors.ProtocolError` for anything that is not a well-formed envelope.
+both raise :class:`kiwoom_tape.schemas.errors.ProtocolError` for anything that is not a well-formed envelope.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import msgspec
-
-from schemas.errors import ProtocolError
+from kiwoom_tape.schemas.errors import ProtocolError
 
 _INT_TEXT = re.compile(r"[ \t]*-?[0-9]{1,18}[ \t]*")  # what int() surely parses (no "²", no 5000 digits)
 

@@ -5,9 +5,9 @@ feeds received text in with the current monotonic time, asks what to send, and a
 deadline (when to call :meth:`tick`). ``recorder/`` drives :class:`ClientSession`; ``replay/``
 drives :class:`ServerSession`; tests drive both against each other with no socket at all.
 
-The code lives along its seams: :mod:`schemas.envelopes` (constants and encoders),
-:mod:`schemas.messages` (decoded messages and decoders), :mod:`schemas.server_session` and
-:mod:`schemas.client_session`. This module re-exports their public names.
+The code lives along its seams: :mod:`kiwoom_tape.schemas.envelopes` (constants and encoders),
+:mod:`kiwoom_tape.schemas.messages` (decoded messages and decoders), :mod:`kiwoom_tape.schemas.server_session` and
+:mod:`kiwoom_tape.schemas.client_session`. This module re-exports their public names.
 
 Envelopes (both directions are JSON text frames, key order never matters)::
 
@@ -23,7 +23,7 @@ Envelopes (both directions are JSON text frames, key order never matters)::
 
 from __future__ import annotations
 
-from schemas.client_session import (
+from kiwoom_tape.schemas.client_session import (
     ClientSession,
     ClientState,
     Event,
@@ -35,7 +35,7 @@ from schemas.client_session import (
     SystemNotice,
     UnexpectedMessage,
 )
-from schemas.envelopes import (
+from kiwoom_tape.schemas.envelopes import (
     AUTH_RETRY_CODES,
     MAX_ITEMS_PER_CONNECTION,
     MOCK_REST_URL,
@@ -68,7 +68,7 @@ from schemas.envelopes import (
     renews_token,
     system,
 )
-from schemas.messages import (
+from kiwoom_tape.schemas.messages import (
     Ack,
     Login,
     LoginReply,
@@ -85,7 +85,7 @@ from schemas.messages import (
     decode_server_message,
     guess_trnm,
 )
-from schemas.server_session import ServerConfig, ServerSession, ServerState
+from kiwoom_tape.schemas.server_session import ServerConfig, ServerSession, ServerState
 
 __all__ = [
     "AUTH_RETRY_CODES",

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from schemas.envelopes import (
+from kiwoom_tape.schemas.envelopes import (
     MAX_ITEMS_PER_CONNECTION,
     PING_TEXT,
     RC_ERROR,
@@ -25,10 +25,19 @@ from schemas.envelopes import (
     login_ok,
     system,
 )
-from schemas.errors import ProtocolError
-from schemas.fields import REAL_TYPE_NAMES
-from schemas.items import covers_every_item
-from schemas.messages import Login, Ping, Reg, Remove, Subscription, Unknown, decode_client_message, guess_trnm
+from kiwoom_tape.schemas.errors import ProtocolError
+from kiwoom_tape.schemas.fields import REAL_TYPE_NAMES
+from kiwoom_tape.schemas.items import covers_every_item
+from kiwoom_tape.schemas.messages import (
+    Login,
+    Ping,
+    Reg,
+    Remove,
+    Subscription,
+    Unknown,
+    decode_client_message,
+    guess_trnm,
+)
 
 
 class ServerState(Enum):
@@ -84,7 +93,7 @@ class ServerSession:
 
     def wants(self, item: str, real_type: str) -> bool:
         """Whether this client registered (item, type) in any group, or the empty item of an account- or
-        market-wide type, which covers every item (:func:`schemas.items.covers_every_item`)."""
+        market-wide type, which covers every item (:func:`kiwoom_tape.schemas.items.covers_every_item`)."""
         return (item, real_type) in self._wanted or (
             ("", real_type) in self._wanted and covers_every_item(real_type, "")
         )

@@ -18,16 +18,16 @@ from typing import Any
 
 import pytest
 from _cli import cli_argv
+from kiwoom_tape.recorder.plan import PlanError, connection_entries, subscriptions
+from kiwoom_tape.replay.catalog import connect as catalog
+from kiwoom_tape.replay.recorded import RecordedSource
+from kiwoom_tape.replay.server import serve
+from kiwoom_tape.schemas.protocol import ClientSession, ServerSession, Subscription, encode
 from test_catalog import book_values, kst_ns
 from test_replay_recorded import login_reg, recv_reals
 from websockets.asyncio.client import connect
 
 from kiwoom_tape.testing import read_table as table
-from recorder.plan import PlanError, connection_entries, subscriptions
-from replay.catalog import connect as catalog
-from replay.recorded import RecordedSource
-from replay.server import serve
-from schemas.protocol import ClientSession, ServerSession, Subscription, encode
 
 DAY = dt.date(2026, 3, 10)
 LOGIN_OK = '{"trnm":"LOGIN","return_code":0,"return_msg":"","sor_yn":"Y"}'
@@ -46,7 +46,7 @@ NAMES = {"0H": "주식예상체결", "1h": "VI발동/해제", "0J": "업종지�
 
 
 def logged_in(session: ClientSession, subs: tuple[Subscription, ...]) -> list[str | bytes]:
-    """What ``session`` sends once logged in, subscribed as :class:`recorder.connection.Connection` does."""
+    """What ``session`` sends once logged in, subscribed as :class:`kiwoom_tape.recorder.connection.Connection` does."""
     session.connect(0.0)
     for sub in subs:
         session.subscribe(sub.items, sub.types)
@@ -165,7 +165,7 @@ def real(rows: list[tuple[str, str, dict[str, str]]]) -> str:
 def day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     """(dataset, its REAL frames in order): 0H, 1h (of a registered stock and of another), 0J, 0D, and 0E rows
     (a type the recorder below does not register)."""
-    from recorder.store import Store
+    from kiwoom_tape.recorder.store import Store
 
     root = tmp_path_factory.mktemp("every-type")
     frames = [
@@ -194,7 +194,7 @@ def test_record_every_type_then_query_and_replay_it_byte_exact(day: tuple[Path, 
 
     async def record() -> tuple[int, str]:
         async with serve(RecordedSource(root, speed=None, start_delay=0.3), port=0) as server:
-            cmd = cli_argv("recorder.cli", "--items", "005930", "--types", "0B,0D,0H,1h,0J", "--industries", "001",
+            cmd = cli_argv("record", "--items", "005930", "--types", "0B,0D,0H,1h,0J", "--industries", "001",
                            "--url", server.url, "--out", str(out), "--duration", "3s", "-q")
             proc = await asyncio.create_subprocess_exec(*cmd, env=env, stderr=asyncio.subprocess.PIPE)
             _, err = await proc.communicate()
@@ -233,9 +233,8 @@ def test_record_every_type_then_query_and_replay_it_byte_exact(day: tuple[Path, 
 def test_the_mock_sends_a_client_of_the_empty_item_every_item_s_rows_of_that_type() -> None:
     """The per-batch path (:meth:`Server.dispatch`, the simulator's): 1h registered with ``""`` gets each VI row,
     whatever stock it names, and only the rows of 0D it registered."""
+    from kiwoom_tape.schemas.protocol import encode_real_frame
     from test_server import ManualSource, login, reg, row, with_server
-
-    from schemas.protocol import encode_real_frame
 
     async def t(server: Any, source: ManualSource) -> None:
         async with connect(server.url) as ws:
@@ -262,13 +261,13 @@ def test_each_key_registers_its_own_account_types_and_the_market_wide_ones_once(
 
 
 def test_every_reconnect_registers_the_same_entries(tmp_path: Path) -> None:
+    from kiwoom_tape.recorder.auth import token_provider_from_env
+    from kiwoom_tape.recorder.backoff import ReconnectPolicy
+    from kiwoom_tape.recorder.client import Recorder
+    from kiwoom_tape.recorder.store import Store
     from test_server import ManualSource
 
     from kiwoom_tape.testing import run_recorder
-    from recorder.auth import token_provider_from_env
-    from recorder.backoff import ReconnectPolicy
-    from recorder.client import Recorder
-    from recorder.store import Store
 
     (stocks, rest) = subscriptions(["0D", "0s", "1h"], ["005930", "000660_NX"], [])
     want = ('{"trnm":"REG","grp_no":"1","refresh":"1","data":[{"item":["005930","000660_NX"],"type":["0D"]},'
