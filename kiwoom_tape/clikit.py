@@ -59,7 +59,7 @@ def friendly_errors(f: F) -> F:
 def run_on_loop(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
     """Run ``main`` to the end on a new event loop of kind ``loop`` (one of :data:`EVENT_LOOPS`); its result.
 
-    uvloop is optional (``pip install 'kiwoom-tape[fast]'``: less CPU per frame, bench/README: Record):
+    uvloop is optional (``pip install 'kiwoom-tape[fast]'``: less CPU per frame, docs/benchmarks.md: Record):
     ``auto`` falls back to asyncio without it, ``uvloop`` raises click.UsageError (``main`` is then
     closed, never run).
     """

@@ -27,14 +27,21 @@ from kiwoom_tape.recorder.auth import (
 from kiwoom_tape.recorder.backoff import ReconnectPolicy
 from kiwoom_tape.recorder.client import Recorder
 from kiwoom_tape.recorder.driver import drive_all
-from kiwoom_tape.recorder.plan import KeyFileError, PlanError, read_items_file, read_keys_file, resolve_key, spread
+from kiwoom_tape.recorder.plan import (
+    KeyFileError,
+    PlanError,
+    connection_entries,
+    read_items_file,
+    read_keys_file,
+    resolve_key,
+)
 from kiwoom_tape.recorder.status import StatusLine
 from kiwoom_tape.recorder.store import RecoveryReport, Store, recover
 from kiwoom_tape.schemas import auth
 from kiwoom_tape.schemas.errors import KiwoomTapeError, SessionTakenOver, StorageError
-from kiwoom_tape.schemas.items import ITEM_RULES
+from kiwoom_tape.schemas.items import ITEM_KIND, ITEM_RULES
 from kiwoom_tape.schemas.layout import new_run_id
-from kiwoom_tape.schemas.protocol import MOCK_WS_URL, PROD_WS_URL
+from kiwoom_tape.schemas.protocol import MOCK_WS_URL, PROD_WS_URL, Subscription
 
 from kiwoom_tape.clikit import EVENT_LOOPS, ITEMS, friendly_errors, run_on_loop, setup_logging, verbosity_options
 
@@ -42,12 +49,12 @@ __all__ = ["main", "record_command"]
 
 log = logging.getLogger("kiwoom_tape.recorder")
 
-TYPES = tuple(t for t, (pattern, _good) in ITEM_RULES.items() if pattern is ITEM_RULES["0D"][0])
-"""The real-time types ``record`` registers: those of stock items (docs/protocol.md 3;
-:data:`kiwoom_tape.schemas.items.ITEM_RULES`), since every type is registered for the same items. 0B/0D/0E get
-tables (:data:`kiwoom_tape.schemas.tables.TABLE_OF_TYPE`); the others are kept verbatim in ``frames`` and queried
-through the
-``rows`` view."""
+TYPES = tuple(ITEM_RULES)
+"""The real-time types ``record`` registers: every type of docs/protocol.md 3, each with the items of its kind
+(:data:`kiwoom_tape.schemas.items.ITEM_KIND`, :func:`kiwoom_tape.recorder.plan.subscriptions`). 0B/0D/0E get tables
+(:data:`kiwoom_tape.schemas.tables.TABLE_OF_TYPE`); the others are kept verbatim in ``frames`` and queried through the
+``rows``
+view."""
 DEFAULT_TYPES = "0B,0D,0E"
 EXIT_KICKED = 3
 """``record --on-kick exit``'s exit code when another session with the same app key took over (R10001)."""
@@ -71,13 +78,29 @@ def _types(value: str) -> tuple[str, ...]:
     types = tuple(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
     bad = [t for t in types if t not in TYPES]
     if not types or bad:
-        other = [t for t in bad if t in ITEM_RULES]
-        why = (f"{', '.join(other)} take other items than stock codes ({ITEM_RULES[other[0]][1]}), and record "
-               "registers the same --items for every type" if other else "not a real-time type (docs/protocol.md 3)")
         raise click.BadParameter(
-            f"{','.join(bad) or value!r}: {why}; record takes {', '.join(TYPES)}, e.g. --types {DEFAULT_TYPES}"
+            f"{','.join(bad) or value!r}: not a real-time type (docs/protocol.md 3; type codes are case-sensitive); "
+            f"record takes {', '.join(TYPES)}, e.g. --types {DEFAULT_TYPES}"
         )
     return types
+
+
+def _item_options(types: tuple[str, ...], items: bool, industries: tuple[str, ...] | None) -> None:
+    """Each kind of item in --types has its option, and no option is given for a kind that is not there."""
+    stock = [t for t in types if ITEM_KIND[t] == "stock"]
+    industry = [t for t in types if ITEM_KIND[t] == "industry"]
+    if stock and not items:
+        raise click.UsageError(f"which items? {','.join(stock)} take stock codes: pass --items, e.g. --items "
+                               "005930,000660_NX, or --items-file FILE")
+    if items and not stock:
+        raise click.UsageError(f"--types {','.join(types)} has no type of stock items to record the --items for: add "
+                               "one (e.g. 0B,0D) or leave --items out")
+    if industry and not industries:
+        raise click.UsageError(f"which industries? {','.join(industry)} take three-digit industry codes: pass "
+                               "--industries, e.g. --industries 001,101")
+    if industries and not industry:
+        raise click.UsageError(f"--types {','.join(types)} has no industry type (0J, 0U) to record the --industries "
+                               "for: add one or leave --industries out")
 
 
 def _check_out(out: Path) -> None:
@@ -104,8 +127,12 @@ def _check_out(out: Path) -> None:
               "([[key]] appkey_env = \"...\" secretkey_env = \"...\"): one connection per key, the items spread "
               "over them (200 at most each), all into one --out.")
 @click.option("--types", "types_", default=DEFAULT_TYPES, show_default=True,
-              help="Real-time types: 0B (trades), 0D (book), 0E (after-hours) get tables; the other types of "
-              "stock items (0A, 0C, 0F, 0G, 0H, 0g, 0w) are kept in frames (the rows view).")
+              help="Real-time types: 0B (trades), 0D (book), 0E (after-hours) get tables; every other type "
+              f"({', '.join(t for t in TYPES if t not in ('0B', '0D', '0E'))}) is kept in frames (the rows view). "
+              "Each type gets the items of its kind: stock codes from --items (ELW codes for 0m/0u), industry codes "
+              "from --industries (0J/0U), MGD and MGU (0I), the empty item once (00/04/0s/1h: 1h is every VI).")
+@click.option("--industries", type=click.STRING, default=None,
+              help="Industry codes for 0J/0U, comma-separated: 001 (KOSPI), 101 (KOSDAQ).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True,
               help="Dataset directory (Hive partitions frames/, orderbook/, afterhours/, trades/, events/).")
 @click.option("--url", default=None, help=f"WebSocket URL [default: {PROD_WS_URL}]; a local mock: "
@@ -139,6 +166,7 @@ def _check_out(out: Path) -> None:
 @friendly_errors
 def record_command(
     ctx: click.Context, items: tuple[str, ...] | None, items_file: Path | None, keys_file: Path | None, types_: str,
+    industries: str | None,
     out: Path, url: str | None,
     mock_trading: bool, duration: float | None, fsync_interval: float, roll_minutes: float,
     silence_timeout: float, on_kick: Literal["wait", "exit"], kick_wait: float, max_backoff: float,
@@ -172,6 +200,7 @@ def record_command(
         KIWOOM_TOKEN=... record --items 005930,000660 --out data
         record --items-file krx.txt --keys keys.toml --out data   # 200 items per key
         record --items 005930,005930_NX --url ws://127.0.0.1:10000/api/dostk/websocket --duration 30s
+        record --items 005930 --types 0B,0D,0H,1h,0J --industries 001   # + VI, KOSPI index
         record recover data        # turn a crashed run's journal into Parquet now
     """
     if ctx.invoked_subcommand is not None:
@@ -179,8 +208,6 @@ def record_command(
     setup_logging(verbose, quiet)
     if items and items_file:
         raise click.UsageError("--items and --items-file both give the items: pass one")
-    if not items and not items_file:
-        raise click.UsageError("which items? pass --items, e.g. --items 005930,000660_NX, or --items-file FILE")
     if url is not None and mock_trading:
         raise click.UsageError("--url and --mock-trading both choose the server: pass one")
     ws_url = url or (MOCK_WS_URL if mock_trading else PROD_WS_URL)
@@ -193,11 +220,12 @@ def record_command(
             param_hint="--url",
         )
     types = _types(types_)
+    codes = tuple(dict.fromkeys(c.strip() for c in (industries or "").split(",") if c.strip()))
+    _item_options(types, bool(items or items_file), codes)
     try:
         if items_file is not None:
-            items = read_items_file(items_file, types)
-        assert items
-        plan = _plan(ws_url, items, keys_file)
+            items = read_items_file(items_file, [t for t in types if ITEM_KIND[t] == "stock"])
+        plan = _plan(ws_url, types, items or (), codes, keys_file)
     except (PlanError, KeyFileError) as exc:
         raise click.UsageError(str(exc)) from None
     _check_out(out)
@@ -215,23 +243,26 @@ def record_command(
     sys.exit(code)
 
 
-Plan = list[tuple[str, tuple[str, ...], TokenProvider]]
-"""(connection name, its items, its token provider), one per connection."""
+Plan = list[tuple[str, tuple[Subscription, ...], TokenProvider]]
+"""(connection name, its REG data entries, its token provider), one per connection."""
 
 
-def _plan(ws_url: str, items: tuple[str, ...], keys_file: Path | None) -> Plan:
-    """The connections: one with the environment's credentials, or one per app key of ``keys_file`` (the items
-    spread over them, :func:`kiwoom_tape.recorder.plan.spread`). Raises PlanError (usage), CredentialsError."""
+def _plan(
+    ws_url: str, types: tuple[str, ...], items: tuple[str, ...], industries: tuple[str, ...], keys_file: Path | None
+) -> Plan:
+    """The connections: one with the environment's credentials, or one per app key of ``keys_file`` (the stock
+    items spread over them, :func:`kiwoom_tape.recorder.plan.spread`; the other entries on the first,
+    :func:`kiwoom_tape.recorder.plan.subscriptions`). Raises PlanError (usage), CredentialsError."""
     if keys_file is None:
-        groups = spread(items, 1, source="one connection without --keys")
-        return [("main", groups[0], token_provider_from_env(ws_url, os.environ))]
+        entries = connection_entries(types, items, industries, 1, source="one connection without --keys")
+        return [("main", entries[0], token_provider_from_env(ws_url, os.environ))]
     keys = read_keys_file(keys_file)
-    groups = spread(items, len(keys), source=f"--keys {keys_file} ({len(keys)} keys)")
+    entries = connection_entries(types, items, industries, len(keys), source=f"--keys {keys_file} ({len(keys)} keys)")
     base = rest_base_for(ws_url)
     check_token_url(base + auth.TOKEN_PATH)  # fail at start, not at the first token
     plan: Plan = []
     seen: dict[str, str] = {}
-    for key, group in zip(keys, groups, strict=False):
+    for key, group in zip(keys, entries, strict=False):
         appkey, secret = resolve_key(key, os.environ)
         if appkey in seen:
             raise PlanError(f"keys {seen[appkey]} and {key.name} hold the same app key: Kiwoom allows one connection "
@@ -276,19 +307,20 @@ async def _record(
             loop.add_signal_handler(sig, stop.set)
     recs: list[tuple[str, Recorder]] = []
     # one store per connection, each its own run_id: its own journal and part file names in the one dataset
-    for name, items, tokens in plan:
+    for name, entries, tokens in plan:
         run_id = new_run_id(time.time_ns(), _secrets.randbits(24))
         store = Store(out, run_id, fsync_interval=fsync_interval, roll_seconds=roll_seconds)
         try:
             store.open()
-            recs.append((name, Recorder(url, items, types, store, tokens, policy=policy,
+            recs.append((name, Recorder(url, (), (), store, tokens, policy=policy, also=entries,
                                         silence_timeout=silence_timeout)))
         except BaseException:
             store.close()
             for _, rec in recs:
                 rec.store.close()
             raise
-        log.info("recording %d items (%s) from %s into %s, run %s%s", len(items), ",".join(types), url, out, run_id,
+        log.info("recording %s from %s into %s, run %s%s",
+                 "; ".join(f"{len(e.items)} items x {','.join(e.types)}" for e in entries), url, out, run_id,
                  f" (key {name})" if len(plan) > 1 else "")
     try:
         await drive_all([rec for _, rec in recs], stop, duration=duration, tick=min(0.1, fsync_interval / 2),

@@ -28,7 +28,7 @@ from kiwoom_tape.recorder.backoff import KICKED, Disconnect, Ended, ReconnectPol
 from kiwoom_tape.recorder.connection import Connection
 from kiwoom_tape.recorder.store import Store
 from kiwoom_tape.schemas.errors import KiwoomTapeError, LoginError, SessionTakenOver, TokenEndpointUnreachable
-from kiwoom_tape.schemas.protocol import ClientSession
+from kiwoom_tape.schemas.protocol import ClientSession, Subscription
 from kiwoom_tape.schemas.redact import RedactTokens
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidURI, WebSocketException
@@ -69,7 +69,10 @@ class RecorderStats:
 
 
 class Recorder:
-    """Records ``items`` x ``types`` from ``url`` into ``store`` until ``stop`` is set.
+    """Records ``items`` x ``types``, and the pairs of each entry of ``also`` (types that take other items: ``[""]``
+    for 1h, industry codes for 0J, :func:`kiwoom_tape.recorder.plan.subscriptions`), from ``url`` into ``store`` until
+    ``stop``
+    is set. Each set of types is one ``data`` entry of the REG (docs/protocol.md 1.3); reconnects register the same.
 
     ``policy`` is the reconnect policy (default :class:`ReconnectPolicy`: backoff 0.5 s to 30 s, reset
     after 60 s logged in and receiving, 60 s first wait after a kick); whether a token can be renewed
@@ -85,6 +88,7 @@ class Recorder:
         tokens: TokenProvider,
         *,
         policy: ReconnectPolicy | None = None,
+        also: Sequence[Subscription] = (),
         silence_timeout: float = 60.0,
         open_timeout: float = 10.0,
         max_message: int = 4 * 2**20,
@@ -94,6 +98,9 @@ class Recorder:
         self.url = url
         self.items = list(items)
         self.types = list(types)
+        self.subscriptions = tuple(
+            sub for sub in (Subscription(tuple(items), tuple(types)), *also) if sub.items and sub.types
+        )
         self.store = store
         self.tokens = tokens
         self.policy = dataclasses.replace(policy or ReconnectPolicy(), can_renew=tokens.renewable)
@@ -106,7 +113,9 @@ class Recorder:
         self._gap_since_ns: int | None = None
         self._gap_cause = ""
         # Fail before connecting if the request cannot be honoured (more than 200 items).
-        ClientSession(token="").subscribe(self.items, self.types)
+        check = ClientSession(token="")
+        for sub in self.subscriptions:
+            check.subscribe(sub.items, sub.types)
 
     def _event(self, kind: str, detail: dict[str, Any], return_code: int | None = None) -> None:
         self.store.add_event(self.clock_ns(), kind, detail, return_code)
@@ -200,7 +209,7 @@ class Recorder:
             # refused, reset, a handshake the server answered with an HTTP error or not at all
             return self._lost(Disconnect("connect_failed", f"connect failed: {type(exc).__name__}: {exc}")), None
         conn = Connection(
-            ws, ClientSession(token=token), self.store, self.stats, items=self.items, types=self.types,
+            ws, ClientSession(token=token), self.store, self.stats, subscriptions=self.subscriptions,
             silence_timeout=self.silence_timeout, clock_ns=self.clock_ns, monotonic=self.monotonic,
             event=self._event, on_login=self._close_gap,
         )

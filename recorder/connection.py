@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from kiwoom_tape.schemas.errors import LoginError
@@ -25,6 +25,7 @@ from kiwoom_tape.schemas.protocol import (
     PingEchoed,
     RealData,
     RegistrationDone,
+    Subscription,
     SystemNotice,
     UnexpectedMessage,
 )
@@ -56,8 +57,7 @@ class Connection:
         store: Store,
         stats: RecorderStats,
         *,
-        items: list[str],
-        types: list[str],
+        subscriptions: Sequence[Subscription],
         silence_timeout: float,
         clock_ns: Callable[[], int],
         monotonic: Callable[[], float],
@@ -65,7 +65,9 @@ class Connection:
         on_login: Callable[[], None],
     ) -> None:
         self.ws, self.session, self.store, self.stats = ws, session, store, stats
-        self.items, self.types = items, types
+        self.subscriptions = subscriptions
+        self.items = list(dict.fromkeys(i for sub in subscriptions for i in sub.items))
+        self.types = list(dict.fromkeys(t for sub in subscriptions for t in sub.types))
         self.silence_timeout = silence_timeout
         self.clock_ns, self.monotonic = clock_ns, monotonic
         self._event, self._on_login = event, on_login
@@ -87,7 +89,8 @@ class Connection:
         self.session.connect(self.monotonic())
         try:
             await self._flush()
-            self.session.subscribe(self.items, self.types)
+            for sub in self.subscriptions:  # one data entry per set of types (docs/protocol.md 1.3)
+                self.session.subscribe(sub.items, sub.types)
             await self._receive_loop(stop)
         except ConnectionClosed:
             pass  # closed before or during LOGIN, or while sending: the close frame (if any) says why
@@ -194,20 +197,20 @@ class Connection:
     def _on_event(self, ev: object, now: float) -> None:
         if isinstance(ev, LoggedIn):
             self.logged_in, self.login_mono = True, now
-            self._event("login", {"items": len(self.items), "types": self.types}, None)
-            log.info("logged in; registering %d items x %s", len(self.items), ",".join(self.types))
+            self._event("login", {"items": len([i for i in self.items if i]), "types": self.types}, None)
+            log.info("logged in; registering %s", "; ".join(
+                f"{len(sub.items)} items x {','.join(sub.types)}" for sub in self.subscriptions))
             self._on_login()
         elif isinstance(ev, LoginRejected):
             self._event("login_failed", {"return_msg": ev.return_msg[:200], "auth_code": ev.auth_code},
                         ev.return_code)
             raise LoginError(ev.return_code, ev.return_msg, ev.auth_code, renew_token=ev.renew_token)
         elif isinstance(ev, RegistrationDone):
-            self._event(
-                "reg_ack",
-                {"trnm": ev.trnm, "items": list(ev.items), "types": list(ev.types), "return_msg": ev.return_msg,
-                 "will_retry": ev.will_retry},
-                ev.return_code,
-            )
+            detail: dict[str, Any] = {"trnm": ev.trnm, "items": list(ev.items), "types": list(ev.types),
+                                      "return_msg": ev.return_msg, "will_retry": ev.will_retry}
+            if len(ev.entries) > 1:  # which items got which types
+                detail["entries"] = [{"item": list(e.items), "type": list(e.types)} for e in ev.entries]
+            self._event("reg_ack", detail, ev.return_code)
             if ev.return_code != 0:
                 fails = self.stats.reg_failures
                 fails[str(ev.return_code)] = fails.get(str(ev.return_code), 0) + 1

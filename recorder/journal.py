@@ -140,7 +140,7 @@ class JournalWriter:
         self._monotonic = monotonic
         # Appends are copied into one buffer that is reused from sync to sync (it only grows, to the
         # largest amount buffered between two syncs): no allocation per sync, so the heap does not
-        # fragment over a long run (bench/README: RSS of record).
+        # fragment over a long run (docs/benchmarks.md: RSS of record).
         self._arena = bytearray(1 << 18)
         self._buffered = 0
         self._failed: StorageError | None = None

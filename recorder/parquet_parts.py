@@ -46,7 +46,7 @@ PARQUET_OPTIONS: Final[dict[str, Any]] = {
 """Options of every ``pyarrow.parquet.ParquetWriter`` (PERF-LIMITS.md section 3), with :func:`parquet_options`.
 
 zstd level 3 rather than pyarrow's default level 1: as fast to write here, and the verbatim frames
-take about a quarter less space (bench/README: Storage). Page checksums: a CRC-32 per data page, checked
+take about a quarter less space (docs/benchmarks.md: Storage). Page checksums: a CRC-32 per data page, checked
 by readers that ask for it (``page_checksum_verification=True``), so damage is an error, not other values."""
 
 
@@ -56,7 +56,7 @@ def parquet_options(table: str) -> dict[str, Any]:
 
     Trying a dictionary for every column is what pyarrow does by default; for the 160 number columns
     of ``orderbook`` and the unique texts of ``frames`` it costs a third of the write time and saves
-    next to nothing once zstd has compressed the pages (bench/README: Storage).
+    next to nothing once zstd has compressed the pages (docs/benchmarks.md: Storage).
     """
     opts = dict(PARQUET_OPTIONS)
     opts["use_dictionary"] = [f.name for f in TABLES[table] if pa.types.is_string(f.type) and f.name != "text"]
@@ -68,7 +68,7 @@ def parquet_options(table: str) -> dict[str, Any]:
 FRAMES_PAGE_BYTES: Final = 16 * 2**20
 """Data page size of ``frames``: zstd compresses each page on its own, and a page of thousands of
 verbatim frames (rather than pyarrow's 1 MiB, a few hundred) finds their common keys and values:
-about a tenth fewer bytes, at the same speed (bench/README: Storage)."""
+about a tenth fewer bytes, at the same speed (docs/benchmarks.md: Storage)."""
 
 ROW_GROUP_ORDER: Final[dict[str, tuple[str, ...]]] = {
     "orderbook": ("item", "recv_ts", "frame_seq", "row_idx"),
@@ -77,7 +77,7 @@ ROW_GROUP_ORDER: Final[dict[str, tuple[str, ...]]] = {
 }
 """Each row group of these tables is sorted by item, then time, when it is written: consecutive rows of
 one item differ in a few levels, so zstd stores the row group in about half the bytes, for free
-(bench/README: Storage). ``frames`` stays in receive order. Query with ORDER BY, as always with Parquet."""
+(docs/benchmarks.md: Storage). ``frames`` stays in receive order. Query with ORDER BY, as always with Parquet."""
 
 TMP_PREFIX: Final = "."
 """Leading part of a part file's temporary name (see :func:`tmp_name`)."""

@@ -41,7 +41,7 @@ and 4) is rewritten with the same rows: idempotent, no duplicates.
 **Read in batches.** :meth:`Store.add_received` journals an in-frame at once and reads it later, with
 the next ones (at most ``defer_frames`` of them, or at the next :meth:`Store.tick` or any other call):
 frames that trickle in one at a time cost about a third as much read in a batch with warm caches as
-read each on its own (bench/README: Record). Only the reading waits, never the journal, so the loss
+read each on its own (docs/benchmarks.md: Record). Only the reading waits, never the journal, so the loss
 bound below holds; every other call reads the waiting frames first, so rows keep the frames' order.
 
 **Loss bound.** A ``kill -9`` or power cut loses at most the frames appended in the last

@@ -116,7 +116,7 @@ def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
 @click.option("--ping-interval", type=click.FloatRange(min=0.05), default=15.0, show_default=True,
               help="Seconds between server PINGs; 5 unanswered close the connection (R10002).")
 @click.option("--faults", "faults_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="A TOML fault script: drops, kicks, stalls, refused LOGIN/REG, bad frames... (README: Faults).")
+              help="A TOML fault script: drops, kicks, stalls, refused LOGIN/REG, bad frames... (docs/faults.md).")
 @verbosity_options
 @friendly_errors
 def replay_command(
@@ -142,7 +142,7 @@ def replay_command(
         SOCKET_URL = 'ws://127.0.0.1:10000/api/dostk/websocket'
         # and, to drive a recorded replay:
         curl -s -X POST http://127.0.0.1:10000/control -d '{"cmd": "pause"}'
-        # kick the client 5 s after its LOGIN, as a second session would (see README: Faults):
+        # kick the client 5 s after its LOGIN, as a second session would (see docs/faults.md):
         printf '[[fault]]\\nkind = "kick"\\nat = "5s"\\n' > faults.toml
         replay --simulate --faults faults.toml
     """

@@ -257,7 +257,7 @@ class FaultScript:
         except tomllib.TOMLDecodeError as exc:
             m = re.search(r"line (\d+)", str(exc))
             raise FaultScriptError(source, f"not valid TOML: {exc}", line=int(m.group(1)) if m else None,
-                                   hint="see the README's Faults section for the syntax") from None
+                                   hint="see docs/faults.md for the syntax") from None
         extra = sorted(set(doc) - {"fault"})
         if extra:
             raise FaultScriptError(

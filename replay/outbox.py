@@ -34,8 +34,8 @@ class Client:
     ``wanted`` (the (item, type) pairs it gets data for) and the outbox with its ``backlog`` size."""
 
     __slots__ = (
-        "backlog", "conn", "frames_sent", "held", "number", "outbox", "peer", "rows_sent", "session", "space", "wake",
-        "wanted",
+        "backlog", "conn", "every_item", "frames_sent", "held", "number", "outbox", "peer", "rows_sent", "session",
+        "space", "wake", "wanted",
     )
 
     def __init__(self, conn: ServerConnection, session: ServerSession, number: int) -> None:
@@ -44,6 +44,9 @@ class Client:
         self.session = session
         self.wanted: frozenset[tuple[str, str]] = frozenset()
         """The registered pairs that can be items of their type, refreshed after every message received."""
+        self.every_item: frozenset[str] = frozenset()
+        """The types of :attr:`wanted` registered with the empty item, which gets every item's rows
+        (:func:`kiwoom_tape.schemas.items.covers_every_item`: 1h, 00, 04, 0s)."""
         self.outbox: deque[Outgoing] = deque()
         """Read it freely; change it only through :meth:`push`, :meth:`append`, :meth:`popleft`,
         :meth:`requeue` and :meth:`clear`, which keep :attr:`backlog` right."""

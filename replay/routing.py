@@ -63,16 +63,19 @@ class Router:
         for client in list(self._clients):
             if client.session.state is not ServerState.OPEN:
                 continue
-            wanted = client.wanted
+            wanted, every = client.wanted, client.every_item
             chosen: Sequence[Row]
             if keys and wanted.issuperset(keys):
+                chosen = rows
+            else:  # the rows it registered, or of a type it registered with the empty item (1h: every VI)
+                chosen = [r for r, key in zip(rows, keys, strict=True) if key in wanted or key[1] in every]
+                if not chosen:
+                    continue
+            if len(chosen) == len(rows):
                 if whole is None:
                     whole = encode_real_frame([r.text for r in rows])
                 text, chosen = whole, rows
             else:
-                chosen = [r for r, key in zip(rows, keys, strict=True) if key in wanted]
-                if not chosen:
-                    continue
                 if frame is not None and not isinstance(frame, str | bytes):
                     text = frame.subset(chosen)
                 else:
@@ -138,14 +141,17 @@ class Router:
             for client in clients:
                 if client.session.state is not open_:  # closed meanwhile (too slow)
                     continue
-                wanted = client.wanted
+                wanted, every = client.wanted, client.every_item
                 keep: list[int] | None = None
                 if not (keys[0] in wanted if n == 1 else wanted.issuperset(keys)):
-                    if n == 1:
+                    if n == 1 and not every:
                         continue
-                    keep = [k for k, key in enumerate(keys) if key in wanted]
+                    # the rows it registered, or of a type it registered with the empty item (1h: every VI)
+                    keep = [k for k, key in enumerate(keys) if key in wanted or key[1] in every]
                     if not keep:
                         continue
+                    if len(keep) == n:
+                        keep = None
                 if not wait and (len(client.outbox) >= limit or client.backlog >= max_bytes):
                     self._too_slow(client)
                     continue

@@ -52,7 +52,7 @@ from kiwoom_tape.replay.routing import Dispatcher, Router
 from kiwoom_tape.replay.tracker import ItemTracker
 from kiwoom_tape.schemas import auth
 from kiwoom_tape.schemas.errors import ProtocolError
-from kiwoom_tape.schemas.items import item_problem
+from kiwoom_tape.schemas.items import covers_every_item, item_problem
 from kiwoom_tape.schemas.protocol import WS_PATH, Login, ServerConfig, ServerSession, ServerState, decode_client_message
 from kiwoom_tape.schemas.redact import RedactTokens
 from websockets.asyncio.server import Server as WsServer
@@ -401,6 +401,7 @@ class Server(Router):
             self.stats.items_refused += len(problems)
             log.warning("%r registered %d pair(s) that get no data, e.g. %s", client, len(problems), problems[0])
         client.wanted = frozenset(p for p in registered if item_problem(p[1], p[0]) is None)
+        client.every_item = frozenset(t for i, t in client.wanted if covers_every_item(t, i))
         items = {i for i, _ in client.wanted if i}
         now = self.clock()
         for item in client.held - items:

@@ -237,17 +237,21 @@ def test_the_simulated_market_s_day_and_rates_are_the_simulator_s() -> None:
     assert f"reseeded every {CHECKPOINT} s of market time" in flat and f"one print per {CHECKPOINT} s" in flat
 
 
-def test_the_types_record_takes_and_refuses_are_the_code_s() -> None:
+def test_the_types_record_takes_are_the_code_s() -> None:
+    """The page says every type is taken, each with the items of its kind: as the code does."""
     from kiwoom_tape.recorder.cli import TYPES
     from kiwoom_tape.schemas.fields import REAL_TYPE_NAMES
+    from kiwoom_tape.schemas.items import ITEM_KIND
     from kiwoom_tape.schemas.tables import TABLE_OF_TYPE
 
     page = " ".join(text(ROOT / "docs" / "commands.md").split())
-    kept = re.search(r"`--types` also takes the other types of stock items \(([^)]*?), docs/protocol\.md 3\)", page)
-    refused = re.search(r"Types that take other items \(([^)]*)\) are refused", page)
-    assert kept is not None and refused is not None
-    assert set(kept[1].split(", ")) == set(TYPES) - set(TABLE_OF_TYPE)
-    assert set(refused[1].split(", ")) == set(REAL_TYPE_NAMES) - set(TYPES)
+    assert "`--types` takes every type of docs/protocol.md 3" in page
+    assert set(TYPES) == set(REAL_TYPE_NAMES)
+    empty = re.search(r"the empty item once for ([0-9a-zA-Z/]+) ", page)
+    industries = re.search(r"`--industries` for ([0-9A-Z/]+),", page)
+    assert empty is not None and industries is not None
+    assert set(empty[1].split("/")) == {t for t, kind in ITEM_KIND.items() if kind == "empty"}
+    assert set(industries[1].split("/")) == {t for t, kind in ITEM_KIND.items() if kind == "industry"}
     tables = {"0B": "trades", "0D": "orderbook", "0E": "afterhours"}
     assert {t: TABLE_OF_TYPE[t] for t in tables} == tables
     assert all(f"every {t} row in `{table}`" in page for t, table in tables.items())

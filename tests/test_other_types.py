@@ -75,13 +75,14 @@ def tape(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     return root, texts
 
 
-def test_record_types_accepts_every_type_of_stock_items_and_names_the_others() -> None:
-    assert set(TYPES) == {"0A", "0B", "0C", "0D", "0E", "0F", "0G", "0H", "0g", "0w"}
-    assert _types("0H, 0B,0H") == ("0H", "0B")
-    for bad, needle in (("1h", 'the empty item ""'), ("0J", "industry code"), ("0Z", "not a real-time type")):
-        with pytest.raises(click.BadParameter, match=needle):
+def test_record_types_accepts_every_type_and_names_an_unknown_one() -> None:
+    assert set(TYPES) == {"00", "04", "0A", "0B", "0C", "0D", "0E", "0F", "0G", "0H", "0I", "0J", "0U", "0g", "0m",
+                          "0s", "0u", "0w", "1h"}
+    assert _types("0H, 0B,0H,1h") == ("0H", "0B", "1h")
+    for bad in ("0Z", "1H", "0d"):
+        with pytest.raises(click.BadParameter, match="not a real-time type"):
             _types(f"0B,{bad}")
-    result = CliRunner().invoke(cli, ["record", "--items", "005930", "--types", "0D,00"])
+    result = CliRunner().invoke(cli, ["record", "--items", "005930", "--types", "0D,0z"])
     assert result.exit_code == 2 and "--types 0B,0D,0E" in result.output
 
 
