@@ -1,6 +1,10 @@
 """Crash recovery: turning the journals a dead run left into Parquet files, and saying what was lost.
 
-DESIGN.md "Reliability" is the spec; :func:`recover` is safe to run any time, and twice.
+DESIGN.md "Reliability" is the spec; :func:`recover` is safe to run any time, and twice. Files a
+crashed run was writing are garbage (their rows are in the journal): recovery deletes the recorder's files
+directly in ``ROOT/_tmp/`` of runs that are not running, as the ``_tmp/`` contract of :mod:`schemas.layout`
+says (never a subfolder: those belong to other writers), and the ``.tmp`` files that datasets written
+before ``_tmp/`` existed keep in their partitions.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from recorder.journal import (
     storage_error,
     torn_path,
 )
-from recorder.parquet_parts import _final_of_tmp
 from schemas import layout
 from schemas.errors import StorageError
 
@@ -63,7 +66,8 @@ class RecoveryReport:
     files: list[str] = field(default_factory=list)
     """Parquet files written (or rewritten with the same rows)."""
     removed: list[str] = field(default_factory=list)
-    """Stray ``.tmp`` Parquet files and half-created or empty journals deleted (garbage of a crash)."""
+    """Stray Parquet files being written (in ``_tmp/``, or ``.tmp`` in a partition) and half-created or empty
+    journals deleted (garbage of a crash)."""
     skipped: list[str] = field(default_factory=list)
     """Journals left alone because a running recorder holds them."""
     unreadable: list[str] = field(default_factory=list)
@@ -96,13 +100,27 @@ def _journal_files(jdir: Path) -> list[Path]:
         raise storage_error(exc, jdir, "list the journal directory") from exc
 
 
-def _tmp_files(root: Path) -> list[Path]:
-    out: list[Path] = []
+_LEGACY_TMP_PREFIX = "."
+"""Leading part of a part file's temporary name in its partition, before ``_tmp/``: ``.{final}.tmp``."""
+
+
+def _tmp_files(root: Path) -> list[tuple[Path, str]]:
+    """(path, final part file name) of every file the recorder was writing: in ``_tmp/``, and in partitions
+    (the layout before ``_tmp/``); names of no part file are left out (not ours)."""
+    out: list[tuple[Path, str]] = []
+    staging = root / layout.STAGING_DIR
+    if staging.is_dir():
+        for path in sorted(staging.iterdir()):
+            parsed = layout.parse_staging_filename(path.name)
+            if parsed is not None and path.is_file():
+                out.append((path, parsed[2]))
     for table in TABLE_NAMES:
         tdir = root / table
         if not tdir.is_dir():
             continue
-        out.extend(sorted(tdir.glob("date=*/*" + layout.TMP_SUFFIX)))
+        for path in sorted(tdir.glob("date=*/*" + layout.TMP_SUFFIX)):
+            base = path.name[: -len(layout.TMP_SUFFIX)]
+            out.append((path, base.removeprefix(_LEGACY_TMP_PREFIX)))
     return out
 
 
@@ -115,14 +133,13 @@ def _glob_escape(text: str) -> str:
 
 
 def _remove_garbage(root: Path, jdir: Path, dead_runs: set[str], report: RecoveryReport) -> None:
-    """Delete ``.tmp`` part files of dead runs, and half-created journals no one holds.
+    """Delete the part files dead runs were writing, and half-created journals no one holds.
 
     A run is dead if this recovery holds its journal, or if it has no journal at all (a running
-    recorder always has one, created before any of its ``.tmp`` files, and holds it locked).
+    recorder always has one, created before any of its files in ``_tmp/``, and holds it locked).
     """
-    for tmp in _tmp_files(root):
-        final = _final_of_tmp(tmp.name)
-        parsed = None if final is None else layout.parse_part_filename(final)
+    for tmp, final in _tmp_files(root):
+        parsed = layout.parse_part_filename(final)
         if parsed is None:
             continue  # not a file of ours
         if parsed[0] not in dead_runs and _run_has_journal(jdir, parsed[0]):
@@ -191,14 +208,15 @@ def recover(
     segment of each run a ``gap_start`` event of cause ``crash`` at the run's last durable record (or
     when its last segment was created, if its journals hold none: an empty segment is a crash too), and a
     ``recovery`` event (detail: journal, segment, frames, events, torn_bytes); then replay every record
-    through the same ingestion code as the live path, finalize the segment's Parquet files (``.tmp``,
-    fsync, rename) and delete the segment. The events go into the journal first, so a recovery
+    through the same ingestion code as the live path, finalize the segment's Parquet files (written in
+    ``_tmp/``, fsynced, renamed into place) and delete the segment. The events go into the journal first, so a recovery
     interrupted (kill, Ctrl-C) is redone from the journal with the same events, never twice. A run
     has a journal from its start to its clean stop (the next segment's journal exists before the
     previous one is deleted), so every run that did not stop cleanly gets exactly one crash gap; the
     ``gaps`` view ends it at the next run's first event (:mod:`schemas.views`).
 
-    Stray ``.tmp`` files of runs that are not running are deleted first. A file that is not a journal,
+    Stray files of runs that are not running (in ``_tmp/``, or ``.tmp`` in a partition of an older
+    dataset) are deleted first. A file that is not a journal,
     and a Parquet file that does not open, is left alone and reported; a record that the store cannot
     ingest is skipped, named in :attr:`RecoveryReport.skipped_records` and stored as an ``error`` event.
     :attr:`RecoveryReport.dropped` says whether anything was lost. Raises StorageError if the disk

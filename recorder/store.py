@@ -29,12 +29,13 @@ frame or event of another KST date arrives (the roll happens before it is added)
 
 1. flush the builders into the open Parquet writers (a row group per flush);
 2. sync the journal: everything in the files about to appear is durable in the journal;
-3. per file: close the writer of ``.{name}.tmp`` (:func:`tmp_name`: hidden, so that pyarrow.dataset,
-   Spark and DuckDB globs skip it while ``record`` runs), fsync it, rename it to ``{name}``, fsync
-   the directory;
+3. per file: close the writer of ``_tmp/{table}.{date}.{name}.tmp`` (:func:`schemas.layout.staging_filename`:
+   outside the table folders, so that every reader of a table, polars and DuckDB ``**`` globs included,
+   sees only complete files while ``record`` runs), fsync it, rename it to ``{table}/date={date}/{name}``
+   (same filesystem: atomic), fsync that directory;
 4. start the next segment's journal; then delete this segment's journal (so a run always has one).
 
-**Crash at any point** leaves complete final Parquet files, maybe ``.tmp`` files (garbage) and journal
+**Crash at any point** leaves complete final Parquet files, maybe files in ``_tmp/`` (garbage) and journal
 segments (the truth for everything not finalized). :func:`recover` replays each segment into its files;
 because names are deterministic, a segment whose final files already exist (a crash between step 3
 and 4) is rewritten with the same rows: idempotent, no duplicates.
@@ -46,8 +47,8 @@ Frames read in batches (:meth:`Store.add_received`) are described in :mod:`recor
 
 **Errors.** Every ``OSError`` (full disk, unwritable directory) becomes a
 :class:`schemas.errors.StorageError` naming the path and the fix. After one, the store is *failed*:
-later calls raise it again, :meth:`Store.close` keeps the journal and removes only its own ``.tmp``
-files, and nothing already finalized is touched; the next start recovers what the journal holds.
+later calls raise it again, :meth:`Store.close` keeps the journal and removes only its own files in
+``_tmp/``, and nothing already finalized is touched; the next start recovers what the journal holds.
 """
 
 from __future__ import annotations
@@ -67,11 +68,9 @@ from recorder.parquet_parts import (
     FRAMES_PAGE_BYTES,
     PARQUET_OPTIONS,
     ROW_GROUP_ORDER,
-    TMP_PREFIX,
     _Builders,
     _Part,
     parquet_options,
-    tmp_name,
 )
 from schemas import layout
 from schemas.errors import StorageError
@@ -81,13 +80,11 @@ __all__ = [
     "FRAMES_PAGE_BYTES",
     "PARQUET_OPTIONS",
     "ROW_GROUP_ORDER",
-    "TMP_PREFIX",
     "RecoveryReport",
     "Store",
     "StoreStats",
     "parquet_options",
     "recover",
-    "tmp_name",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -210,7 +207,7 @@ class Store(Intake):
         """Flush everything, finalize every Parquet file, delete the journal segment. Idempotent.
 
         After a StorageError (now or earlier) the journal is kept for recovery, and only this store's
-        ``.tmp`` files are removed; the error is raised again if it happened here.
+        files in ``_tmp/`` are removed; the error is raised again if it happened here.
         """
         if self._closed or not self._opened:
             self._closed = True
