@@ -105,8 +105,8 @@ _LEGACY_TMP_PREFIX = "."
 
 
 def _tmp_files(root: Path) -> list[tuple[Path, str]]:
-    """(path, final part file name) of every file the recorder was writing: in ``_tmp/``, and in partitions
-    (the layout before ``_tmp/``); names of no part file are left out (not ours)."""
+    """(path, the final name it was to get) of every file a recorder may have been writing: directly in
+    ``_tmp/`` (never a subfolder), and ``*.tmp`` in the partitions (the layout before ``_tmp/``)."""
     out: list[tuple[Path, str]] = []
     staging = root / layout.STAGING_DIR
     if staging.is_dir():

@@ -23,6 +23,7 @@ makes Hive-style readers of the root skip it too. The contract, for every writer
 - the files directly in ``_tmp/`` are the recorder's: named :func:`staging_filename` ``(table, date,
   final)``, owned by the run its final name carries. After a crash, ``record recover`` deletes those of
   runs that are not running (their rows are rewritten from the journal) and leaves every other name alone;
+  ``kiwoom-tape verify`` warns about every file there;
 - any other writer (``kiwoom-tape compact``) stages in a subfolder of its own, ``_tmp/NAME/``, and
   recovers its leftovers itself: the recorder never enters a subfolder of ``_tmp/``.
 
