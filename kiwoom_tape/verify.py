@@ -39,7 +39,14 @@ from kiwoom_tape.verify_report import FileCheck, Problem, VerifyReport, format_r
 from kiwoom_tape.verify_trades import check_trades, off_grid_sql
 from replay.catalog import dataset_root
 from schemas import views
-from schemas.layout import JOURNAL_DIR, STAGING_DIR, TABLE_NAMES, TMP_SUFFIX, parse_part_filename
+from schemas.layout import (
+    JOURNAL_DIR,
+    STAGING_DIR,
+    TABLE_NAMES,
+    TMP_SUFFIX,
+    parse_part_filename,
+    parse_staging_filename,
+)
 from schemas.market import KST
 from schemas.tables import META_TABLE, META_WRITER, SCHEMA_VERSION, TABLES, schema_version_of
 
@@ -190,7 +197,7 @@ def _scan_files(report: VerifyReport) -> None:
                 _check_file(report, fc)
     staging = root / STAGING_DIR
     for f in sorted(staging.iterdir()) if staging.is_dir() else []:
-        if f.is_file():  # the recorder's (schemas.layout: the _tmp/ contract); subfolders are other writers'
+        if parse_staging_filename(f.name) is not None:  # the recorder's; other names are other writers' (layout)
             _warn_temporary(report, f)
     jdir = root / JOURNAL_DIR
     journals = sorted(jdir.glob("*.journal")) if jdir.is_dir() else []

@@ -20,12 +20,12 @@ makes Hive-style readers of the root skip it too. The contract, for every writer
 
 - a file is written in ``_tmp/`` (same filesystem as the tables), fsynced, renamed with ``os.replace``
   to its final path in ``TABLE/date=.../`` (atomic), and that directory is fsynced;
-- the files directly in ``_tmp/`` are the recorder's: named :func:`staging_filename` ``(table, date,
-  final)``, owned by the run its final name carries. After a crash, ``record recover`` deletes those of
-  runs that are not running (their rows are rewritten from the journal) and leaves every other name alone;
-  ``kiwoom-tape verify`` warns about every file there;
+- the recorder's files are directly in ``_tmp/``, named :func:`staging_filename` ``(table, date, final)``
+  and owned by the run their final name carries. After a crash, ``record recover`` deletes those of runs
+  that are not running (their rows are rewritten from the journal); ``kiwoom-tape verify`` warns about them;
 - any other writer (``kiwoom-tape compact``) stages in a subfolder of its own, ``_tmp/NAME/``, and
-  recovers its leftovers itself: the recorder never enters a subfolder of ``_tmp/``.
+  recovers its leftovers itself; a file of its own directly in ``_tmp/`` (a lock) must have a name
+  :func:`parse_staging_filename` rejects. The recorder touches nothing else in ``_tmp/``.
 
 Datasets written before ``_tmp/`` existed have their files being written in the partition itself, as
 ``.{final}.tmp`` (or ``{final}.tmp``); recovery cleans those as well (:data:`TMP_SUFFIX`).
