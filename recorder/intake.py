@@ -1,9 +1,9 @@
 """How frames and events enter the store: journaled first, then read into the open segment's rows, now or in a batch.
 
-:class:`Intake` is the half of :class:`recorder.store.Store` that takes what the recorder receives and
+:class:`Intake` is the half of :class:`kiwoom_tape.recorder.store.Store` that takes what the recorder receives and
 sends (``add_frame``, ``add_real_frame``, ``add_received``, ``add_event``): each record goes to the journal
-(:mod:`recorder.journal`) before anything is derived from it, gets its ``seq``, and its rows are buffered
-by :class:`recorder.segment.SegmentRows`. The Store adds the lifecycle, the clock and the rolls
+(:mod:`kiwoom_tape.recorder.journal`) before anything is derived from it, gets its ``seq``, and its rows are buffered
+by :class:`kiwoom_tape.recorder.segment.SegmentRows`. The Store adds the lifecycle, the clock and the rolls
 (:meth:`_enter` rolls at a new KST date, :meth:`_flush_and_maybe_roll` at ``roll_bytes``).
 
 **Read in batches.** :meth:`Store.add_received` journals an in-frame at once and reads it later, with
@@ -18,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from recorder.derive import _scrub
-from recorder.segment import SegmentRows
-from schemas.errors import StorageError
-from schemas.normalize import detail_json, read_real_frame
-from schemas.protocol import RealRow
-from schemas.tables import EVENT_KINDS, TABLE_OF_TYPE, redact_login
+from kiwoom_tape.recorder.derive import _scrub
+from kiwoom_tape.recorder.segment import SegmentRows
+from kiwoom_tape.schemas.errors import StorageError
+from kiwoom_tape.schemas.normalize import detail_json, read_real_frame
+from kiwoom_tape.schemas.protocol import RealRow
+from kiwoom_tape.schemas.tables import EVENT_KINDS, TABLE_OF_TYPE, redact_login
 
 __all__ = ["Intake"]
 
@@ -57,10 +57,10 @@ class Intake(SegmentRows):
         """Journal one WebSocket message, then buffer it (and its 0D/0E/0B rows); returns its ``seq``.
 
         ``direction`` is ``"in"`` (from the server) or ``"out"``; out-frames are redacted
-        (``schemas.tables.redact_login``) before anything is written. For an in-frame, pass the
+        (``kiwoom_tape.schemas.tables.redact_login``) before anything is written. For an in-frame, pass the
         ``rows`` the session decoded (``RealData.rows``; ``()`` for a non-REAL frame) or a
         ``parse_error``; with neither, the store decodes the text itself. 0D rows go to ``orderbook``,
-        0E rows to ``afterhours``, 0B to ``trades`` (:data:`schemas.tables.TABLE_OF_TYPE`), rows of other
+        0E rows to ``afterhours``, 0B to ``trades`` (:data:`kiwoom_tape.schemas.tables.TABLE_OF_TYPE`), rows of other
         types only to ``frames`` (counted in ``other_rows``).
         Raises StorageError (the store is then failed), ValueError for a bad ``direction``.
         """
@@ -89,7 +89,7 @@ class Intake(SegmentRows):
         """Journal and buffer a received REAL frame of well-formed 0D/0E/0B rows, from its bytes; returns its row count.
 
         The recorder's fast path (PERF-LIMITS.md section 6): the bytes go to the journal as received,
-        and the rows are read with :func:`schemas.normalize.read_real_frame`, so nothing is decoded
+        and the rows are read with :func:`kiwoom_tape.schemas.normalize.read_real_frame`, so nothing is decoded
         twice. What is stored is what ``add_frame(recv_ns, "in", data, rows=<its rows>, trnm="REAL")``
         stores. Returns None, having stored nothing, for any other frame: the caller then handles it
         the general way (``ClientSession.receive``, :meth:`add_frame`). Raises StorageError.
@@ -109,7 +109,7 @@ class Intake(SegmentRows):
         """Journal a received in-frame now; buffer it (and its rows) with the next batch. Returns its ``seq``.
 
         What is stored is what :meth:`add_frame` ``(recv_ns, "in", data)`` stores (the rows read by
-        :func:`schemas.normalize.read_real_frame` when it can, else decoded from the text), only later:
+        :func:`kiwoom_tape.schemas.normalize.read_real_frame` when it can, else decoded from the text), only later:
         at most ``defer_frames`` frames wait, and :meth:`tick`, :meth:`sync`, :meth:`close` and every
         other ``add_*`` read them first. For frames that need no answer (REAL frames): the caller gets
         no rows back. The counters (:attr:`stats`) include a frame once it is read. Raises StorageError.
@@ -156,7 +156,7 @@ class Intake(SegmentRows):
     def add_event(self, recv_ns: int, kind: str, detail: dict[str, Any] | str, return_code: int | None = None) -> None:
         """Journal one event, then buffer it for ``events``.
 
-        ``kind`` is one of ``schemas.tables.EVENT_KINDS`` (ValueError otherwise, before anything is
+        ``kind`` is one of ``kiwoom_tape.schemas.tables.EVENT_KINDS`` (ValueError otherwise, before anything is
         written); ``detail`` a JSON-able dict (secret-looking keys such as ``token`` are replaced by
         ``***``) or JSON text. Raises StorageError.
         """

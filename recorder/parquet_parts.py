@@ -1,8 +1,8 @@
 """Parquet part files of the store: writer options (page checksums included) and a file being written.
 
-A part file is written in the dataset's ``_tmp/`` folder under :func:`schemas.layout.staging_filename`
+A part file is written in the dataset's ``_tmp/`` folder under :func:`kiwoom_tape.schemas.layout.staging_filename`
 and renamed into its table's partition by :meth:`_Part.finalize` after an fsync (DESIGN.md "Data layout";
-the ``_tmp/`` contract shared by every writer is in :mod:`schemas.layout`). Every data page carries a CRC-32
+the ``_tmp/`` contract shared by every writer is in :mod:`kiwoom_tape.schemas.layout`). Every data page carries a CRC-32
 (``write_page_checksum``), so a flipped bit in a finished file is detected when it is read with
 ``page_checksum_verification=True`` (``kiwoom-tape verify`` does), not turned silently into other values.
 """
@@ -17,10 +17,16 @@ from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from recorder.journal import fsync_dir, storage_error
-from schemas.normalize import AfterhoursBuilder, Builder, EventBuilder, FrameBuilder, OrderbookBuilder, TradesBuilder
-from schemas.tables import TABLES
+from kiwoom_tape.recorder.journal import fsync_dir, storage_error
+from kiwoom_tape.schemas.normalize import (
+    AfterhoursBuilder,
+    Builder,
+    EventBuilder,
+    FrameBuilder,
+    OrderbookBuilder,
+    TradesBuilder,
+)
+from kiwoom_tape.schemas.tables import TABLES
 
 __all__ = [
     "FRAMES_PAGE_BYTES",
@@ -140,9 +146,10 @@ class _Part:
 
 
 class _Builders:
-    """The builders of one KST date, one per table of :data:`schemas.tables.TABLES`.
+    """The builders of one KST date, one per table of :data:`kiwoom_tape.schemas.tables.TABLES`.
 
-    ``typed`` maps each normalized table (the values of :data:`schemas.tables.TABLE_OF_TYPE`) to its builder.
+    ``typed`` maps each normalized table (the values of :data:`kiwoom_tape.schemas.tables.TABLE_OF_TYPE`) to its
+    builder.
     """
 
     __slots__ = ("afterhours", "events", "frames", "orderbook", "trades", "typed")

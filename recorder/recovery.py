@@ -2,7 +2,7 @@
 
 DESIGN.md "Reliability" is the spec; :func:`recover` is safe to run any time, and twice. Files a
 crashed run was writing are garbage (their rows are in the journal): recovery deletes the recorder's files
-directly in ``ROOT/_tmp/`` of runs that are not running, as the ``_tmp/`` contract of :mod:`schemas.layout`
+directly in ``ROOT/_tmp/`` of runs that are not running, as the ``_tmp/`` contract of :mod:`kiwoom_tape.schemas.layout`
 says (never a subfolder: those belong to other writers), and the ``.tmp`` files that datasets written
 before ``_tmp/`` existed keep in their partitions.
 """
@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
-
-from recorder.journal import (
+from kiwoom_tape.recorder.journal import (
     JOURNAL_SUFFIX,
     NEW_SUFFIX,
     FrameRecord,
@@ -34,11 +33,11 @@ from recorder.journal import (
     storage_error,
     torn_path,
 )
-from schemas import layout
-from schemas.errors import StorageError
+from kiwoom_tape.schemas import layout
+from kiwoom_tape.schemas.errors import StorageError
 
 if TYPE_CHECKING:
-    from recorder.store import Store
+    from kiwoom_tape.recorder.store import Store
 
 __all__ = ["RecoveryReport", "recover"]
 
@@ -203,7 +202,7 @@ def recover(
 
     For each journal segment under ``ROOT/_journal`` that no running recorder holds (they are locked),
     by run, in segment order: keep its unreadable ranges in ``{journal}.torn`` (any size; the reader
-    resynchronises after each, :mod:`recorder.journal_reader`), append to it a ``journal_damage`` event
+    resynchronises after each, :mod:`kiwoom_tape.recorder.journal_reader`), append to it a ``journal_damage`` event
     per range (detail: journal, segment, start, end, bytes, frames_lost, until_ns, kept_in), to the last
     segment of each run a ``gap_start`` event of cause ``crash`` at the run's last durable record (or
     when its last segment was created, if its journals hold none: an empty segment is a crash too), and a
@@ -213,7 +212,7 @@ def recover(
     interrupted (kill, Ctrl-C) is redone from the journal with the same events, never twice. A run
     has a journal from its start to its clean stop (the next segment's journal exists before the
     previous one is deleted), so every run that did not stop cleanly gets exactly one crash gap; the
-    ``gaps`` view ends it at the next run's first event (:mod:`schemas.views`).
+    ``gaps`` view ends it at the next run's first event (:mod:`kiwoom_tape.schemas.views`).
 
     Stray files of runs that are not running (in ``_tmp/``, or ``.tmp`` in a partition of an older
     dataset) are deleted first. A file that is not a journal,
@@ -313,7 +312,7 @@ def _recover_segment(
     clock_ns: Callable[[], int],
     flush_rows: int,
 ) -> None:
-    from recorder.store import Store  # here: recorder.store re-exports this module's names
+    from kiwoom_tape.recorder.store import Store  # here: recorder.store re-exports this module's names
 
     writer, scan = seg.writer, seg.scan
     events = _damage_events(seg, report)

@@ -1,9 +1,10 @@
-"""The recorder's sink: journal first, then rolling Parquet files (recovery after a crash: :mod:`recorder.recovery`).
+"""The recorder's sink: journal first, then rolling Parquet files (recovery after a crash:
+:mod:`kiwoom_tape.recorder.recovery`).
 
-The Store is three layers, one idea each: :class:`recorder.intake.Intake` takes frames and events
-(journal first, reading in batches), :class:`recorder.segment.SegmentRows` turns them into the rows and
+The Store is three layers, one idea each: :class:`kiwoom_tape.recorder.intake.Intake` takes frames and events
+(journal first, reading in batches), :class:`kiwoom_tape.recorder.segment.SegmentRows` turns them into the rows and
 part files of a segment (the half shared with recovery), and this module adds the lifecycle, the clock
-and the rolls. The Parquet writer options and temporary names are :mod:`recorder.parquet_parts`.
+and the rolls. The Parquet writer options and temporary names are :mod:`kiwoom_tape.recorder.parquet_parts`.
 
 DESIGN.md "Data layout" and "Reliability" are the spec. One :class:`Store` per ``record`` run::
 
@@ -15,7 +16,7 @@ DESIGN.md "Data layout" and "Reliability" are the spec. One :class:`Store` per `
     store.close()                          # in a finally: every file complete, the journal gone
 
 **The journal is the source of truth.** Every frame (out-frames with the LOGIN token already redacted)
-and every event is appended to the journal (:mod:`recorder.journal`) *before* anything is derived from
+and every event is appended to the journal (:mod:`kiwoom_tape.recorder.journal`) *before* anything is derived from
 it. Normalized rows are derived from the frame text by the same code live and in recovery
 (:meth:`Store._ingest_frame`), so :func:`recover` writes exactly what the live path would have written.
 What a caller passes beside the text (that it decoded rows itself, a ``parse_error`` or ``trnm`` it
@@ -23,13 +24,14 @@ determined from session state) is journaled with the frame, so recovery reproduc
 
 **Segments.** A segment is one journal file plus the Parquet part files written for it, one per
 (table, KST date) that received rows, named ``part-{run_id}-{segment:06d}.parquet`` in the table's
-Hive partition (``schemas.layout``). All tables roll together, to segment + 1, when the Parquet bytes
+Hive partition (``kiwoom_tape.schemas.layout``). All tables roll together, to segment + 1, when the Parquet bytes
 written for the segment reach ``roll_bytes``, when the segment is ``roll_seconds`` old, or when a
 frame or event of another KST date arrives (the roll happens before it is added). Rolling:
 
 1. flush the builders into the open Parquet writers (a row group per flush);
 2. sync the journal: everything in the files about to appear is durable in the journal;
-3. per file: close the writer of ``_tmp/{table}.{date}.{name}.tmp`` (:func:`schemas.layout.staging_filename`:
+3. per file: close the writer of ``_tmp/{table}.{date}.{name}.tmp``
+(:func:`kiwoom_tape.schemas.layout.staging_filename`:
    outside the table folders, so that every reader of a table, polars and DuckDB ``**`` globs included,
    sees only complete files while ``record`` runs), fsync it, rename it to ``{table}/date={date}/{name}``
    (same filesystem: atomic), fsync that directory;
@@ -40,13 +42,13 @@ segments (the truth for everything not finalized). :func:`recover` replays each 
 because names are deterministic, a segment whose final files already exist (a crash between step 3
 and 4) is rewritten with the same rows: idempotent, no duplicates.
 
-Frames read in batches (:meth:`Store.add_received`) are described in :mod:`recorder.intake`.
+Frames read in batches (:meth:`Store.add_received`) are described in :mod:`kiwoom_tape.recorder.intake`.
 
 **Loss bound.** A ``kill -9`` or power cut loses at most the frames appended in the last
 ``fsync_interval`` seconds (the journal's buffer), provided :meth:`Store.tick` runs at least that often.
 
 **Errors.** Every ``OSError`` (full disk, unwritable directory) becomes a
-:class:`schemas.errors.StorageError` naming the path and the fix. After one, the store is *failed*:
+:class:`kiwoom_tape.schemas.errors.StorageError` naming the path and the fix. After one, the store is *failed*:
 later calls raise it again, :meth:`Store.close` keeps the journal and removes only its own files in
 ``_tmp/``, and nothing already finalized is touched; the next start recovers what the journal holds.
 """
@@ -61,10 +63,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from recorder.derive import _kst_day
-from recorder.intake import Intake
-from recorder.journal import JournalWriter
-from recorder.parquet_parts import (
+from kiwoom_tape.recorder.derive import _kst_day
+from kiwoom_tape.recorder.intake import Intake
+from kiwoom_tape.recorder.journal import JournalWriter
+from kiwoom_tape.recorder.parquet_parts import (
     FRAMES_PAGE_BYTES,
     PARQUET_OPTIONS,
     ROW_GROUP_ORDER,
@@ -72,9 +74,9 @@ from recorder.parquet_parts import (
     _Part,
     parquet_options,
 )
-from schemas import layout
-from schemas.errors import StorageError
-from schemas.tables import TABLE_OF_TYPE
+from kiwoom_tape.schemas import layout
+from kiwoom_tape.schemas.errors import StorageError
+from kiwoom_tape.schemas.tables import TABLE_OF_TYPE
 
 __all__ = [
     "FRAMES_PAGE_BYTES",
@@ -350,4 +352,4 @@ class Store(Intake):
                     old.close()  # the next journal could not be created: keep this one for recovery
 
 
-from recorder.recovery import RecoveryReport, recover  # noqa: E402  # re-exported; recovery imports Store
+from kiwoom_tape.recorder.recovery import RecoveryReport, recover  # noqa: E402  # re-exported; recovery imports Store

@@ -1,6 +1,6 @@
 """The DuckDB catalog of a dataset as SQL text (DESIGN.md: "the DuckDB view definitions as SQL text").
 
-Pure: no ``duckdb`` import, no filesystem call. :mod:`replay.catalog` runs these statements on a
+Pure: no ``duckdb`` import, no filesystem call. :mod:`kiwoom_tape.replay.catalog` runs these statements on a
 connection, ``kiwoom-tape sql DIR`` (no query) hands them to the ``duckdb`` shell as an init script.
 
 Views and macros, in the order :func:`catalog_statements` creates them::
@@ -24,7 +24,8 @@ skips whole partitions, whose files are then not even opened. Columns are matche
 files and the first file (the oldest date) fixes the column list. ``union_by_name`` is deliberately
 off: it opens every file's footer on every query, and one unreadable file anywhere would then break
 every query (``kiwoom-tape verify`` finds such files). Files a running recorder is writing are in
-``ROOT/_tmp/``, outside every table folder (:mod:`schemas.layout`). ``recv_ts`` is exposed as ``TIMESTAMPTZ``
+``ROOT/_tmp/``, outside every table folder (:mod:`kiwoom_tape.schemas.layout`). ``recv_ts`` is exposed as
+``TIMESTAMPTZ``
 (microseconds; the files keep nanoseconds) so that it compares with ``now()`` and with literals such
 as ``'2026-11-23 09:00:00'`` on every DuckDB version. A table with no file yet (a dataset without
 after-hours rows, say) gets a view of the same columns and types with no rows, so queries still bind.
@@ -48,9 +49,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Final
 
 import pyarrow as pa
-
-from schemas.layout import TABLE_NAMES
-from schemas.tables import QUOTE_TZ, TABLES
+from kiwoom_tape.schemas.layout import TABLE_NAMES
+from kiwoom_tape.schemas.tables import QUOTE_TZ, TABLES
 
 __all__ = [
     "BARS_SQL",

@@ -12,13 +12,13 @@ import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kiwoom_tape.recorder.store import Store, recover
+from kiwoom_tape.replay.catalog import connect
+from kiwoom_tape.schemas import layout
+from kiwoom_tape.schemas.fields import FIELDS_BY_TYPE
+from kiwoom_tape.schemas.protocol import encode_real_frame, encode_real_row
 
 from kiwoom_tape.verify import verify
-from recorder.store import Store, recover
-from replay.catalog import connect
-from schemas import layout
-from schemas.fields import FIELDS_BY_TYPE
-from schemas.protocol import encode_real_frame, encode_real_row
 
 RUN = layout.new_run_id(1_795_300_000_000_000_000, 0x5A6E)
 T0 = 1_795_330_000_000_000_000  # 2026-11-22 15:46:40 KST
