@@ -37,7 +37,14 @@ import pyarrow.parquet as pq
 from kiwoom_tape.clikit import friendly_errors
 from kiwoom_tape.replay.catalog import dataset_root
 from kiwoom_tape.schemas import views
-from kiwoom_tape.schemas.layout import JOURNAL_DIR, TABLE_NAMES, TMP_SUFFIX, parse_part_filename
+from kiwoom_tape.schemas.layout import (
+    JOURNAL_DIR,
+    STAGING_DIR,
+    TABLE_NAMES,
+    TMP_SUFFIX,
+    parse_part_filename,
+    parse_staging_filename,
+)
 from kiwoom_tape.schemas.market import KST
 from kiwoom_tape.schemas.tables import META_TABLE, META_WRITER, SCHEMA_VERSION, TABLES, schema_version_of
 from kiwoom_tape.verify_report import FileCheck, Problem, VerifyReport, format_report
@@ -151,6 +158,13 @@ def _short(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
+def _warn_temporary(report: VerifyReport, f: Path) -> None:
+    report.warn(
+        f"{_rel(report, f)}: a temporary file (a recorder is writing it, or crashed)",
+        f"when no recorder runs, `record recover {report.root}` removes it and rewrites its rows from the journal",
+    )
+
+
 def _scan_files(report: VerifyReport) -> None:
     root = report.root
     for table in TABLE_NAMES:
@@ -170,12 +184,8 @@ def _scan_files(report: VerifyReport) -> None:
                 report.error(f"{_rel(report, part)}: {m.group(1)} is not a date", "rename or remove the directory")
                 continue
             for f in sorted(part.iterdir()):
-                if f.name.endswith(TMP_SUFFIX):
-                    report.warn(
-                        f"{_rel(report, f)}: a temporary file (a recorder is writing it, or crashed)",
-                        f"when no recorder runs, `record recover {root}` removes it and rewrites its rows from the "
-                        "journal",
-                    )
+                if f.name.endswith(TMP_SUFFIX):  # a recorder's, in the layout before _tmp/
+                    _warn_temporary(report, f)
                     continue
                 if not f.name.endswith(".parquet"):
                     continue
@@ -185,6 +195,10 @@ def _scan_files(report: VerifyReport) -> None:
                     report.warn(f"{_rel(report, f)}: not named like a kiwoom-tape part file",
                                 "the views read it all the same; move it out if it is not yours")
                 _check_file(report, fc)
+    staging = root / STAGING_DIR
+    for f in sorted(staging.iterdir()) if staging.is_dir() else []:
+        if parse_staging_filename(f.name) is not None:  # the recorder's; other names are other writers' (layout)
+            _warn_temporary(report, f)
     jdir = root / JOURNAL_DIR
     journals = sorted(jdir.glob("*.journal")) if jdir.is_dir() else []
     for kept in sorted(jdir.glob("*.journal.torn")) if jdir.is_dir() else []:

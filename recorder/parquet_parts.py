@@ -1,7 +1,8 @@
-"""Parquet part files of the store: writer options (page checksums included), temporary names, a file being written.
+"""Parquet part files of the store: writer options (page checksums included) and a file being written.
 
-A part file is written as ``.{name}.tmp`` (:func:`tmp_name`) and renamed to its final name by
-:meth:`_Part.finalize` after an fsync (DESIGN.md "Data layout"). Every data page carries a CRC-32
+A part file is written in the dataset's ``_tmp/`` folder under :func:`kiwoom_tape.schemas.layout.staging_filename`
+and renamed into its table's partition by :meth:`_Part.finalize` after an fsync (DESIGN.md "Data layout";
+the ``_tmp/`` contract shared by every writer is in :mod:`kiwoom_tape.schemas.layout`). Every data page carries a CRC-32
 (``write_page_checksum``), so a flipped bit in a finished file is detected when it is read with
 ``page_checksum_verification=True`` (``kiwoom-tape verify`` does), not turned silently into other values.
 """
@@ -17,7 +18,6 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 from kiwoom_tape.recorder.journal import fsync_dir, storage_error
-from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.normalize import (
     AfterhoursBuilder,
     Builder,
@@ -32,9 +32,7 @@ __all__ = [
     "FRAMES_PAGE_BYTES",
     "PARQUET_OPTIONS",
     "ROW_GROUP_ORDER",
-    "TMP_PREFIX",
     "parquet_options",
-    "tmp_name",
 ]
 
 PARQUET_OPTIONS: Final[dict[str, Any]] = {
@@ -79,35 +77,16 @@ ROW_GROUP_ORDER: Final[dict[str, tuple[str, ...]]] = {
 one item differ in a few levels, so zstd stores the row group in about half the bytes, for free
 (docs/benchmarks.md: Storage). ``frames`` stays in receive order. Query with ORDER BY, as always with Parquet."""
 
-TMP_PREFIX: Final = "."
-"""Leading part of a part file's temporary name (see :func:`tmp_name`)."""
-
-
-def tmp_name(final_name: str) -> str:
-    """The name a part file is written under: ``.{final}.tmp``.
-
-    Hidden (leading ``.``) as well as suffixed, because Hive-style readers (pyarrow.dataset, Spark)
-    skip names starting with ``.`` or ``_`` but would otherwise try, and fail, to read a file that is
-    still being written when a dataset is queried while ``record`` runs.
-    """
-    return TMP_PREFIX + final_name + layout.TMP_SUFFIX
-
-
-def _final_of_tmp(name: str) -> str | None:
-    """The final part file name of a temporary name (either spelling), or None if it is not one."""
-    if not name.endswith(layout.TMP_SUFFIX):
-        return None
-    base = name[: -len(layout.TMP_SUFFIX)]
-    return base[len(TMP_PREFIX) :] if base.startswith(TMP_PREFIX) else base
-
-
 class _Part:
-    """One Parquet file being written under :func:`tmp_name` until :meth:`finalize` renames it."""
+    """One Parquet file being written at ``tmp`` (in ``_tmp/``) until :meth:`finalize` renames it to ``final``.
 
-    def __init__(self, table: str, final: Path) -> None:
+    Both paths must be on one filesystem (the same dataset root), so that the rename is atomic.
+    """
+
+    def __init__(self, table: str, final: Path, tmp: Path) -> None:
         self.table = table
         self.final = final
-        self.tmp = final.with_name(tmp_name(final.name))
+        self.tmp = tmp
         self.rows = 0
         self._sink: Any = None
         self._writer: Any = None
@@ -160,7 +139,7 @@ class _Part:
         self._writer = self._sink = None
 
     def abandon(self) -> None:
-        """Close without finalizing and delete the ``.tmp`` file (frees space after a full disk)."""
+        """Close without finalizing and delete the file in ``_tmp/`` (frees space after a full disk)."""
         self._discard()
         with contextlib.suppress(OSError):
             os.unlink(self.tmp)

@@ -1,6 +1,10 @@
 """Crash recovery: turning the journals a dead run left into Parquet files, and saying what was lost.
 
-DESIGN.md "Reliability" is the spec; :func:`recover` is safe to run any time, and twice.
+DESIGN.md "Reliability" is the spec; :func:`recover` is safe to run any time, and twice. Files a
+crashed run was writing are garbage (their rows are in the journal): recovery deletes the recorder's files
+directly in ``ROOT/_tmp/`` of runs that are not running, as the ``_tmp/`` contract of :mod:`kiwoom_tape.schemas.layout`
+says (never a subfolder: those belong to other writers), and the ``.tmp`` files that datasets written
+before ``_tmp/`` existed keep in their partitions.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ from kiwoom_tape.recorder.journal import (
     storage_error,
     torn_path,
 )
-from kiwoom_tape.recorder.parquet_parts import _final_of_tmp
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.errors import StorageError
 
@@ -62,7 +65,8 @@ class RecoveryReport:
     files: list[str] = field(default_factory=list)
     """Parquet files written (or rewritten with the same rows)."""
     removed: list[str] = field(default_factory=list)
-    """Stray ``.tmp`` Parquet files and half-created or empty journals deleted (garbage of a crash)."""
+    """Stray Parquet files being written (in ``_tmp/``, or ``.tmp`` in a partition) and half-created or empty
+    journals deleted (garbage of a crash)."""
     skipped: list[str] = field(default_factory=list)
     """Journals left alone because a running recorder holds them."""
     unreadable: list[str] = field(default_factory=list)
@@ -95,13 +99,27 @@ def _journal_files(jdir: Path) -> list[Path]:
         raise storage_error(exc, jdir, "list the journal directory") from exc
 
 
-def _tmp_files(root: Path) -> list[Path]:
-    out: list[Path] = []
+_LEGACY_TMP_PREFIX = "."
+"""Leading part of a part file's temporary name in its partition, before ``_tmp/``: ``.{final}.tmp``."""
+
+
+def _tmp_files(root: Path) -> list[tuple[Path, str]]:
+    """(path, the final name it was to get) of every file a recorder may have been writing: directly in
+    ``_tmp/`` (never a subfolder), and ``*.tmp`` in the partitions (the layout before ``_tmp/``)."""
+    out: list[tuple[Path, str]] = []
+    staging = root / layout.STAGING_DIR
+    if staging.is_dir():
+        for path in sorted(staging.iterdir()):
+            parsed = layout.parse_staging_filename(path.name)
+            if parsed is not None and path.is_file():
+                out.append((path, parsed[2]))
     for table in TABLE_NAMES:
         tdir = root / table
         if not tdir.is_dir():
             continue
-        out.extend(sorted(tdir.glob("date=*/*" + layout.TMP_SUFFIX)))
+        for path in sorted(tdir.glob("date=*/*" + layout.TMP_SUFFIX)):
+            base = path.name[: -len(layout.TMP_SUFFIX)]
+            out.append((path, base.removeprefix(_LEGACY_TMP_PREFIX)))
     return out
 
 
@@ -114,14 +132,13 @@ def _glob_escape(text: str) -> str:
 
 
 def _remove_garbage(root: Path, jdir: Path, dead_runs: set[str], report: RecoveryReport) -> None:
-    """Delete ``.tmp`` part files of dead runs, and half-created journals no one holds.
+    """Delete the part files dead runs were writing, and half-created journals no one holds.
 
     A run is dead if this recovery holds its journal, or if it has no journal at all (a running
-    recorder always has one, created before any of its ``.tmp`` files, and holds it locked).
+    recorder always has one, created before any of its files in ``_tmp/``, and holds it locked).
     """
-    for tmp in _tmp_files(root):
-        final = _final_of_tmp(tmp.name)
-        parsed = None if final is None else layout.parse_part_filename(final)
+    for tmp, final in _tmp_files(root):
+        parsed = layout.parse_part_filename(final)
         if parsed is None:
             continue  # not a file of ours
         if parsed[0] not in dead_runs and _run_has_journal(jdir, parsed[0]):
@@ -190,14 +207,15 @@ def recover(
     segment of each run a ``gap_start`` event of cause ``crash`` at the run's last durable record (or
     when its last segment was created, if its journals hold none: an empty segment is a crash too), and a
     ``recovery`` event (detail: journal, segment, frames, events, torn_bytes); then replay every record
-    through the same ingestion code as the live path, finalize the segment's Parquet files (``.tmp``,
-    fsync, rename) and delete the segment. The events go into the journal first, so a recovery
+    through the same ingestion code as the live path, finalize the segment's Parquet files (written in
+    ``_tmp/``, fsynced, renamed into place) and delete the segment. The events go into the journal first, so a recovery
     interrupted (kill, Ctrl-C) is redone from the journal with the same events, never twice. A run
     has a journal from its start to its clean stop (the next segment's journal exists before the
     previous one is deleted), so every run that did not stop cleanly gets exactly one crash gap; the
     ``gaps`` view ends it at the next run's first event (:mod:`kiwoom_tape.schemas.views`).
 
-    Stray ``.tmp`` files of runs that are not running are deleted first. A file that is not a journal,
+    Stray files of runs that are not running (in ``_tmp/``, or ``.tmp`` in a partition of an older
+    dataset) are deleted first. A file that is not a journal,
     and a Parquet file that does not open, is left alone and reported; a record that the store cannot
     ingest is skipped, named in :attr:`RecoveryReport.skipped_records` and stored as an ``error`` event.
     :attr:`RecoveryReport.dropped` says whether anything was lost. Raises StorageError if the disk

@@ -168,7 +168,10 @@ class SegmentRows:
         if part is None:
             d = Path(layout.partition_dir(str(self.root), table, date))
             self._ensure_dir(d)
-            part = self._parts[key] = _Part(table, d / layout.part_filename(self.run_id, self._segment, table))
+            staging = self.root / layout.STAGING_DIR
+            self._ensure_dir(staging)
+            name = layout.part_filename(self.run_id, self._segment, table)
+            part = self._parts[key] = _Part(table, d / name, staging / layout.staging_filename(table, date, name))
         return part
 
     def _flush(self) -> None:
@@ -215,7 +218,7 @@ class SegmentRows:
         return finals
 
     def _abandon(self) -> None:
-        """After a failure: keep the journal (close it, syncing what it can), drop our ``.tmp`` files."""
+        """After a failure: keep the journal (close it, syncing what it can), drop our files in ``_tmp/``."""
         for part in self._parts.values():
             part.abandon()
         self._parts.clear()

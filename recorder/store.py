@@ -1,8 +1,10 @@
 """The recorder's sink: journal first, then rolling Parquet files (recovery after a crash:
 :mod:`kiwoom_tape.recorder.recovery`).
 
-The rows and part files of a segment are :class:`kiwoom_tape.recorder.segment.SegmentRows` (the half of the Store
-shared with recovery); the Parquet writer options and temporary names are :mod:`kiwoom_tape.recorder.parquet_parts`.
+The Store is three layers, one idea each: :class:`kiwoom_tape.recorder.intake.Intake` takes frames and events
+(journal first, reading in batches), :class:`kiwoom_tape.recorder.segment.SegmentRows` turns them into the rows and
+part files of a segment (the half shared with recovery), and this module adds the lifecycle, the clock
+and the rolls. The Parquet writer options and temporary names are :mod:`kiwoom_tape.recorder.parquet_parts`.
 
 DESIGN.md "Data layout" and "Reliability" are the spec. One :class:`Store` per ``record`` run::
 
@@ -28,29 +30,27 @@ frame or event of another KST date arrives (the roll happens before it is added)
 
 1. flush the builders into the open Parquet writers (a row group per flush);
 2. sync the journal: everything in the files about to appear is durable in the journal;
-3. per file: close the writer of ``.{name}.tmp`` (:func:`tmp_name`: hidden, so that pyarrow.dataset,
-   Spark and DuckDB globs skip it while ``record`` runs), fsync it, rename it to ``{name}``, fsync
-   the directory;
+3. per file: close the writer of ``_tmp/{table}.{date}.{name}.tmp``
+(:func:`kiwoom_tape.schemas.layout.staging_filename`:
+   outside the table folders, so that every reader of a table, polars and DuckDB ``**`` globs included,
+   sees only complete files while ``record`` runs), fsync it, rename it to ``{table}/date={date}/{name}``
+   (same filesystem: atomic), fsync that directory;
 4. start the next segment's journal; then delete this segment's journal (so a run always has one).
 
-**Crash at any point** leaves complete final Parquet files, maybe ``.tmp`` files (garbage) and journal
+**Crash at any point** leaves complete final Parquet files, maybe files in ``_tmp/`` (garbage) and journal
 segments (the truth for everything not finalized). :func:`recover` replays each segment into its files;
 because names are deterministic, a segment whose final files already exist (a crash between step 3
 and 4) is rewritten with the same rows: idempotent, no duplicates.
 
-**Read in batches.** :meth:`Store.add_received` journals an in-frame at once and reads it later, with
-the next ones (at most ``defer_frames`` of them, or at the next :meth:`Store.tick` or any other call):
-frames that trickle in one at a time cost about a third as much read in a batch with warm caches as
-read each on its own (docs/benchmarks.md: Record). Only the reading waits, never the journal, so the loss
-bound below holds; every other call reads the waiting frames first, so rows keep the frames' order.
+Frames read in batches (:meth:`Store.add_received`) are described in :mod:`kiwoom_tape.recorder.intake`.
 
 **Loss bound.** A ``kill -9`` or power cut loses at most the frames appended in the last
 ``fsync_interval`` seconds (the journal's buffer), provided :meth:`Store.tick` runs at least that often.
 
 **Errors.** Every ``OSError`` (full disk, unwritable directory) becomes a
 :class:`kiwoom_tape.schemas.errors.StorageError` naming the path and the fix. After one, the store is *failed*:
-later calls raise it again, :meth:`Store.close` keeps the journal and removes only its own ``.tmp``
-files, and nothing already finalized is touched; the next start recovers what the journal holds.
+later calls raise it again, :meth:`Store.close` keeps the journal and removes only its own files in
+``_tmp/``, and nothing already finalized is touched; the next start recovers what the journal holds.
 """
 
 from __future__ import annotations
@@ -58,46 +58,36 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
 
-from kiwoom_tape.recorder.derive import _kst_day, _scrub
+from kiwoom_tape.recorder.derive import _kst_day
+from kiwoom_tape.recorder.intake import Intake
 from kiwoom_tape.recorder.journal import JournalWriter
 from kiwoom_tape.recorder.parquet_parts import (
     FRAMES_PAGE_BYTES,
     PARQUET_OPTIONS,
     ROW_GROUP_ORDER,
-    TMP_PREFIX,
     _Builders,
     _Part,
     parquet_options,
-    tmp_name,
 )
-from kiwoom_tape.recorder.segment import SegmentRows
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.errors import StorageError
-from kiwoom_tape.schemas.normalize import detail_json, read_real_frame
-from kiwoom_tape.schemas.protocol import RealRow
-from kiwoom_tape.schemas.tables import EVENT_KINDS, TABLE_OF_TYPE, redact_login
+from kiwoom_tape.schemas.tables import TABLE_OF_TYPE
 
 __all__ = [
     "FRAMES_PAGE_BYTES",
     "PARQUET_OPTIONS",
     "ROW_GROUP_ORDER",
-    "TMP_PREFIX",
     "RecoveryReport",
     "Store",
     "StoreStats",
     "parquet_options",
     "recover",
-    "tmp_name",
 ]
-
-_FAST_TYPES: Final = tuple(TABLE_OF_TYPE)
-"""The types :func:`read_real_frame` reads for the store, most frequent first: 0D, 0E, 0B (each has a table)."""
 
 # --------------------------------------------------------------------------------------------------
 # Public results
@@ -125,9 +115,7 @@ class StoreStats:
     """The open segment's number."""
 
 
-
-
-class Store(SegmentRows):
+class Store(Intake):
     """The recorder's sink (module docstring). Not thread-safe: call it from one thread (the event loop).
 
     ``fsync_interval``: the journal's sync interval, the most a crash can lose (seconds).
@@ -221,7 +209,7 @@ class Store(SegmentRows):
         """Flush everything, finalize every Parquet file, delete the journal segment. Idempotent.
 
         After a StorageError (now or earlier) the journal is kept for recovery, and only this store's
-        ``.tmp`` files are removed; the error is raised again if it happened here.
+        files in ``_tmp/`` are removed; the error is raised again if it happened here.
         """
         if self._closed or not self._opened:
             self._closed = True
@@ -253,11 +241,6 @@ class Store(SegmentRows):
         return self._segment
 
     @property
-    def next_seq(self) -> int:
-        """The ``seq`` the next frame will get."""
-        return self._seq
-
-    @property
     def failed(self) -> StorageError | None:
         """The StorageError that stopped this store, if any."""
         return self._failed
@@ -275,145 +258,6 @@ class Store(SegmentRows):
             journal_bytes=0 if j is None else j.size + j.buffered,
             segment=self._segment,
         )
-
-    # -- adding ------------------------------------------------------------------------------------
-
-    def add_frame(
-        self,
-        recv_ns: int,
-        direction: str,
-        text: str | bytes,
-        *,
-        rows: Sequence[RealRow] | None = None,
-        parse_error: str | None = None,
-        trnm: str | None = None,
-    ) -> int:
-        """Journal one WebSocket message, then buffer it (and its 0D/0E/0B rows); returns its ``seq``.
-
-        ``direction`` is ``"in"`` (from the server) or ``"out"``; out-frames are redacted
-        (``kiwoom_tape.schemas.tables.redact_login``) before anything is written. For an in-frame, pass the
-        ``rows`` the session decoded (``RealData.rows``; ``()`` for a non-REAL frame) or a
-        ``parse_error``; with neither, the store decodes the text itself. 0D rows go to ``orderbook``,
-        0E rows to ``afterhours``, 0B to ``trades`` (:data:`kiwoom_tape.schemas.tables.TABLE_OF_TYPE`), rows of other
-        types only to ``frames`` (counted in ``other_rows``).
-        Raises StorageError (the store is then failed), ValueError for a bad ``direction``.
-        """
-        if self._deferred:
-            self._drain()
-        if not isinstance(text, str):
-            text = bytes(text).decode("utf-8", "replace")
-        if direction != "in":
-            if direction != "out":
-                raise ValueError(f"direction must be 'in' or 'out', not {direction!r}")
-            text = redact_login(text)  # before the journal: tokens never reach disk
-            rows = None
-        try:
-            data = text.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates are not UTF-8, so not storable: replace them
-            text = text.encode("utf-8", "replace").decode("utf-8")
-            data = text.encode("utf-8")
-        seq = self._journal_frame(recv_ns, direction, data, has_rows=rows is not None, parse_error=parse_error,
-                                  trnm=trnm)
-        self._ingest_frame(recv_ns, seq, direction, text, rows, rows is not None, parse_error, trnm)
-        if self._pending_frames >= self.flush_rows or self._pending_rows >= self.flush_rows:
-            self._guarded(self._flush_and_maybe_roll)
-        return seq
-
-    def add_real_frame(self, recv_ns: int, data: bytes) -> int | None:
-        """Journal and buffer a received REAL frame of well-formed 0D/0E/0B rows, from its bytes; returns its row count.
-
-        The recorder's fast path (PERF-LIMITS.md section 6): the bytes go to the journal as received,
-        and the rows are read with :func:`kiwoom_tape.schemas.normalize.read_real_frame`, so nothing is decoded
-        twice. What is stored is what ``add_frame(recv_ns, "in", data, rows=<its rows>, trnm="REAL")``
-        stores. Returns None, having stored nothing, for any other frame: the caller then handles it
-        the general way (``ClientSession.receive``, :meth:`add_frame`). Raises StorageError.
-        """
-        if self._deferred:
-            self._drain()
-        rows = read_real_frame(data, _FAST_TYPES)
-        if rows is None:
-            return None
-        seq = self._journal_frame(recv_ns, "in", data, has_rows=True, trnm="REAL")
-        self._buffer_parsed(recv_ns, seq, data, rows)
-        if self._pending_frames >= self.flush_rows or self._pending_rows >= self.flush_rows:
-            self._guarded(self._flush_and_maybe_roll)
-        return len(rows)
-
-    def add_received(self, recv_ns: int, data: bytes) -> int:
-        """Journal a received in-frame now; buffer it (and its rows) with the next batch. Returns its ``seq``.
-
-        What is stored is what :meth:`add_frame` ``(recv_ns, "in", data)`` stores (the rows read by
-        :func:`kiwoom_tape.schemas.normalize.read_real_frame` when it can, else decoded from the text), only later:
-        at most ``defer_frames`` frames wait, and :meth:`tick`, :meth:`sync`, :meth:`close` and every
-        other ``add_*`` read them first. For frames that need no answer (REAL frames): the caller gets
-        no rows back. The counters (:attr:`stats`) include a frame once it is read. Raises StorageError.
-        """
-        seq = self._journal_frame(recv_ns, "in", data, has_rows=False)
-        deferred = self._deferred
-        deferred.append((recv_ns, seq, data))
-        if len(deferred) >= self.defer_frames:
-            self._drain()
-            if self._pending_frames >= self.flush_rows or self._pending_rows >= self.flush_rows:
-                self._guarded(self._flush_and_maybe_roll)
-        return seq
-
-    def _journal_frame(self, recv_ns: int, direction: str, data: bytes, *, has_rows: bool,
-                       parse_error: str | None = None, trnm: str | None = None) -> int:
-        """Journal a frame's bytes and give it the next ``seq`` (entering its KST date first); returns it."""
-        if recv_ns < self._lo or recv_ns >= self._hi:
-            self._enter(recv_ns)  # a new KST date: roll first (reading what waits), or the first record
-        if self._failed is not None or self._closed:
-            self._raise_unusable()
-        seq = self._seq
-        j = self._journal
-        if j is not None:
-            try:
-                j.append_frame(recv_ns, seq, direction, data, has_rows=has_rows, parse_error=parse_error, trnm=trnm)
-            except StorageError as exc:
-                self._failed = exc
-                raise
-        self._seq = seq + 1
-        self._seg_records += 1
-        return seq
-
-    def _drain(self) -> None:
-        """Buffer the frames :meth:`add_received` journaled, in order. Flushes nothing (the callers do)."""
-        batch, self._deferred = self._deferred, []
-        read, buffer_parsed, ingest = read_real_frame, self._buffer_parsed, self._ingest_frame
-        for recv_ns, seq, data in batch:
-            rows = read(data, _FAST_TYPES)
-            if rows is not None:
-                buffer_parsed(recv_ns, seq, data, rows)
-            else:  # as add_frame(recv_ns, "in", data) and recovery: everything derived from the text
-                ingest(recv_ns, seq, "in", data.decode("utf-8", "replace"), None, False, None, None)
-
-    def add_event(self, recv_ns: int, kind: str, detail: dict[str, Any] | str, return_code: int | None = None) -> None:
-        """Journal one event, then buffer it for ``events``.
-
-        ``kind`` is one of ``kiwoom_tape.schemas.tables.EVENT_KINDS`` (ValueError otherwise, before anything is
-        written); ``detail`` a JSON-able dict (secret-looking keys such as ``token`` are replaced by
-        ``***``) or JSON text. Raises StorageError.
-        """
-        if self._deferred:
-            self._drain()
-        if kind not in EVENT_KINDS:
-            raise ValueError(f"unknown event kind {kind!r}; expected one of {', '.join(EVENT_KINDS)}")
-        if return_code is not None and (type(return_code) is not int or not -(1 << 63) <= return_code < (1 << 63)):
-            raise ValueError(f"return_code must be an int64 or None, not {return_code!r}")
-        text = detail_json(_scrub(detail) if isinstance(detail, dict) else detail)
-        if recv_ns < self._lo or recv_ns >= self._hi:
-            self._enter(recv_ns)
-        if self._failed is not None or self._closed:
-            self._raise_unusable()
-        j = self._journal
-        if j is not None:
-            try:
-                j.append_event(recv_ns, kind, text, return_code)
-            except StorageError as exc:
-                self._failed = exc
-                raise
-        self._seg_records += 1
-        self._ingest_event(recv_ns, kind, text, return_code)
 
     def tick(self) -> None:
         """Periodic work (call every ~100 ms): journal sync on its interval, flushes, rolls.
@@ -436,24 +280,6 @@ class Store(SegmentRows):
             self._guarded(self._journal.sync)
 
     # -- internals ---------------------------------------------------------------------------------
-
-    def _guarded(self, fn: Callable[[], None]) -> None:
-        if self._failed is not None:
-            raise self._failed
-        try:
-            fn()
-        except StorageError as exc:
-            self._failed = exc
-            raise
-
-    def _raise_unusable(self) -> None:
-        if self._failed is not None:
-            raise self._failed
-        raise StorageError(
-            f"the store of run {self.run_id} is not open",
-            path=str(self.root),
-            hint="call Store.open() before adding, and nothing after close()",
-        )
 
     def _tick(self) -> None:
         if self._deferred:

@@ -23,8 +23,9 @@ Each table view reads ``ROOT/TABLE/date=*/*.parquet`` with ``hive_partitioning``
 skips whole partitions, whose files are then not even opened. Columns are matched by name across
 files and the first file (the oldest date) fixes the column list. ``union_by_name`` is deliberately
 off: it opens every file's footer on every query, and one unreadable file anywhere would then break
-every query (``kiwoom-tape verify`` finds such files). Temporary files of a running recorder
-(``.part-...parquet.tmp``) do not match the glob. ``recv_ts`` is exposed as ``TIMESTAMPTZ``
+every query (``kiwoom-tape verify`` finds such files). Files a running recorder is writing are in
+``ROOT/_tmp/``, outside every table folder (:mod:`kiwoom_tape.schemas.layout`). ``recv_ts`` is exposed as
+``TIMESTAMPTZ``
 (microseconds; the files keep nanoseconds) so that it compares with ``now()`` and with literals such
 as ``'2026-11-23 09:00:00'`` on every DuckDB version. A table with no file yet (a dataset without
 after-hours rows, say) gets a view of the same columns and types with no rows, so queries still bind.

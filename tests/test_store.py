@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import json
 import os
@@ -19,10 +20,19 @@ import pyarrow.parquet as pq
 import pytest
 from kiwoom_tape.recorder import store as store_mod
 from kiwoom_tape.recorder.journal import JournalWriter, read_journal
-from kiwoom_tape.recorder.store import Store, recover, tmp_name
+from kiwoom_tape.recorder.store import Store, recover
 from kiwoom_tape.schemas.errors import StorageError
 from kiwoom_tape.schemas.fields import FIELDS_BY_TYPE, Kind
-from kiwoom_tape.schemas.layout import JOURNAL_DIR, TMP_SUFFIX, new_run_id, part_filename
+from kiwoom_tape.schemas.layout import (
+    JOURNAL_DIR,
+    STAGING_DIR,
+    TMP_SUFFIX,
+    new_run_id,
+    parse_staging_filename,
+    part_filename,
+    partition_dir,
+    staging_filename,
+)
 from kiwoom_tape.schemas.protocol import encode, encode_real_frame, encode_real_row
 from kiwoom_tape.schemas.tables import META_SCHEMA_VERSION, META_TABLE, SCHEMA_VERSION
 
@@ -33,6 +43,7 @@ SUBPROCESS_TIMEOUT = 60.0
 BEFORE_MIDNIGHT_NS = 1_795_359_598_000_000_000
 MIDNIGHT_NS = BEFORE_MIDNIGHT_NS + 2_000_000_000
 RUN = new_run_id(1_795_300_000_000_000_000, 0xABCDEF)
+DAY = dt.date(2026, 11, 22)  # the KST date of BEFORE_MIDNIGHT_NS
 
 _SAMPLE = {
     Kind.TIME: "235958",
@@ -219,8 +230,8 @@ def test_roll_on_age_and_on_size(tmp_path: Path) -> None:
     clock.now += 600
     s.tick()  # an empty segment does not roll
     assert s.segment == 1
-    feed(s, 3, BEFORE_MIDNIGHT_NS - 10**12 + 10**9)  # segment 1 has .tmp files now ...
-    assert list(root.glob("frames/*/.*" + TMP_SUFFIX))
+    feed(s, 3, BEFORE_MIDNIGHT_NS - 10**12 + 10**9)  # segment 1 has files in _tmp/ now ...
+    assert list(root.glob(f"{STAGING_DIR}/frames.*{TMP_SUFFIX}"))
     assert table(root, "frames").num_rows == 3  # ... which a reader of the live dataset skips
     s.close()
     assert table(root, "frames").num_rows == 6
@@ -241,8 +252,8 @@ def test_flush_on_age(tmp_path: Path) -> None:
     s = Store(root, RUN, flush_seconds=5, monotonic=clock).open()
     feed(s, 2, BEFORE_MIDNIGHT_NS - 10**12)
     s.tick()
-    tmp = root / "frames/date=2026-11-22" / tmp_name(part_filename(RUN, 0, "frames"))
-    assert tmp.name == "." + part_filename(RUN, 0, "frames") + TMP_SUFFIX
+    tmp = root / STAGING_DIR / staging_filename("frames", DAY, part_filename(RUN, 0, "frames"))
+    assert tmp.name == "frames.2026-11-22." + part_filename(RUN, 0, "frames") + TMP_SUFFIX
     assert not tmp.exists()
     clock.now += 5
     s.tick()
@@ -338,17 +349,27 @@ def test_recovery_is_idempotent_after_a_crash_between_rename_and_journal_delete(
 def test_recover_leaves_live_journals_and_foreign_files_alone(tmp_path: Path) -> None:
     root = tmp_path / "data"
     live = Store(root, RUN, flush_rows=2).open()
-    feed(live, 3, BEFORE_MIDNIGHT_NS - 10**12)  # a flush: the live run has .tmp files now
-    live_tmp = sorted(root.glob("*/*/*" + TMP_SUFFIX))
+    feed(live, 3, BEFORE_MIDNIGHT_NS - 10**12)  # a flush: the live run has files in _tmp/ now
+    staging = root / STAGING_DIR
+    live_tmp = sorted(staging.iterdir())
     assert live_tmp
+    assert not list(root.glob("*/*/*" + TMP_SUFFIX))  # none in the table folders
     part_dir = root / "frames/date=2026-11-22"
     dead_run = new_run_id(1_795_000_000_000_000_000, 1)
-    stray = part_dir / tmp_name(part_filename(dead_run, 4, "frames"))
+    stray = staging / staging_filename("orderbook", DAY, part_filename(dead_run, 4, "orderbook"))
     stray.write_bytes(b"half a parquet file")
-    stray_old = part_dir / (part_filename(dead_run, 5, "frames") + TMP_SUFFIX)
+    # the layout before _tmp/: in the partition, hidden (".{final}.tmp") or not ("{final}.tmp")
+    stray_hidden = part_dir / ("." + part_filename(dead_run, 5, "frames") + TMP_SUFFIX)
+    stray_hidden.write_bytes(b"half a parquet file")
+    stray_old = part_dir / (part_filename(dead_run, 6, "frames") + TMP_SUFFIX)
     stray_old.write_bytes(b"half a parquet file")
     foreign = part_dir / (".notes.txt" + TMP_SUFFIX)
     foreign.write_bytes(b"mine")
+    foreign_staged = staging / ("notes" + TMP_SUFFIX)
+    foreign_staged.write_bytes(b"mine")
+    (staging / "compact-1").mkdir()  # another writer's subfolder, with a name recovery would otherwise take
+    other_writer = staging / "compact-1" / staging_filename("frames", DAY, part_filename(dead_run, 7, "frames"))
+    other_writer.write_bytes(b"another writer's file")
     broken = part_dir / part_filename(dead_run, 3, "frames")
     broken.write_bytes(b"PAR1 not really")
     not_a_journal = root / JOURNAL_DIR / f"{new_run_id(1_795_000_000_000_000_000, 7)}-000000.journal"
@@ -363,9 +384,9 @@ def test_recover_leaves_live_journals_and_foreign_files_alone(tmp_path: Path) ->
     report = recover(root)
     assert report.segments == 1 and report.frames == 2
     assert report.skipped == [str(root / JOURNAL_DIR / f"{RUN}-000000.journal")]
-    assert sorted(report.removed) == sorted([str(stray), str(stray_old)])
+    assert sorted(report.removed) == sorted([str(stray), str(stray_hidden), str(stray_old)])
     assert str(broken) in report.unreadable and str(not_a_journal) in report.unreadable
-    assert all(p.exists() for p in [*live_tmp, foreign, broken, not_a_journal])
+    assert all(p.exists() for p in [*live_tmp, foreign, foreign_staged, other_writer, broken, not_a_journal])
     live.add_frame(BEFORE_MIDNIGHT_NS - 10**12 + 5, "in", '{"trnm":"PING"}')
     live.close()
     assert not [p for p in live_tmp if p.exists()]
@@ -425,7 +446,7 @@ def test_parquet_write_failure_keeps_the_journal(tmp_path: Path, monkeypatch: py
     assert info.value.path.endswith(".parquet" + TMP_SUFFIX)
     s.close()
     monkeypatch.undo()
-    assert not list(root.glob("*/*/*" + TMP_SUFFIX))  # its own garbage removed to free space
+    assert not list(root.glob(f"{STAGING_DIR}/*"))  # its own garbage removed to free space
     assert recover(root).frames == 4
 
 
@@ -491,7 +512,22 @@ _CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(("mode", "roll_bytes"), [("mid_segment", 1 << 30), ("in_remove", 1)])
+def _to_old_layout(root: Path) -> list[Path]:
+    """Move the files in ``_tmp/`` where a recorder before ``_tmp/`` kept them: ``.{final}.tmp`` in the partition."""
+    moved = []
+    for staged in sorted((root / STAGING_DIR).iterdir()):
+        parsed = parse_staging_filename(staged.name)
+        assert parsed is not None
+        table_name, day, final = parsed
+        old = Path(partition_dir(str(root), table_name, day)) / ("." + final + TMP_SUFFIX)
+        staged.rename(old)
+        moved.append(old)
+    return moved
+
+
+@pytest.mark.parametrize(
+    ("mode", "roll_bytes"), [("mid_segment", 1 << 30), ("mid_segment_old_layout", 1 << 30), ("in_remove", 1)]
+)
 def test_kill_9_then_recover(tmp_path: Path, mode: str, roll_bytes: int) -> None:
     root = tmp_path / "data"
     code = _CHILD.format(repo=str(REPO), base=BEFORE_MIDNIGHT_NS - 10**12, roll_bytes=roll_bytes)
@@ -507,11 +543,18 @@ def test_kill_9_then_recover(tmp_path: Path, mode: str, roll_bytes: int) -> None
     last_synced = synced[-1] if synced else -1
     journals = list((root / JOURNAL_DIR).iterdir())
     assert journals
+    staged = sorted((root / STAGING_DIR).iterdir())
+    if mode.startswith("mid_segment"):  # killed with row groups written to files in _tmp/, none in the tables
+        assert {p.name.split(".")[0] for p in staged} == {"frames", "trades"}
+        assert not list(root.glob("*/*/*" + TMP_SUFFIX))
+    if mode == "mid_segment_old_layout":  # a dataset a recorder before _tmp/ left behind recovers the same
+        staged = _to_old_layout(root)
     # a torn tail, as a crash in the middle of a write leaves it
     with journals[-1].open("ab") as f:
         f.write(b"\x00\x01\x00\x00\xde\xad")
     report = recover(root)
     assert report.segments == len(journals) and report.torn_bytes == 6
+    assert sorted(report.removed) == sorted(map(str, staged))
     rows = frames_by_seq(root)
     seqs = [r["seq"] for r in rows]
     assert seqs == list(range(len(seqs)))  # a prefix, each frame exactly once

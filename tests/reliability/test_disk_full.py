@@ -47,7 +47,7 @@ def small_disk(tmp_path: Path, report: Report) -> Iterator[Path]:
 
 
 def _finals(out: Path) -> list[Path]:
-    """The finalized Parquet files under ``out`` (not the hidden ``.tmp`` ones being written)."""
+    """The finalized Parquet files under ``out`` (not the ``.parquet.tmp`` ones being written in ``_tmp/``)."""
     return [p for p in out.rglob("*.parquet") if not p.name.startswith(".")]
 
 

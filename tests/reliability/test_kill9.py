@@ -28,7 +28,7 @@ from kiwoom_tape.replay.catalog import connect
 from kiwoom_tape.replay.server import serve
 from kiwoom_tape.replay.simulator import SimulatedMarket
 from kiwoom_tape.replay.sources import SimSource
-from kiwoom_tape.schemas.layout import JOURNAL_DIR, parse_journal_filename
+from kiwoom_tape.schemas.layout import JOURNAL_DIR, STAGING_DIR, TMP_SUFFIX, parse_journal_filename
 
 from kiwoom_tape.verify import verify
 
@@ -123,6 +123,10 @@ def test_kill_9_at_random_and_bad_instants(tmp_path: Path, report: Report, audit
                         hit = "recovery (interrupted)"
                     if mode == "roll" and sum(n.startswith(tuple(new)) for n in after) > 1:
                         hit = "roll (both segments on disk)"
+                    # what it was writing is in _tmp/ (recovered by the next start), never in a table folder
+                    assert not list(out.glob("*/date=*/*" + TMP_SUFFIX))
+                    if any((out / STAGING_DIR).glob("*" + TMP_SUFFIX)):
+                        hit += " (files left in _tmp/)"
                     kills.append({"mode": mode, "hit": hit, "at": killed, "conns": range(conns + 1,
                                   server.stats.connections + 1), "run": next(iter(new), None)})
                     known |= new
@@ -135,6 +139,7 @@ def test_kill_9_at_random_and_bad_instants(tmp_path: Path, report: Report, audit
 
     sent = asyncio.run(main())
     assert not list((out / JOURNAL_DIR).glob("*.journal")), "the last run recovered and closed everything"
+    assert not list((out / STAGING_DIR).iterdir()), "what the killed runs were writing is recovered"
     for p in out.rglob("*.parquet"):
         pq.read_table(p)  # every file on disk is readable
     frames = _table(out, "frames", ["recv_ts", "run_id", "seq", "trnm", "text"])
