@@ -35,8 +35,9 @@ from kiwoom_tape.recorder.plan import (
     read_keys_file,
     resolve_key,
 )
+from kiwoom_tape.recorder.recovery import RecoveryReport, recover
 from kiwoom_tape.recorder.status import StatusLine
-from kiwoom_tape.recorder.store import RecoveryReport, Store, recover
+from kiwoom_tape.recorder.store import Store
 from kiwoom_tape.schemas import auth
 from kiwoom_tape.schemas.errors import KiwoomTapeError, SessionTakenOver, StorageError
 from kiwoom_tape.schemas.items import ITEM_KIND, ITEM_RULES

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 from kiwoom_tape.recorder.journal import (
@@ -33,11 +32,9 @@ from kiwoom_tape.recorder.journal import (
     storage_error,
     torn_path,
 )
+from kiwoom_tape.recorder.store import Store
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.errors import StorageError
-
-if TYPE_CHECKING:
-    from kiwoom_tape.recorder.store import Store
 
 __all__ = ["RecoveryReport", "recover"]
 
@@ -312,8 +309,6 @@ def _recover_segment(
     clock_ns: Callable[[], int],
     flush_rows: int,
 ) -> None:
-    from kiwoom_tape.recorder.store import Store  # here: recorder.store re-exports this module's names
-
     writer, scan = seg.writer, seg.scan
     events = _damage_events(seg, report)
     if crash_since is None and not events and scan.frames + scan.events == 0:

@@ -18,7 +18,8 @@ DESIGN.md "Data layout" and "Reliability" are the spec. One :class:`Store` per `
 **The journal is the source of truth.** Every frame (out-frames with the LOGIN token already redacted)
 and every event is appended to the journal (:mod:`kiwoom_tape.recorder.journal`) *before* anything is derived from
 it. Normalized rows are derived from the frame text by the same code live and in recovery
-(:meth:`Store._ingest_frame`), so :func:`recover` writes exactly what the live path would have written.
+(:meth:`Store._ingest_frame`), so :func:`~kiwoom_tape.recorder.recovery.recover` writes exactly what the live path
+would have written.
 What a caller passes beside the text (that it decoded rows itself, a ``parse_error`` or ``trnm`` it
 determined from session state) is journaled with the frame, so recovery reproduces it too.
 
@@ -38,7 +39,8 @@ frame or event of another KST date arrives (the roll happens before it is added)
 4. start the next segment's journal; then delete this segment's journal (so a run always has one).
 
 **Crash at any point** leaves complete final Parquet files, maybe files in ``_tmp/`` (garbage) and journal
-segments (the truth for everything not finalized). :func:`recover` replays each segment into its files;
+segments (the truth for everything not finalized). :func:`~kiwoom_tape.recorder.recovery.recover` replays each segment
+into its files;
 because names are deterministic, a segment whose final files already exist (a crash between step 3
 and 4) is rewritten with the same rows: idempotent, no duplicates.
 
@@ -82,11 +84,9 @@ __all__ = [
     "FRAMES_PAGE_BYTES",
     "PARQUET_OPTIONS",
     "ROW_GROUP_ORDER",
-    "RecoveryReport",
     "Store",
     "StoreStats",
     "parquet_options",
-    "recover",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -352,4 +352,3 @@ class Store(Intake):
                     old.close()  # the next journal could not be created: keep this one for recovery
 
 
-from kiwoom_tape.recorder.recovery import RecoveryReport, recover  # noqa: E402  # re-exported; recovery imports Store

@@ -248,7 +248,7 @@ def _received_stream() -> list[tuple[str, bytes]]:
 
 @pytest.mark.parametrize("defer", [1, 5, 64])
 def test_add_received_stores_what_add_frame_stores_and_recovers_the_same(tmp_path: Path, defer: int) -> None:
-    from kiwoom_tape.recorder.store import recover
+    from kiwoom_tape.recorder.recovery import recover
     from kiwoom_tape.schemas import layout
 
     stream = _received_stream()

@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kiwoom_tape.recorder.store import Store, recover
+from kiwoom_tape.recorder.recovery import recover
+from kiwoom_tape.recorder.store import Store
 from kiwoom_tape.replay.catalog import connect
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.fields import FIELDS_BY_TYPE

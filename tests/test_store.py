@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-from kiwoom_tape.recorder import store as store_mod
 from kiwoom_tape.recorder.journal import JournalWriter, read_journal
-from kiwoom_tape.recorder.store import Store, recover
+from kiwoom_tape.recorder.recovery import RecoveryReport, recover
+from kiwoom_tape.recorder.store import Store
 from kiwoom_tape.schemas.errors import StorageError
 from kiwoom_tape.schemas.fields import FIELDS_BY_TYPE, Kind
 from kiwoom_tape.schemas.layout import (
@@ -575,7 +575,7 @@ def test_kill_9_then_recover(tmp_path: Path, mode: str, roll_bytes: int) -> None
 
 def test_recover_on_a_missing_or_empty_directory(tmp_path: Path) -> None:
     assert recover(tmp_path / "nothing-here").segments == 0
-    assert recover(tmp_path) == store_mod.RecoveryReport()
+    assert recover(tmp_path) == RecoveryReport()
     (tmp_path / "file").write_text("x")
     with pytest.raises(StorageError, match="not a directory"):
         recover(tmp_path / "file")

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from kiwoom_tape.recorder.client import Recorder
-from kiwoom_tape.recorder.store import Store, recover
+from kiwoom_tape.recorder.recovery import recover
+from kiwoom_tape.recorder.store import Store
 from kiwoom_tape.replay.recorded import RecordedSource
 from kiwoom_tape.replay.server import Server, serve
 from kiwoom_tape.replay.simulator import SimulatedMarket

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from _cli import cli_argv
-from kiwoom_tape.recorder.store import recover
+from kiwoom_tape.recorder.recovery import recover
 from kiwoom_tape.replay.server import serve
 from kiwoom_tape.replay.simulator import SimulatedMarket
 from kiwoom_tape.replay.sources import SimSource
