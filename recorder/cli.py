@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import click
 
 from kiwoom_tape.clikit import EVENT_LOOPS, ITEMS, friendly_errors, run_on_loop, setup_logging, verbosity_options
+from kiwoom_tape.portable import STOP_SIGNALS, on_stop_signals
 from recorder.auth import TokenProvider, check_token_url, is_loopback, rest_base_for, token_provider_from_env
 from recorder.backoff import ReconnectPolicy
 from recorder.client import Recorder
@@ -263,10 +264,7 @@ async def _record(
     for line in report.damage + report.skipped_records:
         log.warning("%s", line)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_signals = on_stop_signals(asyncio.get_running_loop(), stop.set)
     recs: list[tuple[str, Recorder]] = []
     # one store per connection, each its own run_id: its own journal and part file names in the one dataset
     for name, items, tokens in plan:
@@ -280,6 +278,7 @@ async def _record(
             store.close()
             for _, rec in recs:
                 rec.store.close()
+            stop_signals.restore()
             raise
         log.info("recording %d items (%s) from %s into %s, run %s%s", len(items), ",".join(types), url, out, run_id,
                  f" (key {name})" if len(plan) > 1 else "")
@@ -287,6 +286,7 @@ async def _record(
         await drive_all([rec for _, rec in recs], stop, duration=duration, tick=min(0.1, fsync_interval / 2),
                         on_tick=StatusLine(recs, quiet), names=[name for name, _ in recs])
     finally:
+        stop_signals.restore()
         if not quiet and sys.stderr.isatty():
             sys.stderr.write("\n")
     for name, rec in recs:
@@ -320,7 +320,7 @@ def recover_interruptibly(out: Path) -> RecoveryReport:
 
     if threading.current_thread() is not threading.main_thread():
         return recover(out)
-    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
     try:
         return recover(out)
     finally:

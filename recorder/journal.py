@@ -39,12 +39,12 @@ the system's reason and how to fix it (:func:`storage_error`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kiwoom_tape import portable
 from recorder.journal_format import (
     JOURNAL_SUFFIX,
     MAGIC,
@@ -162,13 +162,13 @@ class JournalWriter:
                 hint="recover the dataset first (record recover DIR) or use a new run id",
             )
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | portable.OPEN_FLAGS, 0o644)
         except OSError as exc:
             raise storage_error(exc, tmp, "create the journal") from exc
         try:
             _lock(fd, tmp)
             _write_all(fd, head)
-            os.fdatasync(fd)
+            portable.datasync(fd)
             os.rename(tmp, self.path)
             fsync_dir(self.path.parent)
         except OSError as exc:
@@ -201,7 +201,7 @@ class JournalWriter:
         """
         p = Path(path)
         try:
-            fd = os.open(p, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+            fd = os.open(p, os.O_RDWR | os.O_APPEND | portable.OPEN_FLAGS)
         except OSError as exc:
             raise storage_error(exc, p, "open the journal") from exc
         try:
@@ -290,7 +290,7 @@ class JournalWriter:
         try:
             with memoryview(self._arena) as view:
                 _write_all(self._fd, view[:size])
-            os.fdatasync(self._fd)
+            portable.datasync(self._fd)
         except OSError as exc:
             self._failed = storage_error(exc, self.path, "write the journal")
             raise self._failed from exc
@@ -358,11 +358,11 @@ def save_damage(fd: int, damage: tuple[Damage, ...], dest: Path) -> None:
 
     The ranges' offsets are in the ``journal_damage`` events recovery records (:mod:`recorder.recovery`).
     """
-    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | portable.OPEN_FLAGS, 0o644)
     try:
         for d in damage:
             pos = d.start
-            while pos < d.end and (chunk := os.pread(fd, min(1 << 20, d.end - pos), pos)):
+            while pos < d.end and (chunk := portable.pread(fd, min(1 << 20, d.end - pos), pos)):
                 _write_all(out, chunk)
                 pos += len(chunk)
         os.fsync(out)
@@ -372,14 +372,13 @@ def save_damage(fd: int, damage: tuple[Damage, ...], dest: Path) -> None:
 
 
 def _lock(fd: int, path: Path) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    """Lock the journal open as ``fd`` (:func:`kiwoom_tape.portable.try_lock`), or raise JournalBusy."""
+    if not portable.try_lock(fd):
         raise JournalBusy(
             f"journal {path} is in use by a running recorder or recovery",
             path=str(path),
             hint="stop the other recorder first, or record into another --out",
-        ) from None
+        )
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kiwoom_tape import portable
 from recorder.journal import fsync_dir, storage_error
 from schemas import layout
 from schemas.normalize import AfterhoursBuilder, Builder, EventBuilder, FrameBuilder, OrderbookBuilder, TradesBuilder
@@ -134,7 +135,7 @@ class _Part:
             self._writer = None
             self._sink.close()
             self._sink = None
-            fd = os.open(self.tmp, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.tmp, os.O_RDWR | portable.OPEN_FLAGS)  # Windows flushes only a writable handle
             try:
                 os.fsync(fd)
                 size = os.fstat(fd).st_size
