@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import signal
 import threading
@@ -43,6 +44,8 @@ __all__ = [
     "pread",
     "try_lock",
 ]
+
+log = logging.getLogger("kiwoom_tape.portable")
 
 FALLBACK: bool = os.environ.get("KIWOOM_TAPE_PORTABLE", "").strip().lower() == "fallback"
 """True when ``KIWOOM_TAPE_PORTABLE=fallback`` was set at import: every call below takes its fallback."""
@@ -194,28 +197,29 @@ class StopSignals:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._native: list[signal.Signals] = []
-        self._previous: dict[signal.Signals, Any] = {}
+        self._native: dict[signal.Signals, Any] = {}
+        self._fallback: dict[signal.Signals, Any] = {}
 
     @property
     def installed(self) -> tuple[signal.Signals, ...]:
         """The signals handled, natively or through ``signal.signal``."""
-        return (*self._native, *self._previous)
+        return (*self._native, *self._fallback)
 
     @property
     def fallback(self) -> tuple[signal.Signals, ...]:
         """The signals handled through ``signal.signal`` (the fallback)."""
-        return tuple(self._previous)
+        return tuple(self._fallback)
 
     def restore(self) -> None:
-        """Put back what was there before; safe to call twice, and after the loop is closed."""
-        for sig in self._native:
+        """Put back the handlers that were there before; safe to call twice, and after the loop is closed."""
+        native, self._native = self._native, {}
+        for sig in native:
             if not self._loop.is_closed():
-                self._loop.remove_signal_handler(sig)
-        self._native = []
-        previous, self._previous = self._previous, {}
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+                self._loop.remove_signal_handler(sig)  # leaves SIG_DFL, not what was there
+        previous, self._fallback = self._fallback, {}
+        for sig, old in (native | previous).items():
+            if old is not None:  # None: installed from C, cannot be put back from Python
+                signal.signal(sig, old)
 
     def __enter__(self) -> StopSignals:
         return self
@@ -244,14 +248,17 @@ def on_stop_signals(loop: asyncio.AbstractEventLoop, callback: Callable[[], obje
         return handlers
     for sig in STOP_SIGNALS:
         if not FALLBACK:
+            previous = signal.getsignal(sig)
             try:
                 loop.add_signal_handler(sig, callback)
             except NotImplementedError:
                 pass
             else:
-                handlers._native.append(sig)
+                handlers._native[sig] = previous
                 continue
-        handlers._previous[sig] = signal.signal(sig, _handler(handlers, loop, callback))
+        handlers._fallback[sig] = signal.signal(sig, _handler(handlers, loop, callback))
+    if handlers.fallback:
+        log.debug("stop signals %s: through signal.signal (the fallback)", ", ".join(s.name for s in handlers.fallback))
     return handlers
 
 
