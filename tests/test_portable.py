@@ -323,3 +323,16 @@ def test_replay_stops_cleanly_on_sigint_through_the_fallback() -> None:
         assert "stop signals SIGINT, SIGTERM: through signal.signal (the fallback)" in replay.output
 
     asyncio.run(main())
+
+
+def test_the_fast_extra_installs_on_windows() -> None:
+    """``pip install 'kiwoom-tape[fast]'`` must not ask Windows for uvloop, which has no Windows build."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    uvloop = [Requirement(r) for r in extra["fast"] if Requirement(r).name == "uvloop"]
+    assert uvloop and all(r.marker is not None for r in uvloop)
+    assert not any(r.marker.evaluate({"sys_platform": "win32"}) for r in uvloop if r.marker)
+    assert all(r.marker.evaluate({"sys_platform": p}) for r in uvloop for p in ("linux", "darwin") if r.marker)
