@@ -8,17 +8,21 @@ The implementation of each call is chosen once, at import. ``KIWOOM_TAPE_PORTABL
 environment (read at import) forces every fallback even where the native call exists, so that the
 fallbacks run in this repository's tests on Linux (tests/test_portable.py):
 
-=====================  ===================================  ===============================================
-call                   native (Linux, macOS, BSD)           fallback (Windows, or forced)
-=====================  ===================================  ===============================================
-:func:`try_lock`       ``fcntl.flock`` LOCK_EX|LOCK_NB      ``msvcrt.locking`` LK_NBLCK on one byte;
-                                                            neither: OSError(ENOTSUP), a clear refusal
-:func:`fsync_dir`      open with O_DIRECTORY, ``fsync``     nothing (Windows cannot open a directory)
-:func:`datasync`       ``os.fdatasync``                     ``os.fsync`` (also where fdatasync is missing:
-                                                            macOS, Windows)
-:func:`pread`          ``os.pread``                         ``os.lseek`` + ``os.read``
-:func:`on_stop_signals`  ``loop.add_signal_handler``        ``signal.signal`` + ``loop.call_soon_threadsafe``
-=====================  ===================================  ===============================================
+=======================  ================================  ===============================================
+call                     native (Linux, macOS, BSD)        fallback (Windows, or forced)
+=======================  ================================  ===============================================
+:func:`try_lock`         ``fcntl.flock`` LOCK_EX|LOCK_NB   ``msvcrt.locking`` LK_NBLCK on one byte;
+                                                           neither: OSError(ENOTSUP), a clear refusal
+:func:`fsync_dir`        open with O_DIRECTORY, ``fsync``  nothing (Windows cannot open a directory)
+:func:`datasync`         ``os.fdatasync``                  ``os.fsync`` (also where fdatasync is missing:
+                                                           macOS, Windows)
+:func:`pread`            ``os.pread``                      ``os.lseek`` + ``os.read``
+:func:`on_stop_signals`  ``loop.add_signal_handler``       ``signal.signal`` + ``loop.call_soon_threadsafe``
+=======================  ================================  ===============================================
+
+Also :data:`OPEN_FLAGS` (``O_BINARY`` on Windows) for every ``os.open`` of a data file. Not covered here,
+and not yet working on Windows: renaming or deleting a file that is still open (the journal does both;
+Windows refuses it for files opened without ``FILE_SHARE_DELETE``, which ``os.open`` does not ask for).
 """
 
 from __future__ import annotations

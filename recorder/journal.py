@@ -18,11 +18,12 @@ File format (little-endian)::
                     | detail (the rest: a JSON object, UTF-8)
 
 Durability contract of :class:`JournalWriter`: appends are buffered in memory; the buffer is written
-and ``fdatasync``-ed when ``fsync_interval`` has passed since the last sync (checked on every append),
-when it holds more than ``max_buffer`` bytes, and on :meth:`JournalWriter.sync` and
-:meth:`JournalWriter.close`. The driver must also call :meth:`JournalWriter.sync` (through
-``Store.tick``) from a periodic timer, so that a quiet stream is synced too: a ``kill -9`` or a power
-cut then loses at most the records appended during the last ``fsync_interval`` seconds.
+and ``fdatasync``-ed (:func:`kiwoom_tape.portable.datasync`) when ``fsync_interval`` has passed since
+the last sync (checked on every append), when it holds more than ``max_buffer`` bytes, and on
+:meth:`JournalWriter.sync` and :meth:`JournalWriter.close`. The driver must also call
+:meth:`JournalWriter.sync` (through ``Store.tick``) from a periodic timer, so that a quiet stream is
+synced too: a ``kill -9`` or a power cut then loses at most the records appended during the last
+``fsync_interval`` seconds.
 
 A crash can leave a torn tail (a record cut short or half-written), a bad disk a damaged range
 anywhere. :func:`scan_journal` and :func:`read_journal` (:mod:`recorder.journal_reader`) skip every
