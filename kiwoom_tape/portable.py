@@ -20,9 +20,8 @@ call                     native (Linux, macOS, BSD)        fallback (Windows, or
 :func:`on_stop_signals`  ``loop.add_signal_handler``       ``signal.signal`` + ``loop.call_soon_threadsafe``
 =======================  ================================  ===============================================
 
-Also :data:`OPEN_FLAGS` (``O_BINARY`` on Windows) for every ``os.open`` of a data file. Not covered here,
-and not yet working on Windows: renaming or deleting a file that is still open (the journal does both;
-Windows refuses it for files opened without ``FILE_SHARE_DELETE``, which ``os.open`` does not ask for).
+Also :data:`OPEN_FLAGS` (``O_BINARY`` on Windows) for every ``os.open`` of a data file, and
+:data:`RENAMES_OPEN_FILES` (False on Windows: close a file before renaming or deleting it).
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from typing import Any
 __all__ = [
     "FALLBACK",
     "OPEN_FLAGS",
+    "RENAMES_OPEN_FILES",
     "STOP_SIGNALS",
     "StopSignals",
     "datasync",
@@ -59,6 +59,11 @@ OPEN_FLAGS: int = getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 runtime opens in text mode and rewrites the bytes ``\\n`` as ``\\r\\n``), ``O_CLOEXEC`` where it exists
 (Python makes every descriptor non-inheritable anyway, PEP 446; the flag closes the moment between open
 and that). Both are 0 where they do not exist."""
+
+RENAMES_OPEN_FILES: bool = not FALLBACK and os.name != "nt"
+"""Whether a file may be renamed or deleted while it is open. True on POSIX. False on Windows, where
+``os.open`` does not share delete access (``FILE_SHARE_DELETE``), so the rename or delete fails with a
+sharing violation until every descriptor of the file is closed: callers close first there."""
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM) + (
     (signal.Signals(sig),) if (sig := getattr(signal, "SIGBREAK", None)) is not None else ()

@@ -170,16 +170,35 @@ class JournalWriter:
             _lock(fd, tmp)
             _write_all(fd, head)
             portable.datasync(fd)
+            if not portable.RENAMES_OPEN_FILES:
+                fd = _close(fd)
             os.rename(tmp, self.path)
             fsync_dir(self.path.parent)
+            if fd < 0:
+                fd = self._reopen_locked()
         except OSError as exc:
-            os.close(fd)
+            _close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise storage_error(exc, self.path, "create the journal") from exc
         self._fd = fd
         self.size = len(head)
         self._last_sync = monotonic()
+
+    def _reopen_locked(self) -> int:
+        """Where an open file cannot be renamed (Windows): open the new journal again and lock it.
+
+        Between the rename and this lock the journal is complete but unlocked: a recovery starting in
+        that instant may take it first (a journal with no record), and this raises JournalBusy: the
+        recorder fails to start with a clear error, nothing recorded yet, nothing lost.
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | portable.OPEN_FLAGS)
+        try:
+            _lock(fd, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     @classmethod
     def resume(
@@ -329,8 +348,13 @@ class JournalWriter:
         Records still buffered are discarded.
         """
         self._buffered = 0
+        if not portable.RENAMES_OPEN_FILES and not self.closed:
+            # Windows cannot delete an open file: close first. A recovery that takes the journal in
+            # between finds every Parquet file already in place and redoes nothing twice (idempotent).
+            self.closed = True
+            os.close(self._fd)
         try:
-            os.unlink(self.path)  # while still holding the lock: no recovery can pick it up half-way
+            os.unlink(self.path)  # while still holding the lock (POSIX): no recovery can pick it up half-way
             fsync_dir(self.path.parent)
         except FileNotFoundError:
             pass
@@ -380,6 +404,13 @@ def _lock(fd: int, path: Path) -> None:
             path=str(path),
             hint="stop the other recorder first, or record into another --out",
         )
+
+
+def _close(fd: int) -> int:
+    """Close ``fd`` if it is open (>= 0); returns -1, the "closed" value."""
+    if fd >= 0:
+        os.close(fd)
+    return -1
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

@@ -262,15 +262,18 @@ def test_every_entry_point_imports_without_fcntl() -> None:
     assert proc.stdout.split() == ["imported", "False", "None"]
 
 
-def test_the_journal_and_store_tests_pass_with_every_fallback() -> None:
-    """tests/test_journal.py and tests/test_store.py (locks, renames + directory syncs, kill -9 and recovery)."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-           "tests/test_journal.py", "tests/test_store.py"]
+@pytest.mark.parametrize("files", [("tests/test_journal.py", "tests/test_store.py"), ("tests/test_recovery.py",)])
+def test_the_journal_store_and_recovery_tests_pass_as_on_windows(files: tuple[str, ...]) -> None:
+    """Locks, renames + directory syncs, kill -9, recovery and Ctrl-C during it, with every fallback.
+
+    Also with Windows' refusal to rename or delete an open file (tests/portable_fallback/sitecustomize.py).
+    """
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *files]
     proc = subprocess.run(cmd, cwd=ROOT, env=FALLBACK_ENV, capture_output=True, text=True, timeout=110)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert re.search(r"\d+ passed", proc.stdout) and "failed" not in proc.stdout
     locks = fallback_locks(proc.stderr)
-    assert locks and sum(n for n, _ in locks) > 10  # every journal was locked through msvcrt.locking
+    assert locks and sum(n for n, _ in locks) > 5  # the journals were locked through msvcrt.locking
     assert {offsets for n, offsets in locks if n} == {str(portable.LOCK_OFFSET)}
 
 
@@ -306,7 +309,8 @@ def test_record_stops_cleanly_on_sigint_through_the_fallback(tmp_path: Path) -> 
     m = re.search(r"recorded (\d+) frames", stderr)
     assert m and int(m.group(1)) > 0, stderr
     assert "stop signals SIGINT, SIGTERM: through signal.signal (the fallback)" in stderr
-    assert [n for n, _ in fallback_locks(stderr)] == [1]  # its journal, locked through msvcrt.locking
+    # its journal, locked through msvcrt.locking as .journal.new, then again once renamed (closed between)
+    assert [n for n, _ in fallback_locks(stderr)] == [2]
     assert not list((out / "_journal").glob("*.journal"))  # closed, not left for recovery
     assert any(r["trnm"] == "REAL" for r in read_table(out, "frames"))
 
