@@ -115,6 +115,36 @@ def test_the_journal_lock_through_the_msvcrt_fallback_refuses_a_second_writer(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_where_open_files_cannot_be_renamed_the_journal_closes_first_and_a_racing_recovery_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(portable, "RENAMES_OPEN_FILES", False)
+    real_rename, held = os.rename, []
+
+    def rename_as_on_windows(src: Any, dst: Any) -> None:
+        fd = os.open(src, os.O_RDONLY)  # an open file of this name cannot be renamed: refuse if one is locked
+        try:
+            assert portable.try_lock(fd), f"{src} is still open and locked during its rename"
+        finally:
+            os.close(fd)
+        real_rename(src, dst)
+        if Path(dst).name.startswith("race"):  # a recovery takes the journal between rename and lock
+            held.append(os.open(dst, os.O_RDONLY))
+            assert portable.try_lock(held[-1])
+
+    monkeypatch.setattr(os, "rename", rename_as_on_windows)
+    w = JournalWriter(tmp_path / "a.journal", "run1", 0)
+    with pytest.raises(JournalBusy):
+        JournalWriter.resume(tmp_path / "a.journal")  # locked again after the rename
+    w.append_frame(1, 0, "in", b"{}")
+    w.remove()
+    assert not (tmp_path / "a.journal").exists()
+    with pytest.raises(JournalBusy, match="in use by a running recorder or recovery"):
+        JournalWriter(tmp_path / "race.journal", "run1", 1)
+    os.close(held.pop())
+    assert [p.name for p in tmp_path.iterdir()] == ["race.journal"]  # complete, no record: recovery's to take
+
+
 def test_without_any_file_lock_the_journal_refuses_to_start_and_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
