@@ -7,6 +7,7 @@ setting the module's choices directly (in-process).
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import os
@@ -370,3 +371,40 @@ def test_the_fast_extra_installs_on_windows() -> None:
     assert uvloop and all(r.marker is not None for r in uvloop)
     assert not any(r.marker.evaluate({"sys_platform": "win32"}) for r in uvloop if r.marker)
     assert all(r.marker.evaluate({"sys_platform": p}) for r in uvloop for p in ("linux", "darwin") if r.marker)
+
+
+POSIX_ONLY_MODULES = {"fcntl", "msvcrt", "termios", "tty", "pty", "resource", "pwd", "grp"}
+POSIX_ONLY_NAMES = {"fdatasync", "pread", "pwrite", "O_DIRECTORY", "O_CLOEXEC", "add_signal_handler", "getuid",
+                    "killpg", "setsid", "fork"}
+
+
+def platform_calls(source: str) -> list[str]:
+    """What ``source`` calls that exists on one platform only, or an ``os.open`` without ``OPEN_FLAGS``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found += [f"line {node.lineno}: import {n}" for n in names if n.split(".")[0] in POSIX_ONLY_MODULES]
+        elif (isinstance(node, ast.Attribute) and node.attr in POSIX_ONLY_NAMES
+              and not (isinstance(node.value, ast.Name) and node.value.id == "portable")):
+            found.append(f"line {node.lineno}: .{node.attr}")
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "open"
+              and isinstance(node.func.value, ast.Name) and node.func.value.id == "os"
+              and "OPEN_FLAGS" not in ast.unparse(node)):
+            found.append(f"line {node.lineno}: os.open without portable.OPEN_FLAGS (binary mode on Windows)")
+    return found
+
+
+def test_platform_calls_go_through_portable_everywhere_else() -> None:
+    """recorder/, replay/, schemas/ and kiwoom_tape/ call the OS through kiwoom_tape.portable where platforms differ."""
+    assert platform_calls("import fcntl\nos.fdatasync(fd)\nloop.add_signal_handler(s, f)\nos.open(p, os.O_RDONLY)")
+    assert not platform_calls("os.open(p, os.O_RDONLY | portable.OPEN_FLAGS)\nportable.pread(fd, 1, 0)")
+    offenders = {
+        str(path.relative_to(ROOT)): calls
+        for package in ("recorder", "replay", "schemas", "kiwoom_tape")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path.name != "portable.py" and (calls := platform_calls(path.read_text(encoding="utf-8")))
+    }
+    assert offenders == {}, "call these through kiwoom_tape.portable (or add a fallback there):\n" + "\n".join(
+        f"  {p}: {', '.join(c)}" for p, c in offenders.items()
+    )
