@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import importlib
 import logging
 import os
 import signal
@@ -71,25 +72,16 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM) + (
 """The signals that mean "stop cleanly": SIGINT (Ctrl-C), SIGTERM, and SIGBREAK (Ctrl-Break) on Windows."""
 
 
-def _native(name: str) -> ModuleType | None:
-    """The module ``name`` when the native path is allowed and it imports, else None."""
-    if FALLBACK:
-        return None
+def _module(name: str) -> ModuleType | None:
+    """The module ``name``, or None where it does not import (``sys.modules[name] = None`` included)."""
     try:
-        return __import__(name)
+        return importlib.import_module(name)
     except ImportError:
         return None
 
 
-def _optional(name: str) -> ModuleType | None:
-    try:
-        return __import__(name)
-    except ImportError:
-        return None
-
-
-_fcntl = _native("fcntl")
-_msvcrt = _optional("msvcrt")
+_fcntl = None if FALLBACK else _module("fcntl")
+_msvcrt = _module("msvcrt")
 
 # -- file lock -------------------------------------------------------------------------------------
 
@@ -109,9 +101,9 @@ def try_lock(fd: int) -> bool:
     and nothing else. Fallback (Windows): ``msvcrt.locking(fd, LK_NBLCK, 1)`` on the byte at
     :data:`LOCK_OFFSET` (the file position is kept). It refuses a second locker the same way, and is
     released when ``fd`` is closed or its process ends, though Windows only promises to release a dead
-    process's locks "at some time after" it ends, so a restart within moments of a crash may find the
-    journal busy once. Where neither exists, raises OSError(ENOTSUP) naming both: refusing to write is
-    better than two writers that cannot see each other.
+    process's locks "at some time after" it ends: a restart within moments of a crash may find the
+    journal busy, and its recovery then leaves that journal for the next start. Where neither exists,
+    raises OSError(ENOTSUP) naming both: refusing to write beats two writers that cannot see each other.
     """
     if _fcntl is not None:
         try:
