@@ -1,8 +1,8 @@
 """The journal's bytes: file header and record encoding and decoding, and its errors.
 
-The format is in :mod:`recorder.journal`'s docstring (a header, then ``u32 length | u32 crc32 | payload``
+The format is in :mod:`kiwoom_tape.recorder.journal`'s docstring (a header, then ``u32 length | u32 crc32 | payload``
 records). Pure functions over bytes, plus :func:`storage_error` (every ``OSError`` of the journal and
-the store becomes a :class:`schemas.errors.StorageError` naming the path and the fix); :func:`fsync_dir`
+the store becomes a :class:`kiwoom_tape.schemas.errors.StorageError` naming the path and the fix); :func:`fsync_dir`
 is :func:`kiwoom_tape.portable.fsync_dir`, re-exported for the store's modules.
 """
 
@@ -16,8 +16,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from kiwoom_tape.schemas.errors import StorageError
+
 from kiwoom_tape.portable import fsync_dir
-from schemas.errors import StorageError
 
 __all__ = [
     "JOURNAL_SUFFIX",

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kiwoom_tape.recorder.journal import JournalBusy, JournalWriter
+from kiwoom_tape.schemas.errors import StorageError
 from portable_fallback import fake_msvcrt
 
 from kiwoom_tape import portable
-from recorder.journal import JournalBusy, JournalWriter
-from schemas.errors import StorageError
 
 fcntl = pytest.importorskip("fcntl")  # the stand-in msvcrt is built on flock
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 from _cli import ROOT, cli_argv, started_replay
+from kiwoom_tape.replay.server import serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
 from websockets.asyncio.client import connect
 
 from kiwoom_tape import portable
 from kiwoom_tape.testing import read_table
-from replay.server import serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
 
 pytest.importorskip("fcntl")  # the stand-in msvcrt is built on flock
 
@@ -42,7 +42,7 @@ def fallback_locks(stderr: str) -> list[tuple[int, str]]:
 def test_every_entry_point_imports_without_fcntl() -> None:
     code = (
         "import sys; sys.modules['fcntl'] = None\n"
-        "import recorder.cli, replay.cli, kiwoom_tape.cli, recorder.store, recorder.recovery, replay.pytest_plugin\n"
+        "import kiwoom_tape.recorder.cli, replay.cli, kiwoom_tape.cli, recorder.store, recorder.recovery, replay.pytest_plugin\n"
         "import kiwoom_tape.portable as p; print('imported', p.FALLBACK, p._fcntl)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -75,7 +75,7 @@ def test_record_stops_cleanly_on_sigint_through_the_fallback(tmp_path: Path) -> 
     async def main() -> str:
         market = SimulatedMarket(seed=16, items=ITEMS, start=10 * 3600)
         async with serve(SimSource(market, speed=20.0), port=0) as server:
-            cmd = cli_argv("recorder.cli", "--items", ",".join(ITEMS), "--url", server.url, "--out", str(out),
+            cmd = cli_argv("record", "--items", ",".join(ITEMS), "--url", server.url, "--out", str(out),
                            "--fsync-interval", "0.05", "-vv")
             proc = await asyncio.create_subprocess_exec(*cmd, env=env, stderr=asyncio.subprocess.PIPE)
             assert proc.stderr is not None
