@@ -45,6 +45,7 @@ from kiwoom_tape.schemas.layout import new_run_id
 from kiwoom_tape.schemas.protocol import MOCK_WS_URL, PROD_WS_URL, Subscription
 
 from kiwoom_tape.clikit import EVENT_LOOPS, ITEMS, friendly_errors, run_on_loop, setup_logging, verbosity_options
+from kiwoom_tape.portable import STOP_SIGNALS, on_stop_signals
 
 __all__ = ["main", "record_command"]
 
@@ -53,9 +54,8 @@ log = logging.getLogger("kiwoom_tape.recorder")
 TYPES = tuple(ITEM_RULES)
 """The real-time types ``record`` registers: every type of docs/protocol.md 3, each with the items of its kind
 (:data:`kiwoom_tape.schemas.items.ITEM_KIND`, :func:`kiwoom_tape.recorder.plan.subscriptions`). 0B/0D/0E get tables
-(:data:`kiwoom_tape.schemas.tables.TABLE_OF_TYPE`); the others are kept verbatim in ``frames`` and queried through the
-``rows``
-view."""
+(:data:`kiwoom_tape.schemas.tables.TABLE_OF_TYPE`); the others are kept verbatim in ``frames`` and queried
+through the ``rows`` view."""
 DEFAULT_TYPES = "0B,0D,0E"
 EXIT_KICKED = 3
 """``record --on-kick exit``'s exit code when another session with the same app key took over (R10001)."""
@@ -302,10 +302,7 @@ async def _record(
     for line in report.damage + report.skipped_records:
         log.warning("%s", line)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_signals = on_stop_signals(asyncio.get_running_loop(), stop.set)
     recs: list[tuple[str, Recorder]] = []
     # one store per connection, each its own run_id: its own journal and part file names in the one dataset
     for name, entries, tokens in plan:
@@ -319,6 +316,7 @@ async def _record(
             store.close()
             for _, rec in recs:
                 rec.store.close()
+            stop_signals.restore()
             raise
         log.info("recording %s from %s into %s, run %s%s",
                  "; ".join(f"{len(e.items)} items x {','.join(e.types)}" for e in entries), url, out, run_id,
@@ -327,6 +325,7 @@ async def _record(
         await drive_all([rec for _, rec in recs], stop, duration=duration, tick=min(0.1, fsync_interval / 2),
                         on_tick=StatusLine(recs, quiet), names=[name for name, _ in recs])
     finally:
+        stop_signals.restore()
         if not quiet and sys.stderr.isatty():
             sys.stderr.write("\n")
     for name, rec in recs:
@@ -360,7 +359,7 @@ def recover_interruptibly(out: Path) -> RecoveryReport:
 
     if threading.current_thread() is not threading.main_thread():
         return recover(out)
-    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
     try:
         return recover(out)
     finally:

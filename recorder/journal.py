@@ -18,11 +18,12 @@ File format (little-endian)::
                     | detail (the rest: a JSON object, UTF-8)
 
 Durability contract of :class:`JournalWriter`: appends are buffered in memory; the buffer is written
-and ``fdatasync``-ed when ``fsync_interval`` has passed since the last sync (checked on every append),
-when it holds more than ``max_buffer`` bytes, and on :meth:`JournalWriter.sync` and
-:meth:`JournalWriter.close`. The driver must also call :meth:`JournalWriter.sync` (through
-``Store.tick``) from a periodic timer, so that a quiet stream is synced too: a ``kill -9`` or a power
-cut then loses at most the records appended during the last ``fsync_interval`` seconds.
+and ``fdatasync``-ed (:func:`kiwoom_tape.portable.datasync`) when ``fsync_interval`` has passed since
+the last sync (checked on every append), when it holds more than ``max_buffer`` bytes, and on
+:meth:`JournalWriter.sync` and :meth:`JournalWriter.close`. The driver must also call
+:meth:`JournalWriter.sync` (through ``Store.tick``) from a periodic timer, so that a quiet stream is
+synced too: a ``kill -9`` or a power cut then loses at most the records appended during the last
+``fsync_interval`` seconds.
 
 A crash can leave a torn tail (a record cut short or half-written), a bad disk a damaged range
 anywhere. :func:`scan_journal` and :func:`read_journal` (:mod:`kiwoom_tape.recorder.journal_reader`) skip every
@@ -40,7 +41,6 @@ the system's reason and how to fix it (:func:`storage_error`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import time
 from collections.abc import Callable
@@ -76,6 +76,8 @@ from kiwoom_tape.recorder.journal_reader import (
     scan_journal,
 )
 from kiwoom_tape.schemas.errors import StorageError
+
+from kiwoom_tape import portable
 
 __all__ = [
     "JOURNAL_SUFFIX",
@@ -163,23 +165,42 @@ class JournalWriter:
                 hint="recover the dataset first (record recover DIR) or use a new run id",
             )
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | portable.OPEN_FLAGS, 0o644)
         except OSError as exc:
             raise storage_error(exc, tmp, "create the journal") from exc
         try:
             _lock(fd, tmp)
             _write_all(fd, head)
-            os.fdatasync(fd)
+            portable.datasync(fd)
+            if not portable.RENAMES_OPEN_FILES:
+                fd = _close(fd)
             os.rename(tmp, self.path)
             fsync_dir(self.path.parent)
+            if fd < 0:
+                fd = self._reopen_locked()
         except OSError as exc:
-            os.close(fd)
+            _close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise storage_error(exc, self.path, "create the journal") from exc
         self._fd = fd
         self.size = len(head)
         self._last_sync = monotonic()
+
+    def _reopen_locked(self) -> int:
+        """Where an open file cannot be renamed (Windows): open the new journal again and lock it.
+
+        Between the rename and this lock the journal is complete but unlocked: a recovery starting in
+        that instant may take it first (a journal with no record), and this raises JournalBusy: the
+        recorder fails to start with a clear error, nothing recorded yet, nothing lost.
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | portable.OPEN_FLAGS)
+        try:
+            _lock(fd, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     @classmethod
     def resume(
@@ -202,7 +223,7 @@ class JournalWriter:
         """
         p = Path(path)
         try:
-            fd = os.open(p, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+            fd = os.open(p, os.O_RDWR | os.O_APPEND | portable.OPEN_FLAGS)
         except OSError as exc:
             raise storage_error(exc, p, "open the journal") from exc
         try:
@@ -291,7 +312,7 @@ class JournalWriter:
         try:
             with memoryview(self._arena) as view:
                 _write_all(self._fd, view[:size])
-            os.fdatasync(self._fd)
+            portable.datasync(self._fd)
         except OSError as exc:
             self._failed = storage_error(exc, self.path, "write the journal")
             raise self._failed from exc
@@ -329,8 +350,13 @@ class JournalWriter:
         Records still buffered are discarded.
         """
         self._buffered = 0
+        if not portable.RENAMES_OPEN_FILES and not self.closed:
+            # Windows cannot delete an open file: close first. A recovery that takes the journal in
+            # between finds every Parquet file already in place and redoes nothing twice (idempotent).
+            self.closed = True
+            os.close(self._fd)
         try:
-            os.unlink(self.path)  # while still holding the lock: no recovery can pick it up half-way
+            os.unlink(self.path)  # while still holding the lock (POSIX): no recovery can pick it up half-way
             fsync_dir(self.path.parent)
         except FileNotFoundError:
             pass
@@ -359,11 +385,11 @@ def save_damage(fd: int, damage: tuple[Damage, ...], dest: Path) -> None:
 
     The ranges' offsets are in the ``journal_damage`` events recovery records (:mod:`kiwoom_tape.recorder.recovery`).
     """
-    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | portable.OPEN_FLAGS, 0o644)
     try:
         for d in damage:
             pos = d.start
-            while pos < d.end and (chunk := os.pread(fd, min(1 << 20, d.end - pos), pos)):
+            while pos < d.end and (chunk := portable.pread(fd, min(1 << 20, d.end - pos), pos)):
                 _write_all(out, chunk)
                 pos += len(chunk)
         os.fsync(out)
@@ -373,14 +399,20 @@ def save_damage(fd: int, damage: tuple[Damage, ...], dest: Path) -> None:
 
 
 def _lock(fd: int, path: Path) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    """Lock the journal open as ``fd`` (:func:`kiwoom_tape.portable.try_lock`), or raise JournalBusy."""
+    if not portable.try_lock(fd):
         raise JournalBusy(
             f"journal {path} is in use by a running recorder or recovery",
             path=str(path),
             hint="stop the other recorder first, or record into another --out",
-        ) from None
+        )
+
+
+def _close(fd: int) -> int:
+    """Close ``fd`` if it is open (>= 0); returns -1, the "closed" value."""
+    if fd >= 0:
+        os.close(fd)
+    return -1
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

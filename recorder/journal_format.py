@@ -1,9 +1,9 @@
-"""The journal's bytes: file header and record encoding and decoding, its errors, its OS helpers.
+"""The journal's bytes: file header and record encoding and decoding, and its errors.
 
 The format is in :mod:`kiwoom_tape.recorder.journal`'s docstring (a header, then ``u32 length | u32 crc32 | payload``
 records). Pure functions over bytes, plus :func:`storage_error` (every ``OSError`` of the journal and
-the store becomes a :class:`kiwoom_tape.schemas.errors.StorageError` naming the path and the fix) and
-:func:`fsync_dir`.
+the store becomes a :class:`kiwoom_tape.schemas.errors.StorageError` naming the path and the fix); :func:`fsync_dir`
+is :func:`kiwoom_tape.portable.fsync_dir`, re-exported for the store's modules.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiwoom_tape.schemas.errors import StorageError
+
+from kiwoom_tape.portable import fsync_dir
 
 __all__ = [
     "JOURNAL_SUFFIX",
@@ -105,15 +107,6 @@ def storage_error(exc: BaseException, path: str | os.PathLike[str], action: str)
     else:
         hint = "check the disk and the directory, or choose another --out"
     return StorageError(f"cannot {action} {os.fspath(path)}: {reason}", path=os.fspath(path), hint=hint)
-
-
-def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """fsync a directory so that entries created, renamed or removed in it survive a power cut."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from kiwoom_tape.schemas.normalize import (
 )
 from kiwoom_tape.schemas.tables import TABLES
 
+from kiwoom_tape import portable
+
 __all__ = [
     "FRAMES_PAGE_BYTES",
     "PARQUET_OPTIONS",
@@ -119,7 +121,7 @@ class _Part:
             self._writer = None
             self._sink.close()
             self._sink = None
-            fd = os.open(self.tmp, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.tmp, os.O_RDWR | portable.OPEN_FLAGS)  # Windows flushes only a writable handle
             try:
                 os.fsync(fd)
                 size = os.fstat(fd).st_size

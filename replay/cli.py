@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from kiwoom_tape.replay.sources import SimSource
 from kiwoom_tape.schemas.keyfile import KeyFileError, parse_keys, resolve_key
 
 from kiwoom_tape.clikit import HMS, ITEMS, friendly_errors, setup_logging, verbosity_options
+from kiwoom_tape.portable import on_stop_signals
 
 __all__ = ["main", "replay_command"]
 
@@ -228,10 +227,7 @@ async def _serve(source: Source, banner: Callable[[Server], str], quiet: bool, o
     """Serve until SIGINT or SIGTERM, then stop within about a second (:meth:`Server.stop`), exit code 0."""
     faults: FaultScript | None = options["faults"]
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_signals = on_stop_signals(asyncio.get_running_loop(), stop.set)
     try:
         async with serve(source, **options) as server:
             if not quiet:
@@ -248,6 +244,8 @@ async def _serve(source: Source, banner: Callable[[Server], str], quiet: bool, o
             f"cannot listen on {options['host']}:{options['port']}: {exc.strerror or exc}. "
             "Pick another --port (0 = any free port)."
         ) from None
+    finally:
+        stop_signals.restore()
 
 
 def main() -> None:

@@ -63,8 +63,10 @@ def _imports(name: str, path: Path) -> list[tuple[str, bool]]:
             if node.level:
                 parts = package.split(".")
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-            # `from pkg import mod` imports the module pkg.mod when there is one
-            targets = [base] + [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES]
+            # `from pkg import mod` imports the module pkg.mod when there is one (pkg's __init__ runs too, but
+            # the dependency is on the module)
+            submodules = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES]
+            targets = submodules or [base]
         else:
             continue
         found.extend((t, id(node) not in typing_only) for t in targets)
