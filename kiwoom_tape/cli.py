@@ -6,6 +6,7 @@ import importlib.metadata
 
 import click
 
+from kiwoom_tape.book import book_command
 from kiwoom_tape.demo import demo_command
 from kiwoom_tape.sql import sql_command
 from kiwoom_tape.verify import verify_command
@@ -32,6 +33,7 @@ def cli() -> None:
         kiwoom-tape demo                  # start here: simulated market -> record -> query -> replay
         kiwoom-tape replay --simulate --port 10000
         kiwoom-tape sql data "select item, avg(spread_ticks) from quotes group by all"
+        kiwoom-tape book data 005930 --at 10:00:00
     """
 
 
@@ -39,6 +41,7 @@ cli.add_command(record_command)
 cli.add_command(replay_command)
 cli.add_command(sql_command)
 cli.add_command(verify_command)
+cli.add_command(book_command)
 cli.add_command(demo_command)
 
 
