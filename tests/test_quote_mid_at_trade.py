@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from kiwoom_tape.cli import cli
 from kiwoom_tape.demo import record_simulation
 from kiwoom_tape.testing import read_table
 from recorder.store import Store
@@ -169,3 +171,20 @@ def test_a_recorded_session_matches_the_join_done_in_python(simulated: Path) -> 
     # effective spread is mostly the quoted one (a few 1-share prints of the NXT twin are not at its touch)
     at_touch = [g for g in joined if g[1] == (g[4] if g[2] == "buy" else g[3])]
     assert len(at_touch) > 0.9 * len(joined)
+
+
+HELP_EXAMPLE = "select item, side, avg(effective_spread_ticks) from quote_mid_at_trade group by all"
+
+
+def test_the_sql_help_example_gives_the_mean_effective_spread(simulated: Path) -> None:
+    assert HELP_EXAMPLE in CliRunner().invoke(cli, ["sql", "--help"]).output
+    result = CliRunner().invoke(cli, ["sql", str(simulated), HELP_EXAMPLE + " order by all", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    got = {(item, side): float(avg) for item, side, avg in (line.split(",") for line in result.stdout.split()[1:])}
+    spreads: dict[tuple[str, str], list[int]] = {}
+    for item, _price, side, *_quote, ticks in expected_join(simulated):
+        if ticks is not None:
+            spreads.setdefault((item, side), []).append(ticks)
+    assert got.keys() == spreads.keys() and len(got) >= 4
+    for key, values in spreads.items():
+        assert got[key] == pytest.approx(sum(values) / len(values), rel=1e-12)
