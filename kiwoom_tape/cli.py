@@ -7,7 +7,7 @@ import importlib.metadata
 import click
 
 from kiwoom_tape.book import book_command
-from kiwoom_tape.demo import demo_command
+from kiwoom_tape.demo_cli import demo_command
 from kiwoom_tape.sql import sql_command
 from kiwoom_tape.verify import verify_command
 from recorder.cli import record_command
