@@ -9,7 +9,8 @@ credentials), library functions the notebooks use too (the command is :mod:`kiwo
   installation has it, else the simulated market again) and counts what a plain client receives.
 
 The market clock starts at 15:29:00 KST and runs 60x, so 20 s of recording cover KRX 0D until the
-15:30 close, NXT 0D from 15:30 (NXT halts 15:20-15:30) and KRX 0E from 15:40 (docs/protocol.md 5.3).
+15:30 close, NXT 0D and 0B (trades) from 15:30 (NXT halts 15:20-15:30) and KRX 0E from 15:40
+(docs/protocol.md 5.3). The types recorded and replayed are :data:`DEMO_TYPES`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "DEMO_SECONDS",
     "DEMO_SPEED",
     "DEMO_START",
+    "DEMO_TYPES",
     "Progress",
     "Received",
     "Recording",
@@ -54,6 +56,8 @@ DEMO_ITEMS: Final = ("005930", "000660", "005930_NX")
 DEMO_START: Final = 15 * 3600 + 29 * 60  # 15:29:00 KST
 DEMO_SPEED: Final = 60.0
 DEMO_SECONDS: Final = 20.0
+DEMO_TYPES: Final = ("0B", "0D", "0E")
+"""Trades, order book, after-hours book: what a user recording a stock expects (``record``'s default too)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Progress:
     frames: int
     rows_0d: int
     rows_0e: int
+    rows_0b: int = 0
 
 
 @dataclass
@@ -77,7 +82,7 @@ class Recording:
     run_id: str
     frames: int
     rows: dict[str, int]
-    """Rows written per table (orderbook, afterhours, events)."""
+    """Rows written per table (orderbook, afterhours, trades, events)."""
     seconds: float
     market_start: float
     market_end: float
@@ -88,7 +93,7 @@ async def record_simulation(
     out: str | Path,
     *,
     items: Sequence[str] = DEMO_ITEMS,
-    types: Sequence[str] = ("0D", "0E"),
+    types: Sequence[str] = DEMO_TYPES,
     sim_start: float = DEMO_START,
     speed: float = DEMO_SPEED,
     seconds: float = DEMO_SECONDS,
@@ -120,7 +125,8 @@ async def record_simulation(
                     last = elapsed
                     st = rec.store.stats
                     progress(Progress(min(elapsed, seconds), seconds, market.now, st.frames,
-                                      st.rows.get("orderbook", 0), st.rows.get("afterhours", 0)))
+                                      st.rows.get("orderbook", 0), st.rows.get("afterhours", 0),
+                                      st.rows.get("trades", 0)))
                 if done:
                     return
 
@@ -161,7 +167,7 @@ def _recorded_source(root: Path, speed: float | None) -> Source | None:
 async def replay_to_client(
     root: str | Path,
     items: Sequence[str] = DEMO_ITEMS,
-    types: Sequence[str] = ("0D", "0E"),
+    types: Sequence[str] = DEMO_TYPES,
     *,
     expected_rows: int | None = None,
     speed: float | None = 10.0,

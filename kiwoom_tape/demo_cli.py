@@ -17,6 +17,7 @@ from kiwoom_tape.demo import (
     DEMO_SECONDS,
     DEMO_SPEED,
     DEMO_START,
+    DEMO_TYPES,
     Progress,
     record_simulation,
     replay_to_client,
@@ -63,7 +64,7 @@ def _prepare_out(out: Path) -> bool:
 def _status(p: Progress, tty: bool) -> None:
     line = (
         f"  recording {p.elapsed:4.1f}/{p.seconds:g} s | market {_hms(p.market_time)} KST | "
-        f"{p.frames:,} frames | {p.rows_0d:,} 0D rows | {p.rows_0e:,} 0E rows"
+        f"{p.frames:,} frames | {p.rows_0d:,} 0D | {p.rows_0e:,} 0E | {p.rows_0b:,} 0B rows"
     )
     if tty:
         sys.stderr.write("\r" + line.ljust(100))
@@ -94,6 +95,7 @@ FROM quotes GROUP BY ALL ORDER BY item"""
 TABLES_SQL: Final = """SELECT 'frames' AS "table", count(*) AS "rows" FROM frames
 UNION ALL SELECT 'orderbook', count(*) FROM orderbook
 UNION ALL SELECT 'afterhours', count(*) FROM afterhours
+UNION ALL SELECT 'trades', count(*) FROM trades
 UNION ALL SELECT 'events', count(*) FROM events"""
 
 
@@ -108,7 +110,7 @@ def demo_command(out: Path, seconds: float, verbose: int) -> None:
     """Run the whole loop on this machine: simulated market -> record -> DuckDB -> replay. No credentials.
 
     Starts the simulated KRX/NXT market on a loopback port (clock 15:29:00 KST at 60x, so KRX 0D,
-    NXT 0D and after-hours 0E all flow), records 005930, 000660 and 005930_NX with the real recorder
+    NXT 0D and 0B trades, and after-hours 0E all flow), records 005930, 000660 and 005930_NX with the real recorder
     into --out, prints a DuckDB summary, replays the capture to a client, and tells you what to try
     next. Takes about half a minute and touches no network but 127.0.0.1.
 
@@ -122,11 +124,12 @@ def demo_command(out: Path, seconds: float, verbose: int) -> None:
     replaced = _prepare_out(out)
     tty = sys.stderr.isatty()
     click.echo(
-        f"1/3 Recording {', '.join(DEMO_ITEMS)} (0D, 0E) from the simulated market for {seconds:g} s into {out}"
+        f"1/3 Recording {', '.join(DEMO_ITEMS)} ({', '.join(DEMO_TYPES)}) from the simulated market for {seconds:g} s "
+        f"into {out}"
         + (" (replacing the previous demo)" if replaced else "")
     )
-    click.echo(f"    market clock {_hms(DEMO_START)} KST at {DEMO_SPEED:g}x: KRX 0D until 15:30, NXT 0D from 15:30, "
-               "0E from 15:40")
+    click.echo(f"    market clock {_hms(DEMO_START)} KST at {DEMO_SPEED:g}x: KRX 0D until 15:30, NXT 0D and "
+               "0B from 15:30, 0E from 15:40")
     recording = asyncio.run(
         record_simulation(out, seconds=seconds, progress=lambda p: _status(p, tty), progress_interval=0.5 if tty else 5)
     )
@@ -134,7 +137,8 @@ def demo_command(out: Path, seconds: float, verbose: int) -> None:
         sys.stderr.write("\n")
     click.echo(
         f"    recorded {recording.frames:,} frames, {recording.rows.get('orderbook', 0):,} order-book rows, "
-        f"{recording.rows.get('afterhours', 0):,} after-hours rows (market {_hms(recording.market_start)}"
+        f"{recording.rows.get('afterhours', 0):,} after-hours rows, {recording.rows.get('trades', 0):,} trades "
+        f"(market {_hms(recording.market_start)}"
         f"-{_hms(recording.market_end)}, run {recording.run_id})"
     )
 
@@ -144,7 +148,8 @@ def demo_command(out: Path, seconds: float, verbose: int) -> None:
         tables = run_query(con, TABLES_SQL)
         summary = run_query(con, SUMMARY_SQL)
         ((expected,),) = con.execute(
-            "SELECT (SELECT count(*) FROM orderbook) + (SELECT count(*) FROM afterhours)"
+            "SELECT (SELECT count(*) FROM orderbook) + (SELECT count(*) FROM afterhours) "
+            "+ (SELECT count(*) FROM trades)"
         ).fetchall()
     finally:
         con.close()
@@ -178,11 +183,12 @@ def demo_command(out: Path, seconds: float, verbose: int) -> None:
     )
     hints = [
         (f"kiwoom-tape sql {out} \"select item, count(*), avg(spread_ticks) from quotes group by all\"", ""),
-        (f"kiwoom-tape sql {out} \"from book_asof('005930_NX', now())\"", ""),
+        (f"kiwoom-tape book {out} 005930_NX", "the order book and the last trades, as a trader reads them"),
+        (f"kiwoom-tape sql {out} \"from bars('1 minute') where item = '005930_NX'\"", ""),
         (f"kiwoom-tape sql {out}", "the duckdb shell on the views, if installed"),
         (f"kiwoom-tape verify {out}", "check every file, schema, gap and book"),
         replay_next,
-        ("pip install jupyterlab && jupyter lab notebooks/", "capture-and-query, after-hours, strategy"),
+        ("pip install jupyterlab && jupyter lab notebooks/", "capture-and-query, after-hours, strategy, trades"),
         ("record --items 005930 --out data", "the real market (KIWOOM_APPKEY + KIWOOM_SECRETKEY)"),
     ]
     width = max(len(cmd) for cmd, why in hints if why)
