@@ -121,14 +121,14 @@ def load_book(con: duckdb.DuckDBPyConnection, item: str, *, date: dt.date | None
             hint=f"pass --at {first:%H:%M:%S} or later (exchange time, KST)",
         )
     levels = ", ".join(f"{side}_price_{n}, {side}_qty_{n}" for n in range(1, LEVELS + 1) for side in ("ask", "bid"))
-    row = con.execute(
+    rows = con.execute(
         f"""SELECT epoch_us(recv_ts), epoch(quote_time), {levels},
                    krx_tick_index(ask_price_1) - krx_tick_index(bid_price_1)
             FROM orderbook WHERE item = $1 AND "date" = $2 AND epoch(quote_time) <= $3
             ORDER BY {_ORDER} LIMIT 1""",
         [item, day, at_s],
-    ).fetchone()
-    assert row is not None  # at_s >= the day's first quote time
+    ).fetchall()
+    row = rows[0]  # there is one: at_s >= the day's first quote time
     asks: list[tuple[int, int]] = []
     bids: list[tuple[int, int]] = []
     for n in range(LEVELS):

@@ -98,18 +98,22 @@ async def record_simulation(
     speed: float = DEMO_SPEED,
     seconds: float = DEMO_SECONDS,
     seed: int = 0,
+    rate_hz: float | None = None,
     progress: Callable[[Progress], None] | None = None,
     progress_interval: float = 0.5,
 ) -> Recording:
     """Serve the simulated market on 127.0.0.1 (a free port) and record ``items`` x ``types`` for ``seconds``.
 
     ``sim_start`` is the market clock at start (seconds since KST midnight), ``speed`` market seconds
-    per real second. The dataset goes to ``out`` (created if needed; a new run beside any earlier
-    one). ``progress`` is called every ``progress_interval`` seconds. Works in a running event loop
-    (``await`` it in Jupyter). Raises KiwoomTapeError if recording fails.
+    per real second; ``rate_hz`` the market's 0D update rate per item (default: the simulator's live-like
+    rate; lower it to record a longer stretch of market time on a slow machine). The dataset goes to
+    ``out`` (created if needed; a new run beside any earlier one). ``progress`` is called every
+    ``progress_interval`` seconds. Works in a running event loop (``await`` it in Jupyter).
+    Raises KiwoomTapeError if recording fails.
     """
     root = Path(out)
-    market = SimulatedMarket(seed=seed, items=items, start=sim_start)
+    market = (SimulatedMarket(seed=seed, items=items, start=sim_start) if rate_hz is None
+              else SimulatedMarket(seed=seed, items=items, start=sim_start, rate_hz=rate_hz))
     run_id = new_run_id(time.time_ns(), secrets.randbits(24))
     async with serve(SimSource(market, speed=speed), port=0) as server:
         rec = loopback_recorder(server.url, root, items, types, run_id=run_id, fsync_interval=0.2, backoff_cap=0.5)
