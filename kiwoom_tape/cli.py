@@ -26,7 +26,7 @@ def _version() -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), "--version", prog_name="kiwoom-tape")
 def cli() -> None:
-    """Record, query and replay Kiwoom real-time market data (0D order book, 0E after-hours).
+    """Record, query and replay Kiwoom real-time market data (0B trades, 0D order book, 0E after-hours).
 
     \b
     Examples:
