@@ -176,11 +176,12 @@ def render_book(view: BookView, n_trades: int | None = None) -> str:
     out += [line(r) for r in ladder[: len(view.asks)]]
     out.append("  " + "-" * (sum(widths) + 4))
     out += [line(r) for r in ladder[len(view.asks):]]
-    if view.spread_ticks is not None:
+    if view.spread_ticks is not None and view.bids[0][0] >= view.asks[0][0]:
+        out.append(f"\ncrossed: best bid {view.bids[0][0]:,} >= best ask {view.asks[0][0]:,} (an auction's book)")
+    elif view.spread_ticks is not None:
         best_bid, best_ask = view.bids[0][0], view.asks[0][0]
         tick_word = "tick" if view.spread_ticks == 1 else "ticks"
-        crossed = " (crossed)" if best_bid >= best_ask else ""
-        out.append(f"\nspread {view.spread_ticks} {tick_word} ({best_ask - best_bid:,} won){crossed}, "
+        out.append(f"\nspread {view.spread_ticks} {tick_word} ({best_ask - best_bid:,} won), "
                    f"mid {(best_bid + best_ask) / 2:,.1f}")
     else:
         out.append(f"\nspread: none ({'no asks' if not view.asks else 'no bids'})")

@@ -139,6 +139,8 @@ def handmade(tmp_path_factory: pytest.TempPathFactory) -> Path:
         store.add_frame(ns("09:00:02"), "in", encode_real_frame([trade_row("005930", "09:00:02", 50_100, 7)]))
         store.add_frame(ns("09:00:03"), "in", encode_real_frame([  # the asks taken: an empty side
             book_row("005930", "09:00:02", [], [(49_950, 30), (49_900, 5)])]))
+        store.add_frame(ns("08:59:00"), "in", encode_real_frame([  # an auction's crossed book
+            book_row("000660", "08:59:00", [(201_500, 3)], [(202_000, 4)])]))
     return root
 
 
@@ -168,10 +170,14 @@ def test_a_hand_built_book_prints_exactly(handmade: Path) -> None:
                                  "  09:00:02  09:00:02.000  50,100    7  buy\n")
     none = run(str(handmade), "005930", "--trades", "0")
     assert none.exit_code == 0 and "trade" not in none.output
+    crossed = run(str(handmade), "000660")
+    assert crossed.exit_code == 0, crossed.output
+    assert "\ncrossed: best bid 202,000 >= best ask 201,500 (an auction's book)\n" in crossed.output
+    assert "spread" not in crossed.output
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
-    (["000000"], 1, "no order book of item '000000' in this dataset (items with a book here: 005930)"),
+    (["000000"], 1, "no order book of item '000000' in this dataset (items with a book here: 000660, 005930)"),
     (["005930", "--at", "08:59:59"], 1,
      "no book of 005930 at or before 08:59:59 on 2026-11-23: the first is at 09:00:01 (pass --at 09:00:01"),
     (["005930", "--date", "2026-11-20"], 1, "no order book of 005930 on 2026-11-20 (dates with books of 005930: "
