@@ -188,3 +188,14 @@ def test_the_sql_help_example_gives_the_mean_effective_spread(simulated: Path) -
     assert got.keys() == spreads.keys() and len(got) >= 4
     for key, values in spreads.items():
         assert got[key] == pytest.approx(sum(values) / len(values), rel=1e-12)
+
+
+def test_without_books_or_trades_the_view_still_binds(tmp_path: Path) -> None:
+    only_trades, nothing = tmp_path / "t", tmp_path / "e"
+    with Store(only_trades, "onlytrades") as store:
+        store.add_frame(ns(DAY, "09:00:01"), "in", encode_real_frame([trade("005930", "09:00:01", 70_000, -3)]))
+    with Store(nothing, "nothing") as store:
+        store.add_event(ns(DAY, "09:00:00"), "login", {})
+    got = connect(only_trades).execute(f"SELECT {COLUMNS} FROM quote_mid_at_trade").fetchall()
+    assert got == [("005930", 70_000, "sell", *(None,) * 6)]
+    assert connect(nothing).execute("SELECT count(*) FROM quote_mid_at_trade").fetchall() == [(0,)]
