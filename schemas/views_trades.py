@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["BARS_SQL", "DERIVED_COLUMNS", "QUOTE_MID_AT_TRADE_SQL", "TRADE_VIEW_NAMES"]
+__all__ = ["BARS_SQL", "DERIVED_COLUMNS", "QUOTE_MID_AT_TRADE_SQL", "TRADE_VIEW_NAMES", "receive_order"]
 
 TRADE_VIEW_NAMES: Final = ("quote_mid_at_trade",)
 """The views this module adds after the tables' (``trades`` itself is a table view; ``bars`` is a macro)."""
@@ -65,7 +65,14 @@ aggressor side (the sign of FID 15, docs/protocol.md 2.3). Rows without a price,
 Computed in integer arithmetic (no ICU), like :data:`MINUTE_SQL`."""
 
 
-QUOTE_MID_AT_TRADE_SQL: Final = """CREATE OR REPLACE VIEW quote_mid_at_trade AS
+def receive_order(alias: str) -> str:
+    """The receive order of a row of a normalized table as one sortable SQL value,
+    ``row(alias.recv_ts, alias.run_id, alias.frame_seq, alias.row_idx)``: an ASOF JOIN's inequality on it
+    finds the row received before another even when both came in the same frame or microsecond."""
+    return f"row({alias}.recv_ts, {alias}.run_id, {alias}.frame_seq, {alias}.row_idx)"
+
+
+QUOTE_MID_AT_TRADE_SQL: Final = f"""CREATE OR REPLACE VIEW quote_mid_at_trade AS
 SELECT
     t.recv_ts, t."date", t.minute, t.run_id, t.frame_seq, t.row_idx, t.item, t.code, t.venue,
     t.trade_time, t.price, t.qty, t.side,
@@ -77,7 +84,7 @@ SELECT
 FROM trades AS t
 ASOF LEFT JOIN quotes AS q
     ON t.item = q.item AND t."date" = q."date"
-   AND row(t.recv_ts, t.run_id, t.frame_seq, t.row_idx) > row(q.recv_ts, q.run_id, q.frame_seq, q.row_idx)"""
+   AND {receive_order("t")} > {receive_order("q")}"""
 """``quote_mid_at_trade``: one row per trade (0B row) with the quote (0D best level, view ``quotes``) in force
 when it was received, for the effective spread (docs/protocol.md 2.1, 2.3).
 
