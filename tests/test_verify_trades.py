@@ -82,16 +82,3 @@ def test_a_planted_bad_trade_is_named_with_its_severity(tmp_path: Path, name: st
     result = CliRunner().invoke(cli, ["verify", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == (0 if severity == "warning" else 1)
     assert f"failing checks: {check} 1" in result.output
-
-
-def test_the_book_in_force_is_the_one_received_before_the_trade(tmp_path: Path) -> None:
-    """A trade, then the book after it received at the same instant (the simulated market sends both in one
-    frame): the trade is checked against the book received before it, not the one it moved."""
-    hms = "09:10:30"
-    t = kst_ns(DAY, hms) + 2_000_000
-    moved = book_values(REF + 300, REF + 400, 5, 5, time="091030", ref=REF)  # the touch three ticks up
-    frame = [(t, "0B", "005930", trade_values(hms, REF + 100, 5, 10**6)), (t, "0D", "005930", moved)]
-    write_frames(tmp_path, [*clean_rows(), *frame])
-    report = verify(tmp_path)
-    assert report.ok(strict=True), [p.message for p in report.problems]
-    assert report.trade_rows == 31 and not any(report.trade_checks.values())
