@@ -168,7 +168,8 @@ def test_a_recorded_session_matches_the_join_done_in_python(simulated: Path) -> 
     joined = [g for g in got if g[5] is not None]
     assert len(joined) > len(got) // 2
     # the simulated market trades at the touch of the book in force (a buy at the ask, a sell at the bid), so the
-    # effective spread is mostly the quoted one (a few 1-share prints of the NXT twin are not at its touch)
+    # effective spread is mostly the quoted one (the simulator's checkpoint prints, at the touch of the book it
+    # reseeds and sends just after them, are not at the touch of the book in force)
     at_touch = [g for g in joined if g[1] == (g[4] if g[2] == "buy" else g[3])]
     assert len(at_touch) > 0.9 * len(joined)
 
