@@ -1,6 +1,6 @@
 """``kiwoom-tape book``: the 10-level order book in force at a time, with the last trades, as a trader reads it.
 
-The library first (:func:`load_book` reads a :class:`BookView` through the catalog of :mod:`replay.catalog`,
+The library first (:func:`load_book` reads a :class:`BookView` through the catalog of :mod:`kiwoom_tape.replay.catalog`,
 :func:`render_book` prints it), the click command a thin shell over them. The book is the last ``orderbook``
 row (0D, docs/protocol.md 2.1) of the item received at or before the time on that trading date; the trades
 are the item's last ``trades`` rows (0B, docs/protocol.md 2.3) received at or before the same time.
@@ -17,9 +17,9 @@ import click
 import duckdb
 
 from kiwoom_tape.clikit import friendly_errors
-from replay.catalog import connect
-from schemas.errors import KiwoomTapeError
-from schemas.market import KST
+from kiwoom_tape.replay.catalog import connect
+from kiwoom_tape.schemas.errors import KiwoomTapeError
+from kiwoom_tape.schemas.market import KST
 
 __all__ = ["LEVELS", "BookView", "Trade", "book_command", "load_book", "parse_at", "render_book"]
 
@@ -96,7 +96,8 @@ def load_book(con: duckdb.DuckDBPyConnection, item: str, *, date: dt.date | None
     FID 21 호가시간 is at or before ``at`` (whole seconds: ``10:00:30`` is in force until 10:00:31), and the
     trades are the item's last ``trades`` rows, in receive order, whose FID 20 체결시간 is at or before
     ``at``. Default ``at``: the time of the day's last book; default ``date``: the latest date with a book
-    of ``item``. ``con`` is a catalog connection (:func:`replay.catalog.connect`). Raises KiwoomTapeError for
+    of ``item``. ``con`` is a catalog connection (:func:`kiwoom_tape.replay.catalog.connect`). Raises KiwoomTapeError
+    for
     an item without books (naming a few items present), a date without a book of the item, or a time before
     its first book that day (naming that book's time).
     """

@@ -22,10 +22,10 @@ from kiwoom_tape.demo import (
     record_simulation,
     replay_to_client,
 )
+from kiwoom_tape.replay.catalog import connect
+from kiwoom_tape.schemas.errors import StorageError
+from kiwoom_tape.schemas.layout import JOURNAL_DIR, TABLE_NAMES
 from kiwoom_tape.sql import render_table, run_query
-from replay.catalog import connect
-from schemas.errors import StorageError
-from schemas.layout import JOURNAL_DIR, TABLE_NAMES
 
 __all__ = ["MARKER", "demo_command"]
 

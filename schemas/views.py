@@ -1,6 +1,6 @@
 """The DuckDB catalog of a dataset as SQL text (DESIGN.md: "the DuckDB view definitions as SQL text").
 
-Pure: no ``duckdb`` import, no filesystem call. :mod:`replay.catalog` runs these statements on a
+Pure: no ``duckdb`` import, no filesystem call. :mod:`kiwoom_tape.replay.catalog` runs these statements on a
 connection, ``kiwoom-tape sql DIR`` (no query) hands them to the ``duckdb`` shell as an init script.
 
 Views and macros, in the order :func:`catalog_statements` creates them::
@@ -22,7 +22,7 @@ Views and macros, in the order :func:`catalog_statements` creates them::
                                             the effective spread in won and ticks
 
 The trade views (``trades``' derived columns, ``bars``, ``quote_mid_at_trade``) are written in
-:mod:`schemas.views_trades`; this module assembles the catalog.
+:mod:`kiwoom_tape.schemas.views_trades`; this module assembles the catalog.
 
 Each table view reads ``ROOT/TABLE/date=*/*.parquet`` with ``hive_partitioning``: a filter on ``date``
 skips whole partitions, whose files are then not even opened. Columns are matched by name across
@@ -53,10 +53,9 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Final
 
 import pyarrow as pa
-
-from schemas.layout import TABLE_NAMES
-from schemas.tables import QUOTE_TZ, TABLES
-from schemas.views_trades import BARS_SQL, DERIVED_COLUMNS, QUOTE_MID_AT_TRADE_SQL, TRADE_VIEW_NAMES
+from kiwoom_tape.schemas.layout import TABLE_NAMES
+from kiwoom_tape.schemas.tables import QUOTE_TZ, TABLES
+from kiwoom_tape.schemas.views_trades import BARS_SQL, DERIVED_COLUMNS, QUOTE_MID_AT_TRADE_SQL, TRADE_VIEW_NAMES
 
 __all__ = [
     "BARS_SQL",

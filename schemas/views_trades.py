@@ -1,7 +1,7 @@
 """The SQL of the views on trades (0B): the ``trades`` view's derived columns, ``bars(interval)`` and
-``quote_mid_at_trade``; :mod:`schemas.views` assembles them into the catalog.
+``quote_mid_at_trade``; :mod:`kiwoom_tape.schemas.views` assembles them into the catalog.
 
-Pure text, like :mod:`schemas.views`: no ``duckdb`` import, no filesystem call.
+Pure text, like :mod:`kiwoom_tape.schemas.views`: no ``duckdb`` import, no filesystem call.
 """
 
 from __future__ import annotations

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.schemas.fields import FIELDS_0B, FIELDS_0D
+from kiwoom_tape.schemas.market import KST, tick_size
+from kiwoom_tape.schemas.protocol import encode_real_frame, encode_real_row
 
 from kiwoom_tape.cli import cli
 from kiwoom_tape.demo import record_simulation
 from kiwoom_tape.testing import read_table
-from recorder.store import Store
-from schemas.fields import FIELDS_0B, FIELDS_0D
-from schemas.market import KST, tick_size
-from schemas.protocol import encode_real_frame, encode_real_row
 
 ITEMS = ("005930", "000660", "005930_NX")
 

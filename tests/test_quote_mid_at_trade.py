@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.replay.catalog import connect
+from kiwoom_tape.schemas.fields import FIELDS_0B, FIELDS_0D
+from kiwoom_tape.schemas.market import KST, tick_size
+from kiwoom_tape.schemas.protocol import encode_real_frame, encode_real_row
 
 from kiwoom_tape.cli import cli
 from kiwoom_tape.demo import record_simulation
 from kiwoom_tape.testing import read_table
-from recorder.store import Store
-from replay.catalog import connect
-from schemas.fields import FIELDS_0B, FIELDS_0D
-from schemas.market import KST, tick_size
-from schemas.protocol import encode_real_frame, encode_real_row
 
 DAY = dt.date(2026, 11, 23)
 NEXT_DAY = dt.date(2026, 11, 24)
