@@ -6,7 +6,8 @@ import importlib.metadata
 
 import click
 
-from kiwoom_tape.demo import demo_command
+from kiwoom_tape.book import book_command
+from kiwoom_tape.demo_cli import demo_command
 from kiwoom_tape.recorder.cli import record_command
 from kiwoom_tape.replay.cli import replay_command
 from kiwoom_tape.sql import sql_command
@@ -25,13 +26,14 @@ def _version() -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), "--version", prog_name="kiwoom-tape")
 def cli() -> None:
-    """Record, query and replay Kiwoom real-time market data (0D order book, 0E after-hours).
+    """Record, query and replay Kiwoom real-time market data (0B trades, 0D order book, 0E after-hours).
 
     \b
     Examples:
         kiwoom-tape demo                  # start here: simulated market -> record -> query -> replay
         kiwoom-tape replay --simulate --port 10000
         kiwoom-tape sql data "select item, avg(spread_ticks) from quotes group by all"
+        kiwoom-tape book data 005930 --at 10:00:00
     """
 
 
@@ -39,6 +41,7 @@ cli.add_command(record_command)
 cli.add_command(replay_command)
 cli.add_command(sql_command)
 cli.add_command(verify_command)
+cli.add_command(book_command)
 cli.add_command(demo_command)
 
 

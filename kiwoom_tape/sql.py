@@ -52,7 +52,7 @@ def _relation(con: duckdb.DuckDBPyConnection, query: str) -> Any:
     except duckdb.Error as exc:
         raise KiwoomTapeError(
             f"DuckDB: {exc}",
-            hint="the views are frames, orderbook, afterhours, trades, events, quotes, gaps, rows; "
+            hint=f"the views are {', '.join(views.VIEW_NAMES)}; "
             "`kiwoom-tape sql DIR \"describe quotes\"` lists a view's columns",
         ) from None
 
@@ -219,10 +219,12 @@ def sql_command(
 
     Views: frames, orderbook, afterhours, trades, events (the stored tables plus their `date` partition;
     trades adds `side` buy/sell from the sign of FID 15 and `qty`), quotes (best bid/ask, mid, spread in
-    won and ticks, microprice, imbalance per book row), gaps, and rows (every REAL row of any type,
-    its FIDs in a MAP "values"); table macros book_asof(item, ts): the
-    book in force at a time, and bars(interval): OHLCV, VWAP, trade count, buy/sell volume per item and
-    interval of exchange time, from trades. Times print in KST. Group by `minute`
+    won and ticks, microprice, imbalance per book row), gaps, rows (every REAL row of any type,
+    its FIDs in a MAP "values"), and quote_mid_at_trade (each trade with the quote in force when it
+    came: bid, ask, mid, and the effective spread 2 x |price - mid| in won and in KRX ticks); table
+    macros book_asof(item, ts): the book in force at a time (`kiwoom-tape book DIR ITEM --at HH:MM:SS`
+    prints it as a ladder with the last trades), and bars(interval): OHLCV, VWAP, trade count, buy/sell
+    volume per item and interval of exchange time, from trades. Times print in KST. Group by `minute`
     (recv_ts floored to the minute, in every view with recv_ts) for per-minute figures: it is much
     cheaper than date_trunc. DIR defaults to ./data; QUERY "-" reads the query from stdin. With no
     query, opens the duckdb shell on the views.
@@ -235,6 +237,7 @@ def sql_command(
         kiwoom-tape sql demo-data "from book_asof('005930_NX', now())"
         kiwoom-tape sql demo-data "from bars('1 minute') where item = '005930'"
         kiwoom-tape sql demo-data "select item, side, sum(qty) from trades group by all"
+        kiwoom-tape sql demo-data "select item, side, avg(effective_spread_ticks) from quote_mid_at_trade group by all"
         kiwoom-tape sql demo-data "from rows where type = '0H' limit 5"
         kiwoom-tape sql demo-data "from quotes" --format parquet --output quotes.parquet
         kiwoom-tape sql demo-data          # interactive duckdb shell, if installed

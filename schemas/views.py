@@ -18,6 +18,11 @@ Views and macros, in the order :func:`catalog_statements` creates them::
     book_asof(item, ts)                     table macro: the orderbook row in force at ``ts``
     bars(interval)                          table macro: OHLCV, VWAP, trade count, buy/sell volume per
                                             item per interval of exchange time, from trades
+    quote_mid_at_trade                      per trade: the quote in force when it came (ASOF), its mid,
+                                            the effective spread in won and ticks
+
+The trade views (``trades``' derived columns, ``bars``, ``quote_mid_at_trade``) are written in
+:mod:`kiwoom_tape.schemas.views_trades`; this module assembles the catalog.
 
 Each table view reads ``ROOT/TABLE/date=*/*.parquet`` with ``hive_partitioning``: a filter on ``date``
 skips whole partitions, whose files are then not even opened. Columns are matched by name across
@@ -51,6 +56,7 @@ from typing import Final
 import pyarrow as pa
 from kiwoom_tape.schemas.layout import TABLE_NAMES
 from kiwoom_tape.schemas.tables import QUOTE_TZ, TABLES
+from kiwoom_tape.schemas.views_trades import BARS_SQL, DERIVED_COLUMNS, QUOTE_MID_AT_TRADE_SQL, TRADE_VIEW_NAMES
 
 __all__ = [
     "BARS_SQL",
@@ -60,6 +66,7 @@ __all__ = [
     "GLOB_CHARS",
     "MINUTE_SQL",
     "QUOTES_SQL",
+    "QUOTE_MID_AT_TRADE_SQL",
     "ROWS_SQL",
     "TICK_MACROS_SQL",
     "VIEW_NAMES",
@@ -74,7 +81,7 @@ __all__ = [
     "table_view",
 ]
 
-VIEW_NAMES: Final = (*TABLE_NAMES, "quotes", "gaps", "rows")
+VIEW_NAMES: Final = (*TABLE_NAMES, "quotes", "gaps", "rows", *TRADE_VIEW_NAMES)
 """Every view the catalog creates (the table macros come on top: ``book_asof``, ``krx_tick_*``)."""
 
 GLOB_CHARS: Final = frozenset("*?[]{}")
@@ -133,20 +140,6 @@ def duckdb_type(typ: pa.DataType) -> str:
         return simple[typ]
     except KeyError:
         raise ValueError(f"no DuckDB type for Arrow {typ}") from None
-
-
-DERIVED_COLUMNS: Final[dict[str, tuple[tuple[str, str, str], ...]]] = {
-    "trades": (
-        ("side", "VARCHAR",
-         "CASE WHEN trade_qty > 0 THEN 'buy' WHEN trade_qty < 0 THEN 'sell' END"),
-        ("qty", "BIGINT", "abs(trade_qty)"),
-    ),
-}
-"""Columns a table's view adds after ``date`` and ``minute``: table -> (name, DuckDB type, SQL over the row).
-
-``trades.side`` is the aggressor side, from the sign of FID 15 거래량 (docs/protocol.md 2.3: "+는 매수체결, -는
-매도체결"): ``'buy'`` (a buyer took the ask), ``'sell'`` (a seller hit the bid), NULL for 0 or NULL;
-``trades.qty`` is the traded quantity, ``abs(trade_qty)``."""
 
 
 def _ident(name: str) -> str:
@@ -296,44 +289,6 @@ WHERE f.direction = 'in' AND f.trnm = 'REAL' AND f.parse_error IS NULL"""
 typed tables' for 0B/0D/0E. Frames stored with a ``parse_error`` are left out. ``values`` is a reserved
 word: quote it."""
 
-_KST_US: Final = 9 * 3600 * 1_000_000
-
-BARS_SQL: Final = f"""CREATE OR REPLACE MACRO bars(interval_) AS TABLE
-WITH t AS (
-    SELECT item, recv_ts, run_id, frame_seq, row_idx, price, trade_qty,
-           epoch_us(trade_time) + {_KST_US} AS kst_us,
-           CAST(epoch(CAST(interval_ AS INTERVAL)) * 1000000 AS BIGINT) AS width_us
-    FROM trades
-    WHERE price IS NOT NULL AND trade_qty IS NOT NULL AND trade_time IS NOT NULL
-)
-SELECT
-    item,
-    to_timestamp(CAST(CASE WHEN width_us > 0 THEN kst_us // width_us * width_us - {_KST_US}
-                      ELSE error('bars(interval): the interval must be positive, e.g. bars(''1 minute'')') END
-                 AS DOUBLE) / 1000000) AS bar_start,
-    first(price ORDER BY recv_ts, run_id, frame_seq, row_idx) AS open,
-    max(price) AS high,
-    min(price) AS low,
-    last(price ORDER BY recv_ts, run_id, frame_seq, row_idx) AS close,
-    sum(abs(trade_qty)) AS volume,
-    CAST(sum(CAST(price AS BIGINT) * abs(trade_qty)) AS DOUBLE) / NULLIF(sum(abs(trade_qty)), 0) AS vwap,
-    count(*) AS trades,
-    coalesce(sum(trade_qty) FILTER (WHERE trade_qty > 0), 0) AS buy_volume,
-    coalesce(-sum(trade_qty) FILTER (WHERE trade_qty < 0), 0) AS sell_volume
-FROM t
-GROUP BY item, bar_start
-ORDER BY item, bar_start"""
-"""``bars(interval)``: one row per item and interval of exchange time that has trades, from ``trades``.
-
-The bucket is the trade's own time (FID 20 체결시간, whole seconds KST) floored to ``interval`` (a string
-or INTERVAL: ``'1 minute'``, ``'5 minutes'``, ``'1 hour'``; months count as 30 days) counted from a KST
-midnight, so ``'1 day'`` bars are trading days; ``bar_start`` is that bucket's start. ``open``/``close``
-are the first and last trade prices in receive order (``recv_ts``, then the frame and row),
-``high``/``low`` the extremes, ``volume`` the shares traded (``sum(abs(FID 15))``), ``vwap`` the
-volume-weighted price, ``trades`` the number of 0B rows, ``buy_volume``/``sell_volume`` the volume by
-aggressor side (the sign of FID 15, docs/protocol.md 2.3). Rows without a price, quantity or time are left out.
-Computed in integer arithmetic (no ICU), like :data:`MINUTE_SQL`."""
-
 
 def _set_timezone() -> str:
     return f"SET TimeZone = {sql_string(QUOTE_TZ)}"
@@ -352,7 +307,7 @@ def statements_for(sources: Mapping[str, str | Sequence[str]]) -> list[str]:
             files = list(files) or None
         out.append(table_view(table, files))
     out.extend(TICK_MACROS_SQL.split(";\n"))
-    out += [QUOTES_SQL, GAPS_SQL, ROWS_SQL, BOOK_ASOF_SQL, BARS_SQL]
+    out += [QUOTES_SQL, GAPS_SQL, ROWS_SQL, BOOK_ASOF_SQL, BARS_SQL, QUOTE_MID_AT_TRADE_SQL]
     return out
 
 

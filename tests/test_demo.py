@@ -43,6 +43,11 @@ def test_demo_runs_green_within_a_minute(tmp_path: Path) -> None:
     for item, n in rows.items():
         assert item in text and str(n) in text
     assert "avg_spread_ticks" in text
+    # 0B too: the NXT twin trades from 15:30 (docs/protocol.md 5.3), and the summary counts the trades
+    trades = dict(con.execute("select item, count(*) from trades group by all").fetchall())
+    assert trades.get("005930_NX", 0) > 20, trades
+    assert f"{sum(trades.values()):,} trades" in text and "(0B, 0D, 0E)" in text
+    assert f"005930_NX 0B {trades['005930_NX']:,}" in text  # the replayed client received them
     # the replay reached a client: every recorded row when replay.recorded exists
     assert "the client logged in" in text
     if "replaying" in text:

@@ -25,6 +25,7 @@ def test_the_notebooks_are_there() -> None:
         "02-after-hours.ipynb",
         "03-strategy-against-replay.ipynb",
         "04-simulated-day.ipynb",
+        "05-trades.ipynb",
     ]
 
 
