@@ -176,9 +176,17 @@ def test_kill_9_loses_at_most_the_fsync_window_and_recovers(tmp_path: Path) -> N
             cmd = cli_argv("record", "--items", ",".join(ITEMS), "--url", server.url, "--out", str(out),
                            "--fsync-interval", "0.05", "-q")
             proc = await asyncio.create_subprocess_exec(*cmd, env=env)
-            await asyncio.sleep(4.0)
+            try:
+                # recording for a while: logged in and 2 s of frames sent (a start-up takes seconds on a busy
+                # machine, so wait for it rather than for a fixed time)
+                async with asyncio.timeout(60):
+                    while server.stats.logins < 1 or server.stats.frames_sent < 20:  # noqa: ASYNC110  # counters
+                        await asyncio.sleep(0.05)
+                await asyncio.sleep(2.0)
+            finally:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGKILL)
             assert server.stats.logins == 1
-            proc.send_signal(signal.SIGKILL)
             killed_at = time.monotonic()
             await proc.wait()
             assert server.sent is not None
