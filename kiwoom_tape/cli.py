@@ -6,6 +6,7 @@ import importlib.metadata
 
 import click
 
+from kiwoom_tape.compact import compact_command
 from kiwoom_tape.demo import demo_command
 from kiwoom_tape.sql import sql_command
 from kiwoom_tape.verify import verify_command
@@ -40,6 +41,7 @@ cli.add_command(replay_command)
 cli.add_command(sql_command)
 cli.add_command(verify_command)
 cli.add_command(demo_command)
+cli.add_command(compact_command)
 
 
 def main() -> None:
