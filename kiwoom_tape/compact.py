@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+import duckdb
 
 from kiwoom_tape.clikit import friendly_errors
 from kiwoom_tape.compact_commit import TMP_DIR, Intent, checkpoint, commit, recover, remove_tree, stage_dir
@@ -122,6 +123,7 @@ def compact_day(root: str | os.PathLike[str], date: dt.date, *, dry_run: bool = 
     fsync_dir(stage.parent)
     result = DayResult(date, "compacted", cid)
     tables: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+    con = duckdb.connect()
     try:
         for tp in plan.todo:
             progress(f"{date} {tp.table}: {len(tp.sources)} file(s), {tp.rows} rows ...")
@@ -129,7 +131,7 @@ def compact_day(root: str | os.PathLike[str], date: dt.date, *, dry_run: bool = 
                                 progress=lambda m: progress(f"{date} {m}"))
             fsync_dir(stage / tp.table)
             new = [stage / tp.table / n for n in names]
-            before, after = checksum(tp.sources), checksum(new)
+            before, after = checksum(con, tp.sources), checksum(con, new)
             if before != after:
                 raise DatasetError(
                     f"compaction of {tp.table} on {date} does not check out: {before[0]} rows before, {after[0]} "
@@ -146,6 +148,8 @@ def compact_day(root: str | os.PathLike[str], date: dt.date, *, dry_run: bool = 
     except BaseException:
         remove_tree(stage)  # not committed: the old files were never touched
         raise
+    finally:
+        con.close()
     commit(root, stage, Intent(cid, date.isoformat(), tables), lambda m: progress(f"{date} {m}"))
     return result
 

@@ -220,7 +220,8 @@ def recover(root: Path, progress: Callable[[str], None] = lambda _: None) -> lis
         intent_path = stage / INTENT
         if not intent_path.exists():
             remove_tree(stage)
-            done.append(f"rolled back the interrupted compaction {stage.name} (it had not committed; nothing changed)")
+            done.append(f"removed the stage of the interrupted compaction {stage.name}: it had not committed "
+                        "(the old files stay) or had finished (only its leftovers went)")
             continue
         try:
             intent = Intent.read(intent_path)

@@ -216,7 +216,8 @@ def _sorted_table(stage: Path, table: str, sources: Sequence[Path], schema: pa.S
     order = [(c, "ascending") for c in SORT_ORDER[table]]
     out = _Out(stage, table, schema, ROW_GROUP_ROWS.get(table, _DEFAULT_GROUP))
     out.open(compacted_name(cid, 0))
-    buckets = _buckets(sources, bucket_rows) if "item" in schema.names else [[]]
+    rows = sum(pq.read_metadata(f).num_rows for f in sources)
+    buckets = _buckets(sources, bucket_rows) if "item" in schema.names and rows > bucket_rows else [[]]
     if len(buckets) == 1:
         parts: list[Iterator[pa.Table]] = [iter([_as_table([b for f in sources for b in _batches(f)], schema)])]
     else:
@@ -250,14 +251,10 @@ def write_table(stage: Path, table: str, sources: Sequence[Path], compaction_id:
     return _sorted_table(stage, table, sources, schema, compaction_id, bucket_rows, progress)
 
 
-def checksum(files: Sequence[Path]) -> tuple[int, int]:
+def checksum(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> tuple[int, int]:
     """(rows, sum of the 64-bit hash of every whole row) of ``files``: equal for the same multiset of rows."""
-    con = duckdb.connect()
-    try:
-        listed = ", ".join(sql_string(str(f)) for f in files)
-        row = con.execute(f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR "
-                          f"FROM read_parquet([{listed}], hive_partitioning = false) t").fetchone()
-    finally:
-        con.close()
+    listed = ", ".join(sql_string(str(f)) for f in files)
+    row = con.execute(f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR "
+                      f"FROM read_parquet([{listed}], hive_partitioning = false) t").fetchone()
     assert row is not None
     return int(row[0]), int(row[1])

@@ -166,7 +166,8 @@ def test_help_teaches_with_examples() -> None:
 
 def test_a_checksum_mismatch_changes_nothing(day: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = compact_write.checksum
-    monkeypatch.setattr("kiwoom_tape.compact.checksum", lambda fs: real(fs[:-1]) if len(fs) > 1 else (0, 0))
+    monkeypatch.setattr("kiwoom_tape.compact.checksum",
+                        lambda con, fs: real(con, fs[:-1]) if len(fs) > 1 else (0, 0))
     names = {t: files(day, t) for t in TABLES}
     with pytest.raises(DatasetError, match="does not check out"):
         compact(day, DAY)
