@@ -7,7 +7,8 @@ A day may still be written, and is refused, when (DESIGN.md "Reliability"; recor
   today's date, in KST, is refused while any recorder runs);
 - a journal segment is *dead* (a crashed recorder's, not yet recovered) and was created on that date or
   the day before (a segment opened before midnight may hold the next day's first records);
-- a table's partition of that date holds a temporary part file (``.part-....parquet.tmp``).
+- a table's partition of that date holds a temporary part file (``.part-....parquet.tmp``), or any
+  other name that is not a part file (the partition directory is swapped whole, so it would go).
 
 New file names carry the compaction id (a :func:`schemas.layout.new_run_id`), so they never equal an
 old name and a compacted day is recognized by the ``kiwoom_tape.compaction`` key in every file's footer.
@@ -114,9 +115,13 @@ def blockers(root: Path, date: dt.date) -> list[str]:
                        f"run `record recover {root}` first")
     for table in layout.TABLE_NAMES:
         part = Path(layout.partition_dir(str(root), table, date))
-        if part.is_dir() and any(n.endswith(layout.TMP_SUFFIX) for n in os.listdir(part)):
+        entries = sorted(os.listdir(part)) if part.is_dir() else []
+        if any(n.endswith(layout.TMP_SUFFIX) for n in entries):
             out.append(f"{table}/date={date} holds a temporary part file (a recorder is writing it, or crashed): "
                        f"wait for it, or run `record recover {root}` when none runs")
+        elif other := [n for n in entries if n.startswith((".", "_")) or not n.endswith(".parquet")]:
+            out.append(f"{table}/date={date} holds {other[0]!r}, which is not a part file (the swap would take "
+                       "it away with the old files): move it out of the dataset")
     return out
 
 

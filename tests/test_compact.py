@@ -202,5 +202,9 @@ def test_refuses_a_day_with_a_crashed_recorders_journal_or_temp_files(day: Path)
     (day / "orderbook" / f"date={DAY}" / ".part-x-000009.parquet.tmp").write_bytes(b"")
     (reason,) = blockers(day, DAY)
     assert "temporary part file" in reason
+    (day / "orderbook" / f"date={DAY}" / ".part-x-000009.parquet.tmp").unlink()
+    (day / "events" / f"date={DAY}" / "notes.txt").write_text("mine")
+    (reason,) = blockers(day, DAY)
+    assert "'notes.txt', which is not a part file" in reason
     (result,) = compact(day)  # every day: this one is skipped, not an error
     assert result.status == "refused"
