@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import shutil
 from pathlib import Path
@@ -11,6 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from test_replay_recorded import login_reg, recv_reals
+from websockets.asyncio.client import connect
 
 from bench.frames import make_workload
 from kiwoom_tape import compact_write
@@ -20,7 +23,8 @@ from kiwoom_tape.compact_plan import META_COMPACTION, blockers
 from kiwoom_tape.verify import verify
 from recorder.journal import JournalWriter
 from recorder.store import Store
-from replay.recorded import Recording, _Cursor
+from replay.recorded import RecordedSource, Recording, _Cursor
+from replay.server import serve
 from schemas import layout
 from schemas.errors import DatasetError
 from schemas.market import KST
@@ -208,3 +212,22 @@ def test_refuses_a_day_with_a_crashed_recorders_journal_or_temp_files(day: Path)
     assert "'notes.txt', which is not a part file" in reason
     (result,) = compact(day)  # every day: this one is skipped, not an error
     assert result.status == "refused"
+
+
+def client_receives(root: Path, n: int) -> list[str]:
+    """The REAL frames a client registered for every item gets from ``replay`` of the day at max speed."""
+
+    async def main() -> list[str]:
+        async with serve(RecordedSource(root, date=DAY, speed=None, start_delay=0.1), port=0) as server, \
+                connect(server.url, max_size=None) as ws:
+            await login_reg(ws, ITEMS, ["0D", "0E"])
+            return await recv_reals(ws, n, quiet=0.5)
+
+    return asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_client_of_the_replay_receives_the_same_frames_after_compaction(day: Path) -> None:
+    n = len(replayed(day))
+    before = client_receives(day, n)
+    compact(day, DAY)
+    assert client_receives(day, n) == before
