@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -231,3 +232,20 @@ def test_a_client_of_the_replay_receives_the_same_frames_after_compaction(day: P
     before = client_receives(day, n)
     compact(day, DAY)
     assert client_receives(day, n) == before
+
+
+def test_the_checksum_sees_one_changed_byte_of_one_frame(base_day: Path, tmp_path: Path) -> None:
+    src = files(base_day, "frames")[0]
+    t = pq.read_table(src)
+    texts = t.column("text").to_pylist()
+    texts[7] = texts[7].replace('"0D"', '"0d"', 1)
+    changed = tmp_path / "changed.parquet"
+    pq.write_table(t.set_column(t.schema.get_field_index("text"), t.schema.field("text"), pa.array(texts)), changed)
+    same = tmp_path / "same.parquet"
+    pq.write_table(t, same)
+    con = duckdb.connect()
+    try:
+        assert compact_write.checksum(con, [src]) == compact_write.checksum(con, [same])
+        assert compact_write.checksum(con, [src]) != compact_write.checksum(con, [changed])
+    finally:
+        con.close()
