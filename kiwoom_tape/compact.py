@@ -25,7 +25,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,8 +108,7 @@ def compact_day(root: str | os.PathLike[str], date: dt.date, *, dry_run: bool = 
         raise DatasetError(f"{root} has no files dated {date}", hint="`kiwoom-tape verify DIR` lists the dates")
     if not plan.todo:
         ids = sorted({t.compacted_by or "" for t in plan.tables})
-        progress(f"{date}: compacted already ({', '.join(ids)}): nothing to do")
-        return DayResult(date, "already", ids[0])
+        return DayResult(date, "already", ", ".join(ids))
     reasons = blockers(root, date)
     if reasons:
         return DayResult(date, "refused", reasons=reasons)
@@ -165,7 +164,7 @@ def compact(root: str | os.PathLike[str], date: dt.date | None = None, *, dry_ru
     if not root.is_dir() or not (root / "frames").is_dir():
         raise DatasetError(f"{root} is not a kiwoom-tape dataset (no frames/ directory)",
                            hint="give the directory a `record --out DIR` run wrote")
-    with _locked(root):
+    with nullcontext() if dry_run else _locked(root):  # a dry run writes nothing, not even the lock file
         if not dry_run:
             for msg in recover(root, progress):
                 progress(msg)
