@@ -163,6 +163,13 @@ def test_dry_run_prints_the_plan_and_changes_nothing(day: Path) -> None:
     assert not (day / "_tmp").exists()
 
 
+def test_a_day_without_files_or_a_directory_that_is_no_dataset_is_a_clear_error(day: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["compact", str(day), "--date", "2001-01-01"])
+    assert res.exit_code == 1 and "has no files dated 2001-01-01" in res.output
+    res = CliRunner().invoke(cli, ["compact", str(tmp_path)])
+    assert res.exit_code == 1 and "is not a kiwoom-tape dataset" in res.output
+
+
 def test_help_teaches_with_examples() -> None:
     res = CliRunner().invoke(cli, ["compact", "--help"])
     assert res.exit_code == 0
