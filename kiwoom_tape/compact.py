@@ -20,7 +20,6 @@ that is already compacted does nothing and says so.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import os
 import secrets
 import time
@@ -34,7 +33,7 @@ import duckdb
 
 from kiwoom_tape.clikit import friendly_errors
 from kiwoom_tape.compact_commit import TMP_DIR, Intent, checkpoint, commit, recover, remove_tree, stage_dir
-from kiwoom_tape.compact_plan import DayPlan, blockers, partition_dates, plan_day
+from kiwoom_tape.compact_plan import DayPlan, blockers, fcntl_module, partition_dates, plan_day
 from kiwoom_tape.compact_write import BUCKET_ROWS, SORT_ORDER, checksum, write_table
 from recorder.journal_format import fsync_dir
 from schemas import layout
@@ -72,10 +71,12 @@ def _locked(root: Path) -> Iterator[None]:
     """One ``compact`` at a time per dataset (an ``flock`` on ``DIR/_tmp/.compact.lock``)."""
     tmp = root / TMP_DIR
     tmp.mkdir(exist_ok=True)
-    fd = os.open(tmp / ".compact.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp / ".compact.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
+        fcntl = fcntl_module()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise DatasetError(f"another `kiwoom-tape compact` is running on {root}",
                                hint="wait for it to finish") from None

@@ -114,7 +114,7 @@ def _renameat2() -> Callable[..., int] | None:
         return None
     try:
         fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, TypeError):  # no renameat2 (old glibc, macOS), no CDLL(None) (Windows)
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     fn.restype = ctypes.c_int

@@ -20,11 +20,12 @@ and ``events`` become ``part-c{id}-{k:06d}.parquet``.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
+import importlib
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Final
 
 import pyarrow.parquet as pq
@@ -41,6 +42,7 @@ __all__ = [
     "TablePlan",
     "blockers",
     "compacted_name",
+    "fcntl_module",
     "partition_dates",
     "plan_day",
     "run_of",
@@ -71,20 +73,31 @@ def _kst_date(ns: int) -> dt.date:
     return dt.datetime.fromtimestamp(ns / 1e9, KST).date()
 
 
+def fcntl_module() -> ModuleType | None:
+    """``fcntl`` where it exists (not on Windows: there every journal counts as live, and no lock is taken)."""
+    try:
+        return importlib.import_module("fcntl")
+    except ImportError:
+        return None
+
+
 def _journal_state(path: Path) -> tuple[dt.date | None, bool]:
     """(KST date the segment was created, or None if unknown; whether a process holds its lock)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return None, False
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            live = False
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        except BlockingIOError:
-            live = True
-        head = os.pread(fd, 4096, 0)
+        fcntl = fcntl_module()
+        live = True
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # fails while the recorder holds LOCK_EX
+                live = False
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except BlockingIOError:
+                pass
+        head = os.read(fd, 4096)
     finally:
         os.close(fd)
     try:

@@ -256,3 +256,14 @@ def test_the_checksum_sees_one_changed_byte_of_one_frame(base_day: Path, tmp_pat
         assert compact_write.checksum(con, [src]) != compact_write.checksum(con, [changed])
     finally:
         con.close()
+
+
+def test_one_compaction_at_a_time(day: Path) -> None:
+    import fcntl
+
+    (day / "_tmp").mkdir()
+    with open(day / "_tmp" / ".compact.lock", "w") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(DatasetError, match="another `kiwoom-tape compact` is running"):
+            compact(day, DAY)
+    assert all(len(files(day, t)) > 1 for t in ("frames", "orderbook"))
