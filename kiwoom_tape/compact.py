@@ -35,9 +35,9 @@ from kiwoom_tape.clikit import friendly_errors
 from kiwoom_tape.compact_commit import TMP_DIR, Intent, checkpoint, commit, recover, remove_tree, stage_dir
 from kiwoom_tape.compact_plan import DayPlan, blockers, fcntl_module, partition_dates, plan_day
 from kiwoom_tape.compact_write import BUCKET_ROWS, SORT_ORDER, checksum, write_table
-from recorder.journal_format import fsync_dir
-from schemas import layout
-from schemas.errors import DatasetError
+from kiwoom_tape.recorder.journal_format import fsync_dir
+from kiwoom_tape.schemas import layout
+from kiwoom_tape.schemas.errors import DatasetError
 
 __all__ = ["DayResult", "TableResult", "compact", "compact_command", "compact_day"]
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from recorder.journal_format import fsync_dir
-from schemas.errors import DatasetError
+from kiwoom_tape.recorder.journal_format import fsync_dir
+from kiwoom_tape.schemas.errors import DatasetError
 
 __all__ = [
     "INTENT",

@@ -10,7 +10,7 @@ A day may still be written, and is refused, when (DESIGN.md "Reliability"; recor
 - a table's partition of that date holds a temporary part file (``.part-....parquet.tmp``), or any
   other name that is not a part file (the partition directory is swapped whole, so it would go).
 
-New file names carry the compaction id (a :func:`schemas.layout.new_run_id`), so they never equal an
+New file names carry the compaction id (a :func:`kiwoom_tape.schemas.layout.new_run_id`), so they never equal an
 old name and a compacted day is recognized by the ``kiwoom_tape.compaction`` key in every file's footer.
 ``frames`` keeps one file per recording run (``part-{run_id}.c{id}-000000.parquet``: replay reads each
 run in its receive order and merges runs, so the day replays exactly as before); the normalized tables
@@ -30,11 +30,11 @@ from typing import Final
 
 import pyarrow.parquet as pq
 
-from recorder.journal_format import JOURNAL_SUFFIX, NEW_SUFFIX
-from recorder.journal_reader import _parse_header
-from schemas import layout
-from schemas.errors import DatasetError
-from schemas.market import KST
+from kiwoom_tape.recorder.journal_format import JOURNAL_SUFFIX, NEW_SUFFIX
+from kiwoom_tape.recorder.journal_reader import _parse_header
+from kiwoom_tape.schemas import layout
+from kiwoom_tape.schemas.errors import DatasetError
+from kiwoom_tape.schemas.market import KST
 
 __all__ = [
     "META_COMPACTION",

@@ -9,7 +9,7 @@ Order of the rows in the new files (:data:`SORT_ORDER`):
 - ``events``: by ``recv_ts``, then ``run_id`` (stable: events of one instant keep their order).
 - ``frames``: not sorted. Each recording run gets its own file, holding the run's frames in the order
   its part files held them (segment, then row: the receive order, ``seq``), which is the order
-  :mod:`replay.recorded` reads a run in; runs are merged by receive time at replay as before, so a
+  :mod:`kiwoom_tape.replay.recorded` reads a run in; runs are merged by receive time at replay as before, so a
   compacted day replays byte for byte as it did. (Frames have no item: a frame may carry several.)
 
 Memory stays bounded whatever the size of the day: the rows are cut into ranges of items of at most
@@ -37,9 +37,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kiwoom_tape.compact_plan import META_COMPACTION, compacted_name, run_of
-from recorder.parquet_parts import parquet_options
-from schemas.errors import DatasetError
-from schemas.views import sql_string
+from kiwoom_tape.recorder.parquet_parts import parquet_options
+from kiwoom_tape.schemas.errors import DatasetError
+from kiwoom_tape.schemas.views import sql_string
 
 __all__ = [
     "COMPRESSION_LEVEL",

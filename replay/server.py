@@ -1,9 +1,9 @@
-"""The mock Kiwoom server: an asyncio driver of :class:`schemas.protocol.ServerSession`.
+"""The mock Kiwoom server: an asyncio driver of :class:`kiwoom_tape.schemas.protocol.ServerSession`.
 
 One port serves both what a Kiwoom client talks to:
 
 - ``ws://HOST:PORT/api/dostk/websocket``: LOGIN, REG/REMOVE with ``grp_no``/``refresh``, PING, REAL,
-  SYSTEM, exactly as :mod:`schemas.protocol` decides (docs/protocol.md section 1);
+  SYSTEM, exactly as :mod:`kiwoom_tape.schemas.protocol` decides (docs/protocol.md section 1);
 - ``POST /oauth2/token`` (au10001) and ``POST /oauth2/revoke`` (au10002), so a client that fetches
   its own token works unchanged (docs/protocol.md 4.3-4.4).
 
@@ -11,10 +11,10 @@ A *source* produces REAL rows on its own clock and hands them to :meth:`Server.d
 receives, from the moment of its REG, only the rows it registered, batched as the source batched them.
 A frame whose rows a client wants in full is sent as the source's exact text; a client that wants some
 of the rows gets the source's :meth:`Frame.subset` of them (a recorded frame's own row texts), or a
-frame built with :func:`schemas.protocol.encode_real_frame`.
+frame built with :func:`kiwoom_tape.schemas.protocol.encode_real_frame`.
 
 ``/control`` on the same port drives a source that has controls (a recorded replay, see
-:mod:`replay.control`): ``GET`` reads its status, ``POST`` runs a command.
+:mod:`kiwoom_tape.replay.control`): ``GET`` reads its status, ``POST`` runs a command.
 
 Usage::
 
@@ -24,7 +24,7 @@ Usage::
 
 The server binds to 127.0.0.1 by default, refuses messages over ``max_message`` bytes (close 1009),
 and never crashes on a client's input: bad messages get the error reply of :class:`ServerSession`.
-``faults=`` (a :class:`replay.faults.FaultScript`) scripts drops, stalls, refusals and bad frames.
+``faults=`` (a :class:`kiwoom_tape.replay.faults.FaultScript`) scripts drops, stalls, refusals and bad frames.
 permessage-deflate is not offered: it cuts loopback throughput about 5x (PERF-LIMITS.md §4), and a
 client that offers it (websockets does by default) simply runs uncompressed.
 """
@@ -44,24 +44,23 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
+from kiwoom_tape.replay import control, rest
+from kiwoom_tape.replay.contracts import Dispatch, EncodedFrame, Frame, Row, ServerStats, Source
+from kiwoom_tape.replay.faults import Fault, FaultRunner, FaultScript, script_of
+from kiwoom_tape.replay.outbox import BatchConnection, Client, write_loop
+from kiwoom_tape.replay.routing import Dispatcher, Router
+from kiwoom_tape.replay.tracker import ItemTracker
+from kiwoom_tape.schemas import auth
+from kiwoom_tape.schemas.errors import ProtocolError
+from kiwoom_tape.schemas.items import item_problem
+from kiwoom_tape.schemas.protocol import WS_PATH, Login, ServerConfig, ServerSession, ServerState, decode_client_message
+from kiwoom_tape.schemas.redact import RedactTokens
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-
-from replay import control, rest
-from replay.contracts import Dispatch, EncodedFrame, Frame, Row, ServerStats, Source
-from replay.faults import Fault, FaultRunner, FaultScript, script_of
-from replay.outbox import BatchConnection, Client, write_loop
-from replay.routing import Dispatcher, Router
-from replay.tracker import ItemTracker
-from schemas import auth
-from schemas.errors import ProtocolError
-from schemas.items import item_problem
-from schemas.protocol import WS_PATH, Login, ServerConfig, ServerSession, ServerState, decode_client_message
-from schemas.redact import RedactTokens
 
 __all__ = ["Dispatch", "EncodedFrame", "Frame", "Row", "Server", "ServerStats", "Source", "exposed", "serve"]
 
@@ -114,10 +113,11 @@ class Server(Router):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """See the module docstring. ``token``: the one token LOGIN accepts; ``appkey``/``secretkey`` and
-        ``credentials``: the pairs ``POST /oauth2/token`` accepts (:class:`replay.rest.TokenDesk`). A client whose
+        ``credentials``: the pairs ``POST /oauth2/token`` accepts (:class:`kiwoom_tape.replay.rest.TokenDesk`). A client
+        whose
         unsent frames pass ``max_backlog_bytes`` (or ``max_queue_frames``) is dropped as too slow, and so is the client
         with the largest backlog while all together pass ``max_total_backlog_bytes``. ``forget_after`` and
-        ``max_items``: see :class:`replay.tracker.ItemTracker`."""
+        ``max_items``: see :class:`kiwoom_tape.replay.tracker.ItemTracker`."""
         super().__init__(
             max_queue_frames=max_queue_frames, max_backlog_bytes=max_backlog_bytes,
             max_total_backlog_bytes=max_total_backlog_bytes, backpressure_frames=backpressure_frames,
@@ -138,7 +138,7 @@ class Server(Router):
             getattr(source, "remove_item", None),
             forget_after=forget_after, max_items=max_items, initial=_initial_items(source), now=clock(),
         )
-        """Which items the source produces (:class:`replay.tracker.ItemTracker`)."""
+        """Which items the source produces (:class:`kiwoom_tape.replay.tracker.ItemTracker`)."""
         self._by_app_key: dict[str, Client] = {}
         """App key digest -> the connection logged in with a token issued to it (one per key)."""
         self._ws: WsServer | None = None
@@ -147,7 +147,7 @@ class Server(Router):
         self._sweep_task: asyncio.Task[None] | None = None
         script = script_of(faults)
         self.faults: FaultRunner | None = FaultRunner(script, self) if script is not None else None
-        """With ``faults``: the runner of the fault script (:mod:`replay.faults`), its ``fired`` list."""
+        """With ``faults``: the runner of the fault script (:mod:`kiwoom_tape.replay.faults`), its ``fired`` list."""
 
     # -- public
 
@@ -192,7 +192,7 @@ class Server(Router):
 
     def _claim_app_key(self, client: Client, login: str | bytes) -> None:
         """``client`` just logged in with the LOGIN frame ``login``: if its token was issued to an app key
-        (:meth:`replay.rest.TokenDesk.app_key_of`), the connection that held that key is kicked, as Kiwoom
+        (:meth:`kiwoom_tape.replay.rest.TokenDesk.app_key_of`), the connection that held that key is kicked, as Kiwoom
         allows one connection per app key (docs/protocol.md 1.9, 4.1). Other tokens are not limited."""
         try:
             msg = decode_client_message(login)
@@ -394,7 +394,7 @@ class Server(Router):
         self, client: Client, registered: frozenset[tuple[str, str]], new: Iterable[tuple[str, str]] = ()
     ) -> None:
         """``client`` now has ``registered`` (``new`` of them just now): it gets data for the pairs that
-        can be items of their type (:func:`schemas.items.item_problem`; the ``new`` others get one log
+        can be items of their type (:func:`kiwoom_tape.schemas.items.item_problem`; the ``new`` others get one log
         line and no data), and the item tracker counts its items."""
         problems = [problem for i, t in new if (problem := item_problem(t, i)) is not None]
         if problems:

@@ -1,6 +1,6 @@
 """Frame sources for the mock server: the simulated market on its own clock.
 
-A source implements :class:`replay.server.Source`: it paces itself and hands batches of rows to the
+A source implements :class:`kiwoom_tape.replay.server.Source`: it paces itself and hands batches of rows to the
 server's ``dispatch``. (Recorded datasets become a second source.)
 """
 
@@ -10,8 +10,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from replay.server import Dispatch
-from replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.server import Dispatch
+from kiwoom_tape.replay.simulator import SimulatedMarket
 
 __all__ = ["SimSource"]
 

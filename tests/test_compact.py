@@ -13,6 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from kiwoom_tape.recorder.journal import JournalWriter
+from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.replay.recorded import RecordedSource, Recording, _Cursor
+from kiwoom_tape.replay.server import serve
+from kiwoom_tape.schemas import layout
+from kiwoom_tape.schemas.errors import DatasetError
+from kiwoom_tape.schemas.market import KST
 from test_replay_recorded import login_reg, recv_reals
 from websockets.asyncio.client import connect
 
@@ -22,13 +29,6 @@ from kiwoom_tape.cli import cli
 from kiwoom_tape.compact import compact
 from kiwoom_tape.compact_plan import META_COMPACTION, blockers
 from kiwoom_tape.verify import verify
-from recorder.journal import JournalWriter
-from recorder.store import Store
-from replay.recorded import RecordedSource, Recording, _Cursor
-from replay.server import serve
-from schemas import layout
-from schemas.errors import DatasetError
-from schemas.market import KST
 
 DAY = dt.date(2026, 11, 23)
 DAY_NS = int(dt.datetime.combine(DAY, dt.time(0), KST).timestamp()) * 1_000_000_000
