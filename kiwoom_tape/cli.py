@@ -7,6 +7,7 @@ import importlib.metadata
 import click
 
 from kiwoom_tape.book import book_command
+from kiwoom_tape.compact import compact_command
 from kiwoom_tape.demo_cli import demo_command
 from kiwoom_tape.recorder.cli import record_command
 from kiwoom_tape.replay.cli import replay_command
@@ -43,6 +44,7 @@ cli.add_command(sql_command)
 cli.add_command(verify_command)
 cli.add_command(book_command)
 cli.add_command(demo_command)
+cli.add_command(compact_command)
 
 
 def main() -> None:
