@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from replay.server import Dispatch
+from replay.contracts import Dispatch
 from replay.simulator import SimulatedMarket
 
 __all__ = ["SimSource"]
