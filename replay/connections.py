@@ -4,7 +4,9 @@
 ``/api/dostk/websocket``: it drives a :class:`schemas.protocol.ServerSession` per connection (docs/protocol.md
 section 1) with a reader, a PING timer and a writer (:func:`replay.outbox.write_loop`), keeps each client's
 ``wanted`` pairs for the routing of rows (:class:`replay.routing.Router`, its base), counts the items it
-holds in the item tracker, and allows one connection per app key (docs/protocol.md 1.9). The HTTP endpoints
+holds in the item tracker, and allows one connection per app key (docs/protocol.md 1.9). A REG of a type the
+source serves no data of (:attr:`Connections.served`) is acknowledged as Kiwoom acknowledges any REG
+(docs/protocol.md 1.4), and logged once per (connection, type) with its items. The HTTP endpoints
 on the same port and the server's life cycle are :mod:`replay.server`'s.
 """
 
@@ -70,6 +72,11 @@ class Connections(Router):
         self._config = config
         self._by_app_key: dict[str, Client] = {}
         """App key digest -> the connection logged in with a token issued to it (one per key)."""
+        self.served: frozenset[str] | None = None
+        """The REAL types the source serves (its ``types`` hook, :class:`replay.contracts.ServesTypes`);
+        None: unknown, every type is taken as served."""
+        self._warned: dict[int, set[str]] = {}
+        """Connection number -> the unserved types it has been warned about (one warning per type)."""
 
     @property
     def clients(self) -> int:
@@ -160,6 +167,7 @@ class Connections(Router):
             for key in [k for k, c in self._by_app_key.items() if c is client]:
                 del self._by_app_key[key]
             self._track(client, frozenset())
+            self._warned.pop(client.number, None)
             client.clear()
             client.space.set()
             self.stats.protocol_errors += session.protocol_errors
@@ -200,11 +208,14 @@ class Connections(Router):
         """``client`` now has ``registered`` (``new`` of them just now): it gets data for the pairs that
         can be items of their type (:func:`schemas.items.item_problem`; the ``new`` others get one log
         line and no data), and the item tracker counts its items."""
+        new = tuple(new)
         problems = [problem for i, t in new if (problem := item_problem(t, i)) is not None]
         if problems:
             self.stats.items_refused += len(problems)
             log.warning("%r registered %d pair(s) that get no data, e.g. %s", client, len(problems), problems[0])
         client.wanted = frozenset(p for p in registered if item_problem(p[1], p[0]) is None)
+        if self.served is not None and new:
+            self._warn_unserved(client, [p for p in new if p in client.wanted], self.served)
         items = {i for i, _ in client.wanted if i}
         now = self.clock()
         for item in client.held - items:
@@ -213,6 +224,35 @@ class Connections(Router):
             if not self.items.want(item, now):
                 items.discard(item)
         client.held = items
+
+    def _warn_unserved(self, client: Client, new: list[tuple[str, str]], served: frozenset[str]) -> None:
+        """One warning per (connection, type) for the ``new`` pairs whose type ``served`` lacks, naming the items."""
+        missing: dict[str, list[str]] = {}
+        for item, real_type in new:
+            if real_type not in served:
+                missing.setdefault(real_type, []).append(item)
+        warned = self._warned.setdefault(client.number, set())
+        for real_type, items in sorted(missing.items()):
+            if real_type in warned:
+                continue
+            warned.add(real_type)
+            log.warning(
+                "%r registered type %s for %s, but this source has no %s data (it serves %s): the REG is "
+                "acknowledged as Kiwoom does, and no %s row will come (see GET /control)",
+                client, real_type, _some(items), real_type, ", ".join(sorted(served)) or "no type", real_type,
+            )
+
+    def registered_without_data(self) -> list[dict[str, str | list[str]]]:
+        """The (type, items) the open connections registered of types the source does not serve, by type."""
+        served = self.served
+        if served is None:
+            return []
+        by_type: dict[str, set[str]] = {}
+        for client in self._clients:
+            for item, real_type in client.wanted:
+                if real_type not in served:
+                    by_type.setdefault(real_type, set()).add(item)
+        return [{"type": t, "items": sorted(items)} for t, items in sorted(by_type.items())]
 
     async def _timer(self, client: Client) -> None:
         session = client.session
@@ -224,6 +264,12 @@ class Connections(Router):
                 await self.faults.hold_pings(client)  # a stall or no_pings window
             session.tick(self.clock())
             client.flush_session()
+
+
+def _some(items: list[str], shown: int = 10) -> str:
+    """``items`` for a log line: the first ``shown``, quoted, and how many more."""
+    head = ", ".join(repr(i) for i in sorted(items)[:shown])
+    return head + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def _kick(client: Client) -> None:

@@ -69,6 +69,7 @@ from replay.control import (
     format_time_of_day,
     parse_time_of_day,
 )
+from replay.recorded_types import day_types
 from replay.server import Dispatch, EncodedFrame
 from schemas.errors import DatasetError
 from schemas.layout import JOURNAL_DIR, parse_part_filename
@@ -514,6 +515,8 @@ class RecordedSource:
         self.batch_rows = max(1, batch_rows)
         self.clock = clock
         self._speed = speed
+        self._types: frozenset[str] | None = None
+        self._types_read = False
         # clock state (see status())
         self._registered = False
         self._start_at: float | None = None
@@ -549,6 +552,13 @@ class RecordedSource:
         if not self._registered:
             self._registered = True
             self._poke()
+
+    def types(self) -> frozenset[str] | None:
+        """The REAL types the replayed day holds (:func:`replay.recorded_types.day_types`), read on first call."""
+        if not self._types_read:
+            self._types = day_types(p.path for run in self.recording.runs for p in run)
+            self._types_read = True
+        return self._types
 
     def market_time(self) -> float | None:
         """The replay clock as a KST time of day on the replayed date (seconds), None before it started.

@@ -57,7 +57,7 @@ from websockets.http11 import Request, Response
 
 from replay import control, rest
 from replay.connections import Connections
-from replay.contracts import Dispatch, EncodedFrame, Frame, Row, ServerStats, Source
+from replay.contracts import Dispatch, EncodedFrame, Frame, Row, ServerStats, ServesTypes, Source
 from replay.faults import Fault, FaultRunner, FaultScript, script_of
 from replay.outbox import BatchConnection
 from replay.routing import Dispatcher
@@ -191,6 +191,9 @@ class Server(Connections):
         return clock() if callable(clock) else None
 
     async def start(self) -> None:
+        """Read which types the source serves (a recorded day: its REG frames, in a thread), then listen."""
+        if isinstance(self.source, ServesTypes):
+            self.served = await asyncio.to_thread(self.source.types)
         conn_cls = rest.make_connection_class(self.handle_rest)
         self._ws = await ws_serve(
             self._handle,
@@ -276,7 +279,9 @@ class Server(Connections):
         """Answer ``METHOD /control?QUERY`` with ``body``: the source's status, after a command if any."""
         extra = {"url": self.url, "clients": self.clients, "frames_sent": self.stats.frames_sent,
                  "rows_sent": self.stats.rows_sent, "slow_clients_dropped": self.stats.slow_clients_dropped,
-                 "connections": self.stats.connections, "logins": self.stats.logins, "kicks": self.stats.kicks}
+                 "connections": self.stats.connections, "logins": self.stats.logins, "kicks": self.stats.kicks,
+                 "types_served": None if self.served is None else sorted(self.served),
+                 "registered_without_data": self.registered_without_data()}
         return control.handle_http(self.source, method, query, body, extra)
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:

@@ -87,6 +87,7 @@ __all__ = [
     "KRX_AUCTIONS",
     "NXT_0D_WINDOWS",
     "REFERENCE_PRICES",
+    "SIMULATED_TYPES",
     "BookView",
     "SimRow",
     "SimTick",
@@ -94,6 +95,10 @@ __all__ = [
     "reference_price_of",
     "session_windows",
 ]
+
+SIMULATED_TYPES: frozenset[str] = frozenset({"0B", "0D", "0E"})
+"""The REAL types the simulated market makes rows of (the module docstring); it has no data of any other."""
+
 
 @dataclass(frozen=True, slots=True)
 class SimTick:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from replay.contracts import Dispatch
-from replay.simulator import SimulatedMarket
+from replay.simulator import SIMULATED_TYPES, SimulatedMarket
 
 __all__ = ["SimSource"]
 
@@ -38,6 +38,10 @@ class SimSource:
     def remove_item(self, item: str) -> None:
         """Forget ``item`` (:meth:`SimulatedMarket.remove_item`); adding it again resumes its deterministic stream."""
         self.market.remove_item(item)
+
+    def types(self) -> frozenset[str]:
+        """The REAL types the simulated market models (:data:`replay.simulator.SIMULATED_TYPES`)."""
+        return SIMULATED_TYPES
 
     def market_time(self) -> float:
         """The simulated market clock, seconds since KST midnight (the ``market_time`` fault trigger)."""
