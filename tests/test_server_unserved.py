@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_record import ITEMS, record_for
 from websockets.asyncio.client import ClientConnection, connect
 
 from replay.recorded import RecordedSource, kst_day_start_ns
@@ -196,3 +197,15 @@ def test_day_types_reads_the_recorders_reg_frames_else_scans_the_real_rows(tmp_p
     ])
     assert day_types(sorted((tmp_path / "b").rglob("*.parquet"))) == frozenset({"0D", "0E", "1h"})
     assert day_types([tmp_path / "missing.parquet"]) is None
+
+
+def test_a_day_written_by_record_serves_the_types_it_registered(tmp_path: Path) -> None:
+    """The recorder's own REG frames (stored as sent, ``direction = 'out'``) say what a replay of the day serves."""
+
+    async def main() -> None:
+        market = SimulatedMarket(seed=3, items=ITEMS, start=10 * 3600)
+        async with serve(SimSource(market, speed=5.0), port=0) as server:
+            await record_for(server, tmp_path, 1.0)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert RecordedSource(tmp_path).types() == frozenset({"0D", "0E"})  # record_for registers 0D and 0E
