@@ -1,8 +1,8 @@
 """The benchmark workload: REAL frames exactly as the simulator makes them, generated once per run.
 
-Rows come from :class:`replay.simulator.SimulatedMarket` (full 163-FID 0D rows, ~2 KB each, and 0E rows
+Rows come from :class:`kiwoom_tape.replay.simulator.SimulatedMarket` (full 163-FID 0D rows, ~2 KB each, and 0E rows
 from the after-hours window) for 200 items, the most one connection may carry. They are packed into
-frames with :func:`schemas.protocol.encode_real_frame` in a fixed, seeded mix that looks like the live
+frames with :func:`kiwoom_tape.schemas.protocol.encode_real_frame` in a fixed, seeded mix that looks like the live
 stream: most frames carry one row, some several rows of different items (docs/protocol.md 1.7), and about
 2 % are 0E frames. Every frame keeps the market time of its first row, so a stream can be replayed on
 its own clock (storage) or cycled as fast as a socket takes it (throughput).
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from replay.simulator import DEFAULT_UNIVERSE, SimRow, SimulatedMarket
-from schemas.protocol import encode_real_frame
+from kiwoom_tape.replay.simulator import DEFAULT_UNIVERSE, SimRow, SimulatedMarket
+from kiwoom_tape.schemas.protocol import encode_real_frame
 
 __all__ = ["ROWS_PER_FRAME", "Workload", "bench_items", "make_workload"]
 

@@ -8,12 +8,12 @@ per-item random walk on a KRX tick grid with a one- or two-tick spread; level qu
 hand-written and views taking turns, to an Arrow table (the Python objects of ``fetchall()`` would add
 client time that is not DuckDB's: ~0.3 s for the 78,000 TIMESTAMPTZ values of a per-minute result).
 
-Queries (the same result both ways; the view is ``replay.catalog.connect(root)``):
+Queries (the same result both ways; the view is ``kiwoom_tape.replay.catalog.connect(root)``):
 
 - count: ``count(*)`` of the day;
 - per-item per-minute mid/spread: avg/min/max/open/close mid, avg/max spread per (item, minute), grouped
   by the views' ``minute`` column (``recv_ts`` floored to the minute, computed from the integer epoch:
-  ``schemas.views.MINUTE_SQL``); the hand-written side computes the same bucket on the files. This is
+  ``kiwoom_tape.schemas.views.MINUTE_SQL``); the hand-written side computes the same bucket on the files. This is
   "the day" figure (<= 1 s). For comparison, the same query bucketing with ``date_trunc('minute',
   recv_ts)`` as everyone writes it, which on a TIMESTAMPTZ does ICU time-zone arithmetic per row (the
   same buckets, KST being a whole number of hours from UTC);
@@ -37,14 +37,14 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from kiwoom_tape.recorder.store import ROW_GROUP_ORDER, parquet_options
+from kiwoom_tape.schemas import layout
+from kiwoom_tape.schemas.fields import FIELDS_0D, Kind
+from kiwoom_tape.schemas.market import KST
+from kiwoom_tape.schemas.tables import ORDERBOOK
 
 from bench.report import Config, Figure
 from bench.storage import TRADING_DAY
-from recorder.store import ROW_GROUP_ORDER, parquet_options
-from schemas import layout
-from schemas.fields import FIELDS_0D, Kind
-from schemas.market import KST
-from schemas.tables import ORDERBOOK
 
 __all__ = ["generate_day", "run"]
 
@@ -252,7 +252,7 @@ def run(cfg: Config, tmp: Path, log: Callable[[str], None]) -> tuple[list[Figure
         hand_con.execute("SET TimeZone = 'Asia/Seoul'")
         hand = _queries(src, _hand_quotes(src), "CAST(recv_ts AS TIMESTAMPTZ)", HAND_MINUTE)
         try:
-            from replay.catalog import connect
+            from kiwoom_tape.replay.catalog import connect
 
             view_con: duckdb.DuckDBPyConnection | None = connect(root)
             views: dict[str, str] | None = _queries("orderbook", "quotes")
@@ -282,7 +282,7 @@ def run(cfg: Config, tmp: Path, log: Callable[[str], None]) -> tuple[list[Figure
             else:
                 log(f"  {name}: hand-written {h:.3f} s (no replay.catalog: views not measured)")
                 figs.append(Figure("query", f"{name}, hand-written", h, "s", runs=h_runs,
-                                   note="replay.catalog missing: views not measured"))
+                                   note="kiwoom_tape.replay.catalog missing: views not measured"))
             detail["queries"][name] = entry
         hand_con.close()
         if view_con is not None:

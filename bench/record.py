@@ -34,11 +34,11 @@ from typing import Any
 
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+from kiwoom_tape.schemas.protocol import WS_PATH
 
 from bench.frames import Workload
 from bench.machine import kill_if_running, pin, proc_cpu_seconds, proc_rss_bytes, wait_for_file
 from bench.report import Config, Figure, median
-from schemas.protocol import WS_PATH
 
 __all__ = ["REAL_PEAK_ROWS", "bare_receive", "record_run", "run"]
 
@@ -51,7 +51,7 @@ def _record_cmd() -> list[str]:
     exe = Path(sys.executable).parent / "record"
     if exe.exists():
         return [str(exe)]
-    return [sys.executable, "-c", "from recorder.cli import main; main()"]
+    return [sys.executable, "-c", "from kiwoom_tape.recorder.cli import main; main()"]
 
 
 class _Sender:
@@ -149,8 +149,8 @@ def bare_cpu(cfg: Config, tmp: Path, wl_path: Path, items: list[str], rate: floa
 
 def store_path(wl: Workload, fast: bool) -> float:
     """Frames/s (CPU time) through ``Store`` in-process, no socket: the fast path or the general one."""
-    from recorder.store import Store
-    from schemas.protocol import ClientSession, RealData
+    from kiwoom_tape.recorder.store import Store
+    from kiwoom_tape.schemas.protocol import ClientSession, RealData
 
     with tempfile.TemporaryDirectory(prefix="kiwoom-bench-store-") as d:
         store = Store(d, "20261123T000000Z-bench2")
@@ -228,9 +228,8 @@ def footer_bytes_per_row_group(table: str = "orderbook", groups: int = 400) -> f
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from recorder.store import parquet_options
-    from schemas.tables import TABLES
+    from kiwoom_tape.recorder.store import parquet_options
+    from kiwoom_tape.schemas.tables import TABLES
 
     schema = TABLES[table]
     n = 16

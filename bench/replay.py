@@ -1,7 +1,8 @@
 """Replay: frames/s our server delivers at ``--speed max`` to 1 and 10 clients, and its pacing at 1x.
 
 The dataset is the workload stored as ``record`` stores it (:func:`bench.storage.store_workload`). Our
-server (:mod:`bench.replay_server`: ``replay.server.serve`` + ``replay.recorded.RecordedSource`` with
+server (:mod:`bench.replay_server`: ``kiwoom_tape.replay.server.serve`` + ``kiwoom_tape.replay.recorded.RecordedSource``
+with
 ``speed=None``) runs pinned to core 0, the clients (:mod:`bench.bare_client`, every connection in one
 process, each registering all 200 items) on core 1. The ceiling is a bare websockets server sending the
 same frames with the library's ``send`` (:mod:`bench.sender` ``--mode lib``) to the same clients.
@@ -21,12 +22,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kiwoom_tape.schemas.protocol import WS_PATH
+
 from bench.frames import Workload
 from bench.machine import kill_if_running, pin, wait_for_file
 from bench.record import _Sender
 from bench.report import Config, Figure, median
 from bench.storage import store_workload
-from schemas.protocol import WS_PATH
 
 __all__ = ["run"]
 

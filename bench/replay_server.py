@@ -1,13 +1,13 @@
-"""Our replay server for the benchmarks: ``replay.server.serve`` with a recorded dataset as its source.
+"""Our replay server for the benchmarks: ``kiwoom_tape.replay.server.serve`` with a recorded dataset as its source.
 
 Run as ``python -m bench.replay_server`` (pinned to its own core). It serves ``--dataset`` with
-:class:`replay.recorded.RecordedSource` (``--speed 0``: as fast as the slowest client reads, the
+:class:`kiwoom_tape.replay.recorded.RecordedSource` (``--speed 0``: as fast as the slowest client reads, the
 ``replay --speed max`` path; else recorded seconds per real second), waits for ``--connections``
 clients to come and go, and writes ``--stats`` JSON: frames sent and, with ``--pacing``, the pacing
 error of every frame sent to the first client (send time minus its scheduled time, in seconds, counted
 from the least late frame; ``pacing_offset_s`` is that frame's error counted from the first frame).
 
-Without ``replay.recorded`` (an older tree) it falls back to a minimal in-bench source that dispatches
+Without ``kiwoom_tape.replay.recorded`` (an older tree) it falls back to a minimal in-bench source that dispatches
 the dataset's REAL frames as fast as the server takes them; the stats say which source ran.
 """
 
@@ -24,10 +24,10 @@ from typing import Any
 
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+from kiwoom_tape.replay.server import Server, serve
+from kiwoom_tape.schemas.protocol import decode_server_message
 
 from bench.machine import write_atomic
-from replay.server import Server, serve
-from schemas.protocol import decode_server_message
 
 
 def _recorded_frames(dataset: Path) -> tuple[list[int], list[str]]:
@@ -77,7 +77,7 @@ async def _main(args: argparse.Namespace) -> int:
     speed = None if args.speed == 0 else args.speed
     kind = "RecordedSource"
     try:
-        from replay.recorded import RecordedSource
+        from kiwoom_tape.replay.recorded import RecordedSource
 
         source: Any = RecordedSource(dataset, speed=speed, start_delay=args.start_delay)
     except ImportError:

@@ -1,6 +1,6 @@
 """Storage: bytes on disk per 0D row, raw (``frames``) and normalized (``orderbook``), after rolling.
 
-The workload's frames, in market-time order, go through :class:`recorder.store.Store` exactly as
+The workload's frames, in market-time order, go through :class:`kiwoom_tape.recorder.store.Store` exactly as
 ``record`` stores them (the fast path, the general path for the rest), stamped with their market
 time on a trading day; the store is closed, so every file is final. Bytes are the files' sizes.
 
@@ -25,13 +25,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from kiwoom_tape.recorder.store import ROW_GROUP_ORDER, Store, parquet_options
+from kiwoom_tape.schemas.market import KST
+from kiwoom_tape.schemas.protocol import decode_server_message
+from kiwoom_tape.schemas.tables import TABLES
 
 from bench.frames import Workload
 from bench.report import Config, Figure
-from recorder.store import ROW_GROUP_ORDER, Store, parquet_options
-from schemas.market import KST
-from schemas.protocol import decode_server_message
-from schemas.tables import TABLES
 
 __all__ = ["TRADING_DAY", "run", "store_workload"]
 

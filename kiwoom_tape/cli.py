@@ -7,10 +7,10 @@ import importlib.metadata
 import click
 
 from kiwoom_tape.demo import demo_command
+from kiwoom_tape.recorder.cli import record_command
+from kiwoom_tape.replay.cli import replay_command
 from kiwoom_tape.sql import sql_command
 from kiwoom_tape.verify import verify_command
-from recorder.cli import record_command
-from replay.cli import replay_command
 
 __all__ = ["cli", "main"]
 

@@ -1,6 +1,7 @@
 """What every kiwoom-tape command shares: logging, option types, errors as one clear line, the event loop.
 
-Imported by ``recorder.cli``, ``replay.cli`` and the benchmarks' processes (``bench/``); imports none of them.
+Imported by ``kiwoom_tape.recorder.cli``, ``kiwoom_tape.replay.cli`` and the benchmarks' processes (``bench/``); imports
+none of them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from schemas.errors import KiwoomTapeError
+from kiwoom_tape.schemas.errors import KiwoomTapeError
 
 __all__ = ["EVENT_LOOPS", "HMS", "ITEMS", "friendly_errors", "run_on_loop", "setup_logging", "verbosity_options"]
 

@@ -2,11 +2,11 @@
 
 The pieces are library functions the notebooks use too:
 
-- :func:`record_simulation` serves a :class:`replay.simulator.SimulatedMarket` on a loopback port and
+- :func:`record_simulation` serves a :class:`kiwoom_tape.replay.simulator.SimulatedMarket` on a loopback port and
   records it with the real recorder (:func:`kiwoom_tape.testing.run_recorder`: a
-  :class:`recorder.client.Recorder` into a :class:`recorder.store.Store`), as ``record --url
+  :class:`kiwoom_tape.recorder.client.Recorder` into a :class:`kiwoom_tape.recorder.store.Store`), as ``record --url
   ws://127.0.0.1:...`` would;
-- :func:`replay_to_client` serves a dataset back (``replay.recorded.RecordedSource`` when this
+- :func:`replay_to_client` serves a dataset back (``kiwoom_tape.replay.recorded.RecordedSource`` when this
   installation has it, else the simulated market again) and counts what a plain client receives.
 
 The market clock starts at 15:29:00 KST and runs 60x, so 20 s of recording cover KRX 0D until the
@@ -32,16 +32,16 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from kiwoom_tape.clikit import friendly_errors, setup_logging
+from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.replay.catalog import connect
+from kiwoom_tape.replay.server import Source, serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas.errors import KiwoomTapeError, StorageError
+from kiwoom_tape.schemas.layout import JOURNAL_DIR, TABLE_NAMES, new_run_id
+from kiwoom_tape.schemas.protocol import ClientSession, LoginRejected, RealData
 from kiwoom_tape.sql import render_table, run_query
 from kiwoom_tape.testing import loopback_recorder, run_recorder
-from recorder.client import Recorder
-from replay.catalog import connect
-from replay.server import Source, serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
-from schemas.errors import KiwoomTapeError, StorageError
-from schemas.layout import JOURNAL_DIR, TABLE_NAMES, new_run_id
-from schemas.protocol import ClientSession, LoginRejected, RealData
 
 __all__ = [
     "DEMO_ITEMS",
@@ -164,9 +164,9 @@ class Received:
 
 
 def _recorded_source(root: Path, speed: float | None) -> Source | None:
-    """``replay.recorded.RecordedSource`` over ``root`` if this installation has it, else None."""
+    """``kiwoom_tape.replay.recorded.RecordedSource`` over ``root`` if this installation has it, else None."""
     try:
-        from replay.recorded import RecordedSource  # type: ignore[import-not-found,unused-ignore]
+        from kiwoom_tape.replay.recorded import RecordedSource  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return None
     source: Source = RecordedSource(root, speed=speed, start_delay=0.5)
@@ -190,7 +190,8 @@ async def replay_to_client(
 
     The client speaks the protocol as any Kiwoom client does (LOGIN, REG ``items`` x ``types``, PING
     echo) and counts REAL rows; it stops at ``expected_rows``, after ``idle`` seconds without a frame
-    once rows have come, or after ``max_seconds``. Without ``replay.recorded`` the simulated market is served
+    once rows have come, or after ``max_seconds``. Without ``kiwoom_tape.replay.recorded`` the simulated market is
+    served
     instead (``Received.source`` says which), for ``fallback_seconds`` (default ``max_seconds``).
     """
     source = _recorded_source(Path(root), speed)

@@ -1,4 +1,4 @@
-"""``kiwoom-tape sql``: SQL over a dataset through the DuckDB catalog of :mod:`replay.catalog`.
+"""``kiwoom-tape sql``: SQL over a dataset through the DuckDB catalog of :mod:`kiwoom_tape.replay.catalog`.
 
 The library first (:func:`run_query`, :func:`render_table`, :func:`write_result`), the click command a
 thin shell over it.
@@ -20,9 +20,9 @@ import click
 import duckdb
 
 from kiwoom_tape.clikit import friendly_errors
-from replay.catalog import connect, dataset_root, tables_with_files
-from schemas import views
-from schemas.errors import DatasetError, KiwoomTapeError
+from kiwoom_tape.replay.catalog import connect, dataset_root, tables_with_files
+from kiwoom_tape.schemas import views
+from kiwoom_tape.schemas.errors import DatasetError, KiwoomTapeError
 
 __all__ = ["FORMATS", "Result", "render_table", "row_count_line", "run_query", "sql_command", "write_result"]
 

@@ -12,9 +12,9 @@
         await run_recorder(rec, until)
     rows = read_table("data", "orderbook")
 
-:func:`loopback_recorder` is :class:`recorder.client.Recorder` into a new, opened
-:class:`recorder.store.Store`, with a short backoff (a local mock comes back at once);
-:func:`run_recorder` drives it with ``record``'s own driver (:func:`recorder.driver.drive`: the store
+:func:`loopback_recorder` is :class:`kiwoom_tape.recorder.client.Recorder` into a new, opened
+:class:`kiwoom_tape.recorder.store.Store`, with a short backoff (a local mock comes back at once);
+:func:`run_recorder` drives it with ``record``'s own driver (:func:`kiwoom_tape.recorder.driver.drive`: the store
 ticked between frames, closed at the end) until a condition of the caller's is met. Importing this module loads the
 recorder but not the replay server: ``recorder/`` and ``replay/`` stay apart (DESIGN.md).
 """
@@ -27,11 +27,11 @@ from typing import Any, Literal
 
 import pyarrow.dataset as ds
 
-from recorder.auth import TokenProvider, token_provider_from_env
-from recorder.backoff import ReconnectPolicy
-from recorder.client import Recorder
-from recorder.driver import drive
-from recorder.store import Store
+from kiwoom_tape.recorder.auth import TokenProvider, token_provider_from_env
+from kiwoom_tape.recorder.backoff import ReconnectPolicy
+from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.recorder.driver import drive
+from kiwoom_tape.recorder.store import Store
 
 __all__ = ["loopback_recorder", "read_table", "run_recorder"]
 
@@ -53,7 +53,7 @@ def loopback_recorder(
 ) -> Recorder:
     """A recorder of ``items`` x ``types`` from ``url`` into a new store at ``root`` (run ``run_id``), opened.
 
-    The reconnect policy (:class:`recorder.backoff.ReconnectPolicy`) is shortened for a local mock, which
+    The reconnect policy (:class:`kiwoom_tape.recorder.backoff.ReconnectPolicy`) is shortened for a local mock, which
     comes back at once: backoff from ``backoff_base`` to ``backoff_cap``, ``kick_wait`` after a kick.
 
     ``tokens`` defaults to what ``record`` uses with no credentials in the environment: a loopback mock
@@ -71,7 +71,8 @@ def loopback_recorder(
 async def run_recorder(
     rec: Recorder, until: Callable[[Recorder], Awaitable[object]], *, tick: float = 0.05
 ) -> Recorder:
-    """Run ``rec`` until ``until(rec)`` returns, through ``record``'s own driver (:func:`recorder.driver.drive`):
+    """Run ``rec`` until ``until(rec)`` returns, through ``record``'s own driver
+    (:func:`kiwoom_tape.recorder.driver.drive`):
     the store ticked every ``tick`` seconds, closed at the end.
 
     ``until`` starts with the recorder and may also inject faults, watch ``rec.stats`` or report

@@ -3,7 +3,7 @@
 Two passes. First every part file is read in full with pyarrow (a file that cannot be decoded to its
 last page is *unreadable*), its footer checked (schema version, table, columns), its rows counted and
 its receive times compared with its ``date`` partition. Then the readable files are queried through
-the catalog's views (:mod:`schemas.views`, over the explicit file list): duplicated rows, books that
+the catalog's views (:mod:`kiwoom_tape.schemas.views`, over the explicit file list): duplicated rows, books that
 are crossed or off the KRX tick grid, trades that cannot be right or are unusual
 (:mod:`kiwoom_tape.verify_trades`), frames that failed to parse, rows with missing or unreadable
 FIDs, and the gaps the recorder wrote to ``events``.
@@ -35,13 +35,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kiwoom_tape.clikit import friendly_errors
+from kiwoom_tape.replay.catalog import dataset_root
+from kiwoom_tape.schemas import views
+from kiwoom_tape.schemas.layout import JOURNAL_DIR, TABLE_NAMES, TMP_SUFFIX, parse_part_filename
+from kiwoom_tape.schemas.market import KST
+from kiwoom_tape.schemas.tables import META_TABLE, META_WRITER, SCHEMA_VERSION, TABLES, schema_version_of
 from kiwoom_tape.verify_report import FileCheck, Problem, VerifyReport, format_report
 from kiwoom_tape.verify_trades import check_trades, off_grid_sql
-from replay.catalog import dataset_root
-from schemas import views
-from schemas.layout import JOURNAL_DIR, TABLE_NAMES, TMP_SUFFIX, parse_part_filename
-from schemas.market import KST
-from schemas.tables import META_TABLE, META_WRITER, SCHEMA_VERSION, TABLES, schema_version_of
 
 __all__ = ["FileCheck", "Problem", "VerifyReport", "format_report", "verify", "verify_command"]
 
@@ -312,7 +312,7 @@ def _check_content(report: VerifyReport, con: duckdb.DuckDBPyConnection) -> None
 
 
 def _check_journal_damage(report: VerifyReport, con: duckdb.DuckDBPyConnection) -> None:
-    """Unreadable journal ranges recovery recorded (``journal_damage`` events, :mod:`recorder.recovery`).
+    """Unreadable journal ranges recovery recorded (``journal_damage`` events, :mod:`kiwoom_tape.recorder.recovery`).
 
     Damage followed by valid records (bytes lost inside a run: a bad disk, not a crash) is an error;
     a torn tail (what a crash in the middle of a write leaves, inside the run's crash gap) a warning.

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-from schemas.layout import TABLE_NAMES
-from schemas.market import KST
+from kiwoom_tape.schemas.layout import TABLE_NAMES
+from kiwoom_tape.schemas.market import KST
 
 __all__ = ["FileCheck", "Problem", "Severity", "VerifyReport", "format_report"]
 

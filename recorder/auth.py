@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from schemas import auth
-from schemas.errors import CredentialsError, TokenEndpointUnreachable
-from schemas.protocol import MOCK_REST_URL, PROD_REST_URL
+from kiwoom_tape.schemas import auth
+from kiwoom_tape.schemas.errors import CredentialsError, TokenEndpointUnreachable
+from kiwoom_tape.schemas.protocol import MOCK_REST_URL, PROD_REST_URL
 
 __all__ = ["TokenProvider", "check_token_url", "is_loopback", "rest_base_for", "token_provider_from_env"]
 

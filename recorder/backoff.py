@@ -2,7 +2,7 @@
 of what to do after a connection ended (:class:`ReconnectPolicy`).
 
 All of it is tested without sleeping (STYLE.md habit 5, tests/test_backoff_auth.py). The driver
-(:mod:`recorder.client`) only sleeps what :meth:`ReconnectPolicy.after` says and acts on its verdict.
+(:mod:`kiwoom_tape.recorder.client`) only sleeps what :meth:`ReconnectPolicy.after` says and acts on its verdict.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Ended:
     """Seconds from the LOGIN ack to the last frame received (0 if it never logged in)."""
     renew_token: bool = False
     """For ``login_failed``: the protocol layer's verdict that a new token may fix it
-    (:func:`schemas.protocol.renews_token`)."""
+    (:func:`kiwoom_tape.schemas.protocol.renews_token`)."""
 
 
 Action = Literal["reconnect", "renew_token", "stop", "exit_kicked"]

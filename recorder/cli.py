@@ -17,20 +17,26 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import click
+from kiwoom_tape.recorder.auth import (
+    TokenProvider,
+    check_token_url,
+    is_loopback,
+    rest_base_for,
+    token_provider_from_env,
+)
+from kiwoom_tape.recorder.backoff import ReconnectPolicy
+from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.recorder.driver import drive_all
+from kiwoom_tape.recorder.plan import KeyFileError, PlanError, read_items_file, read_keys_file, resolve_key, spread
+from kiwoom_tape.recorder.status import StatusLine
+from kiwoom_tape.recorder.store import RecoveryReport, Store, recover
+from kiwoom_tape.schemas import auth
+from kiwoom_tape.schemas.errors import KiwoomTapeError, SessionTakenOver, StorageError
+from kiwoom_tape.schemas.items import ITEM_RULES
+from kiwoom_tape.schemas.layout import new_run_id
+from kiwoom_tape.schemas.protocol import MOCK_WS_URL, PROD_WS_URL
 
 from kiwoom_tape.clikit import EVENT_LOOPS, ITEMS, friendly_errors, run_on_loop, setup_logging, verbosity_options
-from recorder.auth import TokenProvider, check_token_url, is_loopback, rest_base_for, token_provider_from_env
-from recorder.backoff import ReconnectPolicy
-from recorder.client import Recorder
-from recorder.driver import drive_all
-from recorder.plan import KeyFileError, PlanError, read_items_file, read_keys_file, resolve_key, spread
-from recorder.status import StatusLine
-from recorder.store import RecoveryReport, Store, recover
-from schemas import auth
-from schemas.errors import KiwoomTapeError, SessionTakenOver, StorageError
-from schemas.items import ITEM_RULES
-from schemas.layout import new_run_id
-from schemas.protocol import MOCK_WS_URL, PROD_WS_URL
 
 __all__ = ["main", "record_command"]
 
@@ -38,8 +44,9 @@ log = logging.getLogger("kiwoom_tape.recorder")
 
 TYPES = tuple(t for t, (pattern, _good) in ITEM_RULES.items() if pattern is ITEM_RULES["0D"][0])
 """The real-time types ``record`` registers: those of stock items (docs/protocol.md 3;
-:data:`schemas.items.ITEM_RULES`), since every type is registered for the same items. 0B/0D/0E get
-tables (:data:`schemas.tables.TABLE_OF_TYPE`); the others are kept verbatim in ``frames`` and queried through the
+:data:`kiwoom_tape.schemas.items.ITEM_RULES`), since every type is registered for the same items. 0B/0D/0E get
+tables (:data:`kiwoom_tape.schemas.tables.TABLE_OF_TYPE`); the others are kept verbatim in ``frames`` and queried
+through the
 ``rows`` view."""
 DEFAULT_TYPES = "0B,0D,0E"
 EXIT_KICKED = 3
@@ -214,7 +221,7 @@ Plan = list[tuple[str, tuple[str, ...], TokenProvider]]
 
 def _plan(ws_url: str, items: tuple[str, ...], keys_file: Path | None) -> Plan:
     """The connections: one with the environment's credentials, or one per app key of ``keys_file`` (the items
-    spread over them, :func:`recorder.plan.spread`). Raises PlanError (usage), CredentialsError."""
+    spread over them, :func:`kiwoom_tape.recorder.plan.spread`). Raises PlanError (usage), CredentialsError."""
     if keys_file is None:
         groups = spread(items, 1, source="one connection without --keys")
         return [("main", groups[0], token_provider_from_env(ws_url, os.environ))]
@@ -305,7 +312,7 @@ class RecoveryInterrupted(KiwoomTapeError):
 
 
 def recover_interruptibly(out: Path) -> RecoveryReport:
-    """:func:`recorder.recovery.recover`, stopped by SIGINT or SIGTERM within moments (RecoveryInterrupted).
+    """:func:`kiwoom_tape.recorder.recovery.recover`, stopped by SIGINT or SIGTERM within moments (RecoveryInterrupted).
 
     Recovery is crash-safe at every instant (the journal is deleted only after its files are in
     place), so an exception at any point leaves everything for the next start; the loop's own

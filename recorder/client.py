@@ -1,12 +1,14 @@
-"""The recorder across connections: connect, run one :class:`recorder.connection.Connection`, decide, again.
+"""The recorder across connections: connect, run one :class:`kiwoom_tape.recorder.connection.Connection`, decide, again.
 
 Every way a connection can end (refused, a handshake error, a close or an abort before, during or
 after LOGIN, a stall of ``silence_timeout`` seconds, a terminal SYSTEM frame, a token endpoint out
 of reach) is written to ``events`` as a ``disconnect`` with its cause and opens a gap (one gap per
-hole in the data: it closes at the next LOGIN). What comes next is :class:`recorder.backoff.ReconnectPolicy`'s
+hole in the data: it closes at the next LOGIN). What comes next is
+:class:`kiwoom_tape.recorder.backoff.ReconnectPolicy`'s
 decision: reconnect after a backoff that grows across failed connections; after a kick (R10001) wait
-long, or end with :class:`schemas.errors.SessionTakenOver`; after a LOGIN refused with an auth code of
-docs/protocol.md 1.2 get one new token; after any other refusal stop with :class:`schemas.errors.LoginError`.
+long, or end with :class:`kiwoom_tape.schemas.errors.SessionTakenOver`; after a LOGIN refused with an auth code of
+docs/protocol.md 1.2 get one new token; after any other refusal stop with
+:class:`kiwoom_tape.schemas.errors.LoginError`.
 Only those, a StorageError, or ``stop`` end :meth:`Recorder.run`.
 """
 
@@ -21,16 +23,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kiwoom_tape.recorder.auth import TokenProvider
+from kiwoom_tape.recorder.backoff import KICKED, Disconnect, Ended, ReconnectPolicy, classify_close
+from kiwoom_tape.recorder.connection import Connection
+from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.schemas.errors import KiwoomTapeError, LoginError, SessionTakenOver, TokenEndpointUnreachable
+from kiwoom_tape.schemas.protocol import ClientSession
+from kiwoom_tape.schemas.redact import RedactTokens
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidURI, WebSocketException
-
-from recorder.auth import TokenProvider
-from recorder.backoff import KICKED, Disconnect, Ended, ReconnectPolicy, classify_close
-from recorder.connection import Connection
-from recorder.store import Store
-from schemas.errors import KiwoomTapeError, LoginError, SessionTakenOver, TokenEndpointUnreachable
-from schemas.protocol import ClientSession
-from schemas.redact import RedactTokens
 
 __all__ = ["Recorder", "RecorderStats"]
 

@@ -1,12 +1,12 @@
 """One WebSocket connection of the recorder, from LOGIN to close: its receive loop, its timers, its frames.
 
-:class:`Connection` drives a :class:`schemas.protocol.ClientSession` over an open socket: it sends
+:class:`Connection` drives a :class:`kiwoom_tape.schemas.protocol.ClientSession` over an open socket: it sends
 LOGIN, REGisters every item in paced batches, echoes every PING verbatim and hands every frame, in
-and out, to the :class:`recorder.store.Store` before anything else happens to it. It ends when the
+and out, to the :class:`kiwoom_tape.recorder.store.Store` before anything else happens to it. It ends when the
 socket closes (by the server, after ``silence_timeout`` without a frame, or when ``stop`` is set) and
 says what it learnt (:attr:`logged_in`, :attr:`system_code`, :attr:`silent`, :meth:`healthy_for`);
-what happens next is :mod:`recorder.client`'s business. A LOGIN refusal raises
-:class:`schemas.errors.LoginError` (with the protocol layer's ``renew_token`` verdict).
+what happens next is :mod:`kiwoom_tape.recorder.client`'s business. A LOGIN refusal raises
+:class:`kiwoom_tape.schemas.errors.LoginError` (with the protocol layer's ``renew_token`` verdict).
 """
 
 from __future__ import annotations
@@ -17,11 +17,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
-
-from schemas.errors import LoginError
-from schemas.protocol import (
+from kiwoom_tape.schemas.errors import LoginError
+from kiwoom_tape.schemas.protocol import (
     ClientSession,
     LoggedIn,
     LoginRejected,
@@ -31,10 +28,12 @@ from schemas.protocol import (
     SystemNotice,
     UnexpectedMessage,
 )
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 if TYPE_CHECKING:
-    from recorder.client import RecorderStats
-    from recorder.store import Store
+    from kiwoom_tape.recorder.client import RecorderStats
+    from kiwoom_tape.recorder.store import Store
 
 __all__ = ["Connection"]
 

@@ -11,9 +11,9 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any, Final
 
-from schemas.errors import ProtocolError
-from schemas.market import kst_date_of_ns
-from schemas.protocol import Real, RealRow, decode_client_message, decode_server_message, guess_trnm
+from kiwoom_tape.schemas.errors import ProtocolError
+from kiwoom_tape.schemas.market import kst_date_of_ns
+from kiwoom_tape.schemas.protocol import Real, RealRow, decode_client_message, decode_server_message, guess_trnm
 
 __all__: list[str] = []
 

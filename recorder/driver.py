@@ -1,6 +1,8 @@
-"""The one recording driver: a :class:`recorder.client.Recorder` run to its end, its store ticked, then closed.
+"""The one recording driver: a :class:`kiwoom_tape.recorder.client.Recorder` run to its end, its store ticked, then
+closed.
 
-``record`` (:mod:`recorder.cli`), ``kiwoom-tape demo`` and the tests (:func:`kiwoom_tape.testing.run_recorder`)
+``record`` (:mod:`kiwoom_tape.recorder.cli`), ``kiwoom-tape demo`` and the tests
+(:func:`kiwoom_tape.testing.run_recorder`)
 all record through :func:`drive`, so the tests exercise what users run; ``record --keys`` runs one recorder per
 app key (each with its own store, ``run_id``, token, reconnects and gaps) through :func:`drive_all`.
 """
@@ -11,8 +13,8 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
-from recorder.client import Recorder
-from recorder.labels import labelled
+from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.recorder.labels import labelled
 
 __all__ = ["drive", "drive_all"]
 
@@ -88,7 +90,8 @@ async def drive_all(
     go on (LoginError, SessionTakenOver under ``--on-kick exit``, StorageError) ends the whole recording, every
     store closed, and its exception is raised (the first, not an ExceptionGroup). ``on_tick()`` is called once
     per ``tick`` for all of them (a status line that sums them). With ``names`` (one per recorder), each
-    recorder's log lines start with ``[key NAME]`` (:mod:`recorder.labels`). One recorder is exactly :func:`drive`.
+    recorder's log lines start with ``[key NAME]`` (:mod:`kiwoom_tape.recorder.labels`). One recorder is exactly
+    :func:`drive`.
     """
     if len(recs) == 1:
         return [await drive(recs[0], stop, duration=duration, tick=tick, on_tick=on_tick)]

@@ -1,9 +1,9 @@
 """The crash-safe journal: every frame and event, appended before anything is derived from it.
 
-A journal *segment* is one file ``DIR/_journal/{run_id}-{segment:06d}.journal`` (``schemas.layout``).
+A journal *segment* is one file ``DIR/_journal/{run_id}-{segment:06d}.journal`` (``kiwoom_tape.schemas.layout``).
 It holds the source of truth for everything not yet in a closed Parquet file: the raw frames (both
 directions, the LOGIN frame already redacted) and the events. Normalized rows are never journaled;
-recovery derives them again from the frames with the same code as the live path (``recorder.store``).
+recovery derives them again from the frames with the same code as the live path (``kiwoom_tape.recorder.store``).
 
 File format (little-endian)::
 
@@ -25,14 +25,15 @@ when it holds more than ``max_buffer`` bytes, and on :meth:`JournalWriter.sync` 
 cut then loses at most the records appended during the last ``fsync_interval`` seconds.
 
 A crash can leave a torn tail (a record cut short or half-written), a bad disk a damaged range
-anywhere. :func:`scan_journal` and :func:`read_journal` (:mod:`recorder.journal_reader`) skip every
+anywhere. :func:`scan_journal` and :func:`read_journal` (:mod:`kiwoom_tape.recorder.journal_reader`) skip every
 unreadable range and resynchronise on the next valid record; :meth:`JournalWriter.resume` copies every
 such range to ``{journal}.torn`` before recovery appends to the file, so no byte is ever dropped unseen.
 
-The encoding lives in :mod:`recorder.journal_format`, the reading in :mod:`recorder.journal_reader`;
+The encoding lives in :mod:`kiwoom_tape.recorder.journal_format`, the reading in
+:mod:`kiwoom_tape.recorder.journal_reader`;
 this module is the writer and re-exports both.
 
-Every ``OSError`` is translated once, here, into :class:`schemas.errors.StorageError` naming the path,
+Every ``OSError`` is translated once, here, into :class:`kiwoom_tape.schemas.errors.StorageError` naming the path,
 the system's reason and how to fix it (:func:`storage_error`).
 """
 
@@ -45,7 +46,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from recorder.journal_format import (
+from kiwoom_tape.recorder.journal_format import (
     JOURNAL_SUFFIX,
     MAGIC,
     MAX_RECORD_BYTES,
@@ -65,7 +66,7 @@ from recorder.journal_format import (
     fsync_dir,
     storage_error,
 )
-from recorder.journal_reader import (
+from kiwoom_tape.recorder.journal_reader import (
     Damage,
     JournalContents,
     JournalScan,
@@ -74,7 +75,7 @@ from recorder.journal_reader import (
     read_journal,
     scan_journal,
 )
-from schemas.errors import StorageError
+from kiwoom_tape.schemas.errors import StorageError
 
 __all__ = [
     "JOURNAL_SUFFIX",
@@ -356,7 +357,7 @@ def torn_path(path: str | os.PathLike[str]) -> Path:
 def save_damage(fd: int, damage: tuple[Damage, ...], dest: Path) -> None:
     """Write the bytes of every range of ``damage`` (read from ``fd``), in order, to ``dest``; fsync it.
 
-    The ranges' offsets are in the ``journal_damage`` events recovery records (:mod:`recorder.recovery`).
+    The ranges' offsets are in the ``journal_damage`` events recovery records (:mod:`kiwoom_tape.recorder.recovery`).
     """
     out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:

@@ -1,8 +1,8 @@
 """The journal's bytes: file header and record encoding and decoding, its errors, its OS helpers.
 
-The format is in :mod:`recorder.journal`'s docstring (a header, then ``u32 length | u32 crc32 | payload``
+The format is in :mod:`kiwoom_tape.recorder.journal`'s docstring (a header, then ``u32 length | u32 crc32 | payload``
 records). Pure functions over bytes, plus :func:`storage_error` (every ``OSError`` of the journal and
-the store becomes a :class:`schemas.errors.StorageError` naming the path and the fix) and
+the store becomes a :class:`kiwoom_tape.schemas.errors.StorageError` naming the path and the fix) and
 :func:`fsync_dir`.
 """
 
@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.errors import StorageError
+from kiwoom_tape.schemas.errors import StorageError
 
 __all__ = [
     "JOURNAL_SUFFIX",

@@ -1,14 +1,15 @@
 """Reading a journal back, resynchronising on the next valid record after any damage.
 
 A record is *valid* when its length is sane, its bytes are all there, its CRC-32 matches and its
-payload decodes (format: :mod:`recorder.journal`). Reading never stops at a bad byte: from an invalid
+payload decodes (format: :mod:`kiwoom_tape.recorder.journal`). Reading never stops at a bad byte: from an invalid
 position it looks for the next position where a valid record starts (a record's payload begins with
 kind byte 1 or 2, so only those positions are tried) and goes on from there. Every byte range between
 valid records, before the first or after the last, is a :class:`Damage`: the reader says where it is,
 which records surround it, and how many frames it held when the frame numbers around it tell
 (``seq`` counts every frame of a run). A torn tail (a crash in the middle of a write) is the special
 case of a damage that runs to the end of the file. A damaged header is a damage too: the records after
-it are still read (the run id and segment are in the file name, :func:`schemas.layout.parse_journal_filename`).
+it are still read (the run id and segment are in the file name,
+:func:`kiwoom_tape.schemas.layout.parse_journal_filename`).
 
 A false resynchronisation needs a random CRC-32 match plus a well-formed payload: about one chance in
 2**32 per position tried.
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from recorder.journal_format import (
+from kiwoom_tape.recorder.journal_format import (
     _CRC,
     _HEAD_FIXED,
     _KIND_EVENT,

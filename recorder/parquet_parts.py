@@ -16,11 +16,17 @@ from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from recorder.journal import fsync_dir, storage_error
-from schemas import layout
-from schemas.normalize import AfterhoursBuilder, Builder, EventBuilder, FrameBuilder, OrderbookBuilder, TradesBuilder
-from schemas.tables import TABLES
+from kiwoom_tape.recorder.journal import fsync_dir, storage_error
+from kiwoom_tape.schemas import layout
+from kiwoom_tape.schemas.normalize import (
+    AfterhoursBuilder,
+    Builder,
+    EventBuilder,
+    FrameBuilder,
+    OrderbookBuilder,
+    TradesBuilder,
+)
+from kiwoom_tape.schemas.tables import TABLES
 
 __all__ = [
     "FRAMES_PAGE_BYTES",
@@ -161,9 +167,10 @@ class _Part:
 
 
 class _Builders:
-    """The builders of one KST date, one per table of :data:`schemas.tables.TABLES`.
+    """The builders of one KST date, one per table of :data:`kiwoom_tape.schemas.tables.TABLES`.
 
-    ``typed`` maps each normalized table (the values of :data:`schemas.tables.TABLE_OF_TYPE`) to its builder.
+    ``typed`` maps each normalized table (the values of :data:`kiwoom_tape.schemas.tables.TABLE_OF_TYPE`) to its
+    builder.
     """
 
     __slots__ = ("afterhours", "events", "frames", "orderbook", "trades", "typed")

@@ -3,9 +3,9 @@ over the app keys, at most 200 per connection (docs/protocol.md 4.1: one connect
 
 An items file holds one code per line; ``#`` starts a comment, blank lines are skipped, a code given twice is
 kept once (with a warning naming both lines). Every code must be an item of every recorded type
-(:func:`schemas.items.item_problem`); a bad one is refused naming its line.
+(:func:`kiwoom_tape.schemas.items.item_problem`); a bad one is refused naming its line.
 
-The keys file is :mod:`schemas.keyfile` (shared with ``replay --keys``). Parsing is pure (text in, values
+The keys file is :mod:`kiwoom_tape.schemas.keyfile` (shared with ``replay --keys``). Parsing is pure (text in, values
 out); :func:`read_items_file` and :func:`read_keys_file` read the file and name it in their errors.
 """
 
@@ -16,10 +16,10 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from schemas.errors import KiwoomTapeError
-from schemas.items import item_problem
-from schemas.keyfile import KeyFileError, KeySpec, parse_keys, resolve_key
-from schemas.protocol import MAX_ITEMS_PER_CONNECTION
+from kiwoom_tape.schemas.errors import KiwoomTapeError
+from kiwoom_tape.schemas.items import item_problem
+from kiwoom_tape.schemas.keyfile import KeyFileError, KeySpec, parse_keys, resolve_key
+from kiwoom_tape.schemas.protocol import MAX_ITEMS_PER_CONNECTION
 
 __all__ = [
     "KeyFileError",

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
-
-from recorder.journal import (
+from kiwoom_tape.recorder.journal import (
     JOURNAL_SUFFIX,
     NEW_SUFFIX,
     FrameRecord,
@@ -30,12 +29,12 @@ from recorder.journal import (
     storage_error,
     torn_path,
 )
-from recorder.parquet_parts import _final_of_tmp
-from schemas import layout
-from schemas.errors import StorageError
+from kiwoom_tape.recorder.parquet_parts import _final_of_tmp
+from kiwoom_tape.schemas import layout
+from kiwoom_tape.schemas.errors import StorageError
 
 if TYPE_CHECKING:
-    from recorder.store import Store
+    from kiwoom_tape.recorder.store import Store
 
 __all__ = ["RecoveryReport", "recover"]
 
@@ -186,7 +185,7 @@ def recover(
 
     For each journal segment under ``ROOT/_journal`` that no running recorder holds (they are locked),
     by run, in segment order: keep its unreadable ranges in ``{journal}.torn`` (any size; the reader
-    resynchronises after each, :mod:`recorder.journal_reader`), append to it a ``journal_damage`` event
+    resynchronises after each, :mod:`kiwoom_tape.recorder.journal_reader`), append to it a ``journal_damage`` event
     per range (detail: journal, segment, start, end, bytes, frames_lost, until_ns, kept_in), to the last
     segment of each run a ``gap_start`` event of cause ``crash`` at the run's last durable record (or
     when its last segment was created, if its journals hold none: an empty segment is a crash too), and a
@@ -196,7 +195,7 @@ def recover(
     interrupted (kill, Ctrl-C) is redone from the journal with the same events, never twice. A run
     has a journal from its start to its clean stop (the next segment's journal exists before the
     previous one is deleted), so every run that did not stop cleanly gets exactly one crash gap; the
-    ``gaps`` view ends it at the next run's first event (:mod:`schemas.views`).
+    ``gaps`` view ends it at the next run's first event (:mod:`kiwoom_tape.schemas.views`).
 
     Stray ``.tmp`` files of runs that are not running are deleted first. A file that is not a journal,
     and a Parquet file that does not open, is left alone and reported; a record that the store cannot
@@ -295,7 +294,7 @@ def _recover_segment(
     clock_ns: Callable[[], int],
     flush_rows: int,
 ) -> None:
-    from recorder.store import Store  # here: recorder.store re-exports this module's names
+    from kiwoom_tape.recorder.store import Store  # here: recorder.store re-exports this module's names
 
     writer, scan = seg.writer, seg.scan
     events = _damage_events(seg, report)

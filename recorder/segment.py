@@ -1,10 +1,11 @@
 """The Parquet side of a store's segment: journaled records turned into rows, rows into the segment's part files.
 
-:class:`SegmentRows` is the half of :class:`recorder.store.Store` that buffers the rows of each frame and
+:class:`SegmentRows` is the half of :class:`kiwoom_tape.recorder.store.Store` that buffers the rows of each frame and
 event per KST date (:meth:`SegmentRows._ingest_frame`: the same code live and in recovery, so that
-:func:`recorder.recovery.recover` stores exactly what the live path stored), writes them as row groups of
+:func:`kiwoom_tape.recorder.recovery.recover` stores exactly what the live path stored), writes them as row groups of
 the segment's part files (:meth:`SegmentRows._flush`) and finalizes those (:meth:`SegmentRows._finish_segment`,
-steps 1-4 of a roll in :mod:`recorder.store`). The Store adds the journal, the clock, the batching and the rolls.
+steps 1-4 of a roll in :mod:`kiwoom_tape.recorder.store`). The Store adds the journal, the clock, the batching and the
+rolls.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from recorder.derive import _resolve
-from recorder.journal import EventRecord, FrameRecord, JournalWriter, fsync_dir, storage_error
-from recorder.parquet_parts import ROW_GROUP_ORDER, _Builders, _Part
-from schemas import layout
-from schemas.errors import StorageError
-from schemas.normalize import ParsedRow
-from schemas.protocol import RealRow
-from schemas.tables import TABLE_OF_TYPE
+from kiwoom_tape.recorder.derive import _resolve
+from kiwoom_tape.recorder.journal import EventRecord, FrameRecord, JournalWriter, fsync_dir, storage_error
+from kiwoom_tape.recorder.parquet_parts import ROW_GROUP_ORDER, _Builders, _Part
+from kiwoom_tape.schemas import layout
+from kiwoom_tape.schemas.errors import StorageError
+from kiwoom_tape.schemas.normalize import ParsedRow
+from kiwoom_tape.schemas.protocol import RealRow
+from kiwoom_tape.schemas.tables import TABLE_OF_TYPE
 
 __all__ = ["SegmentRows"]
 
@@ -51,7 +52,7 @@ class SegmentRows:
     _deferred: list[tuple[int, int, bytes]]
     _frames: int
     _n_rows: dict[str, int]
-    """Rows buffered so far per normalized table (the values of :data:`schemas.tables.TABLE_OF_TYPE`)."""
+    """Rows buffered so far per normalized table (the values of :data:`kiwoom_tape.schemas.tables.TABLE_OF_TYPE`)."""
     _n_events: int
     _parse_errors: int
     _other_rows: int

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from recorder.client import Recorder
+from kiwoom_tape.recorder.client import Recorder
 
 __all__ = ["LAG_SECONDS", "StatusLine", "lagging"]
 

@@ -1,7 +1,8 @@
-"""The recorder's sink: journal first, then rolling Parquet files (recovery after a crash: :mod:`recorder.recovery`).
+"""The recorder's sink: journal first, then rolling Parquet files (recovery after a crash:
+:mod:`kiwoom_tape.recorder.recovery`).
 
-The rows and part files of a segment are :class:`recorder.segment.SegmentRows` (the half of the Store
-shared with recovery); the Parquet writer options and temporary names are :mod:`recorder.parquet_parts`.
+The rows and part files of a segment are :class:`kiwoom_tape.recorder.segment.SegmentRows` (the half of the Store
+shared with recovery); the Parquet writer options and temporary names are :mod:`kiwoom_tape.recorder.parquet_parts`.
 
 DESIGN.md "Data layout" and "Reliability" are the spec. One :class:`Store` per ``record`` run::
 
@@ -13,7 +14,7 @@ DESIGN.md "Data layout" and "Reliability" are the spec. One :class:`Store` per `
     store.close()                          # in a finally: every file complete, the journal gone
 
 **The journal is the source of truth.** Every frame (out-frames with the LOGIN token already redacted)
-and every event is appended to the journal (:mod:`recorder.journal`) *before* anything is derived from
+and every event is appended to the journal (:mod:`kiwoom_tape.recorder.journal`) *before* anything is derived from
 it. Normalized rows are derived from the frame text by the same code live and in recovery
 (:meth:`Store._ingest_frame`), so :func:`recover` writes exactly what the live path would have written.
 What a caller passes beside the text (that it decoded rows itself, a ``parse_error`` or ``trnm`` it
@@ -21,7 +22,7 @@ determined from session state) is journaled with the frame, so recovery reproduc
 
 **Segments.** A segment is one journal file plus the Parquet part files written for it, one per
 (table, KST date) that received rows, named ``part-{run_id}-{segment:06d}.parquet`` in the table's
-Hive partition (``schemas.layout``). All tables roll together, to segment + 1, when the Parquet bytes
+Hive partition (``kiwoom_tape.schemas.layout``). All tables roll together, to segment + 1, when the Parquet bytes
 written for the segment reach ``roll_bytes``, when the segment is ``roll_seconds`` old, or when a
 frame or event of another KST date arrives (the roll happens before it is added). Rolling:
 
@@ -47,7 +48,7 @@ bound below holds; every other call reads the waiting frames first, so rows keep
 ``fsync_interval`` seconds (the journal's buffer), provided :meth:`Store.tick` runs at least that often.
 
 **Errors.** Every ``OSError`` (full disk, unwritable directory) becomes a
-:class:`schemas.errors.StorageError` naming the path and the fix. After one, the store is *failed*:
+:class:`kiwoom_tape.schemas.errors.StorageError` naming the path and the fix. After one, the store is *failed*:
 later calls raise it again, :meth:`Store.close` keeps the journal and removes only its own ``.tmp``
 files, and nothing already finalized is touched; the next start recovers what the journal holds.
 """
@@ -63,9 +64,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from recorder.derive import _kst_day, _scrub
-from recorder.journal import JournalWriter
-from recorder.parquet_parts import (
+from kiwoom_tape.recorder.derive import _kst_day, _scrub
+from kiwoom_tape.recorder.journal import JournalWriter
+from kiwoom_tape.recorder.parquet_parts import (
     FRAMES_PAGE_BYTES,
     PARQUET_OPTIONS,
     ROW_GROUP_ORDER,
@@ -75,12 +76,12 @@ from recorder.parquet_parts import (
     parquet_options,
     tmp_name,
 )
-from recorder.segment import SegmentRows
-from schemas import layout
-from schemas.errors import StorageError
-from schemas.normalize import detail_json, read_real_frame
-from schemas.protocol import RealRow
-from schemas.tables import EVENT_KINDS, TABLE_OF_TYPE, redact_login
+from kiwoom_tape.recorder.segment import SegmentRows
+from kiwoom_tape.schemas import layout
+from kiwoom_tape.schemas.errors import StorageError
+from kiwoom_tape.schemas.normalize import detail_json, read_real_frame
+from kiwoom_tape.schemas.protocol import RealRow
+from kiwoom_tape.schemas.tables import EVENT_KINDS, TABLE_OF_TYPE, redact_login
 
 __all__ = [
     "FRAMES_PAGE_BYTES",
@@ -290,10 +291,10 @@ class Store(SegmentRows):
         """Journal one WebSocket message, then buffer it (and its 0D/0E/0B rows); returns its ``seq``.
 
         ``direction`` is ``"in"`` (from the server) or ``"out"``; out-frames are redacted
-        (``schemas.tables.redact_login``) before anything is written. For an in-frame, pass the
+        (``kiwoom_tape.schemas.tables.redact_login``) before anything is written. For an in-frame, pass the
         ``rows`` the session decoded (``RealData.rows``; ``()`` for a non-REAL frame) or a
         ``parse_error``; with neither, the store decodes the text itself. 0D rows go to ``orderbook``,
-        0E rows to ``afterhours``, 0B to ``trades`` (:data:`schemas.tables.TABLE_OF_TYPE`), rows of other
+        0E rows to ``afterhours``, 0B to ``trades`` (:data:`kiwoom_tape.schemas.tables.TABLE_OF_TYPE`), rows of other
         types only to ``frames`` (counted in ``other_rows``).
         Raises StorageError (the store is then failed), ValueError for a bad ``direction``.
         """
@@ -322,7 +323,7 @@ class Store(SegmentRows):
         """Journal and buffer a received REAL frame of well-formed 0D/0E/0B rows, from its bytes; returns its row count.
 
         The recorder's fast path (PERF-LIMITS.md section 6): the bytes go to the journal as received,
-        and the rows are read with :func:`schemas.normalize.read_real_frame`, so nothing is decoded
+        and the rows are read with :func:`kiwoom_tape.schemas.normalize.read_real_frame`, so nothing is decoded
         twice. What is stored is what ``add_frame(recv_ns, "in", data, rows=<its rows>, trnm="REAL")``
         stores. Returns None, having stored nothing, for any other frame: the caller then handles it
         the general way (``ClientSession.receive``, :meth:`add_frame`). Raises StorageError.
@@ -342,7 +343,7 @@ class Store(SegmentRows):
         """Journal a received in-frame now; buffer it (and its rows) with the next batch. Returns its ``seq``.
 
         What is stored is what :meth:`add_frame` ``(recv_ns, "in", data)`` stores (the rows read by
-        :func:`schemas.normalize.read_real_frame` when it can, else decoded from the text), only later:
+        :func:`kiwoom_tape.schemas.normalize.read_real_frame` when it can, else decoded from the text), only later:
         at most ``defer_frames`` frames wait, and :meth:`tick`, :meth:`sync`, :meth:`close` and every
         other ``add_*`` read them first. For frames that need no answer (REAL frames): the caller gets
         no rows back. The counters (:attr:`stats`) include a frame once it is read. Raises StorageError.
@@ -389,7 +390,7 @@ class Store(SegmentRows):
     def add_event(self, recv_ns: int, kind: str, detail: dict[str, Any] | str, return_code: int | None = None) -> None:
         """Journal one event, then buffer it for ``events``.
 
-        ``kind`` is one of ``schemas.tables.EVENT_KINDS`` (ValueError otherwise, before anything is
+        ``kind`` is one of ``kiwoom_tape.schemas.tables.EVENT_KINDS`` (ValueError otherwise, before anything is
         written); ``detail`` a JSON-able dict (secret-looking keys such as ``token`` are replaced by
         ``***``) or JSON text. Raises StorageError.
         """
@@ -525,4 +526,4 @@ class Store(SegmentRows):
                     old.close()  # the next journal could not be created: keep this one for recovery
 
 
-from recorder.recovery import RecoveryReport, recover  # noqa: E402  # re-exported; recovery imports Store
+from kiwoom_tape.recorder.recovery import RecoveryReport, recover  # noqa: E402  # re-exported; recovery imports Store

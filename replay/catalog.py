@@ -2,16 +2,16 @@
 
 ::
 
-    from replay.catalog import connect
+    from kiwoom_tape.replay.catalog import connect
 
     con = connect("data")
     con.sql("select item, count(*), avg(spread_ticks) from quotes group by all").show()
     con.sql("select item, minute, avg(mid), max(spread) from quotes group by all order by all").show()
     con.sql("select * from book_asof('005930', '2026-11-23 10:00:00')").show()
 
-The views and macros are defined as SQL text in :mod:`schemas.views` (frames, orderbook, afterhours,
+The views and macros are defined as SQL text in :mod:`kiwoom_tape.schemas.views` (frames, orderbook, afterhours,
 events, quotes, gaps, book_asof, krx_tick_size, krx_tick_index; ``minute``, the cheap per-minute bucket of
-every view with ``recv_ts``: :data:`schemas.views.MINUTE_SQL`); this module only decides which tables
+every view with ``recv_ts``: :data:`kiwoom_tape.schemas.views.MINUTE_SQL`); this module only decides which tables
 have files and runs the statements. A view reads its files when queried, so part files a running
 recorder finishes later show up in the next query; a table that had no file at all when the catalog
 was made stays an empty view until the next :func:`connect`.
@@ -24,10 +24,9 @@ import os
 from pathlib import Path
 
 import duckdb
-
-from schemas import views
-from schemas.errors import DatasetError
-from schemas.layout import JOURNAL_DIR, TABLE_NAMES
+from kiwoom_tape.schemas import views
+from kiwoom_tape.schemas.errors import DatasetError
+from kiwoom_tape.schemas.layout import JOURNAL_DIR, TABLE_NAMES
 
 __all__ = ["connect", "dataset_root", "install_views", "tables_with_files"]
 

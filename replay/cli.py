@@ -14,15 +14,15 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
+from kiwoom_tape.replay.faults import FaultScript
+from kiwoom_tape.replay.faults import summary as fault_summary
+from kiwoom_tape.replay.recorded import RecordedSource
+from kiwoom_tape.replay.server import Server, Source, serve
+from kiwoom_tape.replay.simulator import DEFAULT_UNIVERSE, SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas.keyfile import KeyFileError, parse_keys, resolve_key
 
 from kiwoom_tape.clikit import HMS, ITEMS, friendly_errors, setup_logging, verbosity_options
-from replay.faults import FaultScript
-from replay.faults import summary as fault_summary
-from replay.recorded import RecordedSource
-from replay.server import Server, Source, serve
-from replay.simulator import DEFAULT_UNIVERSE, SimulatedMarket
-from replay.sources import SimSource
-from schemas.keyfile import KeyFileError, parse_keys, resolve_key
 
 __all__ = ["main", "replay_command"]
 
@@ -212,7 +212,7 @@ def replay_command(
 
 
 def _credentials(keys_file: Path | None) -> list[tuple[str, str]]:
-    """The (app key, secret) pairs of ``replay --keys`` (:mod:`schemas.keyfile`), from the environment."""
+    """The (app key, secret) pairs of ``replay --keys`` (:mod:`kiwoom_tape.schemas.keyfile`), from the environment."""
     if keys_file is None:
         return []
     try:

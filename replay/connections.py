@@ -1,13 +1,14 @@
 """The mock server's WebSocket side: one Kiwoom session per connection (LOGIN, REG/REMOVE, PING, kicks).
 
-:class:`Connections` is the part of :class:`replay.server.Server` that talks to each client on
-``/api/dostk/websocket``: it drives a :class:`schemas.protocol.ServerSession` per connection (docs/protocol.md
-section 1) with a reader, a PING timer and a writer (:func:`replay.outbox.write_loop`), keeps each client's
-``wanted`` pairs for the routing of rows (:class:`replay.routing.Router`, its base), counts the items it
+:class:`Connections` is the part of :class:`kiwoom_tape.replay.server.Server` that talks to each client on
+``/api/dostk/websocket``: it drives a :class:`kiwoom_tape.schemas.protocol.ServerSession` per connection
+(docs/protocol.md
+section 1) with a reader, a PING timer and a writer (:func:`kiwoom_tape.replay.outbox.write_loop`), keeps each client's
+``wanted`` pairs for the routing of rows (:class:`kiwoom_tape.replay.routing.Router`, its base), counts the items it
 holds in the item tracker, and allows one connection per app key (docs/protocol.md 1.9). A REG of a type the
 source serves no data of (:attr:`Connections.served`) is acknowledged as Kiwoom acknowledges any REG
 (docs/protocol.md 1.4), and logged once per (connection, type) with its items. The HTTP endpoints
-on the same port and the server's life cycle are :mod:`replay.server`'s.
+on the same port and the server's life cycle are :mod:`kiwoom_tape.replay.server`'s.
 """
 
 from __future__ import annotations
@@ -19,19 +20,18 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from kiwoom_tape.replay.outbox import Client, write_loop
+from kiwoom_tape.replay.routing import Router
+from kiwoom_tape.replay.tracker import ItemTracker
+from kiwoom_tape.schemas.errors import ProtocolError
+from kiwoom_tape.schemas.items import item_problem
+from kiwoom_tape.schemas.protocol import WS_PATH, Login, ServerConfig, ServerSession, ServerState, decode_client_message
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from replay.outbox import Client, write_loop
-from replay.routing import Router
-from replay.tracker import ItemTracker
-from schemas.errors import ProtocolError
-from schemas.items import item_problem
-from schemas.protocol import WS_PATH, Login, ServerConfig, ServerSession, ServerState, decode_client_message
-
 if TYPE_CHECKING:
-    from replay.faults import FaultRunner
-    from replay.rest import TokenDesk
+    from kiwoom_tape.replay.faults import FaultRunner
+    from kiwoom_tape.replay.rest import TokenDesk
 
 __all__ = ["Connections"]
 
@@ -39,7 +39,7 @@ log = logging.getLogger("kiwoom_tape.replay")
 
 
 class Connections(Router):
-    """The clients' WebSocket sessions (see the module docstring); :class:`replay.server.Server` builds on it."""
+    """The clients' WebSocket sessions (see the module docstring); :class:`kiwoom_tape.replay.server.Server` builds on it."""
 
     WRITE_BATCH = 64
     """A writer sends at most this many queued frames in one socket write."""
@@ -64,16 +64,16 @@ class Connections(Router):
         self.tokens = tokens
         self.clock = clock
         self.items = items
-        """Which items the source produces (:class:`replay.tracker.ItemTracker`)."""
+        """Which items the source produces (:class:`kiwoom_tape.replay.tracker.ItemTracker`)."""
         self.sent: list[tuple[int, float, str]] | None = [] if keep_sent else None
         """With ``keep_sent``: every REAL frame written to a client, as (connection number, clock(), text)."""
         self.faults: FaultRunner | None = None
-        """With a fault script: its runner (:mod:`replay.faults`), its ``fired`` list."""
+        """With a fault script: its runner (:mod:`kiwoom_tape.replay.faults`), its ``fired`` list."""
         self._config = config
         self._by_app_key: dict[str, Client] = {}
         """App key digest -> the connection logged in with a token issued to it (one per key)."""
         self.served: frozenset[str] | None = None
-        """The REAL types the source serves (its ``types`` hook, :class:`replay.contracts.ServesTypes`);
+        """The REAL types the source serves (its ``types`` hook, :class:`kiwoom_tape.replay.contracts.ServesTypes`);
         None: unknown, every type is taken as served."""
         self._warned: dict[int, set[str]] = {}
         """Connection number -> the unserved types it has been warned about (one warning per type)."""
@@ -109,7 +109,7 @@ class Connections(Router):
 
     def _claim_app_key(self, client: Client, login: str | bytes) -> None:
         """``client`` just logged in with the LOGIN frame ``login``: if its token was issued to an app key
-        (:meth:`replay.rest.TokenDesk.app_key_of`), the connection that held that key is kicked, as Kiwoom
+        (:meth:`kiwoom_tape.replay.rest.TokenDesk.app_key_of`), the connection that held that key is kicked, as Kiwoom
         allows one connection per app key (docs/protocol.md 1.9, 4.1). Other tokens are not limited."""
         try:
             msg = decode_client_message(login)
@@ -206,7 +206,7 @@ class Connections(Router):
         self, client: Client, registered: frozenset[tuple[str, str]], new: Iterable[tuple[str, str]] = ()
     ) -> None:
         """``client`` now has ``registered`` (``new`` of them just now): it gets data for the pairs that
-        can be items of their type (:func:`schemas.items.item_problem`; the ``new`` others get one log
+        can be items of their type (:func:`kiwoom_tape.schemas.items.item_problem`; the ``new`` others get one log
         line and no data), and the item tracker counts its items."""
         new = tuple(new)
         problems = [problem for i, t in new if (problem := item_problem(t, i)) is not None]

@@ -1,8 +1,10 @@
 """The interfaces between the mock server and what plugs into it: frame sources, and the fault runner.
 
-:mod:`replay.server` implements :class:`Dispatch` and :class:`FaultHost`; :mod:`replay.sources` and
-:mod:`replay.recorded` implement :class:`Source`; :mod:`replay.faults` acts only through :class:`FaultHost`.
-The names are re-exported by :mod:`replay.server`, where users import them.
+:mod:`kiwoom_tape.replay.server` implements :class:`Dispatch` and :class:`FaultHost`; :mod:`kiwoom_tape.replay.sources`
+and
+:mod:`kiwoom_tape.replay.recorded` implement :class:`Source`; :mod:`kiwoom_tape.replay.faults` acts only through
+:class:`FaultHost`.
+The names are re-exported by :mod:`kiwoom_tape.replay.server`, where users import them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from replay.outbox import Client
+    from kiwoom_tape.replay.outbox import Client
 
 __all__ = ["Dispatch", "EncodedFrame", "FaultHost", "Frame", "Row", "ServerStats", "ServesTypes", "Source"]
 
@@ -72,7 +74,7 @@ class Source(Protocol):
     instead of closing clients that fall behind. ``dispatch.frames(frames)`` hands over many frames at
     once, each already encoded and split into rows (:class:`EncodedFrame`): the fast path, with fewer
     awaits and socket writes per frame. ``add_item`` is called when a client registers an item that
-    can be one (:mod:`schemas.items`), so a source can start producing it (or start its clock).
+    can be one (:mod:`kiwoom_tape.schemas.items`), so a source can start producing it (or start its clock).
 
     Optional hooks, used when a source has them:
 
@@ -119,7 +121,7 @@ class ServerStats:
 
 
 class FaultHost(Protocol):
-    """What :class:`replay.faults.FaultRunner` may touch on a server: its clock, counters, connections,
+    """What :class:`kiwoom_tape.replay.faults.FaultRunner` may touch on a server: its clock, counters, connections,
     the frames log, and the server-wide actions a fault takes."""
 
     stats: ServerStats

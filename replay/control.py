@@ -113,7 +113,7 @@ Command = Status | Pause | Resume | Step | Seek | SetSpeed
 
 @runtime_checkable
 class Controllable(Protocol):
-    """A frame source the ``/control`` endpoint can drive (``replay.recorded.RecordedSource``)."""
+    """A frame source the ``/control`` endpoint can drive (``kiwoom_tape.replay.recorded.RecordedSource``)."""
 
     def status(self) -> dict[str, Any]: ...
 

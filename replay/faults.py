@@ -18,7 +18,7 @@ script spans a whole simulated day at any ``--speed``::
 
 Load it with :meth:`FaultScript.load` (or build one in Python) and give it to the server:
 ``serve(source, faults=FaultScript.load("faults.toml"))``, or ``replay ... --faults faults.toml``.
-The server's :attr:`replay.server.Server.faults` (a :class:`FaultRunner`) then fires them and logs each,
+The server's :attr:`kiwoom_tape.replay.server.Server.faults` (a :class:`FaultRunner`) then fires them and logs each,
 with its time, on the ``kiwoom_tape.replay`` logger; :attr:`FaultRunner.fired` lists what fired.
 
 The kinds (:data:`KINDS`; every key but ``kind`` and the trigger has a default unless marked required):
@@ -56,7 +56,7 @@ Parsing is pure (:meth:`FaultScript.parse`); a bad script raises :class:`FaultSc
 the line, the key and the fix. The runner only touches a server through the hooks
 :meth:`FaultRunner.at_handshake` (new connection), :meth:`FaultRunner.intercept` (reader),
 :meth:`FaultRunner.hold_pings` (PING timer) and :meth:`FaultRunner.send` (writer), and otherwise only
-through the server's :class:`replay.contracts.FaultHost` interface (``drop_all``, ``kick_all``,
+through the server's :class:`kiwoom_tape.replay.contracts.FaultHost` interface (``drop_all``, ``kick_all``,
 ``expire_tokens``, ``connections``, ``market_time``, counters and clock).
 """
 
@@ -69,7 +69,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from replay.faultscript import (
+from kiwoom_tape.replay.faultscript import (
     KINDS,
     MALFORMED,
     REG_MESSAGES,
@@ -80,11 +80,11 @@ from replay.faultscript import (
     script_of,
     summary,
 )
-from schemas.protocol import ServerState, ack, guess_trnm, is_real_text, login_failed
+from kiwoom_tape.schemas.protocol import ServerState, ack, guess_trnm, is_real_text, login_failed
 
 if TYPE_CHECKING:
-    from replay.contracts import FaultHost
-    from replay.outbox import Client
+    from kiwoom_tape.replay.contracts import FaultHost
+    from kiwoom_tape.replay.outbox import Client
 
 __all__ = [
     "KINDS", "MALFORMED", "REG_MESSAGES", "Fault", "FaultRunner", "FaultScript", "FaultScriptError", "FiredFault",
@@ -122,7 +122,7 @@ class _PerClient:
 
 
 class FaultRunner:
-    """Fires a :class:`FaultScript`'s faults on a :class:`replay.server.Server`; made by the server.
+    """Fires a :class:`FaultScript`'s faults on a :class:`kiwoom_tape.replay.server.Server`; made by the server.
 
     The server calls the hooks (:meth:`intercept`, :meth:`hold_pings`, :meth:`send`) only when it has a
     runner, and runs :meth:`run` as a task while it serves. :meth:`fire` fires a fault now (for tests).

@@ -1,4 +1,5 @@
-"""The fault script: its faults as data, and the pure parser of its TOML (the format is in :mod:`replay.faults`).
+"""The fault script: its faults as data, and the pure parser of its TOML (the format is in
+:mod:`kiwoom_tape.replay.faults`).
 
 :meth:`FaultScript.parse` / :meth:`FaultScript.load` read a script; a bad one raises
 :class:`FaultScriptError` naming the file, the line, the key and the fix. No I/O but reading the file.
@@ -14,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from replay.control import format_time_of_day, parse_time_of_day
-from schemas.errors import KiwoomTapeError
-from schemas.protocol import RC_ERROR, RC_ITEM_CAP, RC_REG_RATE
+from kiwoom_tape.replay.control import format_time_of_day, parse_time_of_day
+from kiwoom_tape.schemas.errors import KiwoomTapeError
+from kiwoom_tape.schemas.protocol import RC_ERROR, RC_ITEM_CAP, RC_REG_RATE
 
 __all__ = [
     "KINDS", "MALFORMED", "REG_MESSAGES", "Fault", "FaultScript", "FaultScriptError", "parse_duration", "script_of",
@@ -57,7 +58,7 @@ class FaultScriptError(KiwoomTapeError):
 class Fault:
     """One fault: its ``kind``, its trigger (``at`` seconds after the first LOGIN, ``after_frames``, or
     ``market_time``: seconds since KST midnight on the source's market clock) and the kind's parameters
-    (see :mod:`replay.faults`; unused ones keep their defaults)."""
+    (see :mod:`kiwoom_tape.replay.faults`; unused ones keep their defaults)."""
 
     kind: str
     at: float | None = None

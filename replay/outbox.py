@@ -2,7 +2,7 @@
 
 The queue counts what it holds (:attr:`Client.backlog`, in characters of ``str`` frames and bytes of
 ``bytes`` ones), so that the server can drop a client that does not read before it sinks the server
-(:meth:`replay.server.Server.dispatch`). Every change to the queue goes through :class:`Client`'s methods.
+(:meth:`kiwoom_tape.replay.server.Server.dispatch`). Every change to the queue goes through :class:`Client`'s methods.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from kiwoom_tape.schemas.protocol import ServerSession, is_real_text
 from websockets.asyncio.server import ServerConnection
 
-from schemas.protocol import ServerSession, is_real_text
-
 if TYPE_CHECKING:
-    from replay.faults import FaultRunner
+    from kiwoom_tape.replay.faults import FaultRunner
 
 __all__ = ["BatchConnection", "Client", "Outgoing", "write_loop"]
 

@@ -13,17 +13,19 @@ The server runs on its own event loop in a background thread, so the test may be
 
 - ``dataset_dir``: the ``record --out`` directory; default: the ini option ``kiwoom_replay_dataset``
   (a path relative to the ini file), e.g. ``[tool.pytest.ini_options] kiwoom_replay_dataset = "data"``;
-- ``date``, ``start``, ``end``, ``items``, ``loop``, ``start_delay``: as :class:`replay.recorded.RecordedSource`
+- ``date``, ``start``, ``end``, ``items``, ``loop``, ``start_delay``: as
+:class:`kiwoom_tape.replay.recorded.RecordedSource`
   (times are KST ``"HH:MM[:SS]"``); ``speed``: **default None = as fast as the slowest client reads**
   (tests rarely want to wait in real time; pass ``speed=1.0`` for the recorded pace);
-- ``token``, ``ping_interval``: as :class:`replay.server.Server` (the port is always a free one);
-- ``faults``: scripted faults (:mod:`replay.faults`), a TOML file's path, a :class:`replay.faults.FaultScript`
-  or a list of :class:`replay.faults.Fault`, e.g. ``faults=[Fault("drop", after_frames=100)]`` to see
+- ``token``, ``ping_interval``: as :class:`kiwoom_tape.replay.server.Server` (the port is always a free one);
+- ``faults``: scripted faults (:mod:`kiwoom_tape.replay.faults`), a TOML file's path, a
+:class:`kiwoom_tape.replay.faults.FaultScript`
+  or a list of :class:`kiwoom_tape.replay.faults.Fault`, e.g. ``faults=[Fault("drop", after_frames=100)]`` to see
   how the client under test reconnects; ``server.fired()`` lists what fired.
 
 The handle has ``url`` (give it to the client as ``SOCKET_URL``), ``rest_url`` (``POST
 {rest_url}/oauth2/token``), ``control(cmd, **args)`` / ``status()`` (the ``/control`` endpoint, see
-:mod:`replay.control`) and ``stop()``. Disable the plugin with ``-p no:kiwoom_tape``.
+:mod:`kiwoom_tape.replay.control`) and ``stop()``. Disable the plugin with ``-p no:kiwoom_tape``.
 
 Importing this module is cheap (only the standard library and pytest); the server's modules load when
 the fixture is first used.
@@ -45,9 +47,9 @@ if TYPE_CHECKING:
     import asyncio
     import datetime as dt
 
-    from replay.faults import Fault, FaultScript
-    from replay.recorded import RecordedSource, TimeOfDay
-    from replay.server import Server
+    from kiwoom_tape.replay.faults import Fault, FaultScript
+    from kiwoom_tape.replay.recorded import RecordedSource, TimeOfDay
+    from kiwoom_tape.replay.server import Server
 
 __all__ = ["ReplayServer", "kiwoom_replay"]
 
@@ -117,7 +119,7 @@ class ReplayServer:
             raise ValueError(message) from None
 
     def status(self) -> dict[str, Any]:
-        """``GET /control``: state, position, speed, frames played, clients (see :mod:`replay.control`)."""
+        """``GET /control``: state, position, speed, frames played, clients (see :mod:`kiwoom_tape.replay.control`)."""
         return self.control("status")
 
     def fired(self) -> list[str]:
@@ -164,7 +166,7 @@ class ReplayServer:
     async def _serve(self) -> None:
         import asyncio
 
-        from replay.server import serve
+        from kiwoom_tape.replay.server import serve
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
@@ -189,7 +191,7 @@ def kiwoom_replay(request: pytest.FixtureRequest) -> Iterator[Callable[..., Repl
     """Factory: ``kiwoom_replay(dataset_dir=None, *, date=None, start=None, end=None, speed=None, items=None,
     loop=False, start_delay=0.2, token=None, ping_interval=15.0, faults=None)`` -> a running :class:`ReplayServer`.
 
-    Every server it made stops when the test ends. See :mod:`replay.pytest_plugin`.
+    Every server it made stops when the test ends. See :mod:`kiwoom_tape.replay.pytest_plugin`.
     """
     servers: list[ReplayServer] = []
 
@@ -207,8 +209,8 @@ def kiwoom_replay(request: pytest.FixtureRequest) -> Iterator[Callable[..., Repl
         ping_interval: float = 15.0,
         faults: str | os.PathLike[str] | FaultScript | Iterable[Fault] | None = None,
     ) -> ReplayServer:
-        from replay.faults import FaultScript
-        from replay.recorded import RecordedSource
+        from kiwoom_tape.replay.faults import FaultScript
+        from kiwoom_tape.replay.recorded import RecordedSource
 
         root = _default_dataset(request.config) if dataset_dir is None else Path(dataset_dir)
         source = RecordedSource(

@@ -2,8 +2,8 @@
 
 ::
 
-    from replay.recorded import RecordedSource
-    from replay.server import serve
+    from kiwoom_tape.replay.recorded import RecordedSource
+    from kiwoom_tape.replay.server import serve
 
     async with serve(RecordedSource("data", speed=None), port=0) as server:
         ...  # point the strategy at server.url; it gets the recorded REAL frames of the last day
@@ -14,7 +14,7 @@ part files are read in segment order, in record batches (never a whole day of Py
 runs that overlap in time are merged by receive time. Files that appear after the replay started are
 not seen. Each client gets, from its REG on, the rows it registered: the recorded text unchanged when
 it registered every row of a frame, else a frame rebuilt from the recorded rows' own texts in their
-original order and formatting (:mod:`schemas.realframe`). Frames that do not parse as REAL rows are
+original order and formatting (:mod:`kiwoom_tape.schemas.realframe`). Frames that do not parse as REAL rows are
 skipped and counted (``skipped`` in the status).
 
 **Time.** One replay clock per server, shared by every client. It starts ``start_delay`` seconds after
@@ -25,13 +25,13 @@ by ``speed``; ``speed=None`` sends as fast as the slowest client reads (:meth:`S
 hole in the recording (``events`` gap_start/gap_end) is silence at 1x, as it was. ``end`` (``--to``) is
 exclusive. At the end of the tape the connections stay open (PINGs go on) and the end is logged; with
 ``loop=True`` the tape starts over at ``start``. ``/control`` pauses, steps, seeks and changes the
-speed (:mod:`replay.control`); :meth:`RecordedSource.status` is what it reports.
+speed (:mod:`kiwoom_tape.replay.control`); :meth:`RecordedSource.status` is what it reports.
 
 **Reading.** A worker thread (its own, one read at a time) reads and merges Arrow batches and turns
 each into Python lists of receive times and frame bytes (the recorded UTF-8, never decoded to ``str``),
 so decompression does not stall the event loop. The event loop reads each frame's rows' item and type
 (msgspec, from the bytes) and hands the server every frame that is due at once (at max speed, a
-chunk of them): :meth:`replay.server.Server.dispatch_frames`, which queues them for every client in one
+chunk of them): :meth:`kiwoom_tape.replay.server.Server.dispatch_frames`, which queues them for every client in one
 go. At 1x it sleeps until the next frame is due on the monotonic clock, then sends all that are due.
 Row groups entirely outside the window are skipped using the Parquet statistics of ``recv_ts``, so a
 seek does not read the morning to get to the afternoon.
@@ -56,8 +56,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
-from replay.control import (
+from kiwoom_tape.replay.control import (
     Command,
     ControlError,
     Pause,
@@ -69,12 +68,12 @@ from replay.control import (
     format_time_of_day,
     parse_time_of_day,
 )
-from replay.recorded_types import day_types
-from replay.server import Dispatch, EncodedFrame
-from schemas.errors import DatasetError
-from schemas.layout import JOURNAL_DIR, parse_part_filename
-from schemas.market import KST
-from schemas.realframe import RealFrame, parse_real_frame
+from kiwoom_tape.replay.recorded_types import day_types
+from kiwoom_tape.replay.server import Dispatch, EncodedFrame
+from kiwoom_tape.schemas.errors import DatasetError
+from kiwoom_tape.schemas.layout import JOURNAL_DIR, parse_part_filename
+from kiwoom_tape.schemas.market import KST
+from kiwoom_tape.schemas.realframe import RealFrame, parse_real_frame
 
 __all__ = ["RecordedSource", "Recording", "TimeOfDay", "recorded_dates"]
 
@@ -393,11 +392,12 @@ class _Heads(msgspec.Struct, gc=False):
 
 
 _heads = msgspec.json.Decoder(_Heads)
-"""What :func:`schemas.realframe.parse_real_frame` checks and reads, straight from the recorded bytes."""
+"""What :func:`kiwoom_tape.schemas.realframe.parse_real_frame` checks and reads, straight from the recorded bytes."""
 
 
 class _Recorded(msgspec.Struct, gc=False):
-    """A recorded REAL frame as :meth:`Server.dispatch_frames` takes it (:class:`replay.server.EncodedFrame`):
+    """A recorded REAL frame as :meth:`Server.dispatch_frames` takes it
+    (:class:`kiwoom_tape.replay.server.EncodedFrame`):
     its exact UTF-8 bytes and each row's (item, type); the rows' own texts are found only for a subset.
     (A Struct without GC tracking: one is made per frame played, and none is part of a cycle.)"""
 
@@ -421,7 +421,7 @@ class _Recorded(msgspec.Struct, gc=False):
 def _encode(data: bytes | None, items: frozenset[str] | None, env: _Heads | None = None) -> _Recorded | str | None:
     """A recorded frame's bytes (and their ``env``, if decoded already) as a :class:`_Recorded`; None if
     it has no row to replay (none of ``items``), or why it is not REAL rows (the checks of
-    :func:`schemas.realframe.parse_real_frame`)."""
+    :func:`kiwoom_tape.schemas.realframe.parse_real_frame`)."""
     if data is None:
         return "no text"
     if env is None:
@@ -554,7 +554,7 @@ class RecordedSource:
             self._poke()
 
     def types(self) -> frozenset[str] | None:
-        """The REAL types the replayed day holds (:func:`replay.recorded_types.day_types`), read on first call."""
+        """The REAL types the replayed day holds (:func:`kiwoom_tape.replay.recorded_types.day_types`), read on first call."""
         if not self._types_read:
             self._types = day_types(p.path for run in self.recording.runs for p in run)
             self._types_read = True
@@ -627,7 +627,7 @@ class RecordedSource:
         }
 
     def apply(self, command: Command) -> None:
-        """Run a ``/control`` command (see :mod:`replay.control`). Raises ControlError if it cannot."""
+        """Run a ``/control`` command (see :mod:`kiwoom_tape.replay.control`). Raises ControlError if it cannot."""
         if isinstance(command, Status):
             return
         if isinstance(command, Pause):

@@ -23,11 +23,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
+from kiwoom_tape.replay import control
+from kiwoom_tape.replay.outbox import BatchConnection
+from kiwoom_tape.schemas import auth
 from websockets.asyncio.server import ServerConnection
-
-from replay import control
-from replay.outbox import BatchConnection
-from schemas import auth
 
 __all__ = ["MAX_HTTP_BODY", "RC_BAD_CREDENTIALS", "TOKEN_LIFETIME", "TokenDesk", "make_connection_class"]
 
@@ -115,7 +114,7 @@ class TokenDesk:
             self.required_token = secrets.token_urlsafe(32)
 
     def check(self, token: str) -> int | None:
-        """For :class:`schemas.protocol.ServerConfig`: None to accept ``token`` at LOGIN, else 8005."""
+        """For :class:`kiwoom_tape.schemas.protocol.ServerConfig`: None to accept ``token`` at LOGIN, else 8005."""
         if token in self.expired:
             return 8005
         if self.required_token is not None:

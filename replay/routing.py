@@ -1,6 +1,6 @@
 """Routing REAL rows to the mock server's clients: who gets which frame, and what a client may queue.
 
-:class:`Router` is the part of :class:`replay.server.Server` that a source's ``dispatch`` reaches: each
+:class:`Router` is the part of :class:`kiwoom_tape.replay.server.Server` that a source's ``dispatch`` reaches: each
 logged-in client gets the rows it registered (its ``wanted`` pairs), as the source's own frame when it
 wants all of them. A client whose unsent frames pass ``max_backlog_bytes`` (or ``max_queue_frames``) is
 dropped as a slow consumer; so is the largest backlog while all together pass ``max_total_backlog_bytes``.
@@ -15,12 +15,12 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
-from replay.contracts import EncodedFrame, Frame, Row, ServerStats
-from replay.outbox import Client
-from schemas.protocol import ServerState, encode_real_frame
+from kiwoom_tape.replay.contracts import EncodedFrame, Frame, Row, ServerStats
+from kiwoom_tape.replay.outbox import Client
+from kiwoom_tape.schemas.protocol import ServerState, encode_real_frame
 
 if TYPE_CHECKING:
-    from replay.server import Server
+    from kiwoom_tape.replay.server import Server
 
 __all__ = ["Dispatcher", "Router"]
 

@@ -1,14 +1,16 @@
 """The mock Kiwoom server: its plain-HTTP endpoints, its life cycle, and the WebSocket sessions it builds on.
 
-The WebSocket connection handling (one :class:`schemas.protocol.ServerSession` per connection) is
-:mod:`replay.connections`, the routing of rows to clients :mod:`replay.routing`; this module adds the
-source, the token endpoints and ``/control`` on the same port (:mod:`replay.rest`, :mod:`replay.control`),
+The WebSocket connection handling (one :class:`kiwoom_tape.schemas.protocol.ServerSession` per connection) is
+:mod:`kiwoom_tape.replay.connections`, the routing of rows to clients :mod:`kiwoom_tape.replay.routing`; this module
+adds the
+source, the token endpoints and ``/control`` on the same port (:mod:`kiwoom_tape.replay.rest`,
+:mod:`kiwoom_tape.replay.control`),
 and the start and stop.
 
 One port serves both what a Kiwoom client talks to:
 
 - ``ws://HOST:PORT/api/dostk/websocket``: LOGIN, REG/REMOVE with ``grp_no``/``refresh``, PING, REAL,
-  SYSTEM, exactly as :mod:`schemas.protocol` decides (docs/protocol.md section 1);
+  SYSTEM, exactly as :mod:`kiwoom_tape.schemas.protocol` decides (docs/protocol.md section 1);
 - ``POST /oauth2/token`` (au10001) and ``POST /oauth2/revoke`` (au10002), so a client that fetches
   its own token works unchanged (docs/protocol.md 4.3-4.4).
 
@@ -16,10 +18,10 @@ A *source* produces REAL rows on its own clock and hands them to :meth:`Server.d
 receives, from the moment of its REG, only the rows it registered, batched as the source batched them.
 A frame whose rows a client wants in full is sent as the source's exact text; a client that wants some
 of the rows gets the source's :meth:`Frame.subset` of them (a recorded frame's own row texts), or a
-frame built with :func:`schemas.protocol.encode_real_frame`.
+frame built with :func:`kiwoom_tape.schemas.protocol.encode_real_frame`.
 
 ``/control`` on the same port drives a source that has controls (a recorded replay, see
-:mod:`replay.control`): ``GET`` reads its status, ``POST`` runs a command.
+:mod:`kiwoom_tape.replay.control`): ``GET`` reads its status, ``POST`` runs a command.
 
 Usage::
 
@@ -29,7 +31,7 @@ Usage::
 
 The server binds to 127.0.0.1 by default, refuses messages over ``max_message`` bytes (close 1009),
 and never crashes on a client's input: bad messages get the error reply of :class:`ServerSession`.
-``faults=`` (a :class:`replay.faults.FaultScript`) scripts drops, stalls, refusals and bad frames.
+``faults=`` (a :class:`kiwoom_tape.replay.faults.FaultScript`) scripts drops, stalls, refusals and bad frames.
 permessage-deflate is not offered: it cuts loopback throughput about 5x (PERF-LIMITS.md §4), and a
 client that offers it (websockets does by default) simply runs uncompressed.
 """
@@ -49,22 +51,21 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import msgspec
+from kiwoom_tape.replay import control, rest
+from kiwoom_tape.replay.connections import Connections
+from kiwoom_tape.replay.contracts import Dispatch, EncodedFrame, Frame, Row, ServerStats, ServesTypes, Source
+from kiwoom_tape.replay.faults import Fault, FaultRunner, FaultScript, script_of
+from kiwoom_tape.replay.outbox import BatchConnection
+from kiwoom_tape.replay.routing import Dispatcher
+from kiwoom_tape.replay.tracker import ItemTracker
+from kiwoom_tape.schemas import auth
+from kiwoom_tape.schemas.protocol import WS_PATH, ServerConfig, ServerState
+from kiwoom_tape.schemas.redact import RedactTokens
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
-
-from replay import control, rest
-from replay.connections import Connections
-from replay.contracts import Dispatch, EncodedFrame, Frame, Row, ServerStats, ServesTypes, Source
-from replay.faults import Fault, FaultRunner, FaultScript, script_of
-from replay.outbox import BatchConnection
-from replay.routing import Dispatcher
-from replay.tracker import ItemTracker
-from schemas import auth
-from schemas.protocol import WS_PATH, ServerConfig, ServerState
-from schemas.redact import RedactTokens
 
 __all__ = ["Dispatch", "EncodedFrame", "Frame", "Row", "Server", "ServerStats", "Source", "exposed", "serve"]
 
@@ -88,7 +89,7 @@ def exposed(host: str) -> bool:
 class Server(Connections):
     """A running mock server. Create it with :func:`serve`.
 
-    The WebSocket sessions are :class:`replay.connections.Connections` (its base); this class adds the
+    The WebSocket sessions are :class:`kiwoom_tape.replay.connections.Connections` (its base); this class adds the
     source, the plain-HTTP endpoints on the same port (tokens, ``/control``) and the start and stop."""
 
     STOP_GRACE = 0.5
@@ -118,10 +119,11 @@ class Server(Connections):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """See the module docstring. ``token``: the one token LOGIN accepts; ``appkey``/``secretkey`` and
-        ``credentials``: the pairs ``POST /oauth2/token`` accepts (:class:`replay.rest.TokenDesk`). A client whose
+        ``credentials``: the pairs ``POST /oauth2/token`` accepts (:class:`kiwoom_tape.replay.rest.TokenDesk`). A client
+        whose
         unsent frames pass ``max_backlog_bytes`` (or ``max_queue_frames``) is dropped as too slow, and so is the client
         with the largest backlog while all together pass ``max_total_backlog_bytes``. ``forget_after`` and
-        ``max_items``: see :class:`replay.tracker.ItemTracker`."""
+        ``max_items``: see :class:`kiwoom_tape.replay.tracker.ItemTracker`."""
         tokens = rest.TokenDesk(token, appkey, secretkey, credentials)
         super().__init__(
             tokens=tokens,

@@ -15,9 +15,9 @@ import random
 import zlib
 from bisect import bisect_right
 
-from replay.sim_calendar import hms, in_auction, nxt_thin, rate_factor, wide_spread_odds
-from replay.sim_references import is_known, reference_price_of, seed_int
-from schemas.market import band, is_etf, tick_size
+from kiwoom_tape.replay.sim_calendar import hms, in_auction, nxt_thin, rate_factor, wide_spread_odds
+from kiwoom_tape.replay.sim_references import is_known, reference_price_of, seed_int
+from kiwoom_tape.schemas.market import band, is_etf, tick_size
 
 __all__ = ["LEVEL_CAP", "MAX_TYPICAL", "Book", "Code"]
 

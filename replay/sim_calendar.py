@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from schemas.market import split_item
+from kiwoom_tape.schemas.market import split_item
 
 __all__ = [
     "KRX_0D_WINDOWS",

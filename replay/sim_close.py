@@ -8,7 +8,7 @@ second at the live rate), FID 290 ``3``; each trade is signed + or - at even odd
 has no aggressor). From 16:00 nothing (the 16:00-18:00 단일가 fills are not pushed). No 0D row goes
 with them (KRX 0D stops at 15:30), so 27/28 are ``"-0"``, as for an empty book side.
 
-The rows continue the item's day (:class:`replay.sim_trades.TradeTape`): FID 13 goes on from the 0D
+The rows continue the item's day (:class:`kiwoom_tape.replay.sim_trades.TradeTape`): FID 13 goes on from the 0D
 FID 13 of the end of the continuous session (nothing trades in the 15:20-15:30 auction before its
 print) and rises by exactly ``abs(FID 15)``; 14, 16-18, 228, 620 and 1030-1032 go on from the same
 tally. Everything is a function of (seed, item, market time): an interval's trades are drawn from its
@@ -21,12 +21,12 @@ from __future__ import annotations
 import math
 import random
 
-from replay.sim_book import Code
-from replay.sim_calendar import hms
-from replay.sim_frames import SimRow
-from replay.sim_references import seed_int
-from replay.sim_streams import CHECKPOINT, Stream
-from replay.sim_trades import Tally, TradeTape, row_head, trade_row
+from kiwoom_tape.replay.sim_book import Code
+from kiwoom_tape.replay.sim_calendar import hms
+from kiwoom_tape.replay.sim_frames import SimRow
+from kiwoom_tape.replay.sim_references import seed_int
+from kiwoom_tape.replay.sim_streams import CHECKPOINT, Stream
+from kiwoom_tape.replay.sim_trades import Tally, TradeTape, row_head, trade_row
 
 __all__ = ["CloseStream"]
 
@@ -37,7 +37,8 @@ _J_AUCTION_LAST = _T1530 // CHECKPOINT - 1
 
 class CloseStream(Stream):
     """The closing trades of one KRX or ``_AL`` item (see the module docstring), on the :class:`Stream` schedule
-    of :data:`replay.sim_calendar.KRX_CLOSE_WINDOWS`. ``tape``: the item's continuous trades (its ``BookStream``'s)."""
+    of :data:`kiwoom_tape.replay.sim_calendar.KRX_CLOSE_WINDOWS`. ``tape``: the item's continuous trades (its
+    ``BookStream``'s)."""
 
     __slots__ = ("_events", "_i", "_price", "_starts", "_tally", "head", "tape")
 

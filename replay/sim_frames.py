@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from replay.sim_book import Book
-from schemas.fields import FIELDS_0D, FIELDS_0E, Kind
-from schemas.protocol import encode, encode_real_row
+from kiwoom_tape.replay.sim_book import Book
+from kiwoom_tape.schemas.fields import FIELDS_0D, FIELDS_0E, Kind
+from kiwoom_tape.schemas.protocol import encode, encode_real_row
 
 __all__ = ["KEYS_0E", "Row0D", "SimRow", "hhmmss", "pct_text", "row_0e", "signed_delta", "template_0e"]
 

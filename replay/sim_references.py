@@ -11,7 +11,7 @@ import zlib
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from schemas.market import is_etf, split_item, tick_size
+from kiwoom_tape.schemas.market import is_etf, split_item, tick_size
 
 __all__ = ["DEFAULT_UNIVERSE", "ETF_REFERENCES", "REFERENCE_PRICES", "is_known", "reference_price_of", "seed_int"]
 
@@ -59,7 +59,7 @@ REFERENCE_PRICES: Mapping[str, int] = MappingProxyType(_REFERENCES)
 ETF_REFERENCES: Mapping[str, int] = MappingProxyType(
     {"069500": 35_215, "102110": 35_370, "229200": 11_645, "122630": 17_905, "252670": 2_135, "114800": 4_260}
 )
-"""Plausible previous closes of some ETFs of :data:`schemas.market.ETF_CODES`, on the 5-won grid (5.5)."""
+"""Plausible previous closes of some ETFs of :data:`kiwoom_tape.schemas.market.ETF_CODES`, on the 5-won grid (5.5)."""
 
 
 def is_known(code: str) -> bool:

@@ -1,7 +1,7 @@
 """The update streams of the simulated market: one per (item, type), reseeded at every checkpoint.
 
-A stream knows when its item updates (a Poisson process shaped by :mod:`replay.sim_calendar`, inside the
-item's windows) and holds its state (a :class:`replay.sim_book.Book` for 0D, two totals for 0E). Its
+A stream knows when its item updates (a Poisson process shaped by :mod:`kiwoom_tape.replay.sim_calendar`, inside the
+item's windows) and holds its state (a :class:`kiwoom_tape.replay.sim_book.Book` for 0D, two totals for 0E). Its
 random stream and its state are reseeded from (seed, type, item, interval) every :data:`CHECKPOINT`
 seconds of market time, so :meth:`Stream.position` can bring a new stream to any time with bounded work.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import random
 
-from replay.sim_book import Book, Code
-from replay.sim_calendar import rate_factor, session_windows
-from replay.sim_frames import Row0D, SimRow, row_0e, template_0e
-from replay.sim_references import seed_int
-from replay.sim_trades import TradeTape
-from schemas.market import split_item
+from kiwoom_tape.replay.sim_book import Book, Code
+from kiwoom_tape.replay.sim_calendar import rate_factor, session_windows
+from kiwoom_tape.replay.sim_frames import Row0D, SimRow, row_0e, template_0e
+from kiwoom_tape.replay.sim_references import seed_int
+from kiwoom_tape.replay.sim_trades import TradeTape
+from kiwoom_tape.schemas.market import split_item
 
 __all__ = ["CHECKPOINT", "AfterHoursStream", "BookStream", "Stream"]
 
@@ -190,9 +190,9 @@ class Stream:
 
 
 class BookStream(Stream):
-    """0D: a :class:`replay.sim_book.Book` and its rows (:class:`replay.sim_frames.Row0D`).
+    """0D: a :class:`kiwoom_tape.replay.sim_book.Book` and its rows (:class:`kiwoom_tape.replay.sim_frames.Row0D`).
 
-    The book's trades come out as :attr:`trade`, the 0B row of the same update (:mod:`replay.sim_trades`).
+    The book's trades come out as :attr:`trade`, the 0B row of the same update (:mod:`kiwoom_tape.replay.sim_trades`).
     """
 
     __slots__ = ("book", "last_a", "last_b", "out", "shape", "tape")

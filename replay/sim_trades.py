@@ -1,8 +1,8 @@
 """The simulated trades of one item: 0B 주식체결 rows (docs/protocol.md 2.3) printed by its order book.
 
-Trades are the book's own fills (:mod:`replay.sim_book`): a buy takes quantity at the best ask, a sell
+Trades are the book's own fills (:mod:`kiwoom_tape.replay.sim_book`): a buy takes quantity at the best ask, a sell
 at the best bid, at most one trade per book update, and the 0D row of the same tick shows the book after
-it. Besides, each checkpoint interval of a stream (``replay.sim_streams.CHECKPOINT`` seconds) opens with
+it. Besides, each checkpoint interval of a stream (``kiwoom_tape.replay.sim_streams.CHECKPOINT`` seconds) opens with
 a *print*: the volume the book's closed-form cumulative volume (``Code.base_volume``) added since the
 previous interval, traded at the reseeded touch. So FID 13 rises by exactly ``abs(FID 15)`` from one 0B
 row to the next and equals the 0D FID 13 of the same tick; the first print of the day (09:00:00 for
@@ -30,11 +30,11 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from replay.sim_book import Book, Code
-from replay.sim_frames import SimRow, hhmmss, pct_text, signed_delta
-from replay.sim_references import seed_int
-from schemas.fields import FIELDS_0B
-from schemas.protocol import encode, encode_real_row
+from kiwoom_tape.replay.sim_book import Book, Code
+from kiwoom_tape.replay.sim_frames import SimRow, hhmmss, pct_text, signed_delta
+from kiwoom_tape.replay.sim_references import seed_int
+from kiwoom_tape.schemas.fields import FIELDS_0B
+from kiwoom_tape.schemas.protocol import encode, encode_real_row
 
 __all__ = ["Print", "Tally", "TradeTape", "row_head", "trade_row"]
 

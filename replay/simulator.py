@@ -4,8 +4,10 @@
 client sees what the live server sends (docs/protocol.md 1.7, 2.0-2.2, 5.1-5.5) without credentials.
 This module reads no clock, touches no socket or file and runs no event loop: the server driver
 asks :meth:`SimulatedMarket.advance` for everything up to a market time of its choosing. The day's
-calendar is :mod:`replay.sim_calendar`, the book process :mod:`replay.sim_book`, the row encoding
-:mod:`replay.sim_frames`, the streams :mod:`replay.sim_streams`; this module is the market that merges them.
+calendar is :mod:`kiwoom_tape.replay.sim_calendar`, the book process :mod:`kiwoom_tape.replay.sim_book`, the row
+encoding
+:mod:`kiwoom_tape.replay.sim_frames`, the streams :mod:`kiwoom_tape.replay.sim_streams`; this module is the market that
+merges them.
 
 What a driver can rely on (the acceptance invariants, tested in ``tests/test_simulator.py`` and
 ``tests/test_sim_day.py``):
@@ -15,26 +17,26 @@ What a driver can rely on (the acceptance invariants, tested in ``tests/test_sim
   :meth:`~SimulatedMarket.add_item` again (it fast-forwards). Advancing in many small steps yields
   byte-identical rows to one big step. No ``hash()``, no wall clock.
 - **Checkpoints.** Every (item, type) stream is reseeded from (seed, type, item, interval) every
-  :data:`CHECKPOINT` (30) seconds of market time (:mod:`replay.sim_streams`): the book is drawn afresh
+  :data:`CHECKPOINT` (30) seconds of market time (:mod:`kiwoom_tape.replay.sim_streams`): the book is drawn afresh
   around the fair price, so the first row of an interval may change many levels at once. Adding an item
   replays at most two intervals of its events. Deltas are still vs the item's previous row (rebuilt from
   the previous active interval; if that one and the two before it had no row, the baseline is an empty
   book).
 - **Time.** Market time is seconds since KST midnight. Updates are a Poisson process quantized up to
-  the ``batch`` grid at ``rate_hz`` (0E: ``rate_0e_hz``) times :func:`replay.sim_calendar.rate_factor`
+  the ``batch`` grid at ``rate_hz`` (0E: ``rate_0e_hz``) times :func:`kiwoom_tape.replay.sim_calendar.rate_factor`
   (x4 at 09:00, quieter at midday, thin NXT pre/after-market). A tick carries at most one row per
   (item, type). Time never goes backwards.
 - **Schedule** (docs/protocol.md 5.3, half-open windows ``[start, end)``): KRX items (no suffix) and
   ``_AL`` items send 0D in 08:50:00-15:30:00 and 0E in 08:30:00-08:40:00 and 15:40:00-18:00:00;
   ``_NX`` items send 0D in 08:00:00-20:00:00 except the NXT halts 08:50:00-09:00:30 and
   15:20:00-15:30:00, and never 0E. Outside its windows an item is silent.
-- **0D rows** (docs/protocol.md 2.1): all 163 FIDs of :data:`schemas.fields.FIELDS_0D`, in that order,
+- **0D rows** (docs/protocol.md 2.1): all 163 FIDs of :data:`kiwoom_tape.schemas.fields.FIELDS_0D`, in that order,
   string values, compact JSON. Prices are on the tick grid (5 won for ETFs) and inside the +/-30 % band
   (docs/protocol.md 5.5), signed vs the reference price (docs/protocol.md 2.0). Asks ascend from level 1 and bids
   descend, one tick apart; best bid < best ask, the spread one tick or more (wider for thin items and
   just after the open). Non-empty levels form a prefix; the rest are empty: price ``"-0"``, qty ``"0"``
   (thin NXT pre/after-market books, and levels that would fall outside the band). Level quantities stay
-  within :data:`replay.sim_book.LEVEL_CAP` times their typical size (far below 1e9). Totals 121/125 are
+  within :data:`kiwoom_tape.replay.sim_book.LEVEL_CAP` times their typical size (far below 1e9). Totals 121/125 are
   the level sums; the deltas 81-100 are positional vs the item's previous 0D row and sum to 122/126.
   128 = 125 - 121 and 138 = -128 (signed), 129 = 125/121*100 and 139 = 121/125*100 (2 decimals,
   ``"0.00"`` when the divisor is 0). 23/24 and 291/292 are non-zero only in the KRX auctions
@@ -42,13 +44,13 @@ What a driver can rely on (the acceptance invariants, tested in ``tests/test_sim
   13 (cumulative volume, the fills at the touch) never decreases. LP fields 621-640 are ``"0"``;
   6044-6115 are ``"0"`` (6112/6115 ``"0.00"``) except that ``_AL`` items split their levels into KRX and
   NXT parts (6044-6087). 215/216 are ``""``.
-- **0B rows** (docs/protocol.md 2.3, :mod:`replay.sim_trades`): the book's trades, at most one per item per
+- **0B rows** (docs/protocol.md 2.3, :mod:`kiwoom_tape.replay.sim_trades`): the book's trades, at most one per item per
   tick, just before the item's 0D row of the same tick, which shows the book after it: a buy at the best
   ask or a sell at the best bid (FID 15 signed by the aggressor), or a checkpoint interval's opening print
   (09:00:00 for KRX and ``_AL``: the opening auction). FID 13 rises by ``abs(15)`` and equals the 0D FID
   13; 16-18 are the day's open/high/low; 14, 620, 1030/1031, 228 follow docs/protocol.md 2.3's relations.
   KRX and ``_AL`` items trade 09:00-15:20 (and the 15:20 catch-up print); ``_NX`` items in their 0D windows.
-- **The close** (docs/protocol.md 5.3, :mod:`replay.sim_close`): KRX and ``_AL`` items print the closing
+- **The close** (docs/protocol.md 5.3, :mod:`kiwoom_tape.replay.sim_close`): KRX and ``_AL`` items print the closing
   auction at 15:30:00 (one trade at the closing price with the auction's volume, FID 290 ``2``) and fill at
   exactly that price 15:40-16:00 (FID 290 ``3``, at ``rate_hz`` x :data:`CLOSE_RATE`), with no 0D row; none
   16:00-18:00. FID 13 goes on from the last 0D FID 13 and rises by ``abs(15)``.
@@ -70,19 +72,19 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from replay.sim_book import Code
-from replay.sim_calendar import (
+from kiwoom_tape.replay.sim_book import Code
+from kiwoom_tape.replay.sim_calendar import (
     KRX_0D_WINDOWS,
     KRX_0E_WINDOWS,
     KRX_AUCTIONS,
     NXT_0D_WINDOWS,
     session_windows,
 )
-from replay.sim_close import CloseStream
-from replay.sim_frames import SimRow
-from replay.sim_references import DEFAULT_UNIVERSE, REFERENCE_PRICES, reference_price_of
-from replay.sim_streams import CHECKPOINT, AfterHoursStream, BookStream, Stream
-from schemas.market import split_item
+from kiwoom_tape.replay.sim_close import CloseStream
+from kiwoom_tape.replay.sim_frames import SimRow
+from kiwoom_tape.replay.sim_references import DEFAULT_UNIVERSE, REFERENCE_PRICES, reference_price_of
+from kiwoom_tape.replay.sim_streams import CHECKPOINT, AfterHoursStream, BookStream, Stream
+from kiwoom_tape.schemas.market import split_item
 
 __all__ = [
     "CHECKPOINT",
@@ -103,7 +105,7 @@ __all__ = [
 ]
 
 CLOSE_RATE = 0.25
-"""The close-price fills of 15:40-16:00 (:mod:`replay.sim_close`) come at this fraction of ``rate_hz``, per item."""
+"""The close-price fills of 15:40-16:00 (:mod:`kiwoom_tape.replay.sim_close`) come at this fraction of ``rate_hz``, per item."""
 SIMULATED_TYPES: frozenset[str] = frozenset({"0B", "0D", "0E"})
 """The REAL types the simulated market makes rows of (the module docstring); it has no data of any other."""
 
@@ -156,7 +158,8 @@ class SimulatedMarket:
         """Start a market at market time ``start`` with ``items`` added in order.
 
         ``rate_hz``: mean 0D updates per item per second of market time in mid-morning (~3.6 measured,
-        docs/protocol.md 2.1; :func:`replay.sim_calendar.rate_factor` shapes the day). ``batch``: the tick grid in
+        docs/protocol.md 2.1; :func:`kiwoom_tape.replay.sim_calendar.rate_factor` shapes the day). ``batch``: the tick
+        grid in
         seconds, a divisor of one second. ``rate_0e_hz``: mean 0E updates per item per second (~0.2
         measured: docs/protocol.md 6.5 cites 119 0E frames over 08:30-08:40). ``volatility``: daily standard
         deviation of the log fair price (large values drive prices to the +/-30 % limits). Raises

@@ -1,6 +1,6 @@
 """Frame sources for the mock server: the simulated market on its own clock.
 
-A source implements :class:`replay.server.Source`: it paces itself and hands batches of rows to the
+A source implements :class:`kiwoom_tape.replay.server.Source`: it paces itself and hands batches of rows to the
 server's ``dispatch``. (Recorded datasets become a second source.)
 """
 
@@ -10,8 +10,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from replay.contracts import Dispatch
-from replay.simulator import SIMULATED_TYPES, SimulatedMarket
+from kiwoom_tape.replay.contracts import Dispatch
+from kiwoom_tape.replay.simulator import SIMULATED_TYPES, SimulatedMarket
 
 __all__ = ["SimSource"]
 
@@ -40,7 +40,7 @@ class SimSource:
         self.market.remove_item(item)
 
     def types(self) -> frozenset[str]:
-        """The REAL types the simulated market models (:data:`replay.simulator.SIMULATED_TYPES`)."""
+        """The REAL types the simulated market models (:data:`kiwoom_tape.replay.simulator.SIMULATED_TYPES`)."""
         return SIMULATED_TYPES
 
     def market_time(self) -> float:

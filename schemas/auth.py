@@ -19,8 +19,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.errors import CredentialsError
-from schemas.market import KST
+from kiwoom_tape.schemas.errors import CredentialsError
+from kiwoom_tape.schemas.market import KST
 
 __all__ = [
     "REVOKE_PATH",

@@ -9,10 +9,9 @@ from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from schemas.fields import FieldSpec, Kind
-from schemas.tables import arrow_type_of
-from schemas.wirevalues import _READERS
+from kiwoom_tape.schemas.fields import FieldSpec, Kind
+from kiwoom_tape.schemas.tables import arrow_type_of
+from kiwoom_tape.schemas.wirevalues import _READERS
 
 _ABSENT: Final = "".join(("\t", "0"))
 """What the fast path reads for a missing key: parses as 0, and is recognized by identity (``is``).

@@ -77,7 +77,7 @@ class TooManyItems(SessionError):
 class LoginError(KiwoomTapeError):
     """The server answered LOGIN with a non-zero return_code (docs/protocol.md 1.2).
 
-    ``renew_token``: whether a new token may fix it, as :func:`schemas.protocol.renews_token` decided.
+    ``renew_token``: whether a new token may fix it, as :func:`kiwoom_tape.schemas.protocol.renews_token` decided.
     """
 
     def __init__(self, return_code: int, return_msg: str, auth_code: int | None, *, renew_token: bool = False) -> None:

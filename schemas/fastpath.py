@@ -21,10 +21,9 @@ from operator import itemgetter
 from typing import Any, Final
 
 import msgspec
+from kiwoom_tape.schemas.columnar import _plan
+from kiwoom_tape.schemas.fields import FIELDS_0B, FIELDS_0D, FIELDS_0E, FieldSpec, Kind
 from msgspec.structs import astuple
-
-from schemas.columnar import _plan
-from schemas.fields import FIELDS_0B, FIELDS_0D, FIELDS_0E, FieldSpec, Kind
 
 __all__ = ["ParsedRow", "read_real_frame"]
 
@@ -126,7 +125,7 @@ def read_real_frame(data: bytes, types: Collection[str] = ("0D", "0E")) -> list[
     ``types`` are tried in order (the first is the common case); each is "0D", "0E" or "0B" (KeyError
     otherwise). 0B rows have ``table == "trades"``: callers that store them pass ``types`` with "0B".
 
-    None means "use the general path": :func:`schemas.protocol.decode_server_message` and
+    None means "use the general path": :func:`kiwoom_tape.schemas.protocol.decode_server_message` and
     :meth:`OrderbookBuilder.append` (or the builder of the row's table), which give, for a frame this
     function reads, exactly the rows it returns (what :meth:`OrderbookBuilder.append_parsed` stores).
     Never raises for any ``data``. A frame is read here when, besides being a valid REAL envelope of rows with

@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from schemas.errors import CredentialsError, KiwoomTapeError
+from kiwoom_tape.schemas.errors import CredentialsError, KiwoomTapeError
 
 __all__ = ["KeyFileError", "KeySpec", "parse_keys", "resolve_key"]
 

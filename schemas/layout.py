@@ -7,7 +7,7 @@
     ROOT/orderbook/date=2026-11-22/part-20261122T001500Z-ab12cd-000001.parquet.tmp   (being written)
     ROOT/_journal/20261122T001500Z-ab12cd-000002.journal
 
-``date`` is the KST date of the receive time (:func:`schemas.market.kst_date_of_ns`). A run (one
+``date`` is the KST date of the receive time (:func:`kiwoom_tape.schemas.market.kst_date_of_ns`). A run (one
 ``record`` process) has a run id; its files are numbered by segment, one counter for all tables of the
 run, so one segment's files in every table share a name. Names are deterministic: recovery after a
 crash rewrites exactly the names the crashed run would have written. A file is written under its name
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 TABLE_NAMES: Final = ("frames", "orderbook", "afterhours", "trades", "events")
-"""The tables of a dataset, each a top-level directory (the keys of :data:`schemas.tables.TABLES`)."""
+"""The tables of a dataset, each a top-level directory (the keys of :data:`kiwoom_tape.schemas.tables.TABLES`)."""
 
 TMP_SUFFIX: Final = ".tmp"
 """Suffix of a file still being written; it is renamed without the suffix once complete and fsynced."""

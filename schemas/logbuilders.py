@@ -10,17 +10,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
-
-from schemas.columnar import _strings
-from schemas.tables import EVENT_KINDS, EVENTS, FRAMES, redact_login
-from schemas.wirevalues import _I64_MAX, _I64_MIN
+from kiwoom_tape.schemas.columnar import _strings
+from kiwoom_tape.schemas.tables import EVENT_KINDS, EVENTS, FRAMES, redact_login
+from kiwoom_tape.schemas.wirevalues import _I64_MAX, _I64_MIN
 
 __all__ = ["EventBuilder", "FrameBuilder", "detail_json"]
 
 class FrameBuilder:
-    """Every WebSocket message, verbatim -> batches of :data:`schemas.tables.FRAMES`.
+    """Every WebSocket message, verbatim -> batches of :data:`kiwoom_tape.schemas.tables.FRAMES`.
 
-    Outgoing texts pass through :func:`schemas.tables.redact_login`, so a LOGIN token never reaches a
+    Outgoing texts pass through :func:`kiwoom_tape.schemas.tables.redact_login`, so a LOGIN token never reaches a
     batch (and so never a journal or a Parquet file). A message may be given as received, in bytes:
     it is stored as its UTF-8 text (bytes that are not UTF-8 with U+FFFD in their place), and Arrow
     checks the whole batch at once when it is flushed.
@@ -149,9 +148,9 @@ def detail_json(detail: Mapping[str, Any] | str) -> str:
 
 
 class EventBuilder:
-    """Session events (connect, login, gaps, ...) -> batches of :data:`schemas.tables.EVENTS`.
+    """Session events (connect, login, gaps, ...) -> batches of :data:`kiwoom_tape.schemas.tables.EVENTS`.
 
-    ``kind`` is one of :data:`schemas.tables.EVENT_KINDS` (else ValueError); ``detail`` a JSON-able
+    ``kind`` is one of :data:`kiwoom_tape.schemas.tables.EVENT_KINDS` (else ValueError); ``detail`` a JSON-able
     mapping (anything else in it is stringified) or ready JSON text.
     """
 

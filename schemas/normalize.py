@@ -2,13 +2,15 @@
 
 The public entry to five modules, one idea each (every name below is importable from here):
 
-- :mod:`schemas.wirevalues`: how one wire value of a field kind is read (docs/protocol.md 2.0), :func:`read_value`;
-- :mod:`schemas.columnar`: where each FID of a field table goes in the builders' buffers;
-- :mod:`schemas.rowbuilders`: the typed tables' builders (:class:`OrderbookBuilder`, :class:`AfterhoursBuilder`,
+- :mod:`kiwoom_tape.schemas.wirevalues`: how one wire value of a field kind is read (docs/protocol.md 2.0),
+:func:`read_value`;
+- :mod:`kiwoom_tape.schemas.columnar`: where each FID of a field table goes in the builders' buffers;
+- :mod:`kiwoom_tape.schemas.rowbuilders`: the typed tables' builders (:class:`OrderbookBuilder`,
+:class:`AfterhoursBuilder`,
   :class:`TradesBuilder`),
   the recorder's hot path (PERF-LIMITS.md section 2);
-- :mod:`schemas.fastpath`: :func:`read_real_frame`, a well-formed REAL frame read straight from its bytes;
-- :mod:`schemas.logbuilders`: :class:`FrameBuilder` and :class:`EventBuilder` (``frames``, ``events``).
+- :mod:`kiwoom_tape.schemas.fastpath`: :func:`read_real_frame`, a well-formed REAL frame read straight from its bytes;
+- :mod:`kiwoom_tape.schemas.logbuilders`: :class:`FrameBuilder` and :class:`EventBuilder` (``frames``, ``events``).
 
 A 0D row as it comes off the wire (docs/protocol.md 6.1, trimmed)::
 
@@ -24,11 +26,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from schemas.fastpath import ParsedRow, read_real_frame
-from schemas.logbuilders import EventBuilder, FrameBuilder, detail_json
-from schemas.rowbuilders import AfterhoursBuilder, OrderbookBuilder, TradesBuilder
-from schemas.tables import FLAG_INVALID, FLAG_MISSING
-from schemas.wirevalues import kst_midnight_epoch_s, read_value
+from kiwoom_tape.schemas.fastpath import ParsedRow, read_real_frame
+from kiwoom_tape.schemas.logbuilders import EventBuilder, FrameBuilder, detail_json
+from kiwoom_tape.schemas.rowbuilders import AfterhoursBuilder, OrderbookBuilder, TradesBuilder
+from kiwoom_tape.schemas.tables import FLAG_INVALID, FLAG_MISSING
+from kiwoom_tape.schemas.wirevalues import kst_midnight_epoch_s, read_value
 
 __all__ = [
     "FLAG_INVALID",
@@ -60,5 +62,5 @@ _BUILDERS: Final[dict[str, Callable[[], Builder]]] = {
 
 
 def builder_for(table: str) -> Builder:
-    """A new, empty builder for ``table`` (a key of :data:`schemas.tables.TABLES`); KeyError otherwise."""
+    """A new, empty builder for ``table`` (a key of :data:`kiwoom_tape.schemas.tables.TABLES`); KeyError otherwise."""
     return _BUILDERS[table]()

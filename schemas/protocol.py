@@ -27,9 +27,8 @@ from enum import Enum
 from typing import Any, ClassVar
 
 import msgspec
-
-from schemas.errors import ProtocolError, TooManyItems
-from schemas.fields import REAL_TYPE_NAMES
+from kiwoom_tape.schemas.errors import ProtocolError, TooManyItems
+from kiwoom_tape.schemas.fields import REAL_TYPE_NAMES
 
 __all__ = [
     "AUTH_RETRY_CODES",

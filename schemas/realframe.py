@@ -18,7 +18,7 @@ decoded again with ``data: list[msgspec.Raw]`` (each row's exact bytes), each ro
 in the frame text in order, the text between them is checked to be only the list's commas and
 whitespace, and the text around them to decode to no rows (no second ``data`` key after them). If a
 check fails (a frame repeating a row's text outside ``data``, say), rebuilt frames
-use the canonical envelope of :func:`schemas.protocol.encode_real_frame`; the whole frame is always
+use the canonical envelope of :func:`kiwoom_tape.schemas.protocol.encode_real_frame`; the whole frame is always
 its own text.
 """
 
@@ -29,8 +29,7 @@ from collections.abc import Iterable
 from typing import Final, Protocol
 
 import msgspec
-
-from schemas.errors import ProtocolError
+from kiwoom_tape.schemas.errors import ProtocolError
 
 __all__ = ["RealFrame", "RealFrameRow", "parse_real_frame"]
 

@@ -1,4 +1,4 @@
-"""Keeping tokens out of log lines (stored frames are redacted by :func:`schemas.tables.redact_login`).
+"""Keeping tokens out of log lines (stored frames are redacted by :func:`kiwoom_tape.schemas.tables.redact_login`).
 
 websockets logs every frame at DEBUG (``-vv``), a LOGIN with its token among them. Both the mock
 server and the recorder attach :class:`RedactTokens` to the logger they give websockets. No I/O here.

@@ -3,7 +3,7 @@
 This is the recorder's hot path (PERF-LIMITS.md section 2). A builder accumulates rows into compact
 typed buffers (``array.array`` and ``bytearray``, row-major per type, never lists of dicts) and
 :meth:`flush` turns them into one :class:`pyarrow.RecordBatch` of exactly the table's schema in
-:mod:`schemas.tables`, then starts over. After ``flush()`` the builder is empty and reusable; the batch
+:mod:`kiwoom_tape.schemas.tables`, then starts over. After ``flush()`` the builder is empty and reusable; the batch
 it returned owns its memory.
 
 A 0D row as it comes off the wire (docs/protocol.md 6.1, trimmed)::
@@ -32,15 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from schemas.columnar import _ABSENT, _plan, _raw, _strings, _u8_bitmap
-from schemas.fields import FIELDS_0B, FIELDS_0D, FIELDS_0E, FieldSpec, Kind
-from schemas.market import split_item
-from schemas.tables import AFTERHOURS, FLAG_INVALID, FLAG_MISSING, ORDERBOOK, TRADES
-from schemas.wirevalues import _I16_MAX, _read_time, kst_midnight_epoch_s, read_value
+from kiwoom_tape.schemas.columnar import _ABSENT, _plan, _raw, _strings, _u8_bitmap
+from kiwoom_tape.schemas.fields import FIELDS_0B, FIELDS_0D, FIELDS_0E, FieldSpec, Kind
+from kiwoom_tape.schemas.market import split_item
+from kiwoom_tape.schemas.tables import AFTERHOURS, FLAG_INVALID, FLAG_MISSING, ORDERBOOK, TRADES
+from kiwoom_tape.schemas.wirevalues import _I16_MAX, _read_time, kst_midnight_epoch_s, read_value
 
 if TYPE_CHECKING:
-    from schemas.fastpath import ParsedRow
+    from kiwoom_tape.schemas.fastpath import ParsedRow
 
 __all__ = ["AfterhoursBuilder", "OrderbookBuilder", "TradesBuilder"]
 
@@ -337,21 +336,21 @@ class _RealTableBuilder:
 
 
 class OrderbookBuilder(_RealTableBuilder):
-    """Rows of 0D 주식호가잔량 (docs/protocol.md 2.1) -> batches of :data:`schemas.tables.ORDERBOOK`."""
+    """Rows of 0D 주식호가잔량 (docs/protocol.md 2.1) -> batches of :data:`kiwoom_tape.schemas.tables.ORDERBOOK`."""
 
     _fields = FIELDS_0D
     _schema = ORDERBOOK
 
 
 class AfterhoursBuilder(_RealTableBuilder):
-    """Rows of 0E 주식시간외호가 (docs/protocol.md 2.2) -> batches of :data:`schemas.tables.AFTERHOURS`."""
+    """Rows of 0E 주식시간외호가 (docs/protocol.md 2.2) -> batches of :data:`kiwoom_tape.schemas.tables.AFTERHOURS`."""
 
     _fields = FIELDS_0E
     _schema = AFTERHOURS
 
 
 class TradesBuilder(_RealTableBuilder):
-    """Rows of 0B 주식체결 (docs/protocol.md 2.3) -> batches of :data:`schemas.tables.TRADES`."""
+    """Rows of 0B 주식체결 (docs/protocol.md 2.3) -> batches of :data:`kiwoom_tape.schemas.tables.TRADES`."""
 
     _fields = FIELDS_0B
     _schema = TRADES

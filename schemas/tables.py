@@ -1,6 +1,6 @@
 """The stored tables: versioned Arrow schemas with field metadata (DESIGN.md "Data layout", STYLE.md habit 7).
 
-Five tables, each a Hive-partitioned Parquet dataset (see :mod:`schemas.layout`)::
+Five tables, each a Hive-partitioned Parquet dataset (see :mod:`kiwoom_tape.schemas.layout`)::
 
     frames      every WebSocket message, both directions, verbatim (LOGIN with its token redacted)
     orderbook   one row per 0D data row (docs/protocol.md 2.1): key columns, the 163 FIDs, flags
@@ -13,7 +13,8 @@ Each schema carries the key-value metadata ``kiwoom_tape.schema_version``, ``kiw
 ``kiwoom_tape.writer`` (Parquet keeps it in the file footer); each column carries field metadata:
 ``description`` always, and ``fid``, ``korean``, ``kind``, ``unit`` where they apply.
 
-Column types of the FID columns, by :class:`schemas.fields.Kind` (how :mod:`schemas.normalize` reads the
+Column types of the FID columns, by :class:`kiwoom_tape.schemas.fields.Kind` (how :mod:`kiwoom_tape.schemas.normalize`
+reads the
 wire strings of docs/protocol.md 2.0):
 
 ==========  =====================================  ==============================================
@@ -39,8 +40,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
 import pyarrow as pa
-
-from schemas.fields import FIELDS_0B, FIELDS_0D, FIELDS_0E, FieldSpec, Kind
+from kiwoom_tape.schemas.fields import FIELDS_0B, FIELDS_0D, FIELDS_0E, FieldSpec, Kind
 
 __all__ = [
     "AFTERHOURS",

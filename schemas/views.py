@@ -1,6 +1,6 @@
 """The DuckDB catalog of a dataset as SQL text (DESIGN.md: "the DuckDB view definitions as SQL text").
 
-Pure: no ``duckdb`` import, no filesystem call. :mod:`replay.catalog` runs these statements on a
+Pure: no ``duckdb`` import, no filesystem call. :mod:`kiwoom_tape.replay.catalog` runs these statements on a
 connection, ``kiwoom-tape sql DIR`` (no query) hands them to the ``duckdb`` shell as an init script.
 
 Views and macros, in the order :func:`catalog_statements` creates them::
@@ -48,9 +48,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Final
 
 import pyarrow as pa
-
-from schemas.layout import TABLE_NAMES
-from schemas.tables import QUOTE_TZ, TABLES
+from kiwoom_tape.schemas.layout import TABLE_NAMES
+from kiwoom_tape.schemas.tables import QUOTE_TZ, TABLES
 
 __all__ = [
     "BARS_SQL",

@@ -25,8 +25,8 @@ from array import array
 from collections.abc import Callable
 from typing import Any, Final
 
-from schemas.fields import Kind
-from schemas.tables import FLAG_INVALID, FLAG_MISSING
+from kiwoom_tape.schemas.fields import Kind
+from kiwoom_tape.schemas.tables import FLAG_INVALID, FLAG_MISSING
 
 __all__ = ["kst_midnight_epoch_s", "read_value"]
 

@@ -59,7 +59,7 @@ async def started_replay(
     *args: str, env: Mapping[str, str] | None = None, limit: float = 30.0
 ) -> AsyncIterator[StartedCli]:
     """``replay ARGS`` in a subprocess, once it printed its URL; the whole block is bounded by ``limit`` s."""
-    proc = await asyncio.create_subprocess_exec(*cli_argv("replay.cli", *args), env=env, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(*cli_argv("replay", *args), env=env, stderr=asyncio.subprocess.PIPE)
     assert proc.stderr is not None
     lines: list[str] = []
     try:

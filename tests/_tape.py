@@ -12,11 +12,12 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.replay.server import serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+
 from kiwoom_tape.testing import loopback_recorder, read_table, run_recorder
-from recorder.client import Recorder
-from replay.server import serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
 
 ITEMS = ("005930", "005930_NX")
 TEN_AM = 10 * 3600

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from kiwoom_tape.schemas.protocol import PING_TEXT
 from websockets.asyncio.client import ClientConnection
-
-from schemas.protocol import PING_TEXT
 
 
 async def drain(ws: ClientConnection, quiet: float = 0.3) -> list[str]:

@@ -9,12 +9,11 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from recorder.auth import TokenProvider, rest_base_for, token_provider_from_env
-from recorder.backoff import KICKED, Ended, ReconnectPolicy, backoff, classify_close
-from schemas import auth
-from schemas.errors import CredentialsError
-from schemas.protocol import renews_token
+from kiwoom_tape.recorder.auth import TokenProvider, rest_base_for, token_provider_from_env
+from kiwoom_tape.recorder.backoff import KICKED, Ended, ReconnectPolicy, backoff, classify_close
+from kiwoom_tape.schemas import auth
+from kiwoom_tape.schemas.errors import CredentialsError
+from kiwoom_tape.schemas.protocol import renews_token
 
 
 @settings(max_examples=200, deadline=None)
@@ -149,7 +148,7 @@ def test_fixed_token_cannot_renew_and_says_so() -> None:
 
 
 def test_token_renews_before_expiry_and_errors_hide_secrets() -> None:
-    from replay.server import serve
+    from kiwoom_tape.replay.server import serve
 
     async def main() -> None:
         async with serve(None, port=0) as server:

@@ -30,17 +30,17 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.replay.catalog import connect
+from kiwoom_tape.schemas import views
+from kiwoom_tape.schemas.errors import DatasetError
+from kiwoom_tape.schemas.fields import FIELDS_0D, Kind
+from kiwoom_tape.schemas.market import KST, tick_size
+from kiwoom_tape.schemas.protocol import encode, encode_real_frame, encode_real_row
+from kiwoom_tape.schemas.tables import TABLES
 
 from kiwoom_tape.cli import cli
 from kiwoom_tape.demo import Recording, record_simulation
-from recorder.store import Store
-from replay.catalog import connect
-from schemas import views
-from schemas.errors import DatasetError
-from schemas.fields import FIELDS_0D, Kind
-from schemas.market import KST, tick_size
-from schemas.protocol import encode, encode_real_frame, encode_real_row
-from schemas.tables import TABLES
 
 ITEMS = ("005930", "000660", "005930_NX")
 SIM_START = 15 * 3600 + 29 * 60 + 50

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from _cli import cli_argv
 from click.testing import CliRunner
+from kiwoom_tape.replay.catalog import connect
 
 from kiwoom_tape.cli import cli
 from kiwoom_tape.verify import verify
-from replay.catalog import connect
 
-DEMO = cli_argv("kiwoom_tape.cli", "demo")
+DEMO = cli_argv("kiwoom-tape", "demo")
 
 
 @pytest.mark.slow

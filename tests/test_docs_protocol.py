@@ -15,13 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from replay import rest
-from replay import server as mock_server
-from replay.sim_calendar import KRX_0D_WINDOWS, KRX_0E_WINDOWS, NXT_0D_WINDOWS
-from schemas import protocol
-from schemas.fields import REAL_TYPE_NAMES
-from schemas.market import ETF_CODES, is_etf, tick_size
+from kiwoom_tape.replay import rest
+from kiwoom_tape.replay import server as mock_server
+from kiwoom_tape.replay.sim_calendar import KRX_0D_WINDOWS, KRX_0E_WINDOWS, NXT_0D_WINDOWS
+from kiwoom_tape.schemas import protocol
+from kiwoom_tape.schemas.fields import REAL_TYPE_NAMES
+from kiwoom_tape.schemas.market import ETF_CODES, is_etf, tick_size
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "protocol.md"

@@ -1,6 +1,6 @@
 """The recorder's fast path reads exactly what the general path reads, or declines.
 
-:func:`schemas.normalize.read_real_frame` (typed decoding of a REAL frame's bytes) must give, for every
+:func:`kiwoom_tape.schemas.normalize.read_real_frame` (typed decoding of a REAL frame's bytes) must give, for every
 frame it accepts, the same rows and flags as ``decode_server_message`` + ``OrderbookBuilder.append``;
 for any other frame it returns None and the recorder takes the general path. These tests compare the
 two on the simulator's frames and on frames mutated in every way the fast path has to notice.
@@ -17,12 +17,11 @@ import pyarrow.dataset as ds
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from recorder.store import Store
-from replay.simulator import SimulatedMarket
-from schemas.errors import ProtocolError
-from schemas.normalize import AfterhoursBuilder, FrameBuilder, OrderbookBuilder, read_real_frame
-from schemas.protocol import decode_server_message, encode_real_frame
+from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.schemas.errors import ProtocolError
+from kiwoom_tape.schemas.normalize import AfterhoursBuilder, FrameBuilder, OrderbookBuilder, read_real_frame
+from kiwoom_tape.schemas.protocol import decode_server_message, encode_real_frame
 
 RECV_NS = 1_795_000_000_123_456_789
 ITEMS = ["005930", "000660", "005930_NX", "035720_AL"]
@@ -249,8 +248,8 @@ def _received_stream() -> list[tuple[str, bytes]]:
 
 @pytest.mark.parametrize("defer", [1, 5, 64])
 def test_add_received_stores_what_add_frame_stores_and_recovers_the_same(tmp_path: Path, defer: int) -> None:
-    from recorder.store import recover
-    from schemas import layout
+    from kiwoom_tape.recorder.store import recover
+    from kiwoom_tape.schemas import layout
 
     stream = _received_stream()
     for kind in ("received", "general"):

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from schemas.fields import (
+from kiwoom_tape.schemas.fields import (
     FIELDS_0B,
     FIELDS_0D,
     FIELDS_0E,

@@ -10,9 +10,8 @@ import random
 from pathlib import Path
 
 import pytest
-
-from recorder import journal as jmod
-from recorder.journal import (
+from kiwoom_tape.recorder import journal as jmod
+from kiwoom_tape.recorder.journal import (
     EventRecord,
     FrameRecord,
     JournalBusy,
@@ -24,7 +23,7 @@ from recorder.journal import (
     scan_journal,
     torn_path,
 )
-from schemas.errors import StorageError
+from kiwoom_tape.schemas.errors import StorageError
 
 REAL = '{"trnm":"REAL","data":[{"type":"0D","name":"주식호가잔량","item":"005930","values":{"21":"090000"}}]}'
 

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from _cli import cli_argv, started_replay
+from kiwoom_tape.replay.rest import RC_BAD_CREDENTIALS, TokenDesk
+from kiwoom_tape.replay.server import serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas.protocol import PING_TEXT, SYSTEM_KICKED, login
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
-
-from replay.rest import RC_BAD_CREDENTIALS, TokenDesk
-from replay.server import serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
-from schemas.protocol import PING_TEXT, SYSTEM_KICKED, login
 
 
 def _post_token(rest: str, appkey: str, secretkey: str) -> dict[str, object]:
@@ -152,11 +151,11 @@ def test_replay_keys_refuses_a_file_with_a_secret_and_names_a_missing_variable(t
     keys = tmp_path / "keys.toml"
     keys.write_text('[[key]]\nappkey_env = "KT_MOCK_KEY"\nsecretkey = "PSx9Qk2LmZ8vR4tY7wB1"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("KT_MOCK_")}
-    run = subprocess.run(cli_argv("replay.cli", "--simulate", "--port", "0", "--keys", str(keys)), env=env,
+    run = subprocess.run(cli_argv("replay", "--simulate", "--port", "0", "--keys", str(keys)), env=env,
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 2 and "never holds a key, secret or token" in run.stderr, run.stderr
     assert "PSx9Qk2LmZ8vR4tY7wB1" not in run.stderr
     keys.write_text('[[key]]\nappkey_env = "KT_MOCK_KEY"\nsecretkey_env = "KT_MOCK_SECRET"\n')
-    run = subprocess.run(cli_argv("replay.cli", "--simulate", "--port", "0", "--keys", str(keys)),
+    run = subprocess.run(cli_argv("replay", "--simulate", "--port", "0", "--keys", str(keys)),
                          env=env | {"KT_MOCK_KEY": "k"}, capture_output=True, text=True, timeout=30)
     assert run.returncode == 1 and "KT_MOCK_SECRET not set in the environment" in run.stderr, run.stderr

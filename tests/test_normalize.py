@@ -17,10 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from schemas.fields import FIELDS_0D, FIELDS_0E, FieldSpec, Kind
-from schemas.market import KST, kst_date_of_ns
-from schemas.normalize import (
+from kiwoom_tape.schemas.fields import FIELDS_0D, FIELDS_0E, FieldSpec, Kind
+from kiwoom_tape.schemas.market import KST, kst_date_of_ns
+from kiwoom_tape.schemas.normalize import (
     FLAG_INVALID,
     FLAG_MISSING,
     AfterhoursBuilder,
@@ -33,8 +32,8 @@ from schemas.normalize import (
     kst_midnight_epoch_s,
     read_value,
 )
-from schemas.protocol import login
-from schemas.tables import (
+from kiwoom_tape.schemas.protocol import login
+from kiwoom_tape.schemas.tables import (
     AFTERHOURS,
     EVENTS,
     FRAMES,

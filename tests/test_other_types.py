@@ -16,6 +16,13 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner
+from kiwoom_tape.recorder.cli import TYPES, _types
+from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.replay.catalog import connect as catalog
+from kiwoom_tape.replay.recorded import RecordedSource
+from kiwoom_tape.replay.server import Server, serve
+from kiwoom_tape.schemas.protocol import encode
 from test_catalog import book_values, kst_ns
 from test_replay_recorded import login_reg, recv_reals, rerecord
 from websockets.asyncio.client import connect
@@ -23,13 +30,6 @@ from websockets.asyncio.client import connect
 from kiwoom_tape.cli import cli
 from kiwoom_tape.testing import loopback_recorder, run_recorder
 from kiwoom_tape.testing import read_table as table
-from recorder.cli import TYPES, _types
-from recorder.client import Recorder
-from recorder.store import Store
-from replay.catalog import connect as catalog
-from replay.recorded import RecordedSource
-from replay.server import Server, serve
-from schemas.protocol import encode
 
 DAY = dt.date(2026, 3, 10)
 ITEMS = ["005930", "000660_NX"]

@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-
-from recorder.cli import record_command
-from recorder.plan import KeyFileError, KeySpec, PlanError, parse_items, parse_keys, resolve_key, spread
-from recorder.status import LAG_SECONDS, StatusLine, lagging
-from schemas.errors import CredentialsError
+from kiwoom_tape.recorder.cli import record_command
+from kiwoom_tape.recorder.plan import KeyFileError, KeySpec, PlanError, parse_items, parse_keys, resolve_key, spread
+from kiwoom_tape.recorder.status import LAG_SECONDS, StatusLine, lagging
+from kiwoom_tape.schemas.errors import CredentialsError
 
 TYPES = ("0D", "0E")
 KEY = '[[key]]\nname = "{n}"\nappkey_env = "KIWOOM_APPKEY_{n}"\nsecretkey_env = "KIWOOM_SECRETKEY_{n}"\n'

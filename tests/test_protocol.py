@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from schemas import protocol as p
-from schemas.errors import KiwoomTapeError, ProtocolError, TooManyItems
-from schemas.protocol import (
+from kiwoom_tape.schemas import protocol as p
+from kiwoom_tape.schemas.errors import KiwoomTapeError, ProtocolError, TooManyItems
+from kiwoom_tape.schemas.protocol import (
     Ack,
     ClientSession,
     ClientState,

@@ -22,17 +22,17 @@ import duckdb
 import pyarrow.dataset as ds
 import pytest
 from _cli import cli_argv
+from kiwoom_tape.recorder.auth import TokenProvider
+from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.replay.catalog import connect
+from kiwoom_tape.replay.server import Server, serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas.fields import FIELDS_0D, FIELDS_0E, Kind
+from kiwoom_tape.schemas.market import KST, kst_date_of_ns
 
 from kiwoom_tape.testing import loopback_recorder, run_recorder
 from kiwoom_tape.testing import read_table as table
-from recorder.auth import TokenProvider
-from recorder.client import Recorder
-from replay.catalog import connect
-from replay.server import Server, serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
-from schemas.fields import FIELDS_0D, FIELDS_0E, Kind
-from schemas.market import KST, kst_date_of_ns
 
 ITEMS = ["005930", "000660", "005930_NX"]
 # 15:29:50 at 120x: KRX 0D until 15:30, NXT 0D from 15:30, KRX 0E from 15:40 (docs/protocol.md 5.3)
@@ -155,7 +155,7 @@ def test_a_dead_fixed_token_stops_instead_of_looping(tmp_path: Path) -> None:
         async with serve(SimSource(SimulatedMarket(seed=5, items=ITEMS, start=SIM_START)), port=0,
                          token="the-right-one") as server:
             tokens = TokenProvider(server.rest_url, fixed_token="WRONG-TOKEN-XYZ")
-            from schemas.errors import LoginError
+            from kiwoom_tape.schemas.errors import LoginError
 
             with pytest.raises(LoginError) as info:
                 await record_for(server, tmp_path, 5.0, tokens=tokens)
@@ -173,7 +173,7 @@ def test_kill_9_loses_at_most_the_fsync_window_and_recovers(tmp_path: Path) -> N
     async def main() -> None:
         market = SimulatedMarket(seed=6, items=ITEMS, start=SIM_START)
         async with serve(SimSource(market, speed=SPEED), port=0, keep_sent=True) as server:
-            cmd = cli_argv("recorder.cli", "--items", ",".join(ITEMS), "--url", server.url, "--out", str(out),
+            cmd = cli_argv("record", "--items", ",".join(ITEMS), "--url", server.url, "--out", str(out),
                            "--fsync-interval", "0.05", "-q")
             proc = await asyncio.create_subprocess_exec(*cmd, env=env)
             await asyncio.sleep(4.0)
@@ -251,7 +251,7 @@ def test_record_gives_arrow_memory_back_unless_the_user_chose_a_pool(env_pool: s
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     if env_pool:
         env["ARROW_DEFAULT_MEMORY_POOL"] = env_pool
-    code = ("from recorder.cli import _use_returning_memory_pool as use; use(); "
+    code = ("from kiwoom_tape.recorder.cli import _use_returning_memory_pool as use; use(); "
             "import pyarrow as pa; print(pa.default_memory_pool().backend_name)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
                          check=True, cwd=Path(__file__).resolve().parent.parent)
@@ -260,7 +260,7 @@ def test_record_gives_arrow_memory_back_unless_the_user_chose_a_pool(env_pool: s
 
 def test_record_on_kick_exit_ends_with_its_own_exit_code(tmp_path: Path) -> None:
     """R10001 (another session with the same app key took over) under --on-kick exit: exit code 3, the gap closed."""
-    from replay.faults import FaultScript
+    from kiwoom_tape.replay.faults import FaultScript
 
     out = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIWOOM_")}  # a loopback mock needs none
@@ -269,7 +269,7 @@ def test_record_on_kick_exit_ends_with_its_own_exit_code(tmp_path: Path) -> None
     async def main() -> tuple[int, str]:
         market = SimulatedMarket(seed=9, items=ITEMS, start=SIM_START)
         async with serve(SimSource(market, speed=SPEED), port=0, faults=script) as server:
-            cmd = cli_argv("recorder.cli", "--items", ",".join(ITEMS), "--url", server.url, "--out", str(out),
+            cmd = cli_argv("record", "--items", ",".join(ITEMS), "--url", server.url, "--out", str(out),
                            "--on-kick", "exit", "--duration", "60s", "-q")
             proc = await asyncio.create_subprocess_exec(*cmd, env=env, stderr=asyncio.subprocess.PIPE)
             _, err = await proc.communicate()
@@ -287,8 +287,7 @@ def test_record_on_kick_exit_ends_with_its_own_exit_code(tmp_path: Path) -> None
 
 def test_record_help_documents_the_exit_codes() -> None:
     from click.testing import CliRunner
-
-    from recorder.cli import EXIT_KICKED, record_command
+    from kiwoom_tape.recorder.cli import EXIT_KICKED, record_command
 
     text = CliRunner().invoke(record_command, ["--help"]).output
     assert "Exit codes:" in text and f"{EXIT_KICKED}  another session with the same app key took over" in text

@@ -14,18 +14,17 @@ from pathlib import Path
 import duckdb
 import pytest
 from _cli import cli_argv, started_replay
-
-from recorder.auth import TokenProvider
-from recorder.backoff import ReconnectPolicy
-from recorder.client import Recorder
-from recorder.driver import drive_all
-from recorder.store import Store
-from replay.server import serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
-from schemas.errors import SessionTakenOver
-from schemas.items import item_problem
-from schemas.layout import new_run_id
+from kiwoom_tape.recorder.auth import TokenProvider
+from kiwoom_tape.recorder.backoff import ReconnectPolicy
+from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.recorder.driver import drive_all
+from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.replay.server import serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas.errors import SessionTakenOver
+from kiwoom_tape.schemas.items import item_problem
+from kiwoom_tape.schemas.layout import new_run_id
 
 N_ITEMS, N_KEYS = 450, 3
 
@@ -62,7 +61,7 @@ def test_450_items_over_3_keys_record_into_one_dataset_that_verifies(tmp_path: P
                                   "--keys", str(keys_file),  # the mock checks each key's pair
                                   env=env, limit=60) as replay:
             rec = await asyncio.create_subprocess_exec(
-                *cli_argv("recorder.cli", "--items-file", str(items_file), "--keys", str(keys_file), "--url",
+                *cli_argv("record", "--items-file", str(items_file), "--keys", str(keys_file), "--url",
                           replay.url, "--out", str(out), "--duration", "8s", "--types", "0D"),
                 env=env, stderr=asyncio.subprocess.PIPE,
             )
@@ -91,7 +90,7 @@ def test_450_items_over_3_keys_record_into_one_dataset_that_verifies(tmp_path: P
         "where kind = 'login'"
     ).fetchone()
     assert runs == (N_KEYS,)
-    verify = subprocess.run(cli_argv("kiwoom_tape.cli", "verify", str(out)), capture_output=True, text=True,
+    verify = subprocess.run(cli_argv("kiwoom-tape", "verify", str(out)), capture_output=True, text=True,
                             timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 

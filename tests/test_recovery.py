@@ -17,12 +17,11 @@ import pyarrow.dataset as pads
 import pytest
 from _cli import cli_argv
 from click.testing import CliRunner
-
-from recorder.cli import record_command
-from recorder.journal import JournalWriter, read_journal
-from recorder.recovery import recover
-from recorder.store import Store
-from schemas.layout import JOURNAL_DIR, new_run_id
+from kiwoom_tape.recorder.cli import record_command
+from kiwoom_tape.recorder.journal import JournalWriter, read_journal
+from kiwoom_tape.recorder.recovery import recover
+from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.schemas.layout import JOURNAL_DIR, new_run_id
 
 RUN = new_run_id(1_795_300_000_000_000_000, 0x123456)
 T0 = 1_795_359_000_000_000_000  # 2026-11-22 23:50 KST
@@ -105,7 +104,7 @@ def test_a_run_always_has_a_journal_while_it_rolls(tmp_path: Path, monkeypatch: 
 
 
 def test_two_dead_runs_get_one_crash_gap_each_and_the_view_closes_them(tmp_path: Path) -> None:
-    from replay.catalog import connect
+    from kiwoom_tape.replay.catalog import connect
 
     other = new_run_id(1_795_300_100_000_000_000, 0x654321)
     _crashed(tmp_path, 10)
@@ -126,7 +125,7 @@ def test_a_torn_tail_after_a_kill_is_covered_by_the_crash_gap_alone(tmp_path: Pa
     damage (``until_ns`` null: no record after it), and ``gaps`` shows the one crash gap, not a second,
     open-ended ``journal_damage`` gap (a JSON null once passed the view's filter: the flake of
     test_record's kill -9 test)."""
-    from replay.catalog import connect
+    from kiwoom_tape.replay.catalog import connect
 
     path = _crashed(tmp_path, 10)
     with path.open("ab") as f:
@@ -151,7 +150,7 @@ def test_ctrl_c_stops_start_up_recovery_at_once_and_loses_nothing(tmp_path: Path
     w.close()
     size = path.stat().st_size
     proc = subprocess.Popen(
-        cli_argv("recorder.cli", "--items", "005930", "--url", "ws://127.0.0.1:9/api/dostk/websocket",
+        cli_argv("record", "--items", "005930", "--url", "ws://127.0.0.1:9/api/dostk/websocket",
                  "--out", str(out), "-q"),
         stderr=subprocess.PIPE, text=True,
     )

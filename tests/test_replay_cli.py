@@ -51,10 +51,10 @@ def test_replay_checks_credentials_from_the_environment_and_says_so_in_its_help(
         assert secret not in replay.output and "FIXED-cli-1" not in replay.output
 
     asyncio.run(main())
-    help_text = subprocess.run(cli_argv("replay.cli", "--help"), capture_output=True, text=True, check=True).stdout
+    help_text = subprocess.run(cli_argv("replay", "--help"), capture_output=True, text=True, check=True).stdout
     flat = " ".join(help_text.split()).replace("well- formed", "well-formed")  # click wraps at hyphens
     assert "KIWOOM_REPLAY_SECRETKEY" in flat and "Without both, any well-formed request gets a token" in flat
     only_key = {k: v for k, v in env.items() if k != "KIWOOM_REPLAY_SECRETKEY"}
-    half = subprocess.run(cli_argv("replay.cli", "--simulate", "--port", "0"), env=only_key, capture_output=True,
+    half = subprocess.run(cli_argv("replay", "--simulate", "--port", "0"), env=only_key, capture_output=True,
                           text=True, timeout=30)
     assert half.returncode == 2 and "KIWOOM_REPLAY_SECRETKEY" in half.stderr

@@ -27,20 +27,20 @@ from _wire import drain
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.replay.control import Step
+from kiwoom_tape.replay.recorded import RecordedSource, kst_day_start_ns
+from kiwoom_tape.replay.server import Server, serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas import layout
+from kiwoom_tape.schemas.errors import ProtocolError
+from kiwoom_tape.schemas.realframe import parse_real_frame
+from kiwoom_tape.schemas.tables import FRAMES
 from test_record import ITEMS, real_frames, record_for, table
 from websockets.asyncio.client import ClientConnection, connect
 
 from kiwoom_tape.cli import cli
-from recorder.client import Recorder
-from replay.control import Step
-from replay.recorded import RecordedSource, kst_day_start_ns
-from replay.server import Server, serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
-from schemas import layout
-from schemas.errors import ProtocolError
-from schemas.realframe import parse_real_frame
-from schemas.tables import FRAMES
 
 pytest_plugins = ["pytester"]
 
@@ -592,10 +592,9 @@ def test_kiwoom_replay_fixture_serves_a_sync_client(kiwoom_replay: Any, tmp_path
 def test_kiwoom_replay_fixture_runs_a_fault_script(kiwoom_replay: Any, tmp_path: Path) -> None:
     """``faults=`` takes Faults or a TOML path: here the server drops the client after 3 frames (at 1x, so
     the 4th frame is not queued yet when the drop fires)."""
+    from kiwoom_tape.replay.faults import Fault, FaultScriptError
     from websockets.exceptions import ConnectionClosedError
     from websockets.sync.client import connect as sync_connect
-
-    from replay.faults import Fault, FaultScriptError
 
     frames = mixed_tape(tmp_path / "data", n=8)
     script = tmp_path / "drop.toml"

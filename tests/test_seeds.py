@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 from _seedclients import SEEDS, check_seed_output, run_seed_client, seed_files, seed_type
-
-from replay.server import serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
+from kiwoom_tape.replay.server import serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
 
 
 @pytest.mark.skipif(not seed_files(), reason=f"no seed documents at {SEEDS} (../shared is absent)")

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from kiwoom_tape.replay.server import Dispatch, Server, serve
+from kiwoom_tape.schemas.protocol import encode_real_row
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
-
-from replay.server import Dispatch, Server, serve
-from schemas.protocol import encode_real_row
 
 TIMEOUT = 15.0
 

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kiwoom_tape.replay.control import Step
+from kiwoom_tape.replay.recorded import RecordedSource
+from kiwoom_tape.replay.server import Dispatch, Row, _BatchConnection, serve
+from kiwoom_tape.schemas.realframe import RealFrame, parse_real_frame
 from test_replay_recorded import T9, A, B, C, login_reg, make_frame, mixed_tape, recv_reals, write_tape
 from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
-
-from replay.control import Step
-from replay.recorded import RecordedSource
-from replay.server import Dispatch, Row, _BatchConnection, serve
-from schemas.realframe import RealFrame, parse_real_frame
 
 TIMEOUT = 20.0
 

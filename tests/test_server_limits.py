@@ -15,16 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from kiwoom_tape.replay.faults import Fault, FaultScript
+from kiwoom_tape.replay.rest import RC_BAD_CREDENTIALS
+from kiwoom_tape.replay.server import Dispatch, Server, serve
+from kiwoom_tape.replay.tracker import ItemTracker
+from kiwoom_tape.schemas.items import item_problem
+from kiwoom_tape.schemas.protocol import encode_real_frame, encode_real_row
 from test_server import ManualSource, R, login, real_items, recv_not_ping, reg, row, run
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
-
-from replay.faults import Fault, FaultScript
-from replay.rest import RC_BAD_CREDENTIALS
-from replay.server import Dispatch, Server, serve
-from replay.tracker import ItemTracker
-from schemas.items import item_problem
-from schemas.protocol import encode_real_frame, encode_real_row
 
 
 class ForgettingSource(ManualSource):
@@ -44,7 +43,7 @@ class ForgettingSource(ManualSource):
 
 @dataclass(frozen=True)
 class Encoded:
-    """A frame as a recorded source hands it over (:class:`replay.server.EncodedFrame`)."""
+    """A frame as a recorded source hands it over (:class:`kiwoom_tape.replay.server.EncodedFrame`)."""
 
     rows: tuple[R, ...]
 
@@ -327,7 +326,7 @@ def test_a_market_time_trigger_fires_when_the_sources_clock_reaches_it() -> None
 
 
 def test_fault_scripts_name_the_new_keys_problems() -> None:
-    from replay.faults import FaultScriptError
+    from kiwoom_tape.replay.faults import FaultScriptError
 
     with pytest.raises(FaultScriptError, match="market_time") as info:
         FaultScript.parse('[[fault]]\nkind = "kick"\nmarket_time = "25:00"\n')

@@ -17,17 +17,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from kiwoom_tape.replay.recorded import RecordedSource, kst_day_start_ns
+from kiwoom_tape.replay.recorded_types import day_types
+from kiwoom_tape.replay.server import Server, serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas import layout
+from kiwoom_tape.schemas.protocol import PING_TEXT
+from kiwoom_tape.schemas.tables import FRAMES
 from test_record import ITEMS, record_for
 from websockets.asyncio.client import ClientConnection, connect
-
-from replay.recorded import RecordedSource, kst_day_start_ns
-from replay.recorded_types import day_types
-from replay.server import Server, serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
-from schemas import layout
-from schemas.protocol import PING_TEXT
-from schemas.tables import FRAMES
 
 ECHO = {"trnm": "REG", "return_code": 0, "return_msg": ""}
 D = dt.date(2026, 11, 20)

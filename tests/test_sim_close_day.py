@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pytest
-
-from replay.simulator import SimulatedMarket
-from schemas.market import split_item
-from schemas.normalize import TradesBuilder
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.schemas.market import split_item
+from kiwoom_tape.schemas.normalize import TradesBuilder
 
 
 def hms(h: int, m: int = 0, s: int = 0) -> int:

@@ -13,15 +13,14 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 
+import kiwoom_tape.replay.sim_streams as sim_streams
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import replay.sim_streams as sim_streams
-from replay.sim_book import Code
-from replay.simulator import CHECKPOINT, SimRow, SimTick, SimulatedMarket, reference_price_of
-from replay.sources import SimSource
-from schemas.market import band, is_etf, on_tick_grid, tick_size
+from kiwoom_tape.replay.sim_book import Code
+from kiwoom_tape.replay.simulator import CHECKPOINT, SimRow, SimTick, SimulatedMarket, reference_price_of
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas.market import band, is_etf, on_tick_grid, tick_size
 
 
 def hms(h: int, m: int = 0, s: int = 0) -> int:

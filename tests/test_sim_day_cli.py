@@ -13,7 +13,8 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from replay.catalog import connect
+from kiwoom_tape.replay.catalog import connect
+
 from tests._cli import cli_argv, started_replay
 
 ITEMS = "005930,069500,005930_NX"
@@ -23,7 +24,7 @@ async def record_day(out: Path) -> None:
     replay_args = ("--simulate", "--sim-start", "08:00", "--speed", "600", "--items", ITEMS, "--port", "0")
     async with started_replay(*replay_args, limit=110.0) as replay:
         argv = cli_argv(
-            "recorder.cli", "--items", ITEMS, "--types", "0D,0E", "--duration", "72s", "--url", replay.url,
+            "record", "--items", ITEMS, "--types", "0D,0E", "--duration", "72s", "--url", replay.url,
             "--out", str(out), "-q",
         )
         rec = await asyncio.create_subprocess_exec(*argv)
@@ -42,7 +43,7 @@ def test_a_recorded_simulated_day_verifies_and_looks_like_a_trading_day(tmp_path
     out = tmp_path / "data"
     asyncio.run(record_day(out))
     verify = subprocess.run(
-        cli_argv("kiwoom_tape.cli", "verify", str(out)), capture_output=True, text=True, timeout=60
+        cli_argv("kiwoom-tape", "verify", str(out)), capture_output=True, text=True, timeout=60
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "Rows with flagged FIDs: 0" in verify.stdout, verify.stdout

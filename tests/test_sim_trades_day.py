@@ -14,10 +14,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pytest
-
-from replay.simulator import CHECKPOINT, SimulatedMarket, reference_price_of
-from schemas.market import band, is_etf, on_tick_grid, split_item
-from schemas.normalize import TradesBuilder
+from kiwoom_tape.replay.simulator import CHECKPOINT, SimulatedMarket, reference_price_of
+from kiwoom_tape.schemas.market import band, is_etf, on_tick_grid, split_item
+from kiwoom_tape.schemas.normalize import TradesBuilder
 
 
 def hms(h: int, m: int = 0, s: int = 0) -> int:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+from kiwoom_tape.replay.server import serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas.fields import FIELDS_0B
+from kiwoom_tape.schemas.normalize import TradesBuilder
+from kiwoom_tape.schemas.protocol import PING_TEXT
 from websockets.asyncio.client import connect
-
-from replay.server import serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
-from schemas.fields import FIELDS_0B
-from schemas.normalize import TradesBuilder
-from schemas.protocol import PING_TEXT
 
 START = 9 * 3600 + 59 * 60 + 58  # 09:59:58 KST: continuous trading
 

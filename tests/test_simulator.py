@@ -18,8 +18,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-
-from replay.simulator import (
+from kiwoom_tape.replay.simulator import (
     CHECKPOINT,
     DEFAULT_UNIVERSE,
     SimRow,
@@ -27,9 +26,9 @@ from replay.simulator import (
     SimulatedMarket,
     reference_price_of,
 )
-from schemas.fields import FIELDS_0D, FIELDS_0E, Kind
-from schemas.market import band, split_item, tick_size
-from schemas.protocol import Real, decode_server_message, encode_real_frame, encode_real_row
+from kiwoom_tape.schemas.fields import FIELDS_0D, FIELDS_0E, Kind
+from kiwoom_tape.schemas.market import band, split_item, tick_size
+from kiwoom_tape.schemas.protocol import Real, decode_server_message, encode_real_frame, encode_real_row
 
 KEYS_0D = [f.fid for f in FIELDS_0D]
 KEYS_0E = [f.fid for f in FIELDS_0E]

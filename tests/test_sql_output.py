@@ -29,7 +29,7 @@ def dataset(tmp_path: Path) -> Path:
 
 
 def sql_argv(dataset: Path, *args: str) -> list[str]:
-    return cli_argv("kiwoom_tape.cli", "sql", str(dataset), QUERY, *args)
+    return cli_argv("kiwoom-tape", "sql", str(dataset), QUERY, *args)
 
 
 def test_count_follows_the_table_on_its_own_line_when_stderr_is_merged_into_stdout(dataset: Path) -> None:

@@ -17,15 +17,14 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-
-from recorder import store as store_mod
-from recorder.journal import JournalWriter, read_journal
-from recorder.store import Store, recover, tmp_name
-from schemas.errors import StorageError
-from schemas.fields import FIELDS_BY_TYPE, Kind
-from schemas.layout import JOURNAL_DIR, TMP_SUFFIX, new_run_id, part_filename
-from schemas.protocol import encode, encode_real_frame, encode_real_row
-from schemas.tables import META_SCHEMA_VERSION, META_TABLE, SCHEMA_VERSION
+from kiwoom_tape.recorder import store as store_mod
+from kiwoom_tape.recorder.journal import JournalWriter, read_journal
+from kiwoom_tape.recorder.store import Store, recover, tmp_name
+from kiwoom_tape.schemas.errors import StorageError
+from kiwoom_tape.schemas.fields import FIELDS_BY_TYPE, Kind
+from kiwoom_tape.schemas.layout import JOURNAL_DIR, TMP_SUFFIX, new_run_id, part_filename
+from kiwoom_tape.schemas.protocol import encode, encode_real_frame, encode_real_row
+from kiwoom_tape.schemas.tables import META_SCHEMA_VERSION, META_TABLE, SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_TIMEOUT = 60.0
@@ -268,7 +267,7 @@ def test_caller_supplied_fields_survive_recovery(tmp_path: Path) -> None:
         s = Store(root, RUN).open()
         for i, (direction, text, kw) in enumerate(inputs):
             if kw.get("rows", ()) is None:
-                from schemas.protocol import Real, decode_server_message
+                from kiwoom_tape.schemas.protocol import Real, decode_server_message
 
                 msg = decode_server_message(text)
                 assert isinstance(msg, Real)
@@ -471,8 +470,8 @@ _CHILD = textwrap.dedent(
     """
     import json, os, signal, sys
     sys.path.insert(0, {repo!r})
-    from recorder.store import Store
-    from recorder.journal import JournalWriter
+    from kiwoom_tape.recorder.store import Store
+    from kiwoom_tape.recorder.journal import JournalWriter
     root, run, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     base = {base}
     s = Store(root, run, fsync_interval=3600, flush_rows=50, roll_bytes={roll_bytes}).open()

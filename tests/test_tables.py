@@ -9,11 +9,10 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from schemas import layout
-from schemas.fields import FIELDS_0D, FIELDS_0E, FieldSpec, Kind
-from schemas.protocol import login
-from schemas.tables import (
+from kiwoom_tape.schemas import layout
+from kiwoom_tape.schemas.fields import FIELDS_0D, FIELDS_0E, FieldSpec, Kind
+from kiwoom_tape.schemas.protocol import login
+from kiwoom_tape.schemas.tables import (
     AFTERHOURS,
     EVENTS,
     FRAMES,

@@ -21,6 +21,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.recorder.store import Store, recover
+from kiwoom_tape.replay.recorded import RecordedSource
+from kiwoom_tape.replay.server import Server, serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas.fields import FIELDS_0B
+from kiwoom_tape.schemas.layout import new_run_id
+from kiwoom_tape.schemas.market import kst_date_of_ns
+from kiwoom_tape.schemas.realframe import parse_real_frame
 from test_record import _expected
 from test_replay_recorded import login_reg, recv_reals, rerecord
 from websockets.asyncio.client import connect
@@ -29,16 +39,6 @@ from kiwoom_tape.cli import cli
 from kiwoom_tape.testing import loopback_recorder, run_recorder
 from kiwoom_tape.testing import read_table as table
 from kiwoom_tape.verify import verify
-from recorder.client import Recorder
-from recorder.store import Store, recover
-from replay.recorded import RecordedSource
-from replay.server import Server, serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
-from schemas.fields import FIELDS_0B
-from schemas.layout import new_run_id
-from schemas.market import kst_date_of_ns
-from schemas.realframe import parse_real_frame
 
 ITEMS = ["005930", "005930_NX"]
 TYPES = ["0B", "0D", "0E"]
@@ -161,7 +161,7 @@ _CHILD = textwrap.dedent(
     """
     import json, os, signal, sys
     sys.path.insert(0, {repo!r})
-    from recorder.store import Store
+    from kiwoom_tape.recorder.store import Store
     root, run, frames = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
     s = Store(root, run, fsync_interval=3600, flush_rows=40).open()
     for recv_ns, text in frames:

@@ -14,11 +14,10 @@ from typing import Any
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from schemas.fields import FIELDS_0B, Kind
-from schemas.market import KST
-from schemas.normalize import FLAG_INVALID, TradesBuilder, read_real_frame
-from schemas.tables import KEY_COLUMNS, SCHEMA_VERSION, TRADES, schema_version_of
+from kiwoom_tape.schemas.fields import FIELDS_0B, Kind
+from kiwoom_tape.schemas.market import KST
+from kiwoom_tape.schemas.normalize import FLAG_INVALID, TradesBuilder, read_real_frame
+from kiwoom_tape.schemas.tables import KEY_COLUMNS, SCHEMA_VERSION, TRADES, schema_version_of
 
 RECV_NS = int(dt.datetime(2026, 7, 16, 16, 52, 8, 500_000, tzinfo=KST).timestamp() * 1e6) * 1000
 

@@ -13,13 +13,13 @@ from typing import Any
 import duckdb
 import pytest
 from click.testing import CliRunner
+from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.replay.catalog import connect
+from kiwoom_tape.schemas.fields import FIELDS_0B
+from kiwoom_tape.schemas.market import KST
+from kiwoom_tape.schemas.protocol import encode_real_frame, encode_real_row
 
 from kiwoom_tape.cli import cli
-from recorder.store import Store
-from replay.catalog import connect
-from schemas.fields import FIELDS_0B
-from schemas.market import KST
-from schemas.protocol import encode_real_frame, encode_real_row
 
 DAY = dt.date(2026, 11, 23)
 OPEN = dt.datetime.combine(DAY, dt.time(9, 0), KST)

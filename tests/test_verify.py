@@ -224,9 +224,9 @@ def _damaged_recording(root: Path) -> tuple[int, int]:
     """A run killed after its last sync, with one record inside its journal damaged; recovered.
 
     Returns (recv_ns of the last frame before the damage, of the first after it)."""
-    from recorder.journal import JournalWriter
-    from recorder.recovery import recover
-    from recorder.store import Store
+    from kiwoom_tape.recorder.journal import JournalWriter
+    from kiwoom_tape.recorder.recovery import recover
+    from kiwoom_tape.recorder.store import Store
 
     t0 = kst_ns(DAY, "10:00:00")
     store = Store(root, "20260310T010000Z-00abcd").open()

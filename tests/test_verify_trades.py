@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from kiwoom_tape.schemas.fields import FIELDS_0B, Kind
 from test_catalog import book_values, kst_ns, write_frames
 
 from kiwoom_tape.cli import cli
 from kiwoom_tape.verify import verify
-from schemas.fields import FIELDS_0B, Kind
 
 DAY = dt.date(2026, 3, 10)
 REF = 70_000

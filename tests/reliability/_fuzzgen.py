@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-
-from replay.simulator import SimulatedMarket
-from schemas.protocol import (
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.schemas.protocol import (
     RC_ITEM_CAP,
     RC_REG_RATE,
     SYSTEM_KICKED,

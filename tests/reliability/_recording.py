@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiwoom_tape.recorder.auth import TokenProvider
+from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.replay.server import Server
+from kiwoom_tape.schemas.protocol import is_real_text
+
 from kiwoom_tape.testing import loopback_recorder, run_recorder
 from kiwoom_tape.testing import read_table as table
-from recorder.auth import TokenProvider
-from recorder.client import Recorder
-from replay.server import Server
-from schemas.protocol import is_real_text
 
 RUN_ID = "reliability"
 

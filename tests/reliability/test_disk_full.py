@@ -21,11 +21,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from _cli import cli_argv
-
-from recorder.store import recover
-from replay.server import serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
+from kiwoom_tape.recorder.store import recover
+from kiwoom_tape.replay.server import serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
 
 from .conftest import Report, SecretAudit
 
@@ -76,7 +75,7 @@ def test_full_disk_stops_with_a_clear_error_and_keeps_what_was_written(
         async with serve(SimSource(market, speed=40.0), port=0) as server:
             env = {**os.environ, "KIWOOM_APPKEY": audit.secret("appkey"), "KIWOOM_SECRETKEY": secret}
             proc = await asyncio.create_subprocess_exec(
-                *cli_argv("recorder.cli", "--items", "005930_NX", "--url", server.url, "--out", str(out),
+                *cli_argv("record", "--items", "005930_NX", "--url", server.url, "--out", str(out),
                           "--fsync-interval", "0.05", "--roll-minutes", "0.1", "-q"),
                 env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )

@@ -19,12 +19,11 @@ from typing import Any
 import pytest
 from _cli import cli_argv, started_replay
 from _wire import drain
+from kiwoom_tape.replay.faults import KINDS, Fault, FaultScript, FaultScriptError, parse_duration
+from kiwoom_tape.replay.server import Dispatch, Server, serve
+from kiwoom_tape.schemas.protocol import encode_real_row
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
-
-from replay.faults import KINDS, Fault, FaultScript, FaultScriptError, parse_duration
-from replay.server import Dispatch, Server, serve
-from schemas.protocol import encode_real_row
 
 from .conftest import SecretAudit
 
@@ -489,7 +488,7 @@ def test_cli_refuses_a_bad_script_before_serving(tmp_path: Path) -> None:
 
     bad = tmp_path / "faults.toml"
     bad.write_text('[[fault]]\nkind = "dorp"\nat = "1s"\n')
-    r = subprocess.run(cli_argv("replay.cli", "--simulate", "--port", "0", "--faults", str(bad)), capture_output=True,
+    r = subprocess.run(cli_argv("replay", "--simulate", "--port", "0", "--faults", str(bad)), capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 1, r.stderr
     assert f"{bad}, line 2: fault #1: unknown kind 'dorp'" in r.stderr and "Traceback" not in r.stderr
@@ -524,9 +523,9 @@ def test_cli_simulate_with_faults(tmp_path: Path, audit: SecretAudit) -> None:
 
 def _recorded_day(tmp_path: Path, audit: SecretAudit) -> Path:
     """A short recorded day: 005930_NX from 16:00:00 KST, ~30 rows, recorded through the mock server."""
-    from recorder.auth import TokenProvider
-    from replay.simulator import SimulatedMarket
-    from replay.sources import SimSource
+    from kiwoom_tape.recorder.auth import TokenProvider
+    from kiwoom_tape.replay.simulator import SimulatedMarket
+    from kiwoom_tape.replay.sources import SimSource
 
     from ._recording import record
 
@@ -570,7 +569,7 @@ def test_cli_market_time_trigger_on_the_simulated_clock(tmp_path: Path, audit: S
 
 
 def test_cli_market_time_trigger_on_a_recorded_days_clock(tmp_path: Path, audit: SecretAudit) -> None:
-    from replay.recorded import RecordedSource
+    from kiwoom_tape.replay.recorded import RecordedSource
 
     data = _recorded_day(tmp_path, audit)
     source = RecordedSource(data)

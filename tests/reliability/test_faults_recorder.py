@@ -18,20 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from kiwoom_tape.recorder.auth import TokenProvider
+from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.replay.faults import FaultScript
+from kiwoom_tape.replay.server import Server, serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas.errors import LoginError
+from kiwoom_tape.schemas.redact import RedactTokens
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.http11 import Request, Response
 
 from kiwoom_tape.testing import loopback_recorder, run_recorder
-from recorder.auth import TokenProvider
-from recorder.client import Recorder
-from replay.faults import FaultScript
-from replay.server import Server, serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
-from schemas.errors import LoginError
-from schemas.redact import RedactTokens
 
 from ._recording import Recorded, record
 from .conftest import Report, SecretAudit

@@ -28,16 +28,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
-from kiwoom_tape.testing import read_table as table
-from recorder.store import Store
-from replay.server import Server, serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
-from schemas.fields import FIELDS_0D, FIELDS_0E
-from schemas.protocol import (
+from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.replay.server import Server, serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas.fields import FIELDS_0D, FIELDS_0E
+from kiwoom_tape.schemas.protocol import (
     ClientSession,
     Event,
     RealData,
@@ -45,6 +41,10 @@ from schemas.protocol import (
     ServerState,
     UnexpectedMessage,
 )
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from kiwoom_tape.testing import read_table as table
 
 from .conftest import Report
 

@@ -2,12 +2,13 @@
 ``/oauth2/revoke`` and ``/control``.
 
 The bulk goes through the server's request handler in process (``Server.handle_rest``, which routes
-``/control`` to ``replay.control.handle_http``), with a recorded replay as the source so that every
+``/control`` to ``kiwoom_tape.replay.control.handle_http``), with a recorded replay as the source so that every
 command is really applied; a few hundred go over a real loopback socket as raw HTTP requests, mutated
 down to the request line and headers.
 
 Documented errors: none; the handler answers every request with a status and a JSON object
-(``replay.server``, ``replay.control``). Properties: the status is one of 200/400/404/405 (and, over
+(``kiwoom_tape.replay.server``, ``kiwoom_tape.replay.control``). Properties: the status is one of 200/400/404/405 (and,
+over
 the socket, 413/431 from the request reader); the answer is encodable JSON; a token is issued only for
 a well-formed au10001 request; the app key and secret never come back in an answer; ``/control``
 answers a status (200) or a non-empty error (400); afterwards the server still issues tokens, answers
@@ -25,13 +26,12 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.replay.control import CONTROL_PATH
+from kiwoom_tape.replay.recorded import RecordedSource
+from kiwoom_tape.replay.server import Server, serve
+from kiwoom_tape.schemas.auth import REVOKE_PATH, TOKEN_PATH, validate_token_request
 from websockets.asyncio.client import connect
-
-from recorder.store import Store
-from replay.control import CONTROL_PATH
-from replay.recorded import RecordedSource
-from replay.server import Server, serve
-from schemas.auth import REVOKE_PATH, TOKEN_PATH, validate_token_request
 
 from ._fuzzgen import cases, mutate, nasty_scalar, run_cases, seed, server_seeds
 from .conftest import Report, SecretAudit

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from recorder.journal import (
+from kiwoom_tape.recorder.journal import (
     EventRecord,
     FrameRecord,
     encode_event,
@@ -30,7 +30,7 @@ from recorder.journal import (
     read_journal,
     scan_journal,
 )
-from schemas.errors import StorageError
+from kiwoom_tape.schemas.errors import StorageError
 
 from ._fuzzgen import cases, run_cases, server_seeds
 from .conftest import Report

@@ -6,12 +6,11 @@ import math
 from typing import Any
 
 import pytest
-
-from replay.control import Command, ControlError, handle_http, parse_command
-from replay.server import Server
-from schemas.auth import REVOKE_PATH, TOKEN_PATH
-from schemas.protocol import ClientSession, LoginRejected, auth_code_of, login_failed
-from schemas.realframe import parse_real_frame
+from kiwoom_tape.replay.control import Command, ControlError, handle_http, parse_command
+from kiwoom_tape.replay.server import Server
+from kiwoom_tape.schemas.auth import REVOKE_PATH, TOKEN_PATH
+from kiwoom_tape.schemas.protocol import ClientSession, LoginRejected, auth_code_of, login_failed
+from kiwoom_tape.schemas.realframe import parse_real_frame
 
 
 def test_a_login_refusal_with_a_huge_code_number_is_an_event_not_a_crash() -> None:

@@ -1,4 +1,5 @@
-"""Generated fuzz cases (``_fuzzgen``) against both sans-I/O sessions of ``schemas.protocol`` and its decoders.
+"""Generated fuzz cases (``_fuzzgen``) against both sans-I/O sessions of ``kiwoom_tape.schemas.protocol`` and its
+decoders.
 
 Documented errors: ``decode_server_message`` and ``decode_client_message`` raise only ProtocolError;
 ``ClientSession.receive`` and ``ServerSession.receive``/``tick`` never raise (module docstrings).
@@ -16,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from schemas.errors import ProtocolError
-from schemas.protocol import (
+from kiwoom_tape.schemas.errors import ProtocolError
+from kiwoom_tape.schemas.protocol import (
     ClientSession,
     ClientState,
     Event,

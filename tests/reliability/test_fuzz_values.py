@@ -1,8 +1,8 @@
 """Generated fuzz cases (``_fuzzgen``) against the wire-value readers, the normalizer and the recorder's fast path.
 
 Documented errors: ``read_value``, ``read_real_frame`` and the builders' ``append`` never raise
-(``schemas.normalize``); ``parse_real_frame`` and its rows' texts raise only ProtocolError
-(``schemas.realframe``); ``Store.add_received`` raises only StorageError, for a disk that fails, which
+(``kiwoom_tape.schemas.normalize``); ``parse_real_frame`` and its rows' texts raise only ProtocolError
+(``kiwoom_tape.schemas.realframe``); ``Store.add_received`` raises only StorageError, for a disk that fails, which
 no case here makes, so none is allowed. Properties:
 
 - ``read_value``: a value of the column's type and range, or NULL; the flag is 0 or FLAG_INVALID;
@@ -26,12 +26,10 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
-
-from kiwoom_tape.testing import read_table as table
-from recorder.store import Store
-from schemas.errors import ProtocolError
-from schemas.fields import Kind
-from schemas.normalize import (
+from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.schemas.errors import ProtocolError
+from kiwoom_tape.schemas.fields import Kind
+from kiwoom_tape.schemas.normalize import (
     FLAG_INVALID,
     FLAG_MISSING,
     AfterhoursBuilder,
@@ -39,8 +37,10 @@ from schemas.normalize import (
     read_real_frame,
     read_value,
 )
-from schemas.protocol import Real, decode_server_message
-from schemas.realframe import parse_real_frame
+from kiwoom_tape.schemas.protocol import Real, decode_server_message
+from kiwoom_tape.schemas.realframe import parse_real_frame
+
+from kiwoom_tape.testing import read_table as table
 
 from ._fuzzgen import as_received, cases, mutate, nasty_value, run_cases, server_seeds
 from .conftest import Report

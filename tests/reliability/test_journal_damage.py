@@ -13,11 +13,10 @@ import random
 import shutil
 from pathlib import Path
 
+from kiwoom_tape.recorder.journal import iter_journal_at, read_journal
+from kiwoom_tape.recorder.recovery import recover
+from kiwoom_tape.schemas.layout import JOURNAL_DIR
 from test_recovery import _crashed, _table
-
-from recorder.journal import iter_journal_at, read_journal
-from recorder.recovery import recover
-from schemas.layout import JOURNAL_DIR
 
 from .conftest import Report
 

@@ -24,13 +24,13 @@ from typing import Any
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from _cli import cli_argv
+from kiwoom_tape.replay.catalog import connect
+from kiwoom_tape.replay.server import serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas.layout import JOURNAL_DIR, parse_journal_filename
 
 from kiwoom_tape.verify import verify
-from replay.catalog import connect
-from replay.server import serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
-from schemas.layout import JOURNAL_DIR, parse_journal_filename
 
 from .conftest import Report, SecretAudit
 
@@ -87,7 +87,7 @@ def test_kill_9_at_random_and_bad_instants(tmp_path: Path, report: Report, audit
     async def main() -> list[tuple[int, float, str]]:
         market = SimulatedMarket(seed=12, items=["005930_NX", "000660_NX", "035420_NX"], start=16 * 3600)
         async with serve(SimSource(market, speed=30.0), port=0, keep_sent=True) as server:
-            cmd = cli_argv("recorder.cli", "--items", "005930_NX,000660_NX,035420_NX", "--url", server.url,
+            cmd = cli_argv("record", "--items", "005930_NX,000660_NX,035420_NX", "--url", server.url,
                            "--out", str(out), "--roll-minutes", "0.1", "-q")
             known: set[str] = set()
             for mode in (*SCHEDULE, "stop"):

@@ -17,17 +17,16 @@ from pathlib import Path
 
 import pytest
 from _cli import started_replay
+from kiwoom_tape.recorder.auth import TokenProvider
+from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.replay import server as server_module
+from kiwoom_tape.replay.cli import replay_command
+from kiwoom_tape.replay.server import exposed, serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas.errors import CredentialsError, LoginError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
-
-from recorder.auth import TokenProvider
-from recorder.client import Recorder
-from replay import server as server_module
-from replay.cli import replay_command
-from replay.server import exposed, serve
-from replay.simulator import SimulatedMarket
-from replay.sources import SimSource
-from schemas.errors import CredentialsError, LoginError
 
 from ._recording import record
 from .conftest import RECORDER_WS_LOGGER, SecretAudit
@@ -302,8 +301,7 @@ def test_app_key_and_secret_go_only_to_kiwoom_over_https_or_to_loopback(
 
 def _record_cli(tmp_path: Path, *args: str) -> tuple[int, str]:
     from click.testing import CliRunner
-
-    from recorder.cli import record_command
+    from kiwoom_tape.recorder.cli import record_command
 
     result = CliRunner().invoke(
         record_command, ["--items", "005930", "--out", str(tmp_path / "data"), "--duration", "5s", "-q", *args],

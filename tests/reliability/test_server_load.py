@@ -74,7 +74,7 @@ class Replay:
 @asynccontextmanager
 async def replay(*args: str) -> AsyncIterator[Replay]:
     proc = await asyncio.create_subprocess_exec(
-        *cli_argv("replay.cli", "--port", "0", *args), stderr=asyncio.subprocess.PIPE,
+        *cli_argv("replay", "--port", "0", *args), stderr=asyncio.subprocess.PIPE,
         env={k: v for k, v in os.environ.items() if k not in ("KIWOOM_APPKEY", "KIWOOM_SECRETKEY")},
     )
     assert proc.stderr is not None

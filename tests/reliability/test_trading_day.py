@@ -28,10 +28,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.schemas.protocol import PING_TEXT
 from websockets.asyncio.client import connect
 
-from replay.simulator import SimulatedMarket
-from schemas.protocol import PING_TEXT
 from tests._cli import cli_argv, started_replay
 
 from .conftest import Report
@@ -116,7 +116,7 @@ async def _record_day(out: Path, faults: Path) -> tuple[int, str]:
     )
     async with started_replay(*args, limit=DURATION + 60) as replay:
         argv = cli_argv(
-            "recorder.cli", "--items", ",".join(ITEMS), "--types", "0D,0E", "--url", replay.url, "--out", str(out),
+            "record", "--items", ",".join(ITEMS), "--types", "0D,0E", "--url", replay.url, "--out", str(out),
             "--duration", f"{DURATION}s", "--silence-timeout", "3.5", "--kick-wait", "1", "--max-backoff", "1",
             "--healthy-after", "3", "-q",
         )
@@ -210,7 +210,7 @@ def test_a_trading_day_of_faults_is_recorded_with_every_row_accounted_for(tmp_pa
 def check_recorded_day(out: Path) -> str:
     """The checks of the module docstring on a recorded day; a line for the reliability summary."""
     verify = subprocess.run(
-        cli_argv("kiwoom_tape.cli", "verify", str(out)), capture_output=True, text=True, timeout=120
+        cli_argv("kiwoom-tape", "verify", str(out)), capture_output=True, text=True, timeout=120
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
