@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from kiwoom_tape.replay.outbox import Client
 
-__all__ = ["Dispatch", "EncodedFrame", "FaultHost", "Frame", "Row", "ServerStats", "Source"]
+__all__ = ["Dispatch", "EncodedFrame", "FaultHost", "Frame", "Row", "ServerStats", "ServesTypes", "Source"]
 
 
 class Row(Protocol):
@@ -83,10 +83,23 @@ class Source(Protocol):
       its state. ``add_item`` may bring it back later.
     - ``market_time() -> float | None``: the source's market clock, seconds since KST midnight (for
       the ``market_time`` fault trigger); None while it has not started.
+    - ``types() -> frozenset[str] | None``: the REAL types (docs/protocol.md section 3) it can produce rows
+      of: the simulated market's modelled types, a recorded day's types. A REG of any other type is
+      acknowledged as Kiwoom does, then the server logs one warning per (connection, type) and lists it in
+      the ``/control`` status (:class:`ServesTypes`). Without the hook, or None: unknown, no warning.
     """
 
     def add_item(self, item: str) -> None: ...
     async def run(self, dispatch: Dispatch) -> None: ...
+
+
+@runtime_checkable
+class ServesTypes(Protocol):
+    """A :class:`Source` that says which REAL types it serves (its ``types`` hook)."""
+
+    def types(self) -> frozenset[str] | None:
+        """The REAL types it can produce rows of; None: it cannot tell."""
+        ...
 
 
 @dataclass

@@ -25,7 +25,12 @@ command                    effect
 
 Commands take effect when the request is read: a frame already handed to a client's socket still
 arrives. Errors answer 400 with ``{"error": "..."}``; a server whose source has no controls (the
-simulated market) answers 404. The endpoint is plain HTTP/1.1 on the WebSocket port and binds where
+simulated market) answers the status with its ``"server"`` part only, and 404 to a command.
+
+The ``"server"`` part of the status holds the server's counters, ``types_served`` (the REAL types the
+source has data of, docs/protocol.md section 3; null if it cannot tell) and ``registered_without_data``
+(``[{"type": "0H", "items": ["005930"]}, ...]``: what the open connections registered of other types,
+acknowledged as Kiwoom does but never fed). The endpoint is plain HTTP/1.1 on the WebSocket port and binds where
 the server binds (loopback by default); the Kiwoom protocol on ``/api/dostk/websocket`` is untouched.
 
 ``POST`` is answered by the server's own small HTTP reader (the one that serves ``/oauth2/token``);
@@ -210,12 +215,10 @@ def handle_http(
 ) -> tuple[int, dict[str, Any]]:
     """Answer one HTTP request to :data:`CONTROL_PATH`: (status code, JSON object).
 
-    ``target`` is the server's source: anything with ``status()`` and ``apply()`` (:class:`Controllable`).
-    ``extra`` (e.g. the server's client count) is merged into the status under ``"server"``.
+    ``target`` is the server's source: anything with ``status()`` and ``apply()`` (:class:`Controllable`);
+    any other answers only the status, ``{"server": extra}``. ``extra`` (e.g. the server's client count) is
+    merged into the status under ``"server"``.
     """
-    if not isinstance(target, Controllable):
-        return 404, {"error": "this server's source has no controls; /control drives a recorded replay (replay DIR)"}
-    source = target
     try:
         args = _arguments(query, body)
         command = parse_command(args)
@@ -223,10 +226,15 @@ def handle_http(
             raise ControlError(f"GET only reads the status; send {args.get('cmd')!r} with POST")
         if method not in ("GET", "POST"):
             return 405, {"error": f"use GET {CONTROL_PATH} for the status, POST {CONTROL_PATH} for commands"}
-        source.apply(command)
+        if not isinstance(target, Controllable):
+            if not isinstance(command, Status):
+                return 404, {"error": f"this server's source has no controls, only a status (GET {CONTROL_PATH}); "
+                             "the commands drive a recorded replay (replay DIR)"}
+            return 200, {"server": dict(extra or {})}
+        target.apply(command)
     except ControlError as exc:
         return 400, {"error": str(exc)}
-    status = source.status()
+    status = target.status()
     if extra:
         status["server"] = dict(extra)
     return 200, status

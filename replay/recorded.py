@@ -58,6 +58,7 @@ from kiwoom_tape.replay.control import (
     parse_time_of_day,
 )
 from kiwoom_tape.replay.recorded_frame import one_by_one, take
+from kiwoom_tape.replay.recorded_types import day_types
 from kiwoom_tape.replay.recording import NS, Recording
 from kiwoom_tape.replay.tape import Feed
 from kiwoom_tape.schemas.errors import DatasetError
@@ -146,6 +147,8 @@ class RecordedSource:
             origin_ns=self.start_ns if self._start_given else None, speed=speed, start_delay=start_delay, clock=clock
         )
         self._feed = Feed(rec, self.end_ns, self.batch_rows)
+        self._types: frozenset[str] | None = None
+        self._types_read = False
         # the tape (see status())
         self._last_frame_ns: int | None = None
         self._played = 0
@@ -166,6 +169,14 @@ class RecordedSource:
         """A client registered something: the clock starts ``start_delay`` seconds after the first time."""
         if self._clock.register():
             self._poke()
+
+    def types(self) -> frozenset[str] | None:
+        """The REAL types the replayed day holds (:func:`kiwoom_tape.replay.recorded_types.day_types`), read on
+        first call."""
+        if not self._types_read:
+            self._types = day_types(p.path for run in self.recording.runs for p in run)
+            self._types_read = True
+        return self._types
 
     def market_time(self) -> float | None:
         """The replay clock as a KST time of day on the replayed date (seconds), None before it started.

@@ -1,4 +1,11 @@
-"""The mock Kiwoom server: an asyncio driver of :class:`kiwoom_tape.schemas.protocol.ServerSession`.
+"""The mock Kiwoom server: its plain-HTTP endpoints, its life cycle, and the WebSocket sessions it builds on.
+
+The WebSocket connection handling (one :class:`kiwoom_tape.schemas.protocol.ServerSession` per connection) is
+:mod:`kiwoom_tape.replay.connections`, the routing of rows to clients :mod:`kiwoom_tape.replay.routing`; this module
+adds the
+source, the token endpoints and ``/control`` on the same port (:mod:`kiwoom_tape.replay.rest`,
+:mod:`kiwoom_tape.replay.control`),
+and the start and stop.
 
 One port serves both what a Kiwoom client talks to:
 
@@ -40,26 +47,24 @@ import http
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import msgspec
 from kiwoom_tape.replay import control, rest
-from kiwoom_tape.replay.contracts import Dispatch, EncodedFrame, Frame, Row, ServerStats, Source
+from kiwoom_tape.replay.connections import Connections
+from kiwoom_tape.replay.contracts import Dispatch, EncodedFrame, Frame, Row, ServerStats, ServesTypes, Source
 from kiwoom_tape.replay.faults import Fault, FaultRunner, FaultScript, script_of
-from kiwoom_tape.replay.outbox import BatchConnection, Client, write_loop
-from kiwoom_tape.replay.routing import Dispatcher, Router
+from kiwoom_tape.replay.outbox import BatchConnection
+from kiwoom_tape.replay.routing import Dispatcher
 from kiwoom_tape.replay.tracker import ItemTracker
 from kiwoom_tape.schemas import auth
-from kiwoom_tape.schemas.errors import ProtocolError
-from kiwoom_tape.schemas.items import covers_every_item, item_problem
-from kiwoom_tape.schemas.protocol import WS_PATH, Login, ServerConfig, ServerSession, ServerState, decode_client_message
+from kiwoom_tape.schemas.protocol import WS_PATH, ServerConfig, ServerState
 from kiwoom_tape.schemas.redact import RedactTokens
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 __all__ = ["Dispatch", "EncodedFrame", "Frame", "Row", "Server", "ServerStats", "Source", "exposed", "serve"]
@@ -81,13 +86,14 @@ def exposed(host: str) -> bool:
         return True  # a host name other than localhost: assume it resolves to a real interface
 
 
-class Server(Router):
-    """A running mock server. Create it with :func:`serve`."""
+class Server(Connections):
+    """A running mock server. Create it with :func:`serve`.
+
+    The WebSocket sessions are :class:`kiwoom_tape.replay.connections.Connections` (its base); this class adds the
+    source, the plain-HTTP endpoints on the same port (tokens, ``/control``) and the start and stop."""
 
     STOP_GRACE = 0.5
     """Seconds :meth:`stop` gives clients to read their close frame before it cuts their connection."""
-    WRITE_BATCH = 64
-    """A writer sends at most this many queued frames in one socket write."""
 
     def __init__(
         self,
@@ -118,36 +124,29 @@ class Server(Router):
         unsent frames pass ``max_backlog_bytes`` (or ``max_queue_frames``) is dropped as too slow, and so is the client
         with the largest backlog while all together pass ``max_total_backlog_bytes``. ``forget_after`` and
         ``max_items``: see :class:`kiwoom_tape.replay.tracker.ItemTracker`."""
+        tokens = rest.TokenDesk(token, appkey, secretkey, credentials)
         super().__init__(
+            tokens=tokens,
+            config=ServerConfig(check_token=tokens.check, ping_interval=ping_interval, login_timeout=login_timeout),
+            items=ItemTracker(
+                source.add_item if source is not None else _ignore,
+                getattr(source, "remove_item", None),
+                forget_after=forget_after, max_items=max_items, initial=_initial_items(source), now=clock(),
+            ),
+            keep_sent=keep_sent, clock=clock,
             max_queue_frames=max_queue_frames, max_backlog_bytes=max_backlog_bytes,
             max_total_backlog_bytes=max_total_backlog_bytes, backpressure_frames=backpressure_frames,
         )
         self.source = source
         self.host = host
         self.port = port
-        self.tokens = rest.TokenDesk(token, appkey, secretkey, credentials)
         self.max_message = max_message
-        self.clock = clock
-        self.sent: list[tuple[int, float, str]] | None = [] if keep_sent else None
-        """With ``keep_sent``: every REAL frame written to a client, as (connection number, clock(), text)."""
-        self._config = ServerConfig(
-            check_token=self.tokens.check, ping_interval=ping_interval, login_timeout=login_timeout
-        )
-        self.items = ItemTracker(
-            source.add_item if source is not None else _ignore,
-            getattr(source, "remove_item", None),
-            forget_after=forget_after, max_items=max_items, initial=_initial_items(source), now=clock(),
-        )
-        """Which items the source produces (:class:`kiwoom_tape.replay.tracker.ItemTracker`)."""
-        self._by_app_key: dict[str, Client] = {}
-        """App key digest -> the connection logged in with a token issued to it (one per key)."""
         self._ws: WsServer | None = None
         self._source_task: asyncio.Task[None] | None = None
         self._faults_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
         script = script_of(faults)
-        self.faults: FaultRunner | None = FaultRunner(script, self) if script is not None else None
-        """With ``faults``: the runner of the fault script (:mod:`kiwoom_tape.replay.faults`), its ``fired`` list."""
+        self.faults = FaultRunner(script, self) if script is not None else None
 
     # -- public
 
@@ -164,49 +163,6 @@ class Server(Router):
     @property
     def _url_host(self) -> str:
         return f"[{self.host}]" if ":" in self.host else self.host
-
-    @property
-    def clients(self) -> int:
-        return len(self._clients)
-
-    async def drop_all(self, code: int | None = 1011, reason: str = "") -> int:
-        """Close every client connection (a fault for tests): with a close frame, or abort the TCP
-        connection with none when ``code`` is None. Returns how many were dropped.
-
-        The close frame goes after the frames already queued (and counted in :attr:`stats`): a client
-        gets every frame counted before the drop, whichever task runs first. Nothing is queued after it.
-        """
-        clients = list(self._clients)
-        for client in clients:
-            client.session.state = ServerState.CLOSED
-            if code is None:
-                client.conn.transport.abort()
-            else:
-                client.push((code, reason))
-        return len(clients)
-
-    def kick_all(self) -> None:
-        """What a second session with the same app key does (docs/protocol.md 1.9): R10001, close 1000 "Bye"."""
-        for client in list(self._clients):
-            _kick(client)
-
-    def _claim_app_key(self, client: Client, login: str | bytes) -> None:
-        """``client`` just logged in with the LOGIN frame ``login``: if its token was issued to an app key
-        (:meth:`kiwoom_tape.replay.rest.TokenDesk.app_key_of`), the connection that held that key is kicked, as Kiwoom
-        allows one connection per app key (docs/protocol.md 1.9, 4.1). Other tokens are not limited."""
-        try:
-            msg = decode_client_message(login)
-        except ProtocolError:
-            return
-        key = self.tokens.app_key_of(msg.token) if isinstance(msg, Login) else None
-        if key is None:
-            return
-        old = self._by_app_key.get(key)
-        self._by_app_key[key] = client
-        if old is not None and old is not client and old in self._clients:
-            self.stats.kicks += 1
-            log.info("client %s logged in with the app key of client %s: kicking it (R10001)", client.peer, old.peer)
-            _kick(old)
 
     def expire_tokens(self) -> None:
         """Every token issued so far (and the ``--token``) stops working: the next LOGIN with one of
@@ -231,16 +187,15 @@ class Server(Router):
     def _expired(self) -> set[str]:
         return self.tokens.expired
 
-    def connections(self) -> list[Client]:
-        """The connections open now (closing ones included)."""
-        return list(self._clients)
-
     def market_time(self) -> float | None:
         """The source's market clock (its ``market_time()``), or None if it has none."""
         clock = getattr(self.source, "market_time", None)
         return clock() if callable(clock) else None
 
     async def start(self) -> None:
+        """Read which types the source serves (a recorded day: its REG frames, in a thread), then listen."""
+        if isinstance(self.source, ServesTypes):
+            self.served = await asyncio.to_thread(self.source.types)
         conn_cls = rest.make_connection_class(self.handle_rest)
         self._ws = await ws_serve(
             self._handle,
@@ -314,114 +269,6 @@ class Server(Router):
                 log.info("forgot %d item(s) no client has registered for %g s", forgotten, tracker.forget_after)
                 _give_back_memory()
 
-    async def _handle(self, conn: ServerConnection) -> None:
-        path = conn.request.path.split("?", 1)[0] if conn.request else ""
-        if path != WS_PATH:
-            await conn.close(1008, f"unknown path; use {WS_PATH}")
-            return
-        session = ServerSession(self._config, now=self.clock())
-        self.stats.connections += 1
-        client = Client(conn, session, self.stats.connections)
-        if self.faults is not None:
-            closing = self.faults.at_handshake(client)  # close_after_handshake
-            if closing is not None:
-                if closing[0] == 0:
-                    conn.transport.abort()
-                else:
-                    await conn.close(*closing)
-                return
-        self._clients.add(client)
-        log.info("client %s connected", client.peer)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                writer = tg.create_task(
-                    write_loop(client, low=self.backpressure_frames // 2, cap=self.WRITE_BATCH, faults=self.faults,
-                               sent=self.sent, clock=self.clock)
-                )
-                timer = tg.create_task(self._timer(client))
-                try:
-                    await self._reader(client)
-                finally:
-                    timer.cancel()
-                    if not writer.done():
-                        # let queued replies (e.g. a SYSTEM before close) go out, briefly
-                        client.push((1000, ""))
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(asyncio.shield(writer), 2.0)
-                        writer.cancel()
-        except* ConnectionClosed:
-            pass
-        finally:
-            self._clients.discard(client)
-            for key in [k for k, c in self._by_app_key.items() if c is client]:
-                del self._by_app_key[key]
-            self._track(client, frozenset())
-            client.clear()
-            client.space.set()
-            self.stats.protocol_errors += session.protocol_errors
-            log.info(
-                "client %s gone after %d frames, %d rows (close %s)",
-                client.peer, client.frames_sent, client.rows_sent, conn.close_code,
-            )
-
-    async def _reader(self, client: Client) -> None:
-        session = client.session
-        was_open = False
-        with contextlib.suppress(ConnectionClosed):
-            async for message in client.conn:
-                if self.faults is not None and self.faults.intercept(client, message):
-                    if session.state is ServerState.CLOSED:  # a refused LOGIN
-                        await client.conn.wait_closed()
-                        return
-                    continue
-                before = session.registered
-                session.receive(message, self.clock())
-                if not was_open and session.state is ServerState.OPEN:
-                    was_open = True
-                    self.stats.logins += 1
-                    log.info("client %s logged in", client.peer)
-                    self._claim_app_key(client, message)
-                after = session.registered
-                if after != before:
-                    self._track(client, after, after - before)
-                client.flush_session()
-                if session.state is ServerState.CLOSED:
-                    # stay until the writer has closed the socket
-                    await client.conn.wait_closed()
-                    return
-
-    def _track(
-        self, client: Client, registered: frozenset[tuple[str, str]], new: Iterable[tuple[str, str]] = ()
-    ) -> None:
-        """``client`` now has ``registered`` (``new`` of them just now): it gets data for the pairs that
-        can be items of their type (:func:`kiwoom_tape.schemas.items.item_problem`; the ``new`` others get one log
-        line and no data), and the item tracker counts its items."""
-        problems = [problem for i, t in new if (problem := item_problem(t, i)) is not None]
-        if problems:
-            self.stats.items_refused += len(problems)
-            log.warning("%r registered %d pair(s) that get no data, e.g. %s", client, len(problems), problems[0])
-        client.wanted = frozenset(p for p in registered if item_problem(p[1], p[0]) is None)
-        client.every_item = frozenset(t for i, t in client.wanted if covers_every_item(t, i))
-        items = {i for i, _ in client.wanted if i}
-        now = self.clock()
-        for item in client.held - items:
-            self.items.unwant(item, now)
-        for item in items - client.held:
-            if not self.items.want(item, now):
-                items.discard(item)
-        client.held = items
-
-    async def _timer(self, client: Client) -> None:
-        session = client.session
-        while session.state is not ServerState.CLOSED:
-            deadline = session.next_deadline()
-            delay = 1.0 if deadline is None else max(0.0, deadline - self.clock())
-            await asyncio.sleep(min(delay, 1.0))
-            if self.faults is not None:
-                await self.faults.hold_pings(client)  # a stall or no_pings window
-            session.tick(self.clock())
-            client.flush_session()
-
     # -- REST (au10001 / au10002, /control): see replay.rest
 
     def handle_rest(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -434,7 +281,9 @@ class Server(Router):
         """Answer ``METHOD /control?QUERY`` with ``body``: the source's status, after a command if any."""
         extra = {"url": self.url, "clients": self.clients, "frames_sent": self.stats.frames_sent,
                  "rows_sent": self.stats.rows_sent, "slow_clients_dropped": self.stats.slow_clients_dropped,
-                 "connections": self.stats.connections, "logins": self.stats.logins, "kicks": self.stats.kicks}
+                 "connections": self.stats.connections, "logins": self.stats.logins, "kicks": self.stats.kicks,
+                 "types_served": None if self.served is None else sorted(self.served),
+                 "registered_without_data": self.registered_without_data()}
         return control.handle_http(self.source, method, query, body, extra)
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
@@ -471,11 +320,6 @@ def _give_back_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-
-
-def _kick(client: Client) -> None:
-    client.session.kick()
-    client.flush_session()
 
 
 def _ignore(item: str) -> None:

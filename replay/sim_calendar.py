@@ -14,6 +14,7 @@ __all__ = [
     "KRX_0D_WINDOWS",
     "KRX_0E_WINDOWS",
     "KRX_AUCTIONS",
+    "KRX_CLOSE_WINDOWS",
     "NXT_0D_WINDOWS",
     "hms",
     "in_auction",
@@ -40,6 +41,10 @@ NXT_0D_WINDOWS: tuple[tuple[int, int], ...] = (
     (hms(15, 30), hms(20)),
 )
 """When ``_NX`` items send 0D: pre-, main and after-market, minus the halts around KRX auctions (5.2, 5.3)."""
+KRX_CLOSE_WINDOWS: tuple[tuple[int, int], ...] = ((hms(15, 30), hms(15, 30, 1)), (hms(15, 40), hms(16)))
+"""When KRX (and ``_AL``) items trade after the continuous session: the closing auction's print (15:30:00,
+the first tick of the first window) and the close-price fills 15:40-16:00 (장후 시간외 종가); none
+16:00-18:00, whose 단일가 fills are not pushed (docs/protocol.md 5.3)."""
 KRX_AUCTIONS: tuple[tuple[int, int], ...] = ((hms(8, 50), hms(9)), (hms(15, 20), hms(15, 30)))
 """KRX call auctions (동시호가): 23/24 and 291/292 carry the expected price/qty only here (docs/protocol.md 2.1)."""
 
@@ -52,9 +57,12 @@ def session_windows(item: str, real_type: str) -> tuple[tuple[int, int], ...]:
     """The ``[start, end)`` windows (seconds since KST midnight) in which ``item`` sends ``real_type``.
 
     docs/protocol.md 5.3: ``_NX`` -> :data:`NXT_0D_WINDOWS` and no 0E; KRX and ``_AL`` ->
-    :data:`KRX_0D_WINDOWS` and :data:`KRX_0E_WINDOWS`. Any other type: never.
+    :data:`KRX_0D_WINDOWS` and :data:`KRX_0E_WINDOWS`. ``"close"``: the closing trades of KRX and ``_AL``
+    items, :data:`KRX_CLOSE_WINDOWS` (the continuous session's 0B come with the 0D book). Any other type: never.
     """
     _, venue = split_item(item)
+    if real_type == "close":
+        return () if venue == "NXT" else KRX_CLOSE_WINDOWS
     if real_type == "0D":
         return NXT_0D_WINDOWS if venue == "NXT" else KRX_0D_WINDOWS
     if real_type == "0E":

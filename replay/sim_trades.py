@@ -36,7 +36,7 @@ from kiwoom_tape.replay.sim_references import seed_int
 from kiwoom_tape.schemas.fields import FIELDS_0B
 from kiwoom_tape.schemas.protocol import encode, encode_real_row
 
-__all__ = ["Print", "TradeTape"]
+__all__ = ["Print", "Tally", "TradeTape", "row_head", "trade_row"]
 
 _T0850, _T1530 = 8 * 3600 + 50 * 60, 15 * 3600 + 30 * 60
 _EMPTY = {f.fid: "" for f in FIELDS_0B}
@@ -53,6 +53,11 @@ class Print:
     value: int  # FID 14 x 1e6 at this print (won): see the module docstring
     buys: float  # FID 1031 at this print
     buy_share: float  # of the volume until the next print
+
+
+def row_head(item: str) -> list[str]:
+    """The text of an 0B row of ``item`` before and after its values (encoded once per item)."""
+    return encode_real_row("0B", item, "\x00").split("\x00")
 
 
 class TradeTape:
@@ -79,7 +84,7 @@ class TradeTape:
         self._hi: list[int] = []
         self._cur: Print | None = None  # the latest print at or before the interval entered last
         self._scan = (first, 0)  # next interval to look at, base volume at the last one looked at
-        self._head = encode_real_row("0B", item, "\x00").split("\x00")
+        self._head = row_head(item)
         self.hi = self.lo = -1
 
     def _scan_to(self, j: int) -> None:
@@ -161,44 +166,76 @@ class TradeTape:
             return None
         self.note(book)
         idx, qty, side = fill
-        code = self.code
-        ladder, signed, ref = code.ladder, code.signed, code.reference
         last = self._cur
         assert last is not None  # a fill prints only in an interval with a print, after it
-        first = self._prints[0]
         vol = book.volume
-        value = last.value + (vol - last.volume) * ladder[last.idx]
-        buys = int(last.buys + (vol - last.volume) * last.buy_share)
-        sells = vol - buys
-        mil = value // 1_000_000
-        price = ladder[idx]
-        diff = price - ref
-        d = dict(_EMPTY)
-        d["20"] = hhmmss(t)
-        d["10"] = signed[idx]
-        d["11"] = signed_delta(diff)
-        d["12"] = pct_text(diff * 100.0 / ref, True)
+        value = last.value + (vol - last.volume) * self.code.ladder[last.idx]
+        day = Tally(self._prints[0].idx, self.lo, self.hi, vol, value, last.buys + (vol - last.volume) * last.buy_share)
         ask, bid = book.touch_index(1), book.touch_index(-1)
-        d["27"] = "-0" if ask is None else signed[ask]
-        d["28"] = "-0" if bid is None else signed[bid]
-        d["15"] = f"{qty:+d}" if side > 0 else f"-{qty}"
-        d["13"] = str(vol)
-        d["14"] = str(mil)
-        d["16"] = signed[first.idx]
-        d["17"] = signed[self.hi]
-        d["18"] = signed[self.lo]
-        n = len(ladder)
-        d["25"] = "1" if idx == n - 1 else ("4" if idx == 0 else ("2" if diff > 0 else ("5" if diff < 0 else "3")))
-        d["228"] = pct_text(buys * 100.0 / sells, False) if sells else "0.00"
-        d["290"] = "2" if self.venue != "NXT" or _T0850 <= t < _T1530 else ("1" if t < _T0850 else "3")
-        d["691"] = "0"
-        d["567"] = d["568"] = "000000"
-        d["1030"], d["1031"] = str(sells), str(buys)
-        d["1032"] = pct_text(buys * 100.0 / vol, False)
-        d["1313"] = str(price * qty // 1000)
-        d["1315"], d["1316"] = (str(qty), "0") if side < 0 else ("0", str(qty))
-        d["1314"] = signed_delta(buys - sells)
-        d["620"] = str(round(mil * 1_000_000 / vol))
-        d["9081"] = "2" if self.venue == "NXT" else "1"
-        head, tail = self._head
-        return SimRow(self.item, "0B", head + encode(d) + tail, d)
+        session = "2" if self.venue != "NXT" or _T0850 <= t < _T1530 else ("1" if t < _T0850 else "3")
+        return trade_row(self.item, self.code, self._head, t, idx, qty if side > 0 else -qty, day, (ask, bid),
+                         session, self.venue)
+
+    def settled(self, j: int) -> Tally:
+        """The day's trading up to the end of interval ``j`` when no fill can follow the last print (after
+        15:20 for KRX and ``_AL``, a call auction): what the close continues from (replay/sim_close.py)."""
+        k = self._at(j)
+        assert k >= 0, "no trade before the close"  # KRX prints from 09:00
+        p = self._prints[k]
+        return Tally(self._prints[0].idx, self._lo[k], self._hi[k], p.volume, p.value, p.buys)
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """An item's trading so far, what each 0B row reports: the open, low and high (ladder indices), the
+    cumulative volume (FID 13), value in won (FID 14 x 1e6) and buyer-initiated volume (FID 1031)."""
+
+    open: int
+    lo: int
+    hi: int
+    volume: int
+    value: int
+    buys: float
+
+
+def trade_row(item: str, code: Code, head: list[str], t: float, idx: int, qty: int, day: Tally,
+              touch: tuple[int | None, int | None], session: str, venue: str) -> SimRow:
+    """The 0B row of a trade of ``qty`` shares (signed: + buyer-initiated) at ladder ``idx`` and time ``t``,
+    ``day`` being the item's trading with it included (``head``: the row's text around its values, from
+    :func:`row_head`); ``touch``: the ladder indices of the best ask and
+    bid (None: that side empty), ``session``: FID 290 (docs/protocol.md 2.3)."""
+    ladder, signed, ref = code.ladder, code.signed, code.reference
+    vol = day.volume
+    buys = int(day.buys)
+    sells = vol - buys
+    mil = day.value // 1_000_000
+    price = ladder[idx]
+    diff = price - ref
+    d = dict(_EMPTY)
+    d["20"] = hhmmss(t)
+    d["10"] = signed[idx]
+    d["11"] = signed_delta(diff)
+    d["12"] = pct_text(diff * 100.0 / ref, True)
+    ask, bid = touch
+    d["27"] = "-0" if ask is None else signed[ask]
+    d["28"] = "-0" if bid is None else signed[bid]
+    d["15"] = f"{qty:+d}"
+    d["13"] = str(vol)
+    d["14"] = str(mil)
+    d["16"] = signed[day.open]
+    d["17"] = signed[day.hi]
+    d["18"] = signed[day.lo]
+    n = len(ladder)
+    d["25"] = "1" if idx == n - 1 else ("4" if idx == 0 else ("2" if diff > 0 else ("5" if diff < 0 else "3")))
+    d["228"] = pct_text(buys * 100.0 / sells, False) if sells else "0.00"
+    d["290"] = session
+    d["691"] = "0"
+    d["567"] = d["568"] = "000000"
+    d["1030"], d["1031"] = str(sells), str(buys)
+    d["1032"] = pct_text(buys * 100.0 / vol, False)
+    d["1313"] = str(price * abs(qty) // 1000)
+    d["1315"], d["1316"] = (str(-qty), "0") if qty < 0 else ("0", str(qty))
+    d["1314"] = signed_delta(buys - sells)
+    d["620"] = str(round(mil * 1_000_000 / vol))
+    d["9081"] = "2" if venue == "NXT" else "1"
+    return SimRow(item, "0B", head[0] + encode(d) + head[1], d)

@@ -50,6 +50,10 @@ What a driver can rely on (the acceptance invariants, tested in ``tests/test_sim
   (09:00:00 for KRX and ``_AL``: the opening auction). FID 13 rises by ``abs(15)`` and equals the 0D FID
   13; 16-18 are the day's open/high/low; 14, 620, 1030/1031, 228 follow docs/protocol.md 2.3's relations.
   KRX and ``_AL`` items trade 09:00-15:20 (and the 15:20 catch-up print); ``_NX`` items in their 0D windows.
+- **The close** (docs/protocol.md 5.3, :mod:`kiwoom_tape.replay.sim_close`): KRX and ``_AL`` items print the closing
+  auction at 15:30:00 (one trade at the closing price with the auction's volume, FID 290 ``2``) and fill at
+  exactly that price 15:40-16:00 (FID 290 ``3``, at ``rate_hz`` x :data:`CLOSE_RATE`), with no 0D row; none
+  16:00-18:00. FID 13 goes on from the last 0D FID 13 and rises by ``abs(15)``.
 - **0E rows** (docs/protocol.md 2.2): 21, 131, 132, 135, 136; 132/136 are signed deltas vs the item's
   previous 0E row. The bid total is 0 in the 08:30-08:40 window, as measured.
 
@@ -76,6 +80,7 @@ from kiwoom_tape.replay.sim_calendar import (
     NXT_0D_WINDOWS,
     session_windows,
 )
+from kiwoom_tape.replay.sim_close import CloseStream
 from kiwoom_tape.replay.sim_frames import SimRow
 from kiwoom_tape.replay.sim_references import DEFAULT_UNIVERSE, REFERENCE_PRICES, reference_price_of
 from kiwoom_tape.replay.sim_streams import CHECKPOINT, AfterHoursStream, BookStream, Stream
@@ -83,12 +88,14 @@ from kiwoom_tape.schemas.market import split_item
 
 __all__ = [
     "CHECKPOINT",
+    "CLOSE_RATE",
     "DEFAULT_UNIVERSE",
     "KRX_0D_WINDOWS",
     "KRX_0E_WINDOWS",
     "KRX_AUCTIONS",
     "NXT_0D_WINDOWS",
     "REFERENCE_PRICES",
+    "SIMULATED_TYPES",
     "BookView",
     "SimRow",
     "SimTick",
@@ -96,6 +103,13 @@ __all__ = [
     "reference_price_of",
     "session_windows",
 ]
+
+CLOSE_RATE = 0.25
+"""The close-price fills of 15:40-16:00 (:mod:`kiwoom_tape.replay.sim_close`) come at this fraction of
+``rate_hz``, per item."""
+SIMULATED_TYPES: frozenset[str] = frozenset({"0B", "0D", "0E"})
+"""The REAL types the simulated market makes rows of (the module docstring); it has no data of any other."""
+
 
 @dataclass(frozen=True, slots=True)
 class SimTick:
@@ -202,10 +216,14 @@ class SimulatedMarket:
         name = split_item(item)[0]
         code, users = self._codes.get(name) or (Code(name, self.seed, self.volatility), 0)
         self._codes[name] = (code, users + 1)
-        streams: list[Stream] = [BookStream(item, code, self._seq, self.seed, self.rate_hz, self._per_sec)]
+        book = BookStream(item, code, self._seq, self.seed, self.rate_hz, self._per_sec)
+        streams: list[Stream] = [book]
         if session_windows(item, "0E"):
             streams.append(AfterHoursStream(item, code, self._seq + 1, self.seed, self.rate_0e_hz, self._per_sec))
-        self._seq += 2
+        if session_windows(item, "close"):
+            rate = self.rate_hz * CLOSE_RATE
+            streams.append(CloseStream(item, code, self._seq + 2, self.seed, rate, self._per_sec, book.tape))
+        self._seq += 3
         self._streams[item] = tuple(streams)
         k_now = math.floor(self._now * self._per_sec + 1e-9)
         for s in streams:

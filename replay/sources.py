@@ -10,8 +10,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from kiwoom_tape.replay.server import Dispatch
-from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.contracts import Dispatch
+from kiwoom_tape.replay.simulator import SIMULATED_TYPES, SimulatedMarket
 
 __all__ = ["SimSource"]
 
@@ -38,6 +38,10 @@ class SimSource:
     def remove_item(self, item: str) -> None:
         """Forget ``item`` (:meth:`SimulatedMarket.remove_item`); adding it again resumes its deterministic stream."""
         self.market.remove_item(item)
+
+    def types(self) -> frozenset[str]:
+        """The REAL types the simulated market models (:data:`kiwoom_tape.replay.simulator.SIMULATED_TYPES`)."""
+        return SIMULATED_TYPES
 
     def market_time(self) -> float:
         """The simulated market clock, seconds since KST midnight (the ``market_time`` fault trigger)."""

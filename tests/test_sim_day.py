@@ -33,9 +33,10 @@ WINDOWS = {
     ("NXT", "0D"): [(hms(8), hms(8, 50)), (hms(9, 0, 30), hms(15, 20)), (hms(15, 30), hms(20))],
     ("KRX", "0E"): [(hms(8, 30), hms(8, 40)), (hms(15, 40), hms(18))],
     ("NXT", "0E"): [],
-    # 0B (issue 13): KRX/SOR trades in continuous trading, 09:00 opening print to 15:20's catch-up print
-    ("KRX", "0B"): [(hms(9), hms(15, 20, 30))],
-    ("SOR", "0B"): [(hms(9), hms(15, 20, 30))],
+    # 0B (issue 13): KRX/SOR trades in continuous trading, 09:00 opening print to 15:20's catch-up print,
+    # then the closing auction's print at 15:30:00 and the close-price fills 15:40-16:00 (docs/protocol.md 5.3)
+    ("KRX", "0B"): [(hms(9), hms(15, 20, 30)), (hms(15, 30), hms(15, 30, 1)), (hms(15, 40), hms(16))],
+    ("SOR", "0B"): [(hms(9), hms(15, 20, 30)), (hms(15, 30), hms(15, 30, 1)), (hms(15, 40), hms(16))],
     ("NXT", "0B"): [(hms(8), hms(8, 50)), (hms(9, 0, 30), hms(15, 20)), (hms(15, 30), hms(20))],
 }
 AUCTIONS = [(hms(8, 50), hms(9)), (hms(15, 20), hms(15, 30))]

@@ -26,10 +26,12 @@ def hms(h: int, m: int = 0, s: int = 0) -> int:
 ITEMS = ["005930", "069500", "005930_NX", "000660_AL"]
 RATE = 0.9
 START, END = hms(7, 50), hms(20, 10)
-# docs/protocol.md 5.3: when each venue trades (KRX: continuous 09:00-15:20, with the catch-up print at 15:20:0x)
+# docs/protocol.md 5.3: when each venue trades (KRX: continuous 09:00-15:20, with the catch-up print at 15:20:0x;
+# the close, checked in tests/test_sim_close_day.py: the 15:30:00 auction print and the fills 15:40-16:00)
+CLOSE = [(hms(15, 30), hms(15, 30, 1)), (hms(15, 40), hms(16))]
 TRADES_IN = {
-    "KRX": [(hms(9), hms(15, 20, 30))],
-    "SOR": [(hms(9), hms(15, 20, 30))],
+    "KRX": [(hms(9), hms(15, 20, 30)), *CLOSE],
+    "SOR": [(hms(9), hms(15, 20, 30)), *CLOSE],
     "NXT": [(hms(8), hms(8, 50)), (hms(9, 0, 30), hms(15, 20)), (hms(15, 30), hms(20))],
 }
 
@@ -133,6 +135,11 @@ def day() -> Day:
             if row.type == "0B":
                 assert any(a <= t < b for a, b in TRADES_IN[split_item(row.item)[1]]), (row.item, t)
                 assert row.item not in pending, "one trade per item per tick"
+                if split_item(row.item)[1] != "NXT" and t >= hms(15, 30):  # the close: no 0D row goes with it
+                    st.volume += abs(int(row.values["15"]))
+                    assert int(row.values["13"]) == st.volume
+                    d.trades[row.item].append((t, row.values))
+                    continue
                 pending[row.item] = row.values
                 d.trades[row.item].append((t, row.values))
                 assert builder.append(0, "r", 0, 0, row.item, row.values) == 0  # typed cleanly (step 2)
@@ -164,7 +171,8 @@ def test_the_opening_auction_prints_at_09_00(day: Day) -> None:
 
 def test_nothing_trades_where_nothing_should(day: Day) -> None:
     krx = [t for t, _ in day.trades["005930"]]
-    assert min(krx) >= hms(9) and max(krx) < hms(15, 20, 30)
+    assert min(krx) >= hms(9) and max(krx) < hms(16)
+    assert not any(hms(15, 20, 30) <= t < hms(15, 30) or hms(15, 30, 1) <= t < hms(15, 40) for t in krx)
     nxt = [t for t, _ in day.trades["005930_NX"]]
     assert not any(hms(8, 50) <= t < hms(9, 0, 30) or hms(15, 20) <= t < hms(15, 30) for t in nxt)
     assert any(t >= hms(19) for t in nxt), "the NXT twin trades in its after-market"

@@ -47,9 +47,10 @@ WINDOWS = {
     ("KRX", "0E"): [(hms(8, 30), hms(8, 40)), (hms(15, 40), hms(18))],
     ("SOR", "0E"): [(hms(8, 30), hms(8, 40)), (hms(15, 40), hms(18))],
     ("NXT", "0E"): [],
-    # 0B (issue 13): KRX/SOR trades in continuous trading, 09:00 opening print to 15:20's catch-up print
-    ("KRX", "0B"): [(hms(9), hms(15, 20, 30))],
-    ("SOR", "0B"): [(hms(9), hms(15, 20, 30))],
+    # 0B (issue 13): KRX/SOR trades in continuous trading, 09:00 opening print to 15:20's catch-up print,
+    # then the closing auction's print at 15:30:00 and the close-price fills 15:40-16:00 (docs/protocol.md 5.3)
+    ("KRX", "0B"): [(hms(9), hms(15, 20, 30)), (hms(15, 30), hms(15, 30, 1)), (hms(15, 40), hms(16))],
+    ("SOR", "0B"): [(hms(9), hms(15, 20, 30)), (hms(15, 30), hms(15, 30, 1)), (hms(15, 40), hms(16))],
     ("NXT", "0B"): [(hms(8), hms(8, 50)), (hms(9, 0, 30), hms(15, 20)), (hms(15, 30), hms(20))],
 }
 AUCTIONS = [(hms(8, 50), hms(9)), (hms(15, 20), hms(15, 30))]
@@ -483,7 +484,9 @@ def test_after_hours_0e_rows() -> None:
     post = market.advance(hms(15, 45))
     check_run(market, post, hms(15, 39, 50), hms(15, 45))
     rows = [r for t in post for r in t.rows]
-    assert rows and all(r.type == "0E" and int(r.values["135"]) > 0 for r in rows)
+    assert rows and all(int(r.values["135"]) > 0 for r in rows if r.type == "0E")
+    assert {r.type for r in rows} == {"0E", "0B"}  # and the close-price fills from 15:40 (replay/sim_close.py)
+    assert all(t.t >= hms(15, 40) for t in post for r in t.rows if r.type == "0B")
 
 
 def test_add_item_later_starts_after_now() -> None:
