@@ -15,6 +15,8 @@ from kiwoom_tape.replay.simulator import SimulatedMarket
 from kiwoom_tape.schemas.market import split_item
 from kiwoom_tape.schemas.normalize import TradesBuilder
 
+pytestmark = pytest.mark.timeout(360)  # the module's fixture simulates a whole day: minutes on a busy machine
+
 
 def hms(h: int, m: int = 0, s: int = 0) -> int:
     return h * 3600 + m * 60 + s

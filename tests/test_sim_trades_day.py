@@ -18,6 +18,8 @@ from kiwoom_tape.replay.simulator import CHECKPOINT, SimulatedMarket, reference_
 from kiwoom_tape.schemas.market import band, is_etf, on_tick_grid, split_item
 from kiwoom_tape.schemas.normalize import TradesBuilder
 
+pytestmark = pytest.mark.timeout(360)  # the module's fixture simulates a whole day: minutes on a busy machine
+
 
 def hms(h: int, m: int = 0, s: int = 0) -> int:
     return h * 3600 + m * 60 + s
