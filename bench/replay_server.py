@@ -18,14 +18,13 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from kiwoom_tape.replay.server import Server, serve
-from kiwoom_tape.schemas.protocol import decode_server_message
+from kiwoom_tape.replay.recorded import RecordedSource
+from kiwoom_tape.replay.server import serve
 
 from bench.machine import write_atomic
 
@@ -38,55 +37,13 @@ def _recorded_frames(dataset: Path) -> tuple[list[int], list[str]]:
     return t["recv_ts"].cast("int64").to_pylist(), t["text"].to_pylist()
 
 
-class _Row:
-    __slots__ = ("item", "text", "type")
-
-    def __init__(self, item: str, type_: str, text: str) -> None:
-        self.item, self.type, self.text = item, type_, text
-
-
-class _ListSource:
-    """Fallback source: every recorded REAL frame, as fast as the server takes it (rows from the text)."""
-
-    def __init__(self, dataset: Path, connections: int) -> None:
-        self.texts = _recorded_frames(dataset)[1]
-        self.connections = connections
-        self.server: Server | None = None
-
-    def add_item(self, item: str) -> None:
-        pass
-
-    async def run(self, dispatch: Any) -> None:
-        for _ in range(12_000):  # wait, at most 10 minutes, for every client to log in
-            if self.server is not None and self.server.stats.logins >= self.connections:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)  # let every client REG
-        for text in self.texts:
-            rows: Sequence[Any] = getattr(decode_server_message(text), "rows", ())
-            batch = [_Row(r.item, r.type, "") for r in rows]
-            try:
-                await dispatch(batch, text, wait=True)
-            except TypeError:  # a server without backpressure: pace by queue length
-                await dispatch(batch, text)
-                await asyncio.sleep(0)
-
-
 async def _main(args: argparse.Namespace) -> int:
     dataset = Path(args.dataset)
     speed = None if args.speed == 0 else args.speed
     kind = "RecordedSource"
-    try:
-        from kiwoom_tape.replay.recorded import RecordedSource
-
-        source: Any = RecordedSource(dataset, speed=speed, start_delay=args.start_delay)
-    except ImportError:
-        kind = "in-bench list source"
-        source = _ListSource(dataset, args.connections)
+    source = RecordedSource(dataset, speed=speed, start_delay=args.start_delay)
     async with serve(source, port=0, keep_sent=args.pacing, ping_interval=3600.0,
                      max_queue_frames=10**7) as server:
-        if isinstance(source, _ListSource):
-            source.server = server
         write_atomic(args.ready_file, str(server.port))
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:

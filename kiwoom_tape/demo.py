@@ -5,8 +5,8 @@ credentials), library functions the notebooks use too (the command is :mod:`kiwo
   records it with the real recorder (:func:`kiwoom_tape.testing.run_recorder`: a
   :class:`kiwoom_tape.recorder.client.Recorder` into a :class:`kiwoom_tape.recorder.store.Store`), as ``record --url
   ws://127.0.0.1:...`` would;
-- :func:`replay_to_client` serves a dataset back (``kiwoom_tape.replay.recorded.RecordedSource`` when this
-  installation has it, else the simulated market again) and counts what a plain client receives.
+- :func:`replay_to_client` serves a dataset back (:class:`kiwoom_tape.replay.recorded.RecordedSource`) and
+  counts what a plain client receives.
 
 The market clock starts at 15:29:00 KST and runs 60x, so 20 s of recording cover KRX 0D until the
 15:30 close, NXT 0D and 0B (trades) from 15:30 (NXT halts 15:20-15:30) and KRX 0E from 15:40
@@ -29,7 +29,8 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from kiwoom_tape.recorder.client import Recorder
-from kiwoom_tape.replay.server import Source, serve
+from kiwoom_tape.replay.recorded import RecordedSource
+from kiwoom_tape.replay.server import serve
 from kiwoom_tape.replay.simulator import SimulatedMarket
 from kiwoom_tape.replay.sources import SimSource
 from kiwoom_tape.schemas.errors import KiwoomTapeError
@@ -144,8 +145,6 @@ async def record_simulation(
 class Received:
     """What :func:`replay_to_client` saw."""
 
-    source: str
-    """``"recorded"`` (the dataset itself) or ``"simulated"`` (the fallback)."""
     note: str
     rows: Counter[tuple[str, str]] = field(default_factory=Counter)
     """Rows received per (item, type)."""
@@ -158,16 +157,6 @@ class Received:
         return sum(self.rows.values())
 
 
-def _recorded_source(root: Path, speed: float | None) -> Source | None:
-    """``kiwoom_tape.replay.recorded.RecordedSource`` over ``root`` if this installation has it, else None."""
-    try:
-        from kiwoom_tape.replay.recorded import RecordedSource  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    source: Source = RecordedSource(root, speed=speed, start_delay=0.5)
-    return source
-
-
 async def replay_to_client(
     root: str | Path,
     items: Sequence[str] = DEMO_ITEMS,
@@ -177,28 +166,16 @@ async def replay_to_client(
     speed: float | None = 10.0,
     max_seconds: float = 15.0,
     idle: float = 2.0,
-    fallback_start: float = DEMO_START,
-    fallback_speed: float = DEMO_SPEED,
-    fallback_seconds: float | None = None,
 ) -> Received:
-    """Serve the dataset at ``root`` on loopback and receive it with a minimal Kiwoom client.
+    """Serve the dataset at ``root`` on loopback (:class:`kiwoom_tape.replay.recorded.RecordedSource`) and
+    receive it with a minimal Kiwoom client.
 
     The client speaks the protocol as any Kiwoom client does (LOGIN, REG ``items`` x ``types``, PING
     echo) and counts REAL rows; it stops at ``expected_rows``, after ``idle`` seconds without a frame
-    once rows have come, or after ``max_seconds``. Without ``kiwoom_tape.replay.recorded`` the simulated market is
-    served
-    instead (``Received.source`` says which), for ``fallback_seconds`` (default ``max_seconds``).
+    once rows have come, or after ``max_seconds``.
     """
-    source = _recorded_source(Path(root), speed)
-    if source is not None:
-        received = Received("recorded", f"replaying {root} at {'max' if speed is None else f'{speed:g}x'} speed")
-    else:
-        source = SimSource(SimulatedMarket(seed=0, items=items, start=fallback_start), speed=fallback_speed)
-        received = Received("simulated", "this installation has no recorded replay (replay.recorded): "
-                            "serving the simulated market instead")
-        expected_rows = None
-        if fallback_seconds is not None:
-            max_seconds = fallback_seconds
+    source = RecordedSource(Path(root), speed=speed, start_delay=0.5)
+    received = Received(f"replaying {root} at {'max' if speed is None else f'{speed:g}x'} speed")
     async with serve(source, port=0) as server:
         t0 = time.monotonic()
         session = ClientSession(token="kiwoom-tape-demo")

@@ -160,27 +160,19 @@ def demo_command(out: Path, seconds: float, verbose: int) -> None:
     click.echo("\n".join("      " + line for line in render_table(summary).splitlines()))
 
     click.echo("\n3/3 Replaying the capture to a client on a local mock server")
-    received = asyncio.run(replay_to_client(out, expected_rows=int(expected), fallback_seconds=4.0))
-    if received.source != "recorded":
-        click.echo(f"    note: {received.note}")
-    else:
-        click.echo(f"    {received.note}")
+    received = asyncio.run(replay_to_client(out, expected_rows=int(expected)))
+    click.echo(f"    {received.note}")
     per = ", ".join(f"{item} {typ} {n:,}" for (item, typ), n in sorted(received.rows.items()))
     click.echo(f"    the client logged in, registered {', '.join(DEMO_ITEMS)} and received {received.total:,} rows "
                f"in {received.frames:,} frames in {received.seconds:.1f} s: {per or 'nothing'}")
-    if received.source == "recorded":
-        verdict = "all of them" if received.total == expected else f"{received.total:,} of {int(expected):,}"
-        click.echo(f"    recorded rows replayed: {verdict}")
+    verdict = "all of them" if received.total == expected else f"{received.total:,} of {int(expected):,}"
+    click.echo(f"    recorded rows replayed: {verdict}")
     if received.first_row is not None:
         click.echo(f"    first book it saw: {_book_line(received.first_row)}")
     ok = received.total > 0
     click.echo(f"\n{'Done' if ok else 'Finished, but the client received nothing'} in "
                f"{time.monotonic() - t_start:.0f} s. Try next:")
-    replay_next = (
-        (f"replay {out} --speed 10", "serve the capture to your own client")
-        if received.source == "recorded"
-        else ("replay --simulate --port 10000", "serve the simulated market to your own client")
-    )
+    replay_next = (f"replay {out} --speed 10", "serve the capture to your own client")
     hints = [
         (f"kiwoom-tape sql {out} \"select item, count(*), avg(spread_ticks) from quotes group by all\"", ""),
         (f"kiwoom-tape book {out} 005930_NX", "the order book and the last trades, as a trader reads them"),
