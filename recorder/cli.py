@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -47,7 +48,7 @@ from kiwoom_tape.schemas.protocol import MOCK_WS_URL, PROD_WS_URL, Subscription
 from kiwoom_tape.clikit import EVENT_LOOPS, ITEMS, friendly_errors, run_on_loop, setup_logging, verbosity_options
 from kiwoom_tape.portable import STOP_SIGNALS, on_stop_signals
 
-__all__ = ["main", "record_command"]
+__all__ = ["EXTENSIONS", "main", "record_command"]
 
 log = logging.getLogger("kiwoom_tape.recorder")
 
@@ -58,6 +59,9 @@ TYPES = tuple(ITEM_RULES)
 through the ``rows`` view."""
 DEFAULT_TYPES = "0B,0D,0E"
 EXIT_KICKED = 3
+EXTENSIONS: list[Callable[[Sequence[Recorder]], contextlib.AbstractAsyncContextManager[object]]] = []
+"""Recording extensions: ``record`` enters ``ext(recorders)`` for each, around the recording (after the recorders
+are built, before they connect), e.g. the live relay of ``record --serve`` (:mod:`kiwoom_tape.relay`)."""
 """``record --on-kick exit``'s exit code when another session with the same app key took over (R10001)."""
 
 
@@ -322,8 +326,16 @@ async def _record(
                  "; ".join(f"{len(e.items)} items x {','.join(e.types)}" for e in entries), url, out, run_id,
                  f" (key {name})" if len(plan) > 1 else "")
     try:
-        await drive_all([rec for _, rec in recs], stop, duration=duration, tick=min(0.1, fsync_interval / 2),
-                        on_tick=StatusLine(recs, quiet), names=[name for name, _ in recs])
+        async with contextlib.AsyncExitStack() as extensions:
+            try:
+                for ext in EXTENSIONS:
+                    await extensions.enter_async_context(ext([rec for _, rec in recs]))
+            except BaseException:
+                for _, rec in recs:
+                    rec.store.close()
+                raise
+            await drive_all([rec for _, rec in recs], stop, duration=duration, tick=min(0.1, fsync_interval / 2),
+                            on_tick=StatusLine(recs, quiet), names=[name for name, _ in recs])
     finally:
         stop_signals.restore()
         if not quiet and sys.stderr.isatty():
