@@ -1,0 +1,213 @@
+"""The live relay (``record --serve``, issue 17): the recorder's one upstream connection shared with local clients.
+
+Upstream is the mock (``replay --simulate``'s server, in process, keeping every REAL frame it wrote): what a
+local client of the relay receives is compared with what upstream sent, byte for byte, and the upstream
+connection count says the relay never opened a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Awaitable
+from pathlib import Path
+
+import pytest
+from _cli import URL, cli_argv
+from _seedclients import SEEDS, check_seed_output, run_seed_client, seed_files, seed_type
+from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.replay.live import LiveSource
+from kiwoom_tape.replay.server import serve
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
+from kiwoom_tape.schemas.envelopes import encode_real_frame
+from kiwoom_tape.schemas.protocol import encode_real_row
+from websockets.asyncio.client import ClientConnection, connect
+
+from kiwoom_tape.testing import loopback_recorder, read_table, run_recorder
+
+MORNING = 10 * 3600.0
+"""10:00 KST: KRX continuous trading, 0D rows for every stock item (docs/protocol.md 5.3)."""
+
+
+def run(coro: Awaitable[None], timeout: float = 60) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(timeout):
+            await coro
+
+    asyncio.run(bounded())
+
+
+async def login_reg(ws: ClientConnection, items: list[str], types: list[str]) -> None:
+    """LOGIN, then REG ``items`` x ``types``; both acknowledged with return_code 0."""
+    await ws.send(json.dumps({"trnm": "LOGIN", "token": "local-token"}))
+    assert json.loads(await recv(ws))["return_code"] == 0
+    await ws.send(json.dumps({"trnm": "REG", "grp_no": "1", "refresh": "1",
+                              "data": [{"item": items, "type": types}]}))
+    ack = json.loads(await recv(ws))
+    assert ack["trnm"] == "REG" and ack["return_code"] == 0, ack
+
+
+async def recv(ws: ClientConnection, wait: float = 10.0) -> str:
+    """The next frame that is not a PING (PINGs are echoed, as Kiwoom clients do)."""
+    while True:
+        raw = await asyncio.wait_for(ws.recv(), wait)
+        assert isinstance(raw, str)
+        if '"trnm":"PING"' in raw.replace(" ", ""):
+            await ws.send(raw)
+            continue
+        return raw
+
+
+def row(item: str, price: int) -> str:
+    return encode_real_row("0D", item, json.dumps({"21": "100000", "41": f"+{price}"}))
+
+
+def test_live_source_serves_pushed_frames_exactly_or_as_their_rows() -> None:
+    """A pushed frame goes out byte-exact to a client that registered every row, as its rows' own texts to a
+    client that registered some; a frame that is not REAL rows is skipped; REG/forget reach the callbacks."""
+    added: list[str] = []
+    removed: list[str] = []
+
+    async def main() -> None:
+        source = LiveSource(on_add=added.append, on_remove=removed.append)
+        async with serve(source, port=0, forget_after=0.2) as server, connect(server.url) as ws:
+            await login_reg(ws, ["005930"], ["0D"])
+            assert added == ["005930"]
+            a, b = row("005930", 1000), row("000660", 2000)
+            whole = encode_real_frame([a]).encode()
+            source.push(b'{"trnm":"PING"}')  # not REAL rows: skipped
+            source.push(encode_real_frame([a, b]).encode())
+            source.push(whole)
+            assert await recv(ws) == encode_real_frame([a])  # the 005930 row of the mixed frame
+            assert (await recv(ws)).encode() == whole  # the whole frame, as pushed
+            assert source.skipped == 1 and source.pushed == 3
+            await ws.send(json.dumps({"trnm": "REMOVE", "grp_no": "1", "data": [{"item": ["005930"], "type": ["0D"]}]}))
+            assert json.loads(await recv(ws))["return_code"] == 0
+            while not removed:  # noqa: ASYNC110  # the server's sweep forgets it within a second or so
+                await asyncio.sleep(0.05)
+            assert removed == ["005930"]
+
+    run(main(), timeout=20)
+
+
+def test_recorder_taps_what_it_journals_and_registers_items_while_running(tmp_path: Path) -> None:
+    """``on_real`` sees every REAL frame the recording holds, in order; ``add_items`` REGs on the live
+    connection and again after a reconnect; ``remove_items`` REMOVEs; events say who asked."""
+    tapped: list[bytes] = []
+
+    async def main() -> None:
+        market = SimulatedMarket(seed=21, items=["005930", "000660"], start=MORNING)
+        async with serve(SimSource(market), port=0, keep_sent=True) as server:
+            rec = loopback_recorder(server.url, tmp_path, ["005930"], ["0D"])
+            rec.on_real = tapped.append
+
+            async def until(rec: Recorder) -> None:
+                await wait_for_rows(tapped, "005930")
+                assert rec.add_items(["000660", "005930"], ["0D"], by="test") == ["000660"]
+                await wait_for_rows(tapped, "000660")
+                await server.drop_all()  # a reconnect registers it again
+                while server.stats.logins < 2:  # noqa: ASYNC110  # a server counter
+                    await asyncio.sleep(0.05)
+                n = len(tapped)
+                await wait_for_rows(tapped, "000660", after=n)
+                assert rec.remove_items(["000660"], by="test") == ["000660"]
+                await asyncio.sleep(0.5)  # the REMOVE went out and was applied
+                assert server.sent is not None
+                mark = len(server.sent)
+                await asyncio.sleep(1.0)
+                later = [text for _, _, text in server.sent[mark:]]
+                assert any('"005930"' in t for t in later) and not any('"000660"' in t for t in later)
+
+            await run_recorder(rec, until)
+            assert server.sent is not None
+            sent_to_second = [text for conn, _, text in server.sent if conn == 2]
+        frames = [r for r in read_table(tmp_path, "frames") if r["direction"] == "in" and r["trnm"] == "REAL"]
+        frames.sort(key=lambda r: r["seq"])
+        assert [r["text"].encode() for r in frames] == tapped
+        assert any('"000660"' in text for text in sent_to_second)  # REGistered again after the reconnect
+        events = [(e["kind"], json.loads(e["detail"])) for e in read_table(tmp_path, "events")]
+        assert ("items_added", {"items": ["000660"], "types": ["0D"], "by": "test"}) in events
+        assert ("items_removed", {"items": ["000660"], "by": "test"}) in events
+        outs = [r["text"] for r in read_table(tmp_path, "frames") if r["direction"] == "out"]
+        assert any('"REMOVE"' in t and "000660" in t for t in outs)
+
+    run(main())
+
+
+async def wait_for_rows(tapped: list[bytes], item: str, after: int = 0) -> None:
+    while not any(f'"item":"{item}"'.encode() in f for f in tapped[after:]):  # noqa: ASYNC110  # a list the tap fills
+        await asyncio.sleep(0.05)
+
+
+def test_record_serve_relays_upstream_frames_and_a_local_reg_reaches_upstream(tmp_path: Path) -> None:
+    """``record --items 005930 --serve 0``: a local client registering 005930 gets upstream's frames byte-exact;
+    the official 0D sample client registering 000660 gets 000660 rows; the recording holds both; upstream saw one
+    connection."""
+    out = tmp_path / "data"
+    docs = [d for d in (p.read_text(encoding="utf-8") for p in seed_files()) if seed_type(d) == "0D"]
+
+    async def main() -> None:
+        market = SimulatedMarket(seed=22, items=["005930", "000660"], start=MORNING)
+        async with serve(SimSource(market), port=0, keep_sent=True) as upstream:
+            cmd = cli_argv("record", "--items", "005930", "--types", "0D", "--url", upstream.url, "--out", str(out),
+                           "--serve", "0", "--fsync-interval", "0.05", "-q")
+            proc = await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.PIPE)
+            assert proc.stderr is not None
+            try:
+                url = await relay_url(proc.stderr)
+                async with connect(url) as ws:
+                    await login_reg(ws, ["005930"], ["0D"])
+                    got = [await recv(ws) for _ in range(5)]
+                assert upstream.sent is not None
+                sent = [text for conn, _, text in upstream.sent if conn == 1]
+                first = sent.index(got[0])  # byte-exact, in order, none skipped
+                assert sent[first:first + len(got)] == got
+                if docs:
+                    doc = docs[0].replace("'item': ['005930']", "'item': ['000660']")
+                    output = await run_seed_client(doc, url, tmp_path, frames=3, seconds=30)
+                    check_seed_output(output, "0D", item="000660")
+                else:  # no seeds (../shared absent): a plain client does what the sample client does
+                    async with connect(url) as ws:
+                        await login_reg(ws, ["000660"], ["0D"])
+                        assert '"item":"000660"' in await recv(ws)
+            finally:
+                proc.send_signal(signal.SIGINT)
+                await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0
+            assert upstream.stats.connections == 1 and upstream.stats.logins == 1
+        items = {r["item"] for r in read_table(out, "orderbook")}
+        assert {"005930", "000660"} <= items
+        events = [json.loads(e["detail"]) for e in read_table(out, "events") if e["kind"] == "items_added"]
+        assert events and events[0]["items"] == ["000660"] and events[0]["by"] == "relay client"
+
+    run(main(), timeout=90)
+
+
+async def relay_url(stderr: asyncio.StreamReader) -> str:
+    """The relay's URL, from the line ``record --serve`` prints when it starts serving."""
+    lines: list[str] = []
+    while True:
+        line = (await stderr.readline()).decode()
+        assert line, "record exited before serving:\n" + "".join(lines)
+        lines.append(line)
+        m = URL.search(line) if line.startswith("relay: ") else None
+        if m:
+            return m.group(1)
+
+
+def test_record_serve_refuses_a_bad_address() -> None:
+    from click.testing import CliRunner
+
+    from kiwoom_tape.relay_cli import record_command
+
+    res = CliRunner().invoke(record_command, ["--items", "005930", "--serve", "host:port"])
+    assert res.exit_code == 2 and "is not [HOST:]PORT; write e.g. 10001" in res.output
+
+
+@pytest.mark.skipif(not seed_files(), reason=f"no seed documents at {SEEDS}")
+def test_the_sample_client_patch_applies() -> None:
+    """The 0D seed registers 005930 in the line the relay test rewrites (so that test uses the sample client)."""
+    docs = [p.read_text(encoding="utf-8") for p in seed_files()]
+    assert any(seed_type(d) == "0D" and "'item': ['005930']" in d for d in docs)
