@@ -211,3 +211,34 @@ def test_the_sample_client_patch_applies() -> None:
     """The 0D seed registers 005930 in the line the relay test rewrites (so that test uses the sample client)."""
     docs = [p.read_text(encoding="utf-8") for p in seed_files()]
     assert any(seed_type(d) == "0D" and "'item': ['005930']" in d for d in docs)
+
+
+def test_relay_registers_only_what_upstream_can_take_and_keeps_the_items_of_record(tmp_path: Path) -> None:
+    """A local client's stock item is added with the recorded stock types, on the first recorder with room;
+    an item no recorded type takes is not; the items of ``--items`` are never removed, the others are."""
+    from kiwoom_tape.relay import BY_CLIENT, Relay
+
+    full = loopback_recorder("ws://127.0.0.1:9/api/dostk/websocket", tmp_path / "a",
+                             [f"{n:06d}" for n in range(200)], ["0D"], run_id="full")
+    rec = loopback_recorder("ws://127.0.0.1:9/api/dostk/websocket", tmp_path / "b", ["005930"], ["0B", "0D", "1h"],
+                            run_id="room")
+    try:
+        relay = Relay([full, rec])
+        assert full.on_real == relay.source.push and rec.on_real == relay.source.push
+        relay.add("000660")  # full has 200 items: the second recorder takes it, with its stock types
+        relay.add("005930")  # recorded already: nothing
+        relay.add("")  # the empty item of 1h/00/04: no stock type takes it
+        pairs = {(i, t) for sub in rec.subscriptions for i in sub.items for t in sub.types}
+        assert {("000660", "0B"), ("000660", "0D")} <= pairs and ("000660", "1h") not in pairs
+        assert len({i for sub in full.subscriptions for i in sub.items}) == 200
+        relay.remove("005930")  # one of --items: kept
+        relay.remove("000660")
+        items = {i for sub in rec.subscriptions for i in sub.items}
+        assert "005930" in items and "000660" not in items
+        rec.store.tick()
+    finally:
+        full.store.close()
+        rec.store.close()
+    events = [(e["kind"], json.loads(e["detail"])) for e in read_table(tmp_path / "b", "events")]
+    assert events == [("items_added", {"items": ["000660"], "types": ["0B", "0D"], "by": BY_CLIENT}),
+                      ("items_removed", {"items": ["000660"], "by": BY_CLIENT})]
