@@ -23,8 +23,8 @@ import click
 
 from kiwoom_tape.recorder.client import Recorder
 from kiwoom_tape.replay.live import LiveSource
-from kiwoom_tape.replay.server import Server, serve
-from kiwoom_tape.schemas.errors import TooManyItems
+from kiwoom_tape.replay.server import Server
+from kiwoom_tape.schemas.errors import KiwoomTapeError, TooManyItems
 from kiwoom_tape.schemas.items import ITEM_KIND, item_problem
 
 __all__ = ["Relay", "relay_extension", "relaying"]
@@ -88,10 +88,18 @@ async def relaying(
     """Serve the live stream of ``recorders`` on ``host:port`` for the duration of the block (see the module
     docstring); ``server_options`` go to :class:`kiwoom_tape.replay.server.Server`. Prints the URL to stderr."""
     relay = Relay(recorders)
-    async with serve(relay.source, host=host, port=port, **server_options) as server:
+    server = Server(relay.source, host=host, port=port, **server_options)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise KiwoomTapeError(f"record --serve cannot listen on {host}:{port}: {exc.strerror or exc}",
+                              hint="pick another port with --serve (0: any free port)") from None
+    try:
         click.echo(f"relay: local clients connect to {server.url} (token: POST {server.rest_url}/oauth2/token)",
                    err=True)
         yield server
+    finally:
+        await server.stop()
 
 
 def relay_extension(

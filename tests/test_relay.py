@@ -242,3 +242,22 @@ def test_relay_registers_only_what_upstream_can_take_and_keeps_the_items_of_reco
     events = [(e["kind"], json.loads(e["detail"])) for e in read_table(tmp_path / "b", "events")]
     assert events == [("items_added", {"items": ["000660"], "types": ["0B", "0D"], "by": BY_CLIENT}),
                       ("items_removed", {"items": ["000660"], "by": BY_CLIENT})]
+
+
+def test_record_serve_on_a_port_in_use_says_so_and_leaves_no_journal(tmp_path: Path) -> None:
+    import socket
+
+    from click.testing import CliRunner
+
+    from kiwoom_tape.relay_cli import record_command
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = CliRunner().invoke(record_command, ["--items", "005930", "--serve", str(port), "--out", str(tmp_path),
+                                                  "--url", "ws://127.0.0.1:9/api/dostk/websocket", "-q"])
+    assert res.exit_code == 1, res.output
+    assert f"record --serve cannot listen on 127.0.0.1:{port}" in res.output and "pick another port" in res.output
+    assert "Traceback" not in res.output
+    assert not list(tmp_path.glob("_journal/*"))  # the store was closed: nothing left to recover
