@@ -36,8 +36,16 @@ class LiveSource:
         *,
         on_add: Callable[[str], None] | None = None,
         on_remove: Callable[[str], None] | None = None,
+        max_pending: int = 100_000,
     ) -> None:
+        if max_pending < 2:
+            raise ValueError(f"max_pending must be at least 2, got {max_pending}")
         self.on_add = on_add
+        self.max_pending = max_pending
+        """Frames waiting to be served at most: past it (the server not serving, e.g. its source task failed)
+        the older half is dropped and counted in :attr:`dropped`; whoever pushes is never held up nor grows memory."""
+        self.dropped = 0
+        """Frames pushed and never served, dropped past :attr:`max_pending`."""
         self.on_remove = on_remove
         self.pushed = 0
         """Frames pushed so far."""
@@ -48,7 +56,15 @@ class LiveSource:
 
     def push(self, data: bytes | str) -> None:
         """Queue one received REAL frame, exactly as received (``str`` is taken as its UTF-8 bytes)."""
-        self._pending.append(data.encode("utf-8") if isinstance(data, str) else data)
+        pending = self._pending
+        if len(pending) >= self.max_pending:
+            drop = len(pending) // 2
+            del pending[:drop]
+            if not self.dropped:
+                log.warning("relay: %d frames waited to be served: dropping the oldest (local clients miss them; "
+                            "the recording is not affected)", self.max_pending)
+            self.dropped += drop
+        pending.append(data.encode("utf-8") if isinstance(data, str) else data)
         self.pushed += 1
         self._ready.set()
 

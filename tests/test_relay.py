@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 import pytest
 from _cli import URL, cli_argv
 from _seedclients import SEEDS, check_seed_output, run_seed_client, seed_files, seed_type
 from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.replay.contracts import EncodedFrame
 from kiwoom_tape.replay.live import LiveSource
 from kiwoom_tape.replay.server import serve
 from kiwoom_tape.replay.simulator import SimulatedMarket
@@ -90,6 +91,29 @@ def test_live_source_serves_pushed_frames_exactly_or_as_their_rows() -> None:
             assert removed == ["005930"]
 
     run(main(), timeout=20)
+
+
+def test_live_source_not_served_drops_the_oldest_instead_of_growing() -> None:
+    """Frames pushed while nothing serves them stay bounded by ``max_pending``; the newest are kept, in order."""
+    served: list[bytes] = []
+
+    class Collect:
+        async def frames(self, frames: Sequence[EncodedFrame], /, *, wait: bool = False) -> None:
+            served.extend(f.data for f in frames)
+
+    async def main() -> None:
+        source = LiveSource(max_pending=4)
+        frames = [encode_real_frame([row("005930", 1000 + n)]).encode() for n in range(10)]
+        for f in frames:
+            source.push(f)
+        assert source.dropped == 6 and source.pushed == 10  # at most 4 waiting: the older half went, three times
+        task = asyncio.create_task(source.run(Collect()))  # type: ignore[arg-type]  # frames only
+        while len(served) < 10 - source.dropped:  # noqa: ASYNC110  # the task fills it
+            await asyncio.sleep(0.01)
+        task.cancel()
+        assert served == frames[source.dropped:]
+
+    run(main(), timeout=10)
 
 
 def test_recorder_taps_what_it_journals_and_registers_items_while_running(tmp_path: Path) -> None:
@@ -177,6 +201,10 @@ def test_record_serve_relays_upstream_frames_and_a_local_reg_reaches_upstream(tm
                 await asyncio.wait_for(proc.communicate(), 30)
             assert proc.returncode == 0
             assert upstream.stats.connections == 1 and upstream.stats.logins == 1
+            assert upstream.sent is not None
+            sent = [text for _, _, text in upstream.sent]
+        frames = [r for r in read_table(out, "frames") if r["direction"] == "in" and r["trnm"] == "REAL"]
+        assert [r["text"] for r in sorted(frames, key=lambda r: r["seq"])] == sent  # as a plain record stores it
         items = {r["item"] for r in read_table(out, "orderbook")}
         assert {"005930", "000660"} <= items
         events = [json.loads(e["detail"]) for e in read_table(out, "events") if e["kind"] == "items_added"]
