@@ -289,3 +289,37 @@ def test_record_serve_on_a_port_in_use_says_so_and_leaves_no_journal(tmp_path: P
     assert f"record --serve cannot listen on 127.0.0.1:{port}" in res.output and "pick another port" in res.output
     assert "Traceback" not in res.output
     assert not list(tmp_path.glob("_journal/*"))  # the store was closed: nothing left to recover
+
+
+def test_an_upstream_reconnect_keeps_local_clients_connected_and_the_gap_is_in_events(tmp_path: Path) -> None:
+    """Upstream drops the recorder: the local client keeps its connection and gets the frames of the new upstream
+    connection byte-exact; ``events`` has the gap (issue 17)."""
+    from kiwoom_tape.relay import relaying
+
+    async def main() -> None:
+        market = SimulatedMarket(seed=23, items=["005930"], start=MORNING)
+        async with serve(SimSource(market), port=0, keep_sent=True) as upstream:
+            rec = loopback_recorder(upstream.url, tmp_path, ["005930"], ["0D"])
+            got: list[str] = []
+
+            async def until(rec: Recorder) -> None:
+                async with relaying([rec]) as relay, connect(relay.url) as ws:
+                    await login_reg(ws, ["005930"], ["0D"])
+                    got.append(await recv(ws))
+                    await upstream.drop_all()
+                    while upstream.stats.logins < 2:  # noqa: ASYNC110  # a server counter
+                        await asyncio.sleep(0.05)
+                    assert upstream.sent is not None
+                    while not got or got[-1] not in [t for c, _, t in upstream.sent if c == 2]:
+                        got.append(await recv(ws))  # on the same local connection
+                    assert relay.stats.connections == 1
+
+            await run_recorder(rec, until)
+            assert upstream.sent is not None
+            by_conn = {c: [t for c2, _, t in upstream.sent if c2 == c] for c in (1, 2)}
+        assert got[0] in by_conn[1] and got[-1] in by_conn[2]
+        assert all(f in by_conn[1] or f in by_conn[2] for f in got)
+        kinds = [e["kind"] for e in read_table(tmp_path, "events")]
+        assert "gap_start" in kinds and "gap_end" in kinds
+
+    run(main())
