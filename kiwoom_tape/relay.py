@@ -23,9 +23,9 @@ import click
 
 from kiwoom_tape.recorder.client import Recorder
 from kiwoom_tape.replay.live import LiveSource
-from kiwoom_tape.replay.server import Server
+from kiwoom_tape.replay.server import Server, exposed
 from kiwoom_tape.schemas.errors import KiwoomTapeError, TooManyItems
-from kiwoom_tape.schemas.items import ITEM_KIND, item_problem
+from kiwoom_tape.schemas.items import ACCOUNT_TYPES, ITEM_KIND, item_problem
 
 __all__ = ["Relay", "relay_extension", "relaying"]
 
@@ -86,7 +86,16 @@ async def relaying(
     recorders: Sequence[Recorder], host: str = "127.0.0.1", port: int = 0, **server_options: Any
 ) -> AsyncIterator[Server]:
     """Serve the live stream of ``recorders`` on ``host:port`` for the duration of the block (see the module
-    docstring); ``server_options`` go to :class:`kiwoom_tape.replay.server.Server`. Prints the URL to stderr."""
+    docstring); ``server_options`` go to :class:`kiwoom_tape.replay.server.Server`. Prints the URL to stderr.
+
+    Raises KiwoomTapeError when ``host`` is reachable from other machines while ``recorders`` record account
+    types (00, 04: the user's orders and balance, docs/protocol.md 3), or when it cannot listen."""
+    private = sorted({t for rec in recorders for sub in rec.subscriptions for t in sub.types} & ACCOUNT_TYPES)
+    if private and exposed(host):
+        raise KiwoomTapeError(
+            f"record --serve {host}:{port} would serve your account data ({','.join(private)}) to other machines",
+            hint="serve on loopback (--serve PORT) and reach it through an SSH tunnel, or leave 00/04 out of --types",
+        )
     relay = Relay(recorders)
     server = Server(relay.source, host=host, port=port, **server_options)
     try:

@@ -42,7 +42,7 @@ SERVE = click.Option(
     "/oauth2/token: trading bots and notebooks share the one connection Kiwoom allows per app key. A local "
     "client's REG for a stock item not in --items is registered upstream (recorded too) with the recorded "
     "--types, and removed once no client wants it. Account types 00 (주문체결) and 04 (잔고) are private: they are "
-    "neither stored nor relayed unless --types names them.",
+    "neither stored nor relayed unless --types names them, and then served on loopback only.",
 )
 
 

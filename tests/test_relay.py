@@ -323,3 +323,24 @@ def test_an_upstream_reconnect_keeps_local_clients_connected_and_the_gap_is_in_e
         assert "gap_start" in kinds and "gap_end" in kinds
 
     run(main())
+
+
+def test_relay_refuses_to_serve_account_types_beyond_loopback(tmp_path: Path) -> None:
+    """00/04 rows are the user's private data: never served to other machines; a loopback relay serves them."""
+    from kiwoom_tape.schemas.errors import KiwoomTapeError
+
+    from kiwoom_tape.relay import relaying
+
+    async def main() -> None:
+        rec = loopback_recorder("ws://127.0.0.1:9/api/dostk/websocket", tmp_path, ["005930"], ["0D"], run_id="r")
+        rec.add_items([""], ["00"], by="test")
+        try:
+            with pytest.raises(KiwoomTapeError, match=r"would serve your account data \(00\) to other machines"):
+                async with relaying([rec], "0.0.0.0", 0):
+                    pass
+            async with relaying([rec], "127.0.0.1", 0) as relay:
+                assert relay.port > 0
+        finally:
+            rec.store.close()
+
+    run(main(), timeout=20)
