@@ -9,7 +9,7 @@ import click
 from kiwoom_tape.book import book_command
 from kiwoom_tape.compact import compact_command
 from kiwoom_tape.demo_cli import demo_command
-from kiwoom_tape.recorder.cli import record_command
+from kiwoom_tape.relay_cli import record_command
 from kiwoom_tape.replay.cli import replay_command
 from kiwoom_tape.sql import sql_command
 from kiwoom_tape.verify import verify_command

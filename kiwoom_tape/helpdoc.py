@@ -36,7 +36,7 @@ from pathlib import Path
 import click
 
 from kiwoom_tape.cli import cli
-from kiwoom_tape.recorder.cli import record_command
+from kiwoom_tape.relay_cli import record_command
 from kiwoom_tape.replay.cli import replay_command
 
 __all__ = ["DOC", "FIX", "WIDTH", "Entry", "entries", "main", "render", "stale", "update"]

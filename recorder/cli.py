@@ -12,8 +12,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 import click
@@ -25,6 +26,7 @@ from kiwoom_tape.recorder.auth import (
     token_provider_from_env,
 )
 from kiwoom_tape.recorder.backoff import ReconnectPolicy
+from kiwoom_tape.recorder.cli_checks import DEFAULT_TYPES, TYPES, Duration, check_item_options, check_out, parse_types
 from kiwoom_tape.recorder.client import Recorder
 from kiwoom_tape.recorder.driver import drive_all
 from kiwoom_tape.recorder.plan import (
@@ -39,82 +41,24 @@ from kiwoom_tape.recorder.recovery import RecoveryReport, recover
 from kiwoom_tape.recorder.status import StatusLine
 from kiwoom_tape.recorder.store import Store
 from kiwoom_tape.schemas import auth
-from kiwoom_tape.schemas.errors import KiwoomTapeError, SessionTakenOver, StorageError
-from kiwoom_tape.schemas.items import ITEM_KIND, ITEM_RULES
+from kiwoom_tape.schemas.errors import KiwoomTapeError, SessionTakenOver
+from kiwoom_tape.schemas.items import ITEM_KIND
 from kiwoom_tape.schemas.layout import new_run_id
 from kiwoom_tape.schemas.protocol import MOCK_WS_URL, PROD_WS_URL, Subscription
 
 from kiwoom_tape.clikit import EVENT_LOOPS, ITEMS, friendly_errors, run_on_loop, setup_logging, verbosity_options
 from kiwoom_tape.portable import STOP_SIGNALS, on_stop_signals
 
-__all__ = ["main", "record_command"]
+__all__ = ["EXTENSIONS", "main", "record_command"]
 
 log = logging.getLogger("kiwoom_tape.recorder")
 
-TYPES = tuple(ITEM_RULES)
-"""The real-time types ``record`` registers: every type of docs/protocol.md 3, each with the items of its kind
-(:data:`kiwoom_tape.schemas.items.ITEM_KIND`, :func:`kiwoom_tape.recorder.plan.subscriptions`). 0B/0D/0E get tables
-(:data:`kiwoom_tape.schemas.tables.TABLE_OF_TYPE`); the others are kept verbatim in ``frames`` and queried
-through the ``rows`` view."""
-DEFAULT_TYPES = "0B,0D,0E"
 EXIT_KICKED = 3
 """``record --on-kick exit``'s exit code when another session with the same app key took over (R10001)."""
+EXTENSIONS: list[Callable[[Sequence[Recorder]], contextlib.AbstractAsyncContextManager[object]]] = []
+"""Recording extensions: ``record`` enters ``ext(recorders)`` for each, around the recording (after the recorders
+are built, before they connect), e.g. the live relay of ``record --serve`` (:mod:`kiwoom_tape.relay`)."""
 
-
-class _Duration(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic only in click >= 8.2
-    """``30s``, ``5m``, ``2h``, or plain seconds."""
-
-    name = "DURATION"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        if isinstance(value, float | int):
-            return float(value)
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*", str(value))
-        if not m or float(m.group(1)) <= 0:
-            self.fail(f"{value!r} is not a duration; write e.g. 30s, 5m, 2h or 90", param, ctx)
-        return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
-
-
-def _types(value: str) -> tuple[str, ...]:
-    types = tuple(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
-    bad = [t for t in types if t not in TYPES]
-    if not types or bad:
-        raise click.BadParameter(
-            f"{','.join(bad) or value!r}: not a real-time type (docs/protocol.md 3; type codes are case-sensitive); "
-            f"record takes {', '.join(TYPES)}, e.g. --types {DEFAULT_TYPES}"
-        )
-    return types
-
-
-def _item_options(types: tuple[str, ...], items: bool, industries: tuple[str, ...] | None) -> None:
-    """Each kind of item in --types has its option, and no option is given for a kind that is not there."""
-    stock = [t for t in types if ITEM_KIND[t] == "stock"]
-    industry = [t for t in types if ITEM_KIND[t] == "industry"]
-    if stock and not items:
-        raise click.UsageError(f"which items? {','.join(stock)} take stock codes: pass --items, e.g. --items "
-                               "005930,000660_NX, or --items-file FILE")
-    if items and not stock:
-        raise click.UsageError(f"--types {','.join(types)} has no type of stock items to record the --items for: add "
-                               "one (e.g. 0B,0D) or leave --items out")
-    if industry and not industries:
-        raise click.UsageError(f"which industries? {','.join(industry)} take three-digit industry codes: pass "
-                               "--industries, e.g. --industries 001,101")
-    if industries and not industry:
-        raise click.UsageError(f"--types {','.join(types)} has no industry type (0J, 0U) to record the --industries "
-                               "for: add one or leave --industries out")
-
-
-def _check_out(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise StorageError(
-            f"cannot write to --out {out}: {exc.strerror or exc}", path=str(out),
-            hint="choose a writable directory with --out",
-        ) from None
 
 
 @click.group(
@@ -139,7 +83,7 @@ def _check_out(out: Path) -> None:
 @click.option("--url", default=None, help=f"WebSocket URL [default: {PROD_WS_URL}]; a local mock: "
               "ws://127.0.0.1:10000/api/dostk/websocket")
 @click.option("--mock-trading", is_flag=True, help=f"Use Kiwoom's mock-trading server ({MOCK_WS_URL}).")
-@click.option("--duration", type=_Duration(), default=None,
+@click.option("--duration", type=Duration(), default=None,
               help="Stop after this long (30s, 5m, 2h). Default: until Ctrl-C.")
 @click.option("--fsync-interval", type=click.FloatRange(0.001, 5.0), default=0.2, show_default=True,
               help="Seconds between journal fsyncs: the most a crash can lose.")
@@ -220,16 +164,16 @@ def record_command(
             "wss://, a loopback address (an SSH tunnel), or pass --allow-insecure-url if you mean it",
             param_hint="--url",
         )
-    types = _types(types_)
+    types = parse_types(types_)
     codes = tuple(dict.fromkeys(c.strip() for c in (industries or "").split(",") if c.strip()))
-    _item_options(types, bool(items or items_file), codes)
+    check_item_options(types, bool(items or items_file), codes)
     try:
         if items_file is not None:
             items = read_items_file(items_file, [t for t in types if ITEM_KIND[t] == "stock"])
         plan = _plan(ws_url, types, items or (), codes, keys_file)
     except (PlanError, KeyFileError) as exc:
         raise click.UsageError(str(exc)) from None
-    _check_out(out)
+    check_out(out)
     policy = ReconnectPolicy(cap=max_backoff, healthy_after=healthy_after, kick_wait=kick_wait, on_kick=on_kick)
     _use_returning_memory_pool()
     try:
@@ -322,8 +266,16 @@ async def _record(
                  "; ".join(f"{len(e.items)} items x {','.join(e.types)}" for e in entries), url, out, run_id,
                  f" (key {name})" if len(plan) > 1 else "")
     try:
-        await drive_all([rec for _, rec in recs], stop, duration=duration, tick=min(0.1, fsync_interval / 2),
-                        on_tick=StatusLine(recs, quiet), names=[name for name, _ in recs])
+        async with contextlib.AsyncExitStack() as extensions:
+            try:
+                for ext in EXTENSIONS:
+                    await extensions.enter_async_context(ext([rec for _, rec in recs]))
+            except BaseException:
+                for _, rec in recs:
+                    rec.store.close()
+                raise
+            await drive_all([rec for _, rec in recs], stop, duration=duration, tick=min(0.1, fsync_interval / 2),
+                            on_tick=StatusLine(recs, quiet), names=[name for name, _ in recs])
     finally:
         stop_signals.restore()
         if not quiet and sys.stderr.isatty():

@@ -94,8 +94,11 @@ class Recorder:
         max_message: int = 4 * 2**20,
         clock_ns: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
+        on_real: Callable[[bytes], None] | None = None,
     ) -> None:
         self.url = url
+        self.on_real = on_real
+        """Called with every REAL frame's exact bytes once the store has it (:class:`Connection`'s ``on_real``)."""
         self.items = list(items)
         self.types = list(types)
         self.subscriptions = tuple(
@@ -112,10 +115,52 @@ class Recorder:
         self.stats = RecorderStats(store)
         self._gap_since_ns: int | None = None
         self._gap_cause = ""
+        self._conn: Connection | None = None
         # Fail before connecting if the request cannot be honoured (more than 200 items).
         check = ClientSession(token="")
         for sub in self.subscriptions:
             check.subscribe(sub.items, sub.types)
+
+    def add_items(self, items: Sequence[str], types: Sequence[str], *, by: str = "") -> list[str]:
+        """Record ``items`` x ``types`` too: REG them on the live connection (paced by its
+        :class:`ClientSession`) and on every reconnect. Returns the items that were new (those already
+        recorded with every one of ``types`` are left alone). An ``items_added`` event says which, and ``by`` whom.
+
+        Raises :class:`kiwoom_tape.schemas.errors.TooManyItems` when the connection would carry more than
+        200 items (docs/protocol.md 4.1), changing nothing.
+        """
+        have = {(i, t) for sub in self.subscriptions for i in sub.items for t in sub.types}
+        new = [i for i in dict.fromkeys(items) if any((i, t) not in have for t in types)]
+        if not new or not types:
+            return []
+        entry = Subscription(tuple(new), tuple(types))
+        check = ClientSession(token="")
+        for sub in (*self.subscriptions, entry):
+            check.subscribe(sub.items, sub.types)  # TooManyItems before anything changes
+        self.subscriptions = (*self.subscriptions, entry)
+        if self._conn is not None:
+            self._conn.subscribe(entry.items, entry.types)
+        self._event("items_added", {"items": new, "types": list(types), "by": by})
+        return new
+
+    def remove_items(self, items: Sequence[str], *, by: str = "") -> list[str]:
+        """Stop recording ``items`` (with every type): REMOVE them on the live connection, and leave them out of
+        the REGs of later reconnects. Returns the items that were recorded; an ``items_removed`` event says which."""
+        gone = {i for i in items if i}
+        kept: list[Subscription] = []
+        removed: dict[str, None] = {}
+        for sub in self.subscriptions:
+            out = [i for i in sub.items if i in gone]
+            if out and self._conn is not None:
+                self._conn.unsubscribe(out, sub.types)
+            removed.update(dict.fromkeys(out))
+            rest = tuple(i for i in sub.items if i not in gone)
+            if rest:
+                kept.append(Subscription(rest, sub.types))
+        if removed:
+            self.subscriptions = tuple(kept)
+            self._event("items_removed", {"items": list(removed), "by": by})
+        return list(removed)
 
     def _event(self, kind: str, detail: dict[str, Any], return_code: int | None = None) -> None:
         self.store.add_event(self.clock_ns(), kind, detail, return_code)
@@ -211,9 +256,10 @@ class Recorder:
         conn = Connection(
             ws, ClientSession(token=token), self.store, self.stats, subscriptions=self.subscriptions,
             silence_timeout=self.silence_timeout, clock_ns=self.clock_ns, monotonic=self.monotonic,
-            event=self._event, on_login=self._close_gap,
+            event=self._event, on_login=self._close_gap, on_real=self.on_real,
         )
         self.stats.connected = True
+        self._conn = conn
         try:
             async with ws:
                 await conn.run(stop)
@@ -222,6 +268,7 @@ class Recorder:
             return dataclasses.replace(ended, renew_token=exc.renew_token), exc
         finally:
             self.stats.connected = False
+            self._conn = None
         if stop.is_set():
             self._event("disconnect", {"cause": "stopped", "pings": self.stats.pings})
             return Ended("stopped", conn.logged_in, conn.healthy_for()), None

@@ -63,8 +63,12 @@ class Connection:
         monotonic: Callable[[], float],
         event: Callable[[str, dict[str, Any], int | None], None],
         on_login: Callable[[], None],
+        on_real: Callable[[bytes], None] | None = None,
     ) -> None:
+        """``on_real(data)``, if given, is called with every REAL frame's exact bytes once the store has it
+        (the tap of ``record --serve``): after :meth:`Store.add_received`, never before."""
         self.ws, self.session, self.store, self.stats = ws, session, store, stats
+        self.on_real = on_real
         self.subscriptions = subscriptions
         self.items = list(dict.fromkeys(i for sub in subscriptions for i in sub.items))
         self.types = list(dict.fromkeys(t for sub in subscriptions for t in sub.types))
@@ -78,6 +82,7 @@ class Connection:
         self._watchdog_error: BaseException | None = None
         self._last_frame = monotonic()
         self._watch_until = float("inf")
+        self._wake: asyncio.Event | None = None
 
     def healthy_for(self) -> float:
         """Seconds from the LOGIN ack to the last frame received; 0 if it never logged in."""
@@ -105,11 +110,12 @@ class Connection:
         and stored here. A REAL frame the store reads by itself (:meth:`Store.add_real_frame`) skips the
         session: a REAL frame never changes the session's state.
         """
-        wake = asyncio.Event()
+        wake = self._wake = asyncio.Event()
         watchdog = asyncio.create_task(self._watchdog(stop, wake))
         recv = self.ws.recv
         add_received = self.store.add_received
         clock_ns, monotonic, stats, session = self.clock_ns, self.monotonic, self.stats, self.session
+        tap = self.on_real
         try:
             while True:
                 try:
@@ -122,6 +128,8 @@ class Connection:
                 now = monotonic()
                 if data[-14:] == _REAL_TAIL or data[:14] == _REAL_HEAD:
                     add_received(recv_ns, data)  # journaled now, read with the next batch
+                    if tap is not None:
+                        tap(data)
                     stats.last_frame_mono = self._last_frame = now
                     stats.frames_in += 1
                     continue
@@ -156,6 +164,7 @@ class Connection:
                     finally:
                         wake_wait.cancel()
                     if wake.is_set() and not stop.is_set():
+                        await self._flush()  # a REG/REMOVE queued from outside (subscribe, unsubscribe)
                         continue  # a new deadline: compute it again
                 if stop.is_set():
                     await ws.close(1000, "recorder stopping")
@@ -175,6 +184,22 @@ class Connection:
         finally:
             stop_wait.cancel()
 
+    def subscribe(self, items: Sequence[str], types: Sequence[str]) -> None:
+        """REG ``items`` x ``types`` on this connection too, paced by its session (docs/protocol.md 1.3, 4.1).
+        Raises :class:`kiwoom_tape.schemas.errors.TooManyItems` past the session's cap, registering nothing."""
+        self.session.subscribe(items, types, self.monotonic())
+        self._poke()
+
+    def unsubscribe(self, items: Sequence[str], types: Sequence[str]) -> None:
+        """REMOVE ``items`` x ``types`` on this connection, paced by its session."""
+        self.session.unsubscribe(items, types, self.monotonic())
+        self._poke()
+
+    def _poke(self) -> None:
+        """Have the watchdog send what the session queued and compute its next deadline."""
+        if self._wake is not None:
+            self._wake.set()
+
     def _on_frame(self, text: str | bytes, recv_ns: int, now: float) -> None:
         """Store one received frame (always exactly once, before acting on it) and handle its events."""
         self.stats.last_frame_mono = self._last_frame = now
@@ -185,6 +210,8 @@ class Connection:
             if isinstance(ev, RealData):
                 self.store.add_frame(recv_ns, "in", text, rows=ev.rows, trnm="REAL")
                 stored = True
+                if self.on_real is not None:
+                    self.on_real(text.encode("utf-8") if isinstance(text, str) else text)
             elif isinstance(ev, UnexpectedMessage):
                 self.store.add_frame(recv_ns, "in", text, parse_error=ev.reason or "unexpected")
                 stored = True

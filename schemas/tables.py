@@ -104,8 +104,11 @@ EVENT_KINDS: Final = (
     "ping_summary",
     "system",
     "error",
+    "items_added",
+    "items_removed",
 )
-"""The values of ``events.kind``."""
+"""The values of ``events.kind``. ``items_added``/``items_removed``: items registered or removed while recording
+(``record --serve``: for a local client), ``detail.by`` says for whom."""
 
 TABLE_OF_TYPE: Final = {"0D": "orderbook", "0E": "afterhours", "0B": "trades"}
 """Real-time type code -> the table its rows are normalized into."""

@@ -27,7 +27,7 @@ URL = re.compile(r"(ws://127\.0\.0\.1:\d+/api/dostk/websocket)")
 """What ``replay`` prints where to connect (port 0: the port it got)."""
 
 
-SCRIPTS = {"record": "kiwoom_tape.recorder.cli", "replay": "kiwoom_tape.replay.cli", "kiwoom-tape": "kiwoom_tape.cli"}
+SCRIPTS = {"record": "kiwoom_tape.relay_cli", "replay": "kiwoom_tape.replay.cli", "kiwoom-tape": "kiwoom_tape.cli"}
 """The console scripts (pyproject.toml ``[project.scripts]``) and the module whose ``main`` each runs."""
 
 

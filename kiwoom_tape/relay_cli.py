@@ -1,0 +1,75 @@
+"""The ``record`` console script: :mod:`kiwoom_tape.recorder.cli`'s command with ``--serve [HOST:]PORT`` (the relay).
+
+The recorder does not import the replay server (tests/test_architecture.py): this module, one layer up, copies
+the ``record`` command, adds the option, and when it is given registers :func:`kiwoom_tape.relay.relay_extension`
+in :data:`kiwoom_tape.recorder.cli.EXTENSIONS` for the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+from typing import Any
+
+import click
+
+from kiwoom_tape.recorder import cli as recorder_cli
+from kiwoom_tape.relay import relay_extension
+
+__all__ = ["main", "record_command"]
+
+
+class _Serve(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic only in click >= 8.2
+    """``PORT`` (on 127.0.0.1) or ``HOST:PORT``; port 0 takes a free one."""
+
+    name = "[HOST:]PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, int]:
+        if isinstance(value, tuple):
+            return value
+        m = re.fullmatch(r"(?:(\[[0-9a-fA-F:.]+\]|[^:\s]+):)?(\d{1,5})", str(value).strip())
+        if not m or int(m.group(2)) > 65535:
+            self.fail(f"{value!r} is not [HOST:]PORT; write e.g. 10001 or 127.0.0.1:10001 (0: any free port)",
+                      param, ctx)
+        return (m.group(1) or "127.0.0.1").strip("[]"), int(m.group(2))
+
+
+SERVE = click.Option(
+    ["--serve"], type=_Serve(), default=None,
+    help="While recording, serve the live stream to local clients on ws://HOST:PORT/api/dostk/websocket (loopback "
+    "unless HOST says otherwise), with the LOGIN/REG/REMOVE/PING/REAL behaviour of replay and its own "
+    "/oauth2/token: trading bots and notebooks share the one connection Kiwoom allows per app key. A local "
+    "client's REG for a stock item not in --items is registered upstream (recorded too) with the recorded "
+    "--types, and removed once no client wants it. Account types 00 (주문체결) and 04 (잔고) are private: they are "
+    "neither stored nor relayed unless --types names them, and then served on loopback only.",
+)
+
+
+def _with_serve(command: click.Group) -> click.Group:
+    """A copy of ``command`` with :data:`SERVE`; its callback registers the relay extension for the run."""
+    out = copy.copy(command)
+    out.params = [*command.params, SERVE]
+    inner = command.callback
+    assert inner is not None
+
+    @functools.wraps(inner)
+    def callback(*args: Any, serve: tuple[str, int] | None = None, **kwargs: Any) -> Any:
+        if serve is None:
+            return inner(*args, **kwargs)
+        ext = relay_extension(*serve)
+        recorder_cli.EXTENSIONS.append(ext)
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            recorder_cli.EXTENSIONS.remove(ext)
+
+    out.callback = callback
+    return out
+
+
+record_command = _with_serve(recorder_cli.record_command)
+
+
+def main() -> None:
+    record_command()
