@@ -59,20 +59,24 @@ def parse_s3_url(text: str) -> S3Url:
 
 
 def s3_filesystem(
-    environ: Mapping[str, str] | None = None, *, connect_timeout: float = 5.0, request_timeout: float = 30.0
+    environ: Mapping[str, str] | None = None,
+    *,
+    connect_timeout: float = 5.0,
+    request_timeout: float = 30.0,
+    attempts: int = 3,
 ) -> pafs.S3FileSystem:
     """pyarrow's S3 filesystem for the endpoint and region of ``environ`` (default ``os.environ``).
 
     ``AWS_ENDPOINT_URL`` is split into ``endpoint_override`` (host:port) and ``scheme`` (http or https), so
     a plain-http local endpoint (MinIO, a test server) works. Credentials are left to pyarrow (it reads
     ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` and the other usual sources): they are never passed around
-    here. The client retries a request three times itself; callers retry on top with their own backoff.
+    here. The client tries a request ``attempts`` times itself; callers retry on top with their own backoff.
     """
     env = os.environ if environ is None else environ
     kwargs: dict[str, object] = {
         "connect_timeout": connect_timeout,
         "request_timeout": request_timeout,
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
     }
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     if endpoint:

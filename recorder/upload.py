@@ -169,7 +169,8 @@ class Uploader:
 
     def close(self, timeout: float = 60.0) -> list[Path]:
         """Upload what is left (retrying for up to ``timeout`` seconds), stop the thread; returns the files still
-        in the spool (uploaded at the next start)."""
+        in the spool (uploaded at the next start). An attempt in flight at the deadline is waited for: it ends
+        within the filesystem's request timeout times its attempts."""
         self._deadline = self._monotonic() + timeout
         self._closing = True
         self._wake.set()

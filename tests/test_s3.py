@@ -8,9 +8,13 @@ to the same key (one object). The catalog reads the objects through pyarrow data
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -210,3 +214,68 @@ def test_record_out_s3_then_sql_counts_what_was_recorded(s3: S3Server, tmp_path:
 
 def test_threads_are_not_left_behind() -> None:
     assert not [t for t in threading.enumerate() if t.name == "kiwoom-tape-upload"]
+
+
+_DIE_MID_FILE = """
+import os, signal, sys
+from pathlib import Path
+from kiwoom_tape.objstore import S3Url, s3_filesystem
+from kiwoom_tape.recorder.upload import Uploader
+
+class DiesMidFile:
+    '''The S3 filesystem, but the process is killed (SIGKILL) after half of the first file's bytes were sent.'''
+    def __init__(self, fs):
+        self.fs = fs
+    def __getattr__(self, name):
+        return getattr(self.fs, name)
+    def open_output_stream(self, path):
+        real = self.fs.open_output_stream(path)
+        class Half:
+            def __enter__(self):
+                return self
+            def __exit__(self, *exc):
+                real.close()
+            def write(self, data):
+                real.write(data[: len(data) // 2])
+                real.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        return Half()
+
+Uploader(Path(sys.argv[1]), S3Url(sys.argv[2], sys.argv[3]), DiesMidFile(s3_filesystem())).run_once()
+"""
+
+
+def test_an_uploader_killed_mid_file_loses_nothing_and_doubles_nothing(s3: S3Server, tmp_path: Path) -> None:
+    expected = _spool_with_files(tmp_path)
+    done = subprocess.run([sys.executable, "-c", _DIE_MID_FILE, str(tmp_path), BUCKET, PREFIX],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert s3.keys(PREFIX) == []  # the unfinished upload is not an object
+    assert len(finished_files(tmp_path)) == 2
+    Uploader(tmp_path, S3Url(BUCKET, PREFIX)).run_once()  # the next start
+    assert _objects(s3) == expected
+    assert finished_files(tmp_path) == []
+
+
+def test_an_endpoint_that_stalls_keeps_the_files_for_the_next_attempt(s3: S3Server, tmp_path: Path) -> None:
+    """A server that accepts connections and never answers: each request times out, nothing is removed."""
+    expected = _spool_with_files(tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as staller:
+        accepted: list[socket.socket] = []
+
+        def accept() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    accepted.append(staller.accept()[0])
+
+        threading.Thread(target=accept, daemon=True).start()
+        env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{staller.getsockname()[1]}"}
+        fs = s3_filesystem(env, connect_timeout=1, request_timeout=1, attempts=1)
+        up = Uploader(tmp_path, S3Url(BUCKET, PREFIX), fs, backoff_base=0.05, backoff_cap=0.1).start()
+        left = up.close(timeout=2)
+        for conn in accepted:
+            conn.close()
+    assert accepted and up.stats.failures >= 1 and up.stats.files == 0
+    assert len(left) == 2
+    Uploader(tmp_path, S3Url(BUCKET, PREFIX)).run_once()
+    assert _objects(s3) == expected
