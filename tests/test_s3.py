@@ -210,6 +210,10 @@ def test_record_out_s3_then_sql_counts_what_was_recorded(s3: S3Server, tmp_path:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["n", str(rows)]
+    done = subprocess.run(cli_argv("kiwoom-tape", "verify", f"s3://{BUCKET}/{PREFIX}"), capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Dataset s3://{BUCKET}/{PREFIX}" in done.stdout and "kiwoom-tape-s3-" not in done.stdout, done.stdout
 
 
 def test_threads_are_not_left_behind() -> None:
