@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from kiwoom_tape.clikit import friendly_errors
 from kiwoom_tape.replay.catalog import dataset_root
-from kiwoom_tape.s3copy import local_dataset
+from kiwoom_tape.replay.s3copy import local_dataset
 from kiwoom_tape.schemas import views
 from kiwoom_tape.schemas.layout import (
     JOURNAL_DIR,

@@ -214,6 +214,20 @@ def test_record_out_s3_then_sql_counts_what_was_recorded(s3: S3Server, tmp_path:
                           timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Dataset s3://{BUCKET}/{PREFIX}" in done.stdout and "kiwoom-tape-s3-" not in done.stdout, done.stdout
+    frames_files = len([k for k in keys if k.startswith(f"{PREFIX}/frames/")])
+    assert f"({frames_files} files)" in _replay_banner(f"s3://{BUCKET}/{PREFIX}")
+
+
+def _replay_banner(address: str) -> str:
+    """What ``replay ADDRESS`` prints before it is interrupted."""
+
+    async def main() -> str:
+        async with started_replay(address, "--port", "0", "--speed", "max", env=dict(os.environ), limit=60) as replay:
+            assert replay.url.startswith("ws://127.0.0.1:")
+            await replay.interrupt()
+            return replay.output
+
+    return asyncio.run(main())
 
 
 def test_threads_are_not_left_behind() -> None:
