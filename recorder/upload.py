@@ -65,6 +65,10 @@ def resolve_out(out: str, spool: Path | None) -> tuple[Path, S3Url | None]:
         target = parse_s3_url(out)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--out") from None
+    try:
+        s3_filesystem()  # a malformed AWS_ENDPOINT_URL fails here, before the recording starts
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     return (spool if spool is not None else default_spool(target)), target
 
 

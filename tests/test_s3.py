@@ -84,6 +84,23 @@ def test_out_and_spool_options(tmp_path: Path) -> None:
         resolve_out("data", tmp_path)
 
 
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--out", "s3:///prefix"], {}, "names no bucket"),
+    (["--out", "s3://b/p", "--spool", "SPOOL"], {"AWS_ENDPOINT_URL": "ftp://x"}, "not an http:// or https:// URL"),
+    (["--out", "data", "--spool", "SPOOL"], {}, "--spool is for --out s3://"),
+])
+def test_record_rejects_bad_s3_options_before_it_connects(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    argv = cli_argv("record", "--items", "005930", "--url", "ws://127.0.0.1:9/x", "--duration", "1s",
+                    *[str(tmp_path / "spool") if a == "SPOOL" else a for a in args])
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+                          env={**os.environ, **env})
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr, done.stderr
+    assert not (tmp_path / "spool").exists()
+
+
 def test_uploader_moves_finished_files_and_leaves_the_rest(s3: S3Server, tmp_path: Path) -> None:
     expected = _spool_with_files(tmp_path)
     up = Uploader(tmp_path, S3Url(BUCKET, PREFIX))
