@@ -181,6 +181,9 @@ class Uploader:
         if self._thread is not None:
             self._thread.join()
         left = finished_files(self.spool)
+        st = self.stats
+        log.info("uploaded %d file(s), %d bytes, to %s (%d failed attempts)",
+                 st.files, st.bytes, self.target, st.failures)
         if left:
             log.warning("%d file(s) not uploaded to %s stay in the spool %s; the next `record` with this --out and "
                         "--spool uploads them", len(left), self.target, self.spool)
