@@ -7,6 +7,8 @@ there is complete: it was renamed into place atomically, :mod:`kiwoom_tape.schem
 
 1. PUTs it to the same relative key under the prefix (pyarrow's S3 filesystem: a single PUT, or a multipart
    upload that becomes visible only when complete: an object is whole or absent);
+   (a failure in the middle of the bytes deletes what the stream's close completed, as pyarrow cannot abort;
+   pyarrow then leaves a zero-byte ``date=.../`` directory marker, which readers take for the folder it is);
 2. checks it: the object's size equals the file's, then the object is read back and its MD5 equals the MD5 of
    the bytes sent (pyarrow exposes no ETag, and a multipart ETag is not an MD5 anyway);
 3. only then deletes the local file.
@@ -20,6 +22,7 @@ uploaded the same way.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -138,11 +141,21 @@ class Uploader:
         key = self.key(path)
         sent = hashlib.md5(usedforsecurity=False)
         size = 0
-        with open(path, "rb") as src, self.fs.open_output_stream(key) as dst:
-            while chunk := src.read(CHUNK):
-                sent.update(chunk)
-                dst.write(chunk)
-                size += len(chunk)
+        with open(path, "rb") as src:
+            dst = self.fs.open_output_stream(key)
+            try:
+                while chunk := src.read(CHUNK):
+                    sent.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+            except BaseException:
+                # pyarrow has no abort: closing completes the upload with the bytes so far, so remove that object
+                # (a reader must never see part of a file; the local file stays and is uploaded again)
+                with contextlib.suppress(Exception):
+                    dst.close()
+                    self.fs.delete_file(key)
+                raise
+            dst.close()
         info = self.fs.get_file_info(key)
         if info.size != size:
             raise OSError(f"{self.target.path()}: object {key} has {info.size} bytes after the upload, not {size}")

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import pyarrow as pa
@@ -58,9 +59,12 @@ def _spool_with_files(spool: Path) -> dict[str, bytes]:
 
 
 def _objects(s3: S3Server) -> dict[str, bytes]:
+    """Object key -> bytes under PREFIX (zero-byte ``.../`` directory markers left out: folders, not files)."""
     fs = s3_filesystem()
     out = {}
     for key in s3.keys(PREFIX):
+        if key.endswith("/"):
+            continue
         with fs.open_input_stream(f"{BUCKET}/{key}") as f:
             out[key] = f.read()
     return out
@@ -168,6 +172,40 @@ class _FailingAfterPut:
 
     def open_input_stream(self, path: str) -> object:
         raise OSError("read back refused")
+
+
+class _BreaksMidFile:
+    """A filesystem whose output streams take half of the first write, then fail (a read or network error)."""
+
+    def __init__(self, fs: Any) -> None:
+        self.fs = fs
+        self.get_file_info = fs.get_file_info
+        self.delete_file = fs.delete_file
+
+    def open_output_stream(self, path: str) -> Any:
+        real = self.fs.open_output_stream(path)
+
+        class Half:
+            def write(self, data: bytes) -> None:
+                real.write(data[: len(data) // 2])
+                raise OSError("broken in the middle")
+
+            def close(self) -> None:
+                real.close()  # as pyarrow's: completes the upload with what was written
+
+        return Half()
+
+
+def test_an_upload_broken_mid_file_leaves_no_partial_object(s3: S3Server, tmp_path: Path) -> None:
+    expected = _spool_with_files(tmp_path)
+    up = Uploader(tmp_path, S3Url(BUCKET, PREFIX), _BreaksMidFile(s3_filesystem()))
+    with pytest.raises(OSError, match="broken in the middle"):
+        up.run_once()
+    # pyarrow's delete leaves a zero-byte "date=.../" directory marker: a folder to every reader, not a file
+    assert [k for k in s3.keys(PREFIX) if not k.endswith("/")] == []
+    assert len(finished_files(tmp_path)) == 2
+    Uploader(tmp_path, S3Url(BUCKET, PREFIX)).run_once()
+    assert _objects(s3) == expected
 
 
 def test_a_file_is_deleted_only_after_the_object_is_checked(s3: S3Server, tmp_path: Path) -> None:
