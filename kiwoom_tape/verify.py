@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from kiwoom_tape.clikit import friendly_errors
 from kiwoom_tape.replay.catalog import dataset_root
+from kiwoom_tape.replay.s3copy import local_dataset
 from kiwoom_tape.schemas import views
 from kiwoom_tape.schemas.layout import (
     JOURNAL_DIR,
@@ -377,10 +378,10 @@ def verify(root: str | Path) -> VerifyReport:
 
 
 @click.command("verify", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), required=False)
+@click.argument("directory", default="data", required=False)
 @click.option("--strict", is_flag=True, help="Exit non-zero on warnings too (gaps, unparsed frames, journals).")
 @friendly_errors
-def verify_command(directory: Path, strict: bool) -> None:
+def verify_command(directory: str, strict: bool) -> None:
     """Check a dataset: files readable, schema versions, rows, gaps, bad books and trades; exit 1 if damaged.
 
     Reads every Parquet file in full, then reports rows and time range per table and date, the gaps
@@ -393,8 +394,11 @@ def verify_command(directory: Path, strict: bool) -> None:
     Examples:
         kiwoom-tape verify demo-data
         kiwoom-tape verify data --strict && echo "all good"
+        kiwoom-tape verify s3://bucket/prefix     # on a temporary local copy
     """
-    report = verify(directory)
-    click.echo(format_report(report, strict=strict))
+    with local_dataset(directory) as (path, shown):
+        report = verify(path)
+        text = format_report(report, strict=strict)
+    click.echo(text if shown is None else text.replace(f"Dataset {report.root}", f"Dataset {shown}", 1))
     if not report.ok(strict=strict):
         raise SystemExit(1)

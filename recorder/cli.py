@@ -40,6 +40,7 @@ from kiwoom_tape.recorder.plan import (
 from kiwoom_tape.recorder.recovery import RecoveryReport, recover
 from kiwoom_tape.recorder.status import StatusLine
 from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.recorder.upload import Uploader, resolve_out
 from kiwoom_tape.schemas import auth
 from kiwoom_tape.schemas.errors import KiwoomTapeError, SessionTakenOver
 from kiwoom_tape.schemas.items import ITEM_KIND
@@ -47,6 +48,7 @@ from kiwoom_tape.schemas.layout import new_run_id
 from kiwoom_tape.schemas.protocol import MOCK_WS_URL, PROD_WS_URL, Subscription
 
 from kiwoom_tape.clikit import EVENT_LOOPS, ITEMS, friendly_errors, run_on_loop, setup_logging, verbosity_options
+from kiwoom_tape.objstore import S3Url
 from kiwoom_tape.portable import STOP_SIGNALS, on_stop_signals
 
 __all__ = ["EXTENSIONS", "main", "record_command"]
@@ -78,8 +80,13 @@ are built, before they connect), e.g. the live relay of ``record --serve`` (:mod
               "from --industries (0J/0U), MGD and MGU (0I), the empty item once (00/04/0s/1h: 1h is every VI).")
 @click.option("--industries", type=click.STRING, default=None,
               help="Industry codes for 0J/0U, comma-separated: 001 (KOSPI), 101 (KOSDAQ).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True,
-              help="Dataset directory (Hive partitions frames/, orderbook/, afterhours/, trades/, events/).")
+@click.option("--out", default="data", show_default=True,
+              help="Dataset directory (Hive partitions frames/, orderbook/, afterhours/, trades/, events/), or "
+              "s3://BUCKET/PREFIX: finished files are uploaded there from --spool (endpoint and credentials from "
+              "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION).")
+@click.option("--spool", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --out s3://...: the local directory of the journal, open files and files not yet uploaded "
+              "[default: ~/.cache/kiwoom-tape/spool/BUCKET/PREFIX, or under $XDG_CACHE_HOME].")
 @click.option("--url", default=None, help=f"WebSocket URL [default: {PROD_WS_URL}]; a local mock: "
               "ws://127.0.0.1:10000/api/dostk/websocket")
 @click.option("--mock-trading", is_flag=True, help=f"Use Kiwoom's mock-trading server ({MOCK_WS_URL}).")
@@ -112,7 +119,7 @@ are built, before they connect), e.g. the live relay of ``record --serve`` (:mod
 def record_command(
     ctx: click.Context, items: tuple[str, ...] | None, items_file: Path | None, keys_file: Path | None, types_: str,
     industries: str | None,
-    out: Path, url: str | None,
+    out: str, spool: Path | None, url: str | None,
     mock_trading: bool, duration: float | None, fsync_interval: float, roll_minutes: float,
     silence_timeout: float, on_kick: Literal["wait", "exit"], kick_wait: float, max_backoff: float,
     healthy_after: float, allow_insecure_url: bool, event_loop: str, verbose: int, quiet: bool,
@@ -173,13 +180,14 @@ def record_command(
         plan = _plan(ws_url, types, items or (), codes, keys_file)
     except (PlanError, KeyFileError) as exc:
         raise click.UsageError(str(exc)) from None
-    check_out(out)
+    out_dir, target = resolve_out(out, spool)
+    check_out(out_dir)
     policy = ReconnectPolicy(cap=max_backoff, healthy_after=healthy_after, kick_wait=kick_wait, on_kick=on_kick)
     _use_returning_memory_pool()
     try:
         code = run_on_loop(
-            _record(ws_url, plan, types, out, duration, fsync_interval, roll_minutes * 60, silence_timeout, policy,
-                    quiet),
+            _record(ws_url, plan, types, out_dir, target, duration, fsync_interval, roll_minutes * 60, silence_timeout,
+                    policy, quiet),
             event_loop,
         )
     except SessionTakenOver as exc:
@@ -233,8 +241,8 @@ def _use_returning_memory_pool() -> None:
 
 
 async def _record(
-    url: str, plan: Plan, types: tuple[str, ...], out: Path, duration: float | None, fsync_interval: float,
-    roll_seconds: float, silence_timeout: float, policy: ReconnectPolicy, quiet: bool,
+    url: str, plan: Plan, types: tuple[str, ...], out: Path, target: S3Url | None, duration: float | None,
+    fsync_interval: float, roll_seconds: float, silence_timeout: float, policy: ReconnectPolicy, quiet: bool,
 ) -> int:
     report = recover_interruptibly(out)
     if report.segments:
@@ -245,6 +253,7 @@ async def _record(
         log.warning("%s could not be recovered and was left as it is", path)
     for line in report.damage + report.skipped_records:
         log.warning("%s", line)
+    uploader = None if target is None else Uploader(out, target).start()
     stop = asyncio.Event()
     stop_signals = on_stop_signals(asyncio.get_running_loop(), stop.set)
     recs: list[tuple[str, Recorder]] = []
@@ -280,6 +289,8 @@ async def _record(
         stop_signals.restore()
         if not quiet and sys.stderr.isatty():
             sys.stderr.write("\n")
+        if uploader is not None:
+            await asyncio.to_thread(uploader.close)
     for name, rec in recs:
         st = rec.store.stats
         click.echo(

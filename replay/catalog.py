@@ -24,9 +24,12 @@ import os
 from pathlib import Path
 
 import duckdb
+from kiwoom_tape.replay.catalog_s3 import register_s3_tables
 from kiwoom_tape.schemas import views
 from kiwoom_tape.schemas.errors import DatasetError
 from kiwoom_tape.schemas.layout import JOURNAL_DIR, TABLE_NAMES
+
+from kiwoom_tape.objstore import is_s3_url, parse_s3_url
 
 __all__ = ["connect", "dataset_root", "install_views", "tables_with_files"]
 
@@ -60,13 +63,25 @@ def tables_with_files(root: Path) -> set[str]:
 def install_views(con: duckdb.DuckDBPyConnection, root: str | os.PathLike[str]) -> None:
     """Create the catalog's views and macros of the dataset at ``root`` on an existing connection.
 
-    Replaces views of the same names. Raises DatasetError if ``root`` is not a dataset.
+    Replaces views of the same names. Raises DatasetError if ``root`` is not a dataset. ``root`` may be
+    ``s3://bucket/prefix`` (:mod:`kiwoom_tape.replay.catalog_s3`).
     """
+    if is_s3_url(root):
+        try:
+            url = parse_s3_url(str(root))
+        except ValueError as exc:
+            raise DatasetError(str(exc)) from None
+        _run(con, views.statements_for(register_s3_tables(con, url)), str(url))
+        return
     path = dataset_root(root)
     try:
         statements = views.catalog_statements(path.as_posix(), tables_with_files(path))
     except ValueError as exc:
         raise DatasetError(str(exc), hint="move the dataset, or link it, to a path without those characters") from None
+    _run(con, statements, path)
+
+
+def _run(con: duckdb.DuckDBPyConnection, statements: list[str], path: str | Path) -> None:
     first, rest = statements[0], statements[1:]
     with contextlib.suppress(duckdb.Error):
         con.execute(first)  # SET TimeZone: needs ICU, present in the usual builds; UTC display without it

@@ -15,6 +15,7 @@ from click.core import ParameterSource
 from kiwoom_tape.replay.faults import FaultScript
 from kiwoom_tape.replay.faults import summary as fault_summary
 from kiwoom_tape.replay.recorded import RecordedSource
+from kiwoom_tape.replay.s3copy import local_dataset
 from kiwoom_tape.replay.server import Server, Source, serve
 from kiwoom_tape.replay.simulator import DEFAULT_UNIVERSE, SimulatedMarket
 from kiwoom_tape.replay.sources import SimSource
@@ -68,7 +69,7 @@ def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
 
 
 @click.command("replay", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("dataset", required=False, type=click.Path(path_type=Path), metavar="[DIR]")
+@click.argument("dataset", required=False, metavar="[DIR]")
 @click.option("--simulate", is_flag=True, help="Serve the built-in simulated KRX/NXT market instead of a DIR.")
 @click.option("--date", default=None, metavar="YYYY-MM-DD",
               help="The KST date to replay from DIR (default: the last recorded day).")
@@ -119,7 +120,7 @@ def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
 @verbosity_options
 @friendly_errors
 def replay_command(
-    dataset: Path | None, simulate: bool, date: str | None, from_: float | None, to: float | None,
+    dataset: str | None, simulate: bool, date: str | None, from_: float | None, to: float | None,
     items: tuple[str, ...] | None, speed: float | None, loop: bool, start_delay: float, sim_start: float,
     seed: int, host: str, port: int, token: str | None, appkey: str | None, keys_file: Path | None,
     max_backlog: float, forget_after: float,
@@ -136,6 +137,7 @@ def replay_command(
     \b
     Example:
         replay data --date 2026-11-20 --from 09:00 --to 09:30 --speed 10
+        replay s3://bucket/prefix --speed max     # a temporary copy of the day's frames
         replay --simulate --items 005930,000660,005930_NX --sim-start 08:59:50
         # then, in a Kiwoom sample client:
         SOCKET_URL = 'ws://127.0.0.1:10000/api/dostk/websocket'
@@ -191,11 +193,6 @@ def replay_command(
         wrong = _given(ctx, _SIMULATED_ONLY)
         if wrong:
             raise click.UsageError(f"{', '.join(wrong)}: only for --simulate, not for a recorded DIR")
-        recorded = RecordedSource(
-            dataset, date=date, start=from_, end=to, speed=speed, items=items, loop=loop, start_delay=start_delay
-        )
-        source = recorded
-
         def banner(server: Server) -> str:
             st = recorded.status()
             rec = st["recording"]
@@ -207,6 +204,12 @@ def replay_command(
                 f"  the clock starts {start_delay:g} s after the first REG; control: curl -s {server.rest_url}/control"
                 f" ; curl -s -X POST {server.rest_url}/control -d '{{\"cmd\": \"pause\"}}'\n"
             )
+        with local_dataset(dataset, tables=("frames",), last_day=date is None) as (path, _shown):
+            recorded = RecordedSource(
+                path, date=date, start=from_, end=to, speed=speed, items=items, loop=loop, start_delay=start_delay
+            )
+            asyncio.run(_serve(recorded, banner, quiet, options))
+        return
     asyncio.run(_serve(source, banner, quiet, options))
 
 

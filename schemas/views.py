@@ -51,6 +51,7 @@ not.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import pyarrow as pa
@@ -70,6 +71,8 @@ __all__ = [
     "ROWS_SQL",
     "TICK_MACROS_SQL",
     "VIEW_NAMES",
+    "Relation",
+    "Source",
     "catalog_statements",
     "duckdb_type",
     "empty_select",
@@ -115,6 +118,18 @@ def parquet_glob(root: str, table: str) -> str:
     return f"{root.rstrip('/') or ''}/{table}/date=*/*.parquet"
 
 
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """A table's rows as a relation already on the connection (an Arrow dataset registered under ``name``, with
+    the partition's ``date`` as its last column), in place of a glob: the catalog of a dataset on S3."""
+
+    name: str
+
+
+Source = str | Sequence[str] | Relation
+"""Where a table view reads: a glob, a list of part files, or a :class:`Relation`."""
+
+
 def read_parquet(files: str | Iterable[str]) -> str:
     """``read_parquet(...)`` over a glob or a list of files, Hive-partitioned on ``date`` (a DATE)."""
     arg = sql_string(files) if isinstance(files, str) else "[" + ", ".join(map(sql_string, files)) + "]"
@@ -155,7 +170,7 @@ def empty_select(table: str) -> str:
     return "SELECT " + ", ".join(cols) + " WHERE false"
 
 
-def table_view(table: str, files: str | Iterable[str] | None) -> str:
+def table_view(table: str, files: str | Iterable[str] | Relation | None) -> str:
     """``CREATE OR REPLACE VIEW table AS ...`` over ``files`` (a glob or a list), or empty when None.
 
     The columns: the stored ones (``recv_ts`` as ``TIMESTAMPTZ``), the partition's ``date``, ``minute``,
@@ -167,11 +182,12 @@ def table_view(table: str, files: str | Iterable[str] | None) -> str:
     if files is None:
         body = empty_select(table)
     else:
+        source = _ident(files.name) if isinstance(files, Relation) else read_parquet(files)
         derived = "".join(
             f", CAST({sql} AS {typ}) AS {_ident(name)}" for name, typ, sql in DERIVED_COLUMNS.get(table, ())
         )
         body = (f"SELECT *, {MINUTE_SQL} AS minute{derived} FROM "
-                f"(SELECT * REPLACE (CAST(recv_ts AS TIMESTAMPTZ) AS recv_ts) FROM {read_parquet(files)})")
+                f"(SELECT * REPLACE (CAST(recv_ts AS TIMESTAMPTZ) AS recv_ts) FROM {source})")
     return f"CREATE OR REPLACE VIEW {table} AS {body}"
 
 
@@ -294,8 +310,8 @@ def _set_timezone() -> str:
     return f"SET TimeZone = {sql_string(QUOTE_TZ)}"
 
 
-def statements_for(sources: Mapping[str, str | Sequence[str]]) -> list[str]:
-    """The catalog's statements over explicit ``sources``: table -> a glob or a list of part files.
+def statements_for(sources: Mapping[str, Source]) -> list[str]:
+    """The catalog's statements over explicit ``sources``: table -> a glob, a list of part files or a Relation.
 
     A table missing from ``sources`` (or with an empty list) gets an empty view. The first statement
     sets the time zone (it needs DuckDB's ICU extension: a caller may skip it when that fails).
@@ -303,7 +319,7 @@ def statements_for(sources: Mapping[str, str | Sequence[str]]) -> list[str]:
     out = [_set_timezone()]
     for table in TABLE_NAMES:
         files = sources.get(table)
-        if files is not None and not isinstance(files, str):
+        if files is not None and not isinstance(files, str | Relation):
             files = list(files) or None
         out.append(table_view(table, files))
     out.extend(TICK_MACROS_SQL.split(";\n"))

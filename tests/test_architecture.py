@@ -23,7 +23,7 @@ FOLDERS = {"kiwoom_tape": "kiwoom_tape", "schemas": "kiwoom_tape.schemas", "reco
            "replay": "kiwoom_tape.replay"}
 """Repository folder -> the package it is (pyproject.toml ``[tool.setuptools.package-dir]``)."""
 LAYERS = ("kiwoom_tape.schemas", "kiwoom_tape.recorder", "kiwoom_tape.replay")
-LEAVES = {"kiwoom_tape.clikit", "kiwoom_tape.portable"}
+LEAVES = {"kiwoom_tape.clikit", "kiwoom_tape.objstore", "kiwoom_tape.portable"}
 """Shared helpers of both CLIs (option types, logging, platform calls): of the project they import only schemas."""
 IO_MODULES = {"asyncio", "socket", "subprocess", "threading", "shutil", "tempfile", "os", "pathlib", "io", "http",
               "urllib", "websockets", "duckdb", "pyarrow.parquet", "pyarrow.dataset", "pyarrow.fs", "signal"}
