@@ -1,12 +1,15 @@
-"""The typed fast path: a well-formed REAL frame of 0D/0E (or 0B) rows, read straight from its bytes.
+"""The typed fast path: a well-formed REAL frame of 0D/0E/0B rows, mixed with rows of any type, read from its bytes.
 
 PERF-LIMITS.md sections 1-2: msgspec decodes a Struct whose fields come in the wire's key order about
 3x faster than a dict, and parses integers in C once the "+" signs are gone (neither msgspec nor
-Arrow casts accept them). Two typed decodes of one frame: the bytes with every "+" deleted give the
-integer FIDs; the bytes as received give every text-like value exactly (time, rates, text, item).
-Everything the careful path would read differently is refused before or after decoding, and the
-frame then takes the general path (``decode_server_message`` and :meth:`_RealTableBuilder.append`),
-so the rows are the same either way; tests/test_normalize.py checks that on mutated frames.
+Arrow casts accept them). One decode of the frame gives each row's ``type``, ``name``, ``item`` and the
+exact bytes of its ``values`` (docs/protocol.md 1.7: rows of several types share a frame); then two typed
+decodes of each row's values by its type's table: the bytes with every "+" deleted give the integer FIDs,
+the bytes as received every text-like value exactly (time, rates, text). A row of a type without a table
+is only checked to be what the general path accepts (a flat object of strings here). Everything the careful
+path would read differently is refused before or after decoding, and the frame then takes the general path
+(``decode_server_message`` and :meth:`_RealTableBuilder.append`), so the rows are the same either way;
+tests/test_fastpath.py checks that on simulated, mixed and mutated frames.
 """
 
 from __future__ import annotations
