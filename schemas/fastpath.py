@@ -177,7 +177,8 @@ def read_real_frame(data: bytes, types: Collection[str] = TABLE_TYPES) -> list[P
     Never raises for any ``data``. A frame is read here when, besides being a valid REAL envelope of rows with
     every FID present once as a string: no backslash escape; every ``+`` starts a value and is
     followed by a digit; integer FIDs are plain ``[+-]digits`` within their column type (no ``.``,
-    exponent, leading zero, space; quantities not negative); rates are plain decimals.
+    exponent, leading zero, space; quantities not negative) or ``""``; rates are plain decimals or ``""``
+    (``""`` is NULL without a flag, docs/protocol.md 2.0).
     """
     if b"\\" in data:
         return None
