@@ -1,6 +1,7 @@
 """What one frame costs the store, in-process: pure 0D, pure 0B and mixed 0B+0D frames, fast path against general.
 
-``python -m bench.mixed_frames [--frames N] [--repeats R] [--items K]`` prints a table, writes nothing. Each figure is
+``python -m bench.mixed_frames [--frames N] [--repeats R] [--items K] [--json PATH]`` prints a table (and with
+``--json`` writes it, the runs, the machine and the load to PATH, e.g. under ``bench/results/``). Each figure is
 the CPU time (``time.process_time``) of :meth:`kiwoom_tape.recorder.store.Store.add_received` (the call the recorder
 makes) over N frames plus the closing flush, divided by N: with the fast path
 (:func:`kiwoom_tape.schemas.normalize.read_real_frame`) and with it switched off, so that every frame takes the
@@ -15,14 +16,18 @@ Frames come from :class:`kiwoom_tape.replay.simulator.SimulatedMarket` (200 item
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import statistics
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from bench.frames import bench_items
+from bench.machine import loadavg, machine_info, write_atomic
 
 __all__ = ["KINDS", "PATHS", "make_frames", "measure", "store_us_per_frame"]
 
@@ -115,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=8000, help="frames of each kind (default 8000)")
     p.add_argument("--repeats", type=int, default=5, help="runs of each kind and path (default 5)")
     p.add_argument("--items", type=int, default=200, help="simulated items (default 200, one connection's most)")
+    p.add_argument("--json", type=Path, help="also write the figures, runs and machine to this JSON file")
     args = p.parse_args(argv)
+    load = loadavg()
     r = measure(args.frames, args.repeats, args.items)
     print(f"store path in-process, CPU µs/frame, median of {r['repeats']} runs (min-max), "
           f"{r['frames_per_kind']} frames per kind")
@@ -126,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{path} {r['median_us_per_frame'][kind][path]:7.1f} ({min(v):.1f}-{max(v):.1f})")
         print(f"  {kind:6} {'   '.join(cells)}   general/fast {r['general_over_fast'][kind]:.2f}x   "
               f"fast vs pure 0D fast {r['fast_over_pure_0d_fast'][kind]:.2f}x")
+    if args.json is not None:
+        r.update(items=args.items, loadavg_before=load, loadavg_after=loadavg(), machine=machine_info(),
+                 finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        write_atomic(args.json, json.dumps(r, indent=1) + "\n")
     return 0
 
 
