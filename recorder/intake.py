@@ -28,7 +28,8 @@ from kiwoom_tape.schemas.tables import EVENT_KINDS, TABLE_OF_TYPE, redact_login
 __all__ = ["Intake"]
 
 _FAST_TYPES: Final = tuple(TABLE_OF_TYPE)
-"""The types :func:`read_real_frame` reads for the store, most frequent first: 0D, 0E, 0B (each has a table)."""
+"""The types :func:`read_real_frame` reads into tables for the store: 0D, 0E, 0B; rows of other types, in any mix
+with them, only count in ``other_rows`` (their frame's text is in ``frames``), as on the general path."""
 
 
 class Intake(SegmentRows):
@@ -86,7 +87,7 @@ class Intake(SegmentRows):
         return seq
 
     def add_real_frame(self, recv_ns: int, data: bytes) -> int | None:
-        """Journal and buffer a received REAL frame of well-formed 0D/0E/0B rows, from its bytes; returns its row count.
+        """Journal and buffer a received REAL frame of well-formed rows, from its bytes; returns its row count.
 
         The recorder's fast path (PERF-LIMITS.md section 6): the bytes go to the journal as received,
         and the rows are read with :func:`kiwoom_tape.schemas.normalize.read_real_frame`, so nothing is decoded

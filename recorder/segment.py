@@ -77,11 +77,12 @@ class SegmentRows:
         typed, counts = b.typed, self._n_rows
         n_rows = 0
         for idx, row in enumerate(rows):
-            if idx > _MAX_ROW_IDX:
+            table = row.table
+            if idx > _MAX_ROW_IDX or table is None:  # a type without a table: only in ``frames``
                 self._other_rows += 1
             else:
-                typed[row.table].append_parsed(recv_ns, run_id, seq, idx, row)
-                counts[row.table] += 1
+                typed[table].append_parsed(recv_ns, run_id, seq, idx, row)
+                counts[table] += 1
                 n_rows += 1
         self._pending_rows += n_rows
 

@@ -1,12 +1,15 @@
-"""The typed fast path: a well-formed REAL frame of 0D/0E (or 0B) rows, read straight from its bytes.
+"""The typed fast path: a well-formed REAL frame of 0D/0E/0B rows, mixed with rows of any type, read from its bytes.
 
 PERF-LIMITS.md sections 1-2: msgspec decodes a Struct whose fields come in the wire's key order about
 3x faster than a dict, and parses integers in C once the "+" signs are gone (neither msgspec nor
-Arrow casts accept them). Two typed decodes of one frame: the bytes with every "+" deleted give the
-integer FIDs; the bytes as received give every text-like value exactly (time, rates, text, item).
-Everything the careful path would read differently is refused before or after decoding, and the
-frame then takes the general path (``decode_server_message`` and :meth:`_RealTableBuilder.append`),
-so the rows are the same either way; tests/test_normalize.py checks that on mutated frames.
+Arrow casts accept them). One decode of the frame gives each row's ``type``, ``name``, ``item`` and the
+exact bytes of its ``values`` (docs/protocol.md 1.7: rows of several types share a frame); then two typed
+decodes of each row's values by its type's table: the bytes with every "+" deleted give the integer FIDs,
+the bytes as received every text-like value exactly (time, rates, text). A row of a type without a table
+is only checked to be what the general path accepts (a flat object of strings here). Everything the careful
+path would read differently is refused before or after decoding, and the frame then takes the general path
+(``decode_server_message`` and :meth:`_RealTableBuilder.append`), so the rows are the same either way;
+tests/test_fastpath.py checks that on simulated, mixed and mutated frames.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from typing import Any, Final
 import msgspec
 from kiwoom_tape.schemas.columnar import _plan
 from kiwoom_tape.schemas.fields import FIELDS_0B, FIELDS_0D, FIELDS_0E, FieldSpec, Kind
+from kiwoom_tape.schemas.tables import TABLE_OF_TYPE
 from msgspec.structs import astuple
 
-__all__ = ["ParsedRow", "read_real_frame"]
+__all__ = ["TABLE_TYPES", "ParsedRow", "read_real_frame"]
 
+TABLE_TYPES: Final = tuple(TABLE_OF_TYPE)
+"""The types with a table, most frequent first (0D, 0E, 0B): what :func:`read_real_frame` reads by default."""
 _INT_KINDS: Final = frozenset({Kind.PRICE, Kind.QTY, Kind.SIGNED, Kind.CODE})
 _TOP_BYTE: Final = 7 if sys.byteorder == "little" else 0
 _ROW_KEY_E: Final = sum(k.count("e") for k in ("values", "type", "name", "item"))
@@ -38,19 +44,22 @@ class ParsedRow:
 
     ``nums`` is the prices (int32, with the wire's sign: the builder takes ``abs`` when it flushes),
     then the quantities and signed values (int64), then the codes (int8), each checked to fit its
-    column; the rest is text.
+    column; ``pct`` the rates; ``valid`` one byte per numeric FID in the builders' order (0: the wire
+    sent ``""``, stored as NULL, docs/protocol.md 2.0); the rest is text. A row of a type without a
+    table here has ``table`` None and nothing else.
     """
 
-    __slots__ = ("item", "nums", "pct", "table", "texts", "times")
+    __slots__ = ("item", "nums", "pct", "table", "texts", "times", "valid")
 
-    def __init__(self, table: str, item: str, nums: bytes, pct: array[float], times: tuple[str, ...],
-                 texts: list[str | None]) -> None:
+    def __init__(self, table: str | None, item: str, nums: bytes, pct: array[float], times: tuple[str, ...],
+                 texts: list[str | None], valid: bytes) -> None:
         self.table = table
         self.item = item
         self.nums = nums
         self.pct = pct
         self.times = times
         self.texts = texts
+        self.valid = valid
 
 
 def _getter(positions: Sequence[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
@@ -64,10 +73,11 @@ def _getter(positions: Sequence[int]) -> Callable[[tuple[Any, ...]], tuple[Any, 
 
 
 class _FastTable:
-    """The msgspec types of one field table for :func:`read_real_frame`, and where each value goes."""
+    """The msgspec types of one field table's ``values`` for :func:`read_real_frame`, and where each value goes."""
 
     def __init__(self, fields: tuple[FieldSpec, ...], table: str, tag: str) -> None:
         self.table = table
+        self.tag = tag
         p = _plan(fields)
         nums = msgspec.defstruct(
             f"_Nums{tag}",
@@ -78,18 +88,13 @@ class _FastTable:
         strs = msgspec.defstruct(
             f"_Strs{tag}", [(f"f{f.fid}", str, msgspec.field(name=f.fid)) for f in text_like], gc=False
         )
-        self.tag = tag
-        row_nums = msgspec.defstruct(
-            f"_NumRow{tag}", [("values", nums), ("type", str), ("name", str), ("item", str)], gc=False
+        every = msgspec.defstruct(
+            f"_Every{tag}", [(f"f{f.fid}", str, msgspec.field(name=f.fid)) for f in fields], gc=False
         )
-        row_strs = msgspec.defstruct(
-            f"_StrRow{tag}", [("values", strs), ("type", str), ("name", str), ("item", str)], gc=False
-        )
-        frame_nums = msgspec.defstruct(f"_NumFrame{tag}", [("data", list[row_nums]), ("trnm", str)], gc=False)  # type: ignore[valid-type]
-        frame_strs = msgspec.defstruct(f"_StrFrame{tag}", [("data", list[row_strs]), ("trnm", str)], gc=False)  # type: ignore[valid-type]
-        # lax: "-20800" -> -20800; the frames are msgspec Structs made at run time, hence Any
-        self.read_nums: Callable[[bytes], Any] = msgspec.json.Decoder(frame_nums, strict=False).decode
-        self.read_strs: Callable[[bytes], Any] = msgspec.json.Decoder(frame_strs).decode
+        # lax: "-20800" -> -20800; the values are msgspec Structs made at run time, hence Any
+        self.read_nums: Callable[[bytes], Any] = msgspec.json.Decoder(nums, strict=False).decode
+        self.read_strs: Callable[[bytes], Any] = msgspec.json.Decoder(strs).decode
+        self.read_every: Callable[[bytes], Any] = msgspec.json.Decoder(every).decode
         at = {f.fid: i for i, f in enumerate(fields)}
         at_text = {f.fid: i for i, f in enumerate(text_like)}
         by_kind = {k: [f.fid for f in p.num_specs if f.kind is k] for k in Kind}
@@ -101,29 +106,70 @@ class _FastTable:
         self.int_end = p.int_end
         # the top byte of every quantity's int64 (>= 0x80: negative)
         self.qty_tops = slice(self.price_end + _TOP_BYTE, self.price_end + 8 * p.n_qty, 8)
+        # where each of ``ints`` and of the rates is in the builders' validity pattern (price, qty, signed, pct, code)
+        self.int_slots = (*range(p.n_price + p.n_int), *range(p.n_price + p.n_int + p.n_pct, p.n_num))
+        self.pct_base = p.n_price + p.n_int
+        self.ones = p.ones
         self.pct = _getter([at_text[fid] for fid in by_kind[Kind.PCT]])
         self.times = _getter([at_text[fid] for fid in p.time_keys])
         self.texts = _getter([at_text[fid] for fid in p.text_keys])
 
 
-_FAST_0D: Final = _FastTable(FIELDS_0D, "orderbook", "0D")
-_FAST_0E: Final = _FastTable(FIELDS_0E, "afterhours", "0E")
-_FAST_0B: Final = _FastTable(FIELDS_0B, "trades", "0B")
-_FAST: Final = {"0D": _FAST_0D, "0E": _FAST_0E, "0B": _FAST_0B}
+class _Row(msgspec.Struct, gc=False):
+    """A row as the wire orders it (docs/protocol.md 1.7), its ``values`` left as their exact bytes."""
+
+    values: msgspec.Raw
+    type: str
+    name: str
+    item: str
+
+
+class _Frame(msgspec.Struct, gc=False):
+    data: list[_Row]
+    trnm: str
+
+
+_read_frame: Final = msgspec.json.Decoder(_Frame).decode
+_read_other: Final = msgspec.json.Decoder(dict[str, str]).decode
+_FAST: Final = {t.tag: t for t in (_FastTable(FIELDS_0D, "orderbook", "0D"), _FastTable(FIELDS_0E, "afterhours", "0E"),
+                                    _FastTable(FIELDS_0B, "trades", "0B"))}
 _I32_MIN: Final = -(1 << 31)
 _find_plus_minus: Final = re.compile(rb"\+-").search
 """``b"+-" in data``, 2.5x faster on a 2 KB frame full of "+" (re scans for the literal with memchr)."""
+_NO_PCT: Final = array("d")
+
+
+def _with_empty(t: _FastTable, raw: bytes, n_plus: int) -> tuple[tuple[int, ...], bytes]:
+    """The integer FIDs of a row whose ``values`` hold ``""`` for some of them (0B rows do), and its validity.
+
+    An empty integer value is NULL without a flag (:func:`kiwoom_tape.schemas.normalize.read_value`): it is
+    read as 0 with its validity byte 0. Raises ValueError if no integer FID is empty (the row is
+    malformed some other way), msgspec errors as the decoders do.
+    """
+    if b'""' not in raw:
+        raise ValueError("no empty value")
+    empty = [i for i, x in enumerate(t.ints(astuple(t.read_every(raw)))) if not x]
+    if not empty:
+        raise ValueError("no empty integer value")
+    filled = raw.replace(b'""', b'"0"')  # before "+" goes: a lone "+" stays invalid
+    ints: tuple[int, ...] = t.ints(astuple(t.read_nums(filled.replace(b"+", b"") if n_plus else filled)))
+    valid = bytearray(t.ones)
+    for i in empty:
+        valid[t.int_slots[i]] = 0
+    return ints, bytes(valid)
 
 
 def _count(data: bytes, char: bytes) -> int:
     return len(data) - len(data.replace(char, b""))  # faster than bytes.count for one byte
 
 
-def read_real_frame(data: bytes, types: Collection[str] = ("0D", "0E")) -> list[ParsedRow] | None:
-    """The rows of a REAL frame of rows of one of ``types`` that are all well-formed, read fast; else None.
+def read_real_frame(data: bytes, types: Collection[str] = TABLE_TYPES) -> list[ParsedRow] | None:
+    """The rows of a REAL frame whose rows are all well-formed, read fast; else None.
 
-    ``types`` are tried in order (the first is the common case); each is "0D", "0E" or "0B" (KeyError
-    otherwise). 0B rows have ``table == "trades"``: callers that store them pass ``types`` with "0B".
+    Rows of ``types`` (each "0D", "0E" or "0B": KeyError otherwise) are read into their table's
+    buffers (``table`` is the row's table); rows of any other type, in any mix with them (docs/protocol.md
+    1.7: Kiwoom packs rows of several types into one frame), have ``table`` None: what the store keeps
+    of them is the frame's text (their ``values`` must then be a flat object of strings).
 
     None means "use the general path": :func:`kiwoom_tape.schemas.protocol.decode_server_message` and
     :meth:`OrderbookBuilder.append` (or the builder of the row's table), which give, for a frame this
@@ -131,63 +177,73 @@ def read_real_frame(data: bytes, types: Collection[str] = ("0D", "0E")) -> list[
     Never raises for any ``data``. A frame is read here when, besides being a valid REAL envelope of rows with
     every FID present once as a string: no backslash escape; every ``+`` starts a value and is
     followed by a digit; integer FIDs are plain ``[+-]digits`` within their column type (no ``.``,
-    exponent, leading zero, space; quantities not negative); rates are plain decimals.
+    exponent, leading zero, space; quantities not negative) or ``""``; rates are plain decimals or ``""``
+    (``""`` is NULL without a flag, docs/protocol.md 2.0).
     """
     if b"\\" in data:
         return None
-    stripped = data.replace(b"+", b"")
-    n_plus = len(data) - len(stripped)
+    n_plus = _count(data, b"+")
     if n_plus and (data.count(b'":"+') != n_plus or _find_plus_minus(data) is not None):
         return None
-    for t in [_FAST[k] for k in types]:  # a frame of one type: 0D nearly always (a mixed frame is rare)
-        try:
-            texts = t.read_strs(data)
-            nums = t.read_nums(stripped)
-            break
-        except (msgspec.MsgspecError, ValueError, RecursionError):
-            continue
-    else:
+    try:
+        frame = _read_frame(data)
+    except (msgspec.MsgspecError, ValueError, RecursionError):
         return None
-    if texts.trnm != "REAL" or not texts.data or len(texts.data) != len(nums.data):
+    if frame.trnm != "REAL" or not frame.data:
         return None
     # An integer value with a "." or an exponent would be read differently: every ".", "e" and "E" of the
-    # frame must be in the text-like values, the keys of the rows, "REAL" and the "0E" tags.
-    words = [texts.trnm]
-    tag = t.tag
+    # frame must be in the text-like values, the keys of the rows, "REAL" and the rows' type tags.
+    words = [frame.trnm]
     rows: list[ParsedRow] = []
-    for r_txt, r_num in zip(texts.data, nums.data, strict=True):
-        if r_txt.type != tag:
-            return None
-        tv = astuple(r_txt.values)
-        words.append(r_txt.item)
-        words.append(r_txt.name)
-        words.append(tag)
-        words.extend(tv)
-        try:
-            nums = t.pack(*t.ints(astuple(r_num.values)))
-        except struct.error:  # out of its column's range
-            return None
-        if _I32_MIN in memoryview(nums)[: t.price_end].cast("i") or not nums[t.qty_tops].isascii():
-            return None  # abs() would overflow; a quantity is negative
-        pcts = t.pct(tv)
-        if pcts:
-            sp = "".join(pcts)
-            if not sp.isascii() or "_" in sp or sp.lower() != sp.upper():
-                return None
+    tables = _FAST if types == TABLE_TYPES else {k: _FAST[k] for k in types}
+    try:
+        for r in frame.data:
+            words.append(r.item)
+            words.append(r.name)
+            words.append(r.type)
+            t = tables.get(r.type)
+            if t is None:  # a type without a table here: only its text is kept, as the general path does
+                other = _read_other(r.values)
+                words.extend(other)
+                words.extend(other.values())
+                rows.append(ParsedRow(None, r.item, b"", _NO_PCT, (), [], b""))
+                continue
+            raw = bytes(r.values)
+            tv = astuple(t.read_strs(raw))
+            words.extend(tv)
+            valid = t.ones
             try:
+                ints = t.ints(astuple(t.read_nums(raw.replace(b"+", b"") if n_plus else raw)))
+            except msgspec.ValidationError:
+                ints, valid = _with_empty(t, raw, n_plus)
+            nums = t.pack(*ints)
+            if _I32_MIN in memoryview(nums)[: t.price_end].cast("i") or not nums[t.qty_tops].isascii():
+                return None  # abs() would overflow; a quantity is negative
+            pcts = t.pct(tv)
+            if pcts:
+                if "" in pcts:  # NULL, as the general path reads it
+                    v = bytearray(valid)
+                    for m, x in enumerate(pcts):
+                        if not x:
+                            v[t.pct_base + m] = 0
+                    valid = bytes(v)
+                    pcts = tuple(x or "0" for x in pcts)
+                sp = "".join(pcts)
+                if not sp.isascii() or "_" in sp or sp.lower() != sp.upper():
+                    return None
                 pct = array("d", map(float, pcts))
-            except ValueError:
-                return None
-            if not math.isfinite(sum(pct)):
-                return None
-        else:
-            pct = array("d")
-        rows.append(ParsedRow(t.table, r_txt.item, nums, pct, t.times(tv), list(t.texts(tv))))
+                if not math.isfinite(sum(pct)):
+                    return None
+            else:
+                pct = _NO_PCT
+            rows.append(ParsedRow(t.table, r.item, nums, pct, t.times(tv), list(t.texts(tv)), valid))
+    except (msgspec.MsgspecError, ValueError, RecursionError, struct.error):  # struct.error: out of range
+        return None
     joined = "".join(words)
     if (
-        _count(stripped, b".") != joined.count(".")
-        or _count(stripped, b"e") != joined.count("e") + _ROW_KEY_E * len(rows)
-        or _count(stripped, b"E") != joined.count("E")
+        _count(data, b".") != joined.count(".")
+        or _count(data, b"e") != joined.count("e") + _ROW_KEY_E * len(rows)
+        or _count(data, b"E") != joined.count("E")
     ):
         return None
     return rows

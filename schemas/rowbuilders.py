@@ -245,7 +245,7 @@ class _RealTableBuilder:
         p = self._p
         nums = memoryview(row.nums)
         self._commit(keys, row_idx, run_id, row.item, nums[: p.price_end], nums[p.price_end : p.int_end], row.pct,
-                     nums[p.int_end :], p.ones, times, tvalid, row.texts, flags)
+                     nums[p.int_end :], row.valid, times, tvalid, row.texts, flags)
         return flags
 
     def _commit(

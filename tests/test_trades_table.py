@@ -2,7 +2,7 @@
 
 The official example of docs/protocol.md 6.5 is read here by hand, with nothing but ``int``/``float`` and the
 rules of docs/protocol.md 2.0, and the builder must store exactly that; well-formed rows of every kind read
-back; the fast path (:func:`read_real_frame` with ``types=("0B",)``) stores what the careful path stores.
+back; the fast path (:func:`read_real_frame`) stores what the careful path stores.
 """
 
 from __future__ import annotations
@@ -130,13 +130,22 @@ def test_fast_path_reads_a_full_0b_frame_as_the_careful_path() -> None:
     assert fast is not None
     assert fast.equals(_careful(data))
     assert fast.column("trade_qty").to_pylist() == [82, -3]
-    # the default types keep 0B out of the recorder's 0D/0E path until the store has a trades table
-    assert read_real_frame(data) is None
+    # a caller that reads only 0D/0E gets the 0B rows as rows without a table
+    rows = read_real_frame(data, types=("0D", "0E"))
+    assert rows is not None and [r.table for r in rows] == [None, None]
+
+
+def test_fast_path_reads_empty_values_as_the_careful_path() -> None:
+    """The official example's "" values (docs/protocol.md 6.5) are NULL without a flag, on both paths."""
+    data = _frame([("005930", OFFICIAL_0B)])
+    fast = _fast(data)
+    assert fast is not None and fast.equals(_careful(data))
+    assert None in fast.to_pylist()[0].values()
 
 
 def test_fast_path_declines_what_it_cannot_read_exactly() -> None:
-    assert _fast(_frame([("005930", OFFICIAL_0B)])) is None  # "" rates: the careful path reads them
-    assert _fast(_frame([("005930", {**FULL_0B, "13": "-1"})])) is None
+    assert _fast(_frame([("005930", {**FULL_0B, "13": "-1"})])) is None  # a negative quantity
+    assert _fast(_frame([("005930", {**FULL_0B, "12": " "})])) is None  # blank, not empty: the careful path
 
 
 MIDNIGHT = dt.datetime(2026, 7, 16, tzinfo=KST)

@@ -34,11 +34,13 @@ from kiwoom_tape.schemas.normalize import (
     FLAG_MISSING,
     AfterhoursBuilder,
     OrderbookBuilder,
+    TradesBuilder,
     read_real_frame,
     read_value,
 )
 from kiwoom_tape.schemas.protocol import Real, decode_server_message
 from kiwoom_tape.schemas.realframe import parse_real_frame
+from kiwoom_tape.schemas.tables import TABLE_OF_TYPE
 
 from kiwoom_tape.testing import read_table as table
 
@@ -132,20 +134,25 @@ def test_real_frames_round_trip_their_rows_text(report: Report) -> None:
 CHUNK = 256
 
 
+Builders = tuple[OrderbookBuilder, AfterhoursBuilder, TradesBuilder]
+_AT: dict[str | None, int] = {"orderbook": 0, "afterhours": 1, "trades": 2}
+
+
+def _builders() -> Builders:
+    return OrderbookBuilder(), AfterhoursBuilder(), TradesBuilder()
+
+
 @dataclass
 class _Differ:
     """Appends each case's rows the fast way and the general way; compares the batches every CHUNK cases."""
 
-    fast: tuple[OrderbookBuilder, AfterhoursBuilder] = field(default_factory=lambda: (OrderbookBuilder(),
-                                                                                        AfterhoursBuilder()))
-    ref: tuple[OrderbookBuilder, AfterhoursBuilder] = field(default_factory=lambda: (OrderbookBuilder(),
-                                                                                       AfterhoursBuilder()))
+    fast: Builders = field(default_factory=_builders)
+    ref: Builders = field(default_factory=_builders)
     chunk: list[bytes] = field(default_factory=list)
     cases: int = 0
     accepted: int = 0
 
-    def add(self, data: bytes, fast: tuple[OrderbookBuilder, AfterhoursBuilder] | None = None,
-            ref: tuple[OrderbookBuilder, AfterhoursBuilder] | None = None) -> bool:
+    def add(self, data: bytes, fast: Builders | None = None, ref: Builders | None = None) -> bool:
         fast, ref = fast or self.fast, ref or self.ref
         rows = read_real_frame(data)
         if rows is None:
@@ -157,12 +164,11 @@ class _Differ:
         assert isinstance(msg, Real) and len(msg.rows) == len(rows), msg
         seq = self.cases
         for idx, (parsed, row) in enumerate(zip(rows, msg.rows, strict=True)):
-            (fast[0] if parsed.table == "orderbook" else fast[1]).append_parsed(RECV_NS, "r", seq, idx, parsed)
-            if row.type == "0D":
-                ref[0].append(RECV_NS, "r", seq, idx, row.item, row.values)
-            else:
-                assert row.type == "0E", row
-                ref[1].append(RECV_NS, "r", seq, idx, row.item, row.values)
+            table = TABLE_OF_TYPE.get(row.type)
+            assert parsed.table == table, (parsed.table, row.type)  # None: a row without a table, on both paths
+            if table is not None:
+                fast[_AT[table]].append_parsed(RECV_NS, "r", seq, idx, parsed)
+                ref[_AT[table]].append(RECV_NS, "r", seq, idx, row.item, row.values)
         return True
 
     def __call__(self, data: bytes) -> None:
@@ -177,7 +183,7 @@ class _Differ:
         if all(_same(a.flush(), b.flush()) for a, b in zip(self.fast, self.ref, strict=True)):
             return
         for data in chunk:  # which frame: one at a time
-            fast, ref = (OrderbookBuilder(), AfterhoursBuilder()), (OrderbookBuilder(), AfterhoursBuilder())
+            fast, ref = _builders(), _builders()
             self.add(data, fast, ref)
             for a, b in zip(fast, ref, strict=True):
                 got, want = a.flush(), b.flush()
