@@ -107,3 +107,18 @@ def test_the_touch_check_uses_the_book_received_before_the_trade(
     assert report.trade_rows == 1 and report.book_rows == 2
     assert report.trade_checks["off_touch"] == flagged
     assert {k for k, v in report.trade_checks.items() if v} == ({"off_touch"} if flagged else set())
+
+
+def test_the_touch_check_ignores_a_book_of_another_run(tmp_path: Path) -> None:
+    """A run's first trade is not compared with the last book of the run before it (the recorder was restarted: that
+    book may be stale, as for the simulated close-price fills after 15:40, which come with no 0D row)."""
+    ns = kst_ns(DAY, "09:10:00")
+    with Store(tmp_path, "run-a") as store:
+        book = encode_real_row("0D", "005930", encode(book_values(70_000, 70_100, 500, 400, time="091000", ref=REF)))
+        store.add_frame(ns, "in", encode_real_frame([book]))
+    with Store(tmp_path, "run-b") as store:
+        trade = encode_real_row("0B", "005930", encode(trade_values("09:10:01", 70_400, 7, 7)))
+        store.add_frame(ns + 1_000_000_000, "in", encode_real_frame([trade]))
+    report = verify(tmp_path)
+    assert report.trade_rows == 1 and report.book_rows == 1
+    assert not any(report.trade_checks.values()), report.trade_checks
