@@ -10,8 +10,10 @@ Errors mean rows that cannot be right whatever the market did (docs/protocol.md 
 Warnings are what a live feed may well do and a user should know:
 
 - a trade more than one tick outside the touch of the book in force when it was received (the last 0D row of
-  the item at or before it, at most :data:`BOOK_MAX_AGE_S` old, not crossed): a sweep through several levels
-  prints so, but so does a mismatched book;
+  the item received before it in receive order ``recv_ts``, ``run_id``, ``frame_seq``, ``row_idx``, as in the
+  ``quote_mid_at_trade`` view: a book later in the same frame or microsecond is not in force yet; of the same
+  run, as a book of another session may be stale; at most :data:`BOOK_MAX_AGE_S` old, not crossed): a sweep
+  through several levels prints so, but so does a mismatched book;
 - a trade whose exchange time (FID 20) is outside the windows 0B flows in (:data:`TRADE_WINDOWS`).
 """
 
@@ -21,6 +23,7 @@ from typing import Any, Final
 
 import duckdb
 
+from kiwoom_tape.schemas.views_trades import receive_order
 from kiwoom_tape.verify_report import VerifyReport
 
 __all__ = ["BOOK_MAX_AGE_S", "TRADE_WINDOWS", "check_trades", "off_grid_sql"]
@@ -92,7 +95,8 @@ def check_trades(report: VerifyReport, con: duckdb.DuckDBPyConnection) -> None:
                          AND b.bid_price_1 < b.ask_price_1 THEN b.bid_price_1 END AS bid,
                CASE WHEN b.recv_ts >= t.recv_ts - INTERVAL {BOOK_MAX_AGE_S} SECOND
                          AND b.bid_price_1 < b.ask_price_1 THEN b.ask_price_1 END AS ask
-        FROM t ASOF LEFT JOIN orderbook AS b ON t.item = b.item AND t.recv_ts >= b.recv_ts"""
+        FROM t ASOF LEFT JOIN orderbook AS b ON t.item = b.item AND t.run_id = b.run_id
+                                                 AND {receive_order("t")} > {receive_order("b")}"""
     )
     checks: dict[str, tuple[str, str, str, str]] = {
         # name: (condition, severity, message, hint)

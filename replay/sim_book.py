@@ -301,6 +301,7 @@ class Book:
         qty, side = self.carry
         if qty:  # the print owed since the reseed, at the touch as reseeded (replay/sim_trades.py)
             self.carry = (0, 0)
+            self.volume += qty
             idx = self.touch_index(side)
             if idx is None:
                 side = -side
@@ -323,6 +324,7 @@ class Book:
         # Mid: chase the fair price one tick per update (faster when far), plus a little noise.
         gap = code.target(t) - self.ib
         r = rng.random()
+        ib = self.ib
         if gap:
             if r < (0.3 if -3 < gap < 3 else 0.9):
                 self._move(rng, t, gap > 0, continuous)
@@ -332,7 +334,9 @@ class Book:
             if (up and self.ib < n_ladder - 1) or (not up and self.ib > -1):
                 self._move(rng, t, up, continuous)
                 moved = True
-        # Spread: now and then an order inside the spread, or the best level pulled (wider).
+        # Spread: now and then an order inside the spread, or the best level pulled (wider) unless the mid just
+        # moved up: the touch moves at most one tick per update, so that a trade is within one tick of the book
+        # of the row before it (issue 13).
         if rng.random() < 0.08:
             want = self._spread_draw(rng, t)
             if want < self.sp and self.na and self.nb:
@@ -340,7 +344,8 @@ class Book:
                 aq.insert(0, self._fresh(rng, 0, t) // 2 + 1)
                 aq.pop()
                 moved = True
-            elif want > self.sp and self.nb and self.na > 1 and self.ib + self.sp + 1 < n_ladder:
+            elif (want > self.sp and self.ib <= ib and self.nb and self.na > 1
+                  and self.ib + self.sp + 1 < n_ladder):
                 self.sp += 1  # the best ask cancelled
                 del aq[0]
                 aq.append(0)

@@ -39,6 +39,7 @@ class Stream:
         "last_k",
         "per_sec",
         "rate",
+        "reveal_k",
         "rng",
         "seed",
         "seq",
@@ -69,6 +70,7 @@ class Stream:
         self.tc = 0.0
         self.last_k = -1
         self.trade: SimRow | None = None  # a row of another type that :meth:`emit` made in the same tick
+        self.reveal_k = -1  # the tick of a row owed that shows the reseeded state (see :meth:`reveals`), or -1
 
     # The state, per type
     def reseed(self, t: float, checkpoint: float) -> None:
@@ -84,6 +86,11 @@ class Stream:
     def clear_last(self) -> None:
         """Forget the previous row: the next row's deltas are vs an empty book."""
         raise NotImplementedError
+
+    def reveals(self) -> bool:
+        """Whether the state just reseeded must be shown by a row of its own, at the interval's first tick and
+        before any update (:meth:`emit` and :meth:`apply` at :attr:`reveal_k` make or follow it)."""
+        return False
 
     # The schedule
     def _first_interval(self, j: int) -> int | None:
@@ -116,6 +123,7 @@ class Stream:
         self.tc = geo[0]
         self.reseed(geo[0], geo[1])
         self.full = True
+        self.reveal_k = round(geo[0] * self.per_sec) if self.reveals() else -1
 
     def _draw(self) -> int | None:
         """The next update tick inside the current interval, or None when the interval has no more."""
@@ -141,6 +149,8 @@ class Stream:
     def next_k(self) -> int:
         """The next tick index of this stream (> every earlier one), or -1 when its windows are over."""
         while True:
+            if self.reveal_k >= 0:
+                return self.reveal_k
             k = self._draw()
             if k is not None:
                 return k
@@ -165,7 +175,10 @@ class Stream:
                 break
             self._enter(p)
             self.last_k = p * self._k - 1
-            got = False
+            got = self.reveal_k >= 0
+            if got:
+                self.last_k = self.reveal_k
+                self.apply(self.reveal_k)
             while (k := self._draw()) is not None:
                 self.last_k = k
                 self.apply(k)
@@ -210,9 +223,16 @@ class BookStream(Stream):
         self.tape = TradeTape(item, self.venue, code, seed, self._first_interval(0), self.start_of)
 
     def reseed(self, t: float, checkpoint: float) -> None:
-        before = self.book.volume
-        self.book.reseed(self.rng, t, checkpoint, float(CHECKPOINT), seed_int(self.seed, "shape", self.item, self.c))
-        self.tape.enter(self.book, self.c, before)
+        book = self.book
+        before = book.volume
+        book.reseed(self.rng, t, checkpoint, float(CHECKPOINT), seed_int(self.seed, "shape", self.item, self.c))
+        self.tape.enter(book, self.c, before)
+        book.volume -= book.carry[0]  # not traded until the print (Book.step): the reseed's row shows FID 13 so
+
+    def reveals(self) -> bool:
+        """An interval that opens with a print first sends the reseeded book, so that the print is at the touch
+        of the book a client has (issue 13: verify's touch check, in receive order)."""
+        return self.book.carry[0] > 0
 
     def clear_last(self) -> None:
         self.last_a = [0] * 10
@@ -220,15 +240,22 @@ class BookStream(Stream):
 
     def apply(self, k: int) -> None:
         book = self.book
-        book.step(self.rng, k / self.per_sec)
-        self.tape.note(book)
+        if k == self.reveal_k:
+            self.reveal_k = -1  # the reseeded book's row: no update
+        else:
+            book.step(self.rng, k / self.per_sec)
+            self.tape.note(book)
         self.last_a, self.last_b = book.aq[:], book.bq[:]
 
     def emit(self, k: int) -> SimRow:
         t = k / self.per_sec
         book = self.book
-        book.step(self.rng, t)
-        self.trade = self.tape.row(book, t)
+        if k == self.reveal_k:
+            self.reveal_k = -1  # the reseeded book as it is, before the update that prints
+            self.trade = None
+        else:
+            book.step(self.rng, t)
+            self.trade = self.tape.row(book, t)
         full = self.full or book.shape != self.shape
         row = self.out.row(book, self.last_a, self.last_b, full, t, self.code.target(t) if book.auction else 0)
         self.last_a, self.last_b = book.aq[:], book.bq[:]

@@ -4,9 +4,11 @@ Trades are the book's own fills (:mod:`kiwoom_tape.replay.sim_book`): a buy take
 at the best bid, at most one trade per book update, and the 0D row of the same tick shows the book after
 it. Besides, each checkpoint interval of a stream (``kiwoom_tape.replay.sim_streams.CHECKPOINT`` seconds) opens with
 a *print*: the volume the book's closed-form cumulative volume (``Code.base_volume``) added since the
-previous interval, traded at the reseeded touch. So FID 13 rises by exactly ``abs(FID 15)`` from one 0B
-row to the next and equals the 0D FID 13 of the same tick; the first print of the day (09:00:00 for
-KRX and ``_AL``, 08:00:30 for ``_NX``) is the opening auction, and 16 is its price.
+previous interval, traded at the reseeded touch, which the stream shows in a 0D row of its own just before the
+print (``BookStream.reveals``: the print is at the touch of the book a client has). So FID 13 rises by
+exactly ``abs(FID 15)`` from one 0B row to the next and equals the 0D FID 13 of the same tick; the first
+print of the day (09:00:00 for KRX and ``_AL``, 08:00:30 for ``_NX``) is the opening auction, and 16 is its
+price.
 
 Everything here is a function of (seed, item, market time), like the book: the prints of all intervals
 so far are computed from their reseeds alone (one ``random.Random`` and a few draws each), and the

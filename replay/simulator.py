@@ -18,7 +18,9 @@ What a driver can rely on (the acceptance invariants, tested in ``tests/test_sim
   byte-identical rows to one big step. No ``hash()``, no wall clock.
 - **Checkpoints.** Every (item, type) stream is reseeded from (seed, type, item, interval) every
   :data:`CHECKPOINT` (30) seconds of market time (:mod:`kiwoom_tape.replay.sim_streams`): the book is drawn afresh
-  around the fair price, so the first row of an interval may change many levels at once. Adding an item
+  around the fair price, so the first row of an interval may change many levels at once; a 0D stream whose
+  interval opens with a print sends that row at the interval's first tick, before any update (it shows the
+  reseeded book and no trade), so that the print is at the touch of the book a client has. Adding an item
   replays at most two intervals of its events. Deltas are still vs the item's previous row (rebuilt from
   the previous active interval; if that one and the two before it had no row, the baseline is an empty
   book).
@@ -47,8 +49,11 @@ What a driver can rely on (the acceptance invariants, tested in ``tests/test_sim
 - **0B rows** (docs/protocol.md 2.3, :mod:`kiwoom_tape.replay.sim_trades`): the book's trades, at most one per item per
   tick, just before the item's 0D row of the same tick, which shows the book after it: a buy at the best
   ask or a sell at the best bid (FID 15 signed by the aggressor), or a checkpoint interval's opening print
-  (09:00:00 for KRX and ``_AL``: the opening auction). FID 13 rises by ``abs(15)`` and equals the 0D FID
-  13; 16-18 are the day's open/high/low; 14, 620, 1030/1031, 228 follow docs/protocol.md 2.3's relations.
+  (09:00:00 for KRX and ``_AL``: the opening auction) at the touch of the reseeded book's row sent before it.
+  Every trade is within one tick of the touch of the item's 0D row before it in receive order (what
+  ``kiwoom-tape verify`` checks): an update moves the touch a tick at most before its fill. FID 13 rises by
+  ``abs(15)`` and equals the 0D FID 13; 16-18 are the day's open/high/low; 14, 620, 1030/1031, 228 follow
+  docs/protocol.md 2.3's relations.
   KRX and ``_AL`` items trade 09:00-15:20 (and the 15:20 catch-up print); ``_NX`` items in their 0D windows.
 - **The close** (docs/protocol.md 5.3, :mod:`kiwoom_tape.replay.sim_close`): KRX and ``_AL`` items print the closing
   auction at 15:30:00 (one trade at the closing price with the auction's volume, FID 290 ``2``) and fill at

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from kiwoom_tape.replay.simulator import CHECKPOINT, SimulatedMarket, reference_price_of
-from kiwoom_tape.schemas.market import band, is_etf, on_tick_grid, split_item
+from kiwoom_tape.schemas.market import band, is_etf, on_tick_grid, split_item, tick_size
 from kiwoom_tape.schemas.normalize import TradesBuilder
 
 pytestmark = pytest.mark.timeout(360)  # the module's fixture simulates a whole day: minutes on a busy machine
@@ -58,7 +58,7 @@ class Item:
     volume: int = 0
     value_mil: int = 0
     book: dict[str, str] | None = None  # the item's last 0D row
-    interval: int = -1  # the 30 s interval of its last 0D row
+    interval: int = -1  # the 30 s interval of its last trade (its first trade in an interval is the print)
 
 
 @dataclass
@@ -68,6 +68,7 @@ class Day:
     qty_checked: int = 0
     takes: int = 0
     prints: int = 0
+    touch_checked: int = 0
 
 
 def check_trade(item: str, t: float, v: dict[str, str], book: dict[str, str], prev: dict[str, str] | None,
@@ -81,16 +82,24 @@ def check_trade(item: str, t: float, v: dict[str, str], book: dict[str, str], pr
     # the book: 27/28 are the touch of the 0D row that follows in the same tick
     assert (v["27"], v["28"]) == (book["41"], book["51"])
     side_p, side_q = ("41", "61") if qty > 0 else ("51", "71")
+    # the book a client has when the trade comes: the item's 0D row before it (verify's touch check, issue 13)
+    assert prev is not None, (item, t)
+    ask, bid = abs(int(prev["41"])), abs(int(prev["51"]))
     if first_of_interval:
-        day.prints += 1  # the interval's opening print (replay/sim_trades.py): at the reseeded touch
+        # the interval's opening print (replay/sim_trades.py): at the touch of the reseeded book, sent just before
+        assert price == (ask if qty > 0 else bid), (item, t, v["15"], price, prev["41"], prev["51"])
+        day.prints += 1
     elif abs(int(book[side_p])) == price:  # part of the touch: the level shows the rest
-        if prev is not None and prev[side_p] == book[side_p]:
+        if prev[side_p] == book[side_p]:
             assert int(book[side_q]) == int(prev[side_q]) - abs(qty), (item, t, v["15"], prev[side_q], book[side_q])
             day.qty_checked += 1
     else:  # the whole touch taken: the previous book's touch on that side, now gone from it
         assert prev is not None and abs(int(prev[side_p])) == price, (item, t, v["10"], prev[side_p], book[side_p])
         assert abs(qty) <= int(prev[side_q])
         day.takes += 1
+    if 0 < bid < ask:  # any fill is at most one tick beyond that touch (the touch moves a tick per update)
+        assert bid - tick_size(bid, etf=etf) <= price <= ask + tick_size(ask, etf=etf), (item, t, price, bid, ask)
+        day.touch_checked += 1
     # cumulative volume: rises by each trade, and is the 0D FID 13 of the same tick
     st.volume += abs(qty)
     assert int(v["13"]) == st.volume == int(book["13"]), (item, t)
@@ -151,8 +160,9 @@ def day() -> Day:
                 if row.item in pending:
                     check_trade(row.item, t, pending.pop(row.item), row.values, st.book, interval != st.interval,
                                 st, d)
+                    st.interval = interval
                 assert int(row.values["13"]) == st.volume, "the 0D FID 13 is the volume of the trades so far"
-                st.book, st.interval = row.values, interval
+                st.book = row.values
         assert not pending, "every trade is followed by its item's 0D row in the same tick"
     return d
 
@@ -160,6 +170,7 @@ def day() -> Day:
 def test_every_trade_of_the_day_holds(day: Day) -> None:
     assert set(day.trades) == set(ITEMS)
     assert day.qty_checked > 1000 and day.takes > 10 and day.prints > 500
+    assert day.touch_checked > 0.9 * sum(len(trades) for trades in day.trades.values())
 
 
 def test_the_opening_auction_prints_at_09_00(day: Day) -> None:

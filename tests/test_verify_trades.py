@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from kiwoom_tape.recorder.store import Store
 from kiwoom_tape.schemas.fields import FIELDS_0B, Kind
+from kiwoom_tape.schemas.protocol import encode, encode_real_frame, encode_real_row
 from test_catalog import book_values, kst_ns, write_frames
 
 from kiwoom_tape.cli import cli
@@ -82,3 +84,41 @@ def test_a_planted_bad_trade_is_named_with_its_severity(tmp_path: Path, name: st
     result = CliRunner().invoke(cli, ["verify", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == (0 if severity == "warning" else 1)
     assert f"failing checks: {check} 1" in result.output
+
+
+@pytest.mark.parametrize(("before", "after", "flagged"), [
+    ((70_000, 70_100), (70_300, 70_400), 1),  # the book after the trade is at its price, the one before 3 ticks off
+    ((70_300, 70_400), (70_000, 70_100), 0),  # at the touch of the book before it, 3 ticks off the one after
+], ids=["off-the-book-before", "at-the-book-before"])
+def test_the_touch_check_uses_the_book_received_before_the_trade(
+        tmp_path: Path, before: tuple[int, int], after: tuple[int, int], flagged: int) -> None:
+    """A trade and the 0D row after it in one frame (as the simulated market sends them, and Kiwoom may): the book in
+    force is the one received before the trade in receive order, not the later one of the same recv_ts."""
+    ns = kst_ns(DAY, "09:10:00")
+    rows = [
+        encode_real_row("0B", "005930", encode(trade_values("09:10:01", 70_400, 7, 7))),
+        encode_real_row("0D", "005930", encode(book_values(*after, 500, 400, time="091001", ref=REF))),
+    ]
+    with Store(tmp_path, "handmade") as store:
+        book = encode_real_row("0D", "005930", encode(book_values(*before, 500, 400, time="091000", ref=REF)))
+        store.add_frame(ns, "in", encode_real_frame([book]))
+        store.add_frame(ns + 1_000_000_000, "in", encode_real_frame(rows))
+    report = verify(tmp_path)
+    assert report.trade_rows == 1 and report.book_rows == 2
+    assert report.trade_checks["off_touch"] == flagged
+    assert {k for k, v in report.trade_checks.items() if v} == ({"off_touch"} if flagged else set())
+
+
+def test_the_touch_check_ignores_a_book_of_another_run(tmp_path: Path) -> None:
+    """A run's first trade is not compared with the last book of the run before it (the recorder was restarted: that
+    book may be stale, as for the simulated close-price fills after 15:40, which come with no 0D row)."""
+    ns = kst_ns(DAY, "09:10:00")
+    with Store(tmp_path, "run-a") as store:
+        book = encode_real_row("0D", "005930", encode(book_values(70_000, 70_100, 500, 400, time="091000", ref=REF)))
+        store.add_frame(ns, "in", encode_real_frame([book]))
+    with Store(tmp_path, "run-b") as store:
+        trade = encode_real_row("0B", "005930", encode(trade_values("09:10:01", 70_400, 7, 7)))
+        store.add_frame(ns + 1_000_000_000, "in", encode_real_frame([trade]))
+    report = verify(tmp_path)
+    assert report.trade_rows == 1 and report.book_rows == 1
+    assert not any(report.trade_checks.values()), report.trade_checks
