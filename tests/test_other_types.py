@@ -16,7 +16,7 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner
-from kiwoom_tape.recorder.cli import TYPES, _types
+from kiwoom_tape.recorder.cli_checks import TYPES, parse_types
 from kiwoom_tape.recorder.client import Recorder
 from kiwoom_tape.recorder.store import Store
 from kiwoom_tape.replay.catalog import connect as catalog
@@ -78,10 +78,10 @@ def tape(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
 def test_record_types_accepts_every_type_and_names_an_unknown_one() -> None:
     assert set(TYPES) == {"00", "04", "0A", "0B", "0C", "0D", "0E", "0F", "0G", "0H", "0I", "0J", "0U", "0g", "0m",
                           "0s", "0u", "0w", "1h"}
-    assert _types("0H, 0B,0H,1h") == ("0H", "0B", "1h")
+    assert parse_types("0H, 0B,0H,1h") == ("0H", "0B", "1h")
     for bad in ("0Z", "1H", "0d"):
         with pytest.raises(click.BadParameter, match="not a real-time type"):
-            _types(f"0B,{bad}")
+            parse_types(f"0B,{bad}")
     result = CliRunner().invoke(cli, ["record", "--items", "005930", "--types", "0D,0z"])
     assert result.exit_code == 2 and "--types 0B,0D,0E" in result.output
 
