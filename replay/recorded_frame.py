@@ -14,25 +14,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 from kiwoom_tape.replay.contracts import Dispatch, EncodedFrame
-from kiwoom_tape.schemas.realframe import RealFrame, parse_real_frame
+from kiwoom_tape.schemas.realframe import FrameHeads, RealFrame, decode_heads, parse_real_frame, real_heads
 
 __all__ = ["RecordedFrame", "one_by_one", "take"]
 
 log = logging.getLogger("kiwoom_tape.replay")
-
-
-class _Head(msgspec.Struct, gc=False):
-    type: str
-    item: str
-
-
-class _Heads(msgspec.Struct, gc=False):
-    trnm: str
-    data: list[_Head]
-
-
-_heads = msgspec.json.Decoder(_Heads)
-"""What :func:`kiwoom_tape.schemas.realframe.parse_real_frame` checks and reads, straight from the recorded bytes."""
 
 
 class RecordedFrame(msgspec.Struct, gc=False):
@@ -66,7 +52,7 @@ def take(
     Returns them, the index after the last one looked at, and how many were skipped as not REAL rows
     (each logged at debug level). A frame with no row of ``items`` is left out without counting.
     """
-    decode = _heads.decode
+    decode = decode_heads
     out: list[RecordedFrame] = []
     skipped = 0
     while i < hi:
@@ -98,21 +84,19 @@ def take(
     return out, i, skipped
 
 
-def _encode(data: bytes | None, items: frozenset[str] | None, env: _Heads | None = None) -> RecordedFrame | str | None:
+def _encode(
+    data: bytes | None, items: frozenset[str] | None, env: FrameHeads | None = None
+) -> RecordedFrame | str | None:
     """A recorded frame's bytes (and their ``env``, if decoded already) as a :class:`RecordedFrame`; None if
-    it has no row to replay (none of ``items``), or why it is not REAL rows (the checks of
-    :func:`kiwoom_tape.schemas.realframe.parse_real_frame`)."""
+    it has no row to replay (none of ``items``), or why it is not REAL rows
+    (:func:`kiwoom_tape.schemas.realframe.real_heads`)."""
     if data is None:
         return "no text"
-    if env is None:
-        try:
-            env = _heads.decode(data)
-        except (msgspec.DecodeError, UnicodeError) as exc:  # ValidationError is a DecodeError
-            return f"not a REAL frame with item/type rows ({exc})"
-        except RecursionError:
-            return "JSON nested too deeply"
-    if env.trnm != "REAL":
-        return f"trnm is {env.trnm[:20]!r}, not 'REAL'"
+    if env is None or env.trnm != "REAL":
+        checked = real_heads(data)
+        if isinstance(checked, str):
+            return checked
+        env = checked
     rows = env.data
     if items is not None and not all(h.item in items for h in rows):
         real = parse_real_frame(data.decode("utf-8"))

@@ -31,7 +31,7 @@ from typing import Final, Protocol
 import msgspec
 from kiwoom_tape.schemas.errors import ProtocolError
 
-__all__ = ["RealFrame", "RealFrameRow", "parse_real_frame"]
+__all__ = ["FrameHeads", "RealFrame", "RealFrameRow", "decode_heads", "parse_real_frame", "real_heads"]
 
 _CANON_PREFIX: Final = '{"data":['
 _CANON_SUFFIX: Final = '],"trnm":"REAL"}'
@@ -39,12 +39,15 @@ _WS: Final = b" \t\r\n"
 _DATA_OPEN: Final = re.compile(rb'"data"[ \t\r\n]*:[ \t\r\n]*\[[ \t\r\n]*\Z')
 
 
-class _Head(msgspec.Struct):
+class _Head(msgspec.Struct, gc=False):
     type: str
     item: str
 
 
-class _Heads(msgspec.Struct):
+class FrameHeads(msgspec.Struct, gc=False):
+    """A frame's ``trnm`` and its rows' ``type``/``item``, decoded straight from its text or bytes (msgspec;
+    no GC tracking: one is made per frame, none is part of a cycle)."""
+
     trnm: str
     data: list[_Head]
 
@@ -53,8 +56,10 @@ class _Raws(msgspec.Struct):
     data: list[msgspec.Raw]
 
 
-_heads = msgspec.json.Decoder(_Heads)
 _raws = msgspec.json.Decoder(_Raws)
+decode_heads: Final = msgspec.json.Decoder(FrameHeads).decode
+"""Decode a frame's :class:`FrameHeads`; raises ``msgspec.DecodeError`` (or RecursionError). The fast path of
+callers that check ``trnm`` themselves; :func:`real_heads` says why a frame is not REAL rows."""
 
 
 class _HasText(Protocol):
@@ -139,20 +144,28 @@ class RealFrame:
         return self._parts
 
 
+def real_heads(data: str | bytes) -> FrameHeads | str:
+    """The frame's :class:`FrameHeads` if it is a REAL frame with item/type rows, else why it is not."""
+    try:
+        env = decode_heads(data)
+    except (msgspec.DecodeError, UnicodeError) as exc:  # ValidationError is a DecodeError
+        return f"not a REAL frame with item/type rows ({exc})"
+    except RecursionError:
+        return "JSON nested too deeply"
+    if env.trnm != "REAL":
+        return f"trnm is {env.trnm[:20]!r}, not 'REAL'"
+    return env
+
+
 def parse_real_frame(text: str) -> RealFrame:
     """Read a REAL frame's rows' ``item`` and ``type`` (see the module docstring).
 
     Raises :class:`ProtocolError` unless ``text`` is a JSON object with ``"trnm": "REAL"`` and a
-    ``data`` list whose rows are objects with string ``item`` and ``type``.
+    ``data`` list whose rows are objects with string ``item`` and ``type`` (:func:`real_heads`).
     """
-    try:
-        env = _heads.decode(text)
-    except (msgspec.DecodeError, UnicodeError) as exc:  # ValidationError is a DecodeError
-        raise ProtocolError(f"not a REAL frame with item/type rows ({exc})", text) from None
-    except RecursionError:
-        raise ProtocolError("JSON nested too deeply", text) from None
-    if env.trnm != "REAL":
-        raise ProtocolError(f"trnm is {env.trnm[:20]!r}, not 'REAL'", text)
+    env = real_heads(text)
+    if isinstance(env, str):
+        raise ProtocolError(env, text)
     return RealFrame(text, ((h.item, h.type) for h in env.data))
 
 
