@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from kiwoom_tape import portable
 from kiwoom_tape.recorder.journal_format import JOURNAL_SUFFIX, NEW_SUFFIX
-from kiwoom_tape.recorder.journal_reader import _parse_header
+from kiwoom_tape.recorder.journal_reader import parse_header
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.errors import DatasetError
 from kiwoom_tape.schemas.market import KST
@@ -84,7 +84,7 @@ def _journal_state(path: Path) -> tuple[dt.date | None, bool]:
     finally:
         os.close(fd)
     try:
-        header, _ = _parse_header(head, len(head), path)
+        header, _ = parse_header(head, len(head), path)
     except DatasetError:
         header = None
     except Exception:  # another format version: its date is unknown, which refuses conservatively

@@ -48,6 +48,7 @@ __all__ = [
     "JournalScan",
     "iter_journal",
     "iter_journal_at",
+    "parse_header",
     "read_journal",
     "scan_journal",
 ]
@@ -117,8 +118,9 @@ class JournalContents(NamedTuple):
     torn: bool
 
 
-def _parse_header(buf: mmap.mmap | bytes, size: int, path: str | os.PathLike[str]) -> tuple[JournalHeader | None, bool]:
-    """(header or None if torn/damaged, whether the magic is wrong). Raises JournalFormatError for a
+def parse_header(buf: mmap.mmap | bytes, size: int, path: str | os.PathLike[str]) -> tuple[JournalHeader | None, bool]:
+    """Parse the header at the start of ``buf`` (``size`` bytes of a journal file; a prefix is enough):
+    (header or None if torn/damaged, whether the magic is wrong). Raises JournalFormatError for a
     complete, intact header of another format version."""
     fixed = buf[: _HEAD_FIXED.size]
     bad_magic = len(fixed) >= len(MAGIC) and fixed[: len(MAGIC)] != MAGIC
@@ -172,7 +174,7 @@ class _Walk:
             raise storage_error(exc, path, "read the journal") from exc
 
     def _records(self, mm: mmap.mmap, size: int) -> Iterator[tuple[int, Record]]:
-        header, bad_magic = _parse_header(mm, size, self.path)
+        header, bad_magic = parse_header(mm, size, self.path)
         self.header = header
         pos = header.length if header is not None else 0
         self.valid_length = pos
