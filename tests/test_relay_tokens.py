@@ -162,3 +162,27 @@ def test_no_byte_a_local_client_gets_and_no_log_line_holds_the_kiwoom_token_or_t
     text = scanned.decode("utf-8", "replace")
     for secret_value in (*kiwoom_tokens, appkey, secret):
         assert secret_value not in text
+
+
+def test_serve_secret_env_goes_with_serve_and_names_a_set_variable(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--serve-secret-env`` without ``--serve`` is a usage error; an unset variable is named, never a value; a
+    ``record`` with only KIWOOM_TOKEN and no ``--serve-secret-env`` refuses to serve, before it records anything."""
+    from click.testing import CliRunner
+
+    from kiwoom_tape.relay_cli import record_command
+
+    url = ["--url", "ws://127.0.0.1:9/api/dostk/websocket", "--out", str(tmp_path), "-q"]
+    res = CliRunner().invoke(record_command, ["--items", "005930", "--serve-secret-env", "RELAY_SECRET", *url])
+    assert res.exit_code == 2 and "--serve-secret-env goes with --serve" in res.output
+    monkeypatch.delenv("RELAY_SECRET_UNSET", raising=False)
+    res = CliRunner().invoke(record_command, ["--items", "005930", "--serve", "0", "--serve-secret-env",
+                                              "RELAY_SECRET_UNSET", *url])
+    assert res.exit_code == 2 and "RELAY_SECRET_UNSET is not set" in res.output
+    for name in ("KIWOOM_APPKEY", "KIWOOM_SECRETKEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KIWOOM_TOKEN", "KIWOOM-TOKEN-ONLY")
+    res = CliRunner().invoke(record_command, ["--items", "005930", "--serve", "0", *url])
+    assert res.exit_code != 0 and "has no secret to issue local clients their tokens" in res.output, res.output
+    assert "KIWOOM-TOKEN-ONLY" not in res.output and "Traceback" not in res.output
+    assert not list(tmp_path.glob("_journal/*"))
