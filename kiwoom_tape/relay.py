@@ -111,8 +111,9 @@ async def relaying(
         raise KiwoomTapeError(f"record --serve cannot listen on {host}:{port}: {exc.strerror or exc}",
                               hint="pick another port with --serve (0: any free port)") from None
     try:
+        with_ = "record's app key and secret" + (" or --serve-secret-env's secret" if serve_secret else "")
         click.echo(f"relay: local clients connect to {server.url} (token: POST {server.rest_url}/oauth2/token "
-                   "with record's app key and secret)", err=True)
+                   f"with {with_})", err=True)
         yield server
     finally:
         await server.stop()
