@@ -5,7 +5,8 @@ only connection and the relay shares it: every REAL frame the recorder receives 
 (:class:`kiwoom_tape.recorder.connection.Connection`'s ``on_real`` tap runs after ``Store.add_received``), then
 pushed into a :class:`kiwoom_tape.replay.live.LiveSource` that :func:`kiwoom_tape.replay.server.serve` serves with
 the LOGIN / REG / REMOVE / PING / REAL behaviour of ``replay`` (docs/protocol.md 1) and its own ``/oauth2/token``:
-local clients never see the user's token. A local client's REG for a stock item the recorder does not record is
+local clients never see the user's token, and LOGIN takes only a token the relay issued
+(:mod:`kiwoom_tape.relay_tokens`). A local client's REG for a stock item the recorder does not record is
 registered upstream with the recorded stock types (:meth:`kiwoom_tape.recorder.client.Recorder.add_items`, paced by
 its session, 200 items at most); once no local client has wanted it for ``forget_after`` seconds, and it is not one
 of ``--items``, it is removed upstream again. The recorder and the replay server never import each other: they
@@ -22,6 +23,7 @@ from typing import Any
 import click
 
 from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.relay_tokens import relay_desk
 from kiwoom_tape.replay.live import LiveSource
 from kiwoom_tape.replay.server import Server, exposed
 from kiwoom_tape.schemas.errors import KiwoomTapeError, TooManyItems
@@ -83,40 +85,47 @@ def _stock_types(rec: Recorder) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def relaying(
-    recorders: Sequence[Recorder], host: str = "127.0.0.1", port: int = 0, **server_options: Any
+    recorders: Sequence[Recorder], host: str = "127.0.0.1", port: int = 0, serve_secret: str | None = None,
+    **server_options: Any,
 ) -> AsyncIterator[Server]:
     """Serve the live stream of ``recorders`` on ``host:port`` for the duration of the block (see the module
     docstring); ``server_options`` go to :class:`kiwoom_tape.replay.server.Server`. Prints the URL to stderr.
+    Local clients get their tokens with the recorders' app key and secret, or ``serve_secret``
+    (:func:`kiwoom_tape.relay_tokens.relay_desk`).
 
     Raises KiwoomTapeError when ``host`` is reachable from other machines while ``recorders`` record account
-    types (00, 04: the user's orders and balance, docs/protocol.md 3), or when it cannot listen."""
+    types (00, 04: the user's orders and balance, docs/protocol.md 3), when no secret can check who gets a
+    token, or when it cannot listen."""
     private = sorted({t for rec in recorders for sub in rec.subscriptions for t in sub.types} & ACCOUNT_TYPES)
     if private and exposed(host):
         raise KiwoomTapeError(
             f"record --serve {host}:{port} would serve your account data ({','.join(private)}) to other machines",
             hint="serve on loopback (--serve PORT) and reach it through an SSH tunnel, or leave 00/04 out of --types",
         )
+    tokens = relay_desk(recorders, serve_secret)
     relay = Relay(recorders)
-    server = Server(relay.source, host=host, port=port, **server_options)
+    server = Server(relay.source, host=host, port=port, tokens=tokens, **server_options)
     try:
         await server.start()
     except OSError as exc:
         raise KiwoomTapeError(f"record --serve cannot listen on {host}:{port}: {exc.strerror or exc}",
                               hint="pick another port with --serve (0: any free port)") from None
     try:
-        click.echo(f"relay: local clients connect to {server.url} (token: POST {server.rest_url}/oauth2/token)",
-                   err=True)
+        with_ = "record's app key and secret" + (" or --serve-secret-env's secret" if serve_secret else "")
+        click.echo(f"relay: local clients connect to {server.url} (token: POST {server.rest_url}/oauth2/token "
+                   f"with {with_})", err=True)
         yield server
     finally:
         await server.stop()
 
 
 def relay_extension(
-    host: str, port: int
+    host: str, port: int, serve_secret: str | None = None
 ) -> Callable[[Sequence[Recorder]], contextlib.AbstractAsyncContextManager[object]]:
-    """The recording extension (:data:`kiwoom_tape.recorder.cli.EXTENSIONS`) of ``record --serve HOST:PORT``."""
+    """The recording extension (:data:`kiwoom_tape.recorder.cli.EXTENSIONS`) of ``record --serve HOST:PORT``
+    (``serve_secret``: the value of ``--serve-secret-env``'s variable)."""
 
     def extension(recorders: Sequence[Recorder]) -> contextlib.AbstractAsyncContextManager[object]:
-        return relaying(recorders, host, port)
+        return relaying(recorders, host, port, serve_secret)
 
     return extension

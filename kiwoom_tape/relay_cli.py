@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import re
 from typing import Any
 
@@ -16,6 +17,7 @@ import click
 
 from kiwoom_tape.recorder import cli as recorder_cli
 from kiwoom_tape.relay import relay_extension
+from kiwoom_tape.relay_tokens import SECRET_ENV_OPTION
 
 __all__ = ["main", "record_command"]
 
@@ -42,22 +44,35 @@ SERVE = click.Option(
     "/oauth2/token: trading bots and notebooks share the one connection Kiwoom allows per app key. A local "
     "client's REG for a stock item not in --items is registered upstream (recorded too) with the recorded "
     "--types, and removed once no client wants it. Account types 00 (주문체결) and 04 (잔고) are private: they are "
-    "neither stored nor relayed unless --types names them, and then served on loopback only.",
+    "neither stored nor relayed unless --types names them, and then served on loopback only. Local clients LOGIN "
+    "with a token of the relay, never your Kiwoom token (LOGIN with any other is refused, 8005): POST "
+    "/oauth2/token on the same port with the app key and secret record uses (KIWOOM_APPKEY/KIWOOM_SECRETKEY or a "
+    "key of --keys) or the secret of --serve-secret-env; the token lives in memory and expires after 24 h.",
+)
+SERVE_SECRET_ENV = click.Option(
+    [SECRET_ENV_OPTION], "serve_secret_env", metavar="NAME", default=None,
+    help="With --serve: local clients may also get a relay token by sending the value of the environment variable "
+    "NAME as secretkey (any appkey). Needed when record has only KIWOOM_TOKEN and no app key: --serve then refuses "
+    "to start without it.",
 )
 
 
 def _with_serve(command: click.Group) -> click.Group:
     """A copy of ``command`` with :data:`SERVE`; its callback registers the relay extension for the run."""
     out = copy.copy(command)
-    out.params = [*command.params, SERVE]
+    out.params = [*command.params, SERVE, SERVE_SECRET_ENV]
     inner = command.callback
     assert inner is not None
 
     @functools.wraps(inner)
-    def callback(*args: Any, serve: tuple[str, int] | None = None, **kwargs: Any) -> Any:
+    def callback(
+        *args: Any, serve: tuple[str, int] | None = None, serve_secret_env: str | None = None, **kwargs: Any
+    ) -> Any:
         if serve is None:
+            if serve_secret_env is not None:
+                raise click.UsageError(f"{SECRET_ENV_OPTION} goes with --serve")
             return inner(*args, **kwargs)
-        ext = relay_extension(*serve)
+        ext = relay_extension(*serve, _serve_secret(serve_secret_env))
         recorder_cli.EXTENSIONS.append(ext)
         try:
             return inner(*args, **kwargs)
@@ -66,6 +81,17 @@ def _with_serve(command: click.Group) -> click.Group:
 
     out.callback = callback
     return out
+
+
+def _serve_secret(name: str | None) -> str | None:
+    """The value of ``--serve-secret-env NAME`` (never echoed), or None without the option."""
+    if name is None:
+        return None
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise click.BadParameter(f"the environment variable {name[:64]} is not set (or empty)",
+                                 param_hint=f"'{SECRET_ENV_OPTION}'")
+    return value
 
 
 record_command = _with_serve(recorder_cli.record_command)

@@ -11,6 +11,12 @@ One connection per app key (docs/protocol.md 1.9, 4.1): every token the desk iss
 digest of the app key it was issued to (:meth:`TokenDesk.app_key_of`), so that the server can kick the
 older connection of a key when a second one logs in. The fixed ``token`` (``--token``) and tokens the desk
 did not issue carry no key and are not limited.
+
+``issued_only`` (the live relay of ``record --serve``, :mod:`kiwoom_tape.relay`): LOGIN accepts only a token this
+desk issued, not revoked and not past its ``expires_dt`` (``lifetime`` seconds, like Kiwoom's), and answers any
+other with 8005 as Kiwoom does for an invalid token (docs/protocol.md 1.3). Such a desk needs credentials (it
+issues only to a caller that authenticated), and its tokens carry no app key: its clients share one upstream key
+and never kick each other.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ TOKEN_LIFETIME = 24 * 3600.0
 RC_BAD_CREDENTIALS = 8001
 """au10001's answer to a wrong app key / secret pair (docs/protocol.md 1.11)."""
 
+_REPLAY_HINT = ("this mock was started with credentials: send a pair it was given, by KIWOOM_REPLAY_APPKEY/"
+                "KIWOOM_REPLAY_SECRETKEY or replay --keys")
+
 RestHandler = Callable[[str, str, bytes], tuple[int, dict[str, Any]]]
 
 
@@ -42,16 +51,23 @@ class TokenDesk:
     """Issues, checks, revokes and expires the tokens of one mock server.
 
     ``token``: the one token LOGIN accepts (else any non-empty one, or any issued one once one has
-    expired). ``appkey``/``secretkey`` (both or neither) and ``credentials``: the pairs ``POST /oauth2/token``
-    accepts (``replay --keys``: one per app key); none, any well-formed pair.
+    expired; with ``issued_only``, only an issued one). ``appkey``/``secretkey`` (both or neither) and
+    ``credentials``: the pairs ``POST /oauth2/token`` accepts (``replay --keys``: one per app key; an empty app
+    key in ``credentials`` takes any app key with that secret); none, any well-formed pair. ``hint``: what the
+    8001 answer to a wrong pair tells the caller to send. ``clock``: epoch seconds, for the expiry.
     """
 
     def __init__(
         self, token: str | None = None, appkey: str | None = None, secretkey: str | None = None,
-        credentials: Sequence[tuple[str, str]] = (),
+        credentials: Sequence[tuple[str, str]] = (), *, issued_only: bool = False,
+        lifetime: float = TOKEN_LIFETIME, hint: str = _REPLAY_HINT, clock: Callable[[], float] = time.time,
     ) -> None:
         if (appkey is None) != (secretkey is None):
             raise ValueError("give both an app key and a secret key, or neither")
+        self.issued_only = issued_only
+        self.lifetime = lifetime
+        self.hint = hint
+        self.clock = clock
         self.required_token = token
         self._pairs = [(k.encode(), s.encode()) for k, s in ([(appkey, secretkey)] if appkey and secretkey else [])]
         self._pairs += [(k.encode(), s.encode()) for k, s in credentials]
@@ -62,6 +78,10 @@ class TokenDesk:
         """Tokens that LOGIN refuses with 8005 (:meth:`expire_all`)."""
         self._key_of: dict[str, str] = {}
         """Issued token -> a digest of the app key it was issued to (never the key itself)."""
+        self._expires: dict[str, float] = {}
+        """Issued token -> when it expires (epoch seconds): the ``expires_dt`` it was issued with."""
+        if issued_only and (token is not None or not self._pairs):
+            raise ValueError("a desk that accepts only its own tokens needs credentials and no fixed token")
 
     def __repr__(self) -> str:
         return f"TokenDesk(fixed_token={self.required_token is not None}, credentials={self.checks_credentials})"
@@ -78,19 +98,29 @@ class TokenDesk:
         key, secret = str(body["appkey"]).encode(), str(body["secretkey"]).encode()
         ok = False
         for good_key, good_secret in self._pairs:
-            ok |= secrets.compare_digest(key, good_key) & secrets.compare_digest(secret, good_secret)
+            key_ok = secrets.compare_digest(key, good_key) | (not good_key)
+            ok |= key_ok & secrets.compare_digest(secret, good_secret)
         return ok
 
     def issue(self, appkey: str | None = None) -> str:
         """A token LOGIN accepts: the fixed token if there is one (it carries no app key), else a fresh
-        random one that remembers ``appkey`` (:meth:`app_key_of`)."""
+        random one that remembers ``appkey`` (:meth:`app_key_of`; not with ``issued_only``) and expires
+        :attr:`lifetime` seconds from now (:meth:`expires_at`)."""
         if self.required_token is not None:
             return self.required_token
+        now = self.clock()
+        for old in [t for t, at in self._expires.items() if at <= now]:  # held in memory: forget the dead
+            self.revoke(old)
         tok = secrets.token_urlsafe(32)
         self.issued.add(tok)
-        if appkey:
+        self._expires[tok] = now + self.lifetime
+        if appkey and not self.issued_only:
             self._key_of[tok] = _digest(appkey)
         return tok
+
+    def expires_at(self, token: str) -> float:
+        """When ``token`` (issued by :meth:`issue`) expires, epoch seconds; the fixed token: a lifetime from now."""
+        return self._expires.get(token, self.clock() + self.lifetime)
 
     def app_key_of(self, token: str) -> str | None:
         """A digest of the app key ``token`` was issued to (equal digests, equal keys), or None for a token
@@ -104,6 +134,7 @@ class TokenDesk:
     def revoke(self, token: str) -> None:
         self.issued.discard(token)
         self._key_of.pop(token, None)
+        self._expires.pop(token, None)
 
     def expire_all(self) -> None:
         """Every token issued so far (and the fixed one) stops working; a new fixed token is drawn."""
@@ -117,6 +148,8 @@ class TokenDesk:
         """For :class:`kiwoom_tape.schemas.protocol.ServerConfig`: None to accept ``token`` at LOGIN, else 8005."""
         if token in self.expired:
             return 8005
+        if self.issued_only:
+            return None if token in self.issued and self._expires[token] > self.clock() else 8005
         if self.required_token is not None:
             return None if secrets.compare_digest(token.encode(), self.required_token.encode()) else 8005
         return None if token.strip() else 8005
@@ -136,11 +169,16 @@ class TokenDesk:
             if not self.authenticated(obj):
                 return 200, auth.token_error_response(
                     RC_BAD_CREDENTIALS,
-                    f"[CODE={RC_BAD_CREDENTIALS}, MESSAGE=App Key와 Secret Key 검증에 실패했습니다] "
-                    "(this mock was started with credentials: send a pair it was given, by KIWOOM_REPLAY_APPKEY/"
-                    "KIWOOM_REPLAY_SECRETKEY or replay --keys)",
+                    f"[CODE={RC_BAD_CREDENTIALS}, MESSAGE=App Key와 Secret Key 검증에 실패했습니다] ({self.hint})",
                 )
-            return 200, auth.token_response(self.issue(str(obj["appkey"])), time.time() + TOKEN_LIFETIME)
+            token = self.issue(str(obj["appkey"]))
+            return 200, auth.token_response(token, self.expires_at(token))
+        if self.issued_only and not (
+            isinstance(obj, dict) and isinstance(obj.get("appkey"), str) and isinstance(obj.get("secretkey"), str)
+            and self.authenticated(obj)
+        ):  # au10002 with the pair that got the token, as Kiwoom asks (docs/protocol.md 4.4)
+            return 200, auth.token_error_response(
+                RC_BAD_CREDENTIALS, f"[CODE={RC_BAD_CREDENTIALS}, MESSAGE=App Key와 Secret Key 검증에 실패했습니다]")
         if isinstance(obj, dict) and isinstance(obj.get("token"), str):
             self.revoke(obj["token"])
         return 200, {"return_code": 0, "return_msg": auth.OK_MSG}

@@ -105,6 +105,7 @@ class Server(Connections):
         appkey: str | None = None,
         secretkey: str | None = None,
         credentials: Sequence[tuple[str, str]] = (),
+        tokens: rest.TokenDesk | None = None,
         ping_interval: float = 15.0,
         login_timeout: float = 10.0,
         max_message: int = 64 * 1024,
@@ -119,12 +120,15 @@ class Server(Connections):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """See the module docstring. ``token``: the one token LOGIN accepts; ``appkey``/``secretkey`` and
-        ``credentials``: the pairs ``POST /oauth2/token`` accepts (:class:`kiwoom_tape.replay.rest.TokenDesk`). A client
-        whose
-        unsent frames pass ``max_backlog_bytes`` (or ``max_queue_frames``) is dropped as too slow, and so is the client
-        with the largest backlog while all together pass ``max_total_backlog_bytes``. ``forget_after`` and
+        ``credentials``: the pairs ``POST /oauth2/token`` accepts (:class:`kiwoom_tape.replay.rest.TokenDesk`);
+        ``tokens``: a desk of the caller's instead (the relay's, which accepts only the tokens it issued). A client
+        whose unsent frames pass ``max_backlog_bytes`` (or ``max_queue_frames``) is dropped as too slow, and so is
+        the client with the largest backlog while all together pass ``max_total_backlog_bytes``. ``forget_after`` and
         ``max_items``: see :class:`kiwoom_tape.replay.tracker.ItemTracker`."""
-        tokens = rest.TokenDesk(token, appkey, secretkey, credentials)
+        if tokens is None:
+            tokens = rest.TokenDesk(token, appkey, secretkey, credentials)
+        elif token is not None or appkey is not None or credentials:
+            raise ValueError("give a TokenDesk or the token and credentials to build one, not both")
         super().__init__(
             tokens=tokens,
             config=ServerConfig(check_token=tokens.check, ping_interval=ping_interval, login_timeout=login_timeout),

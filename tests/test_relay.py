@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 import pytest
 from _cli import URL, cli_argv
+from _relay import SEED_TOKEN_LINE, relay_token
 from _seedclients import SEEDS, check_seed_output, run_seed_client, seed_files, seed_type
 from kiwoom_tape.recorder.client import Recorder
 from kiwoom_tape.replay.contracts import EncodedFrame
@@ -40,9 +42,10 @@ def run(coro: Awaitable[None], timeout: float = 60) -> None:
     asyncio.run(bounded())
 
 
-async def login_reg(ws: ClientConnection, items: list[str], types: list[str]) -> None:
-    """LOGIN, then REG ``items`` x ``types``; both acknowledged with return_code 0."""
-    await ws.send(json.dumps({"trnm": "LOGIN", "token": "local-token"}))
+async def login_reg(ws: ClientConnection, items: list[str], types: list[str], token: str = "local-token") -> None:
+    """LOGIN with ``token`` (the relay's: one it issued), then REG ``items`` x ``types``; both acknowledged with
+    return_code 0."""
+    await ws.send(json.dumps({"trnm": "LOGIN", "token": token}))
     assert json.loads(await recv(ws))["return_code"] == 0
     await ws.send(json.dumps({"trnm": "REG", "grp_no": "1", "refresh": "1",
                               "data": [{"item": items, "type": types}]}))
@@ -167,8 +170,8 @@ async def wait_for_rows(tapped: list[bytes], item: str, after: int = 0) -> None:
 
 def test_record_serve_relays_upstream_frames_and_a_local_reg_reaches_upstream(tmp_path: Path) -> None:
     """``record --items 005930 --serve 0``: a local client registering 005930 gets upstream's frames byte-exact;
-    the official 0D sample client registering 000660 gets 000660 rows; the recording holds both; upstream saw one
-    connection."""
+    the official 0D sample client registering 000660, with a relay token in place of its token placeholder, gets
+    000660 rows; the recording holds both; upstream saw one connection."""
     out = tmp_path / "data"
     docs = [d for d in (p.read_text(encoding="utf-8") for p in seed_files()) if seed_type(d) == "0D"]
 
@@ -177,24 +180,29 @@ def test_record_serve_relays_upstream_frames_and_a_local_reg_reaches_upstream(tm
         async with serve(SimSource(market), port=0, keep_sent=True) as upstream:
             cmd = cli_argv("record", "--items", "005930", "--types", "0D", "--url", upstream.url, "--out", str(out),
                            "--serve", "0", "--fsync-interval", "0.05", "-q")
-            proc = await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.PIPE)
+            env = {**os.environ, "KIWOOM_APPKEY": "relay-test-appkey", "KIWOOM_SECRETKEY": "relay-test-secret"}
+            env.pop("KIWOOM_TOKEN", None)
+            proc = await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.PIPE, env=env)
             assert proc.stderr is not None
             try:
                 url = await relay_url(proc.stderr)
+                token = await relay_token(url, "relay-test-appkey", "relay-test-secret")  # as the bot would
                 async with connect(url) as ws:
-                    await login_reg(ws, ["005930"], ["0D"])
+                    await login_reg(ws, ["005930"], ["0D"], token)
                     got = [await recv(ws) for _ in range(5)]
                 assert upstream.sent is not None
                 sent = [text for conn, _, text in upstream.sent if conn == 1]
                 first = sent.index(got[0])  # byte-exact, in order, none skipped
                 assert sent[first:first + len(got)] == got
                 if docs:
+                    assert SEED_TOKEN_LINE in docs[0]
                     doc = docs[0].replace("'item': ['005930']", "'item': ['000660']")
+                    doc = doc.replace(SEED_TOKEN_LINE, f"ACCESS_TOKEN = {token!r}")  # the line a user edits
                     output = await run_seed_client(doc, url, tmp_path, frames=3, seconds=30)
                     check_seed_output(output, "0D", item="000660")
                 else:  # no seeds (../shared absent): a plain client does what the sample client does
                     async with connect(url) as ws:
-                        await login_reg(ws, ["000660"], ["0D"])
+                        await login_reg(ws, ["000660"], ["0D"], token)
                         assert '"item":"000660"' in await recv(ws)
             finally:
                 proc.send_signal(signal.SIGINT)
@@ -304,7 +312,7 @@ def test_an_upstream_reconnect_keeps_local_clients_connected_and_the_gap_is_in_e
 
             async def until(rec: Recorder) -> None:
                 async with relaying([rec]) as relay, connect(relay.url) as ws:
-                    await login_reg(ws, ["005930"], ["0D"])
+                    await login_reg(ws, ["005930"], ["0D"], relay.issue_token())
                     got.append(await recv(ws))
                     await upstream.drop_all()
                     while upstream.stats.logins < 2:  # noqa: ASYNC110  # a server counter
