@@ -108,18 +108,19 @@ class Registrations:
             log.warning("relay: %s asked for %d item(s) no connection has room for (200 each): refused with %d",
                         by, len({i for i, _ in new}), RC_ITEM_CAP)
             return RC_ITEM_CAP, item_cap_msg()
-        now = self.clock()
         for pair in new:
             self.added[pair] = rec
-            self.idle[pair] = (now, by)  # until the client's registration says it has them
         log.info("relay: registering %s upstream for %s", _describe(new), by)
-        if not rec.stats.connected:
-            return None  # registered at the next LOGIN
-        refusal = await self._answer(new)
+        refusal = await self._answer(new) if rec.stats.connected else None  # else: registered at the next LOGIN
         if refusal is not None:
             log.warning("relay: upstream refused %s for %s: %d %s", _describe(new), by, *refusal)
             self._drop(rec, new, by, refused=refusal[0])
-        return refusal
+            return refusal
+        now = self.clock()
+        for pair in new:  # idle until the client's registration (next, if the server applies the REG) has them
+            if pair in self.added:
+                self.idle[pair] = (now, by)
+        return None
 
     def registered(self, client: Client, pairs: frozenset[Pair]) -> None:
         """``client`` has ``pairs`` now: the added pairs nobody has any more start their ``forget_after``."""

@@ -98,10 +98,8 @@ class Recorder:
         on_real: Callable[[bytes], None] | None = None,
     ) -> None:
         self.url = url
-        self.on_real = on_real
-        """Called with every REAL frame's exact bytes once the store has it (:class:`Connection`'s ``on_real``)."""
-        self.on_ack: Callable[[RegistrationDone], None] | None = None
-        """Called with every REG/REMOVE reply of the live connection (:class:`Connection`'s ``on_ack``)."""
+        self._on_real = on_real
+        self._on_ack: Callable[[RegistrationDone], None] | None = None
         self.items = list(items)
         self.types = list(types)
         self.subscriptions = tuple(
@@ -126,6 +124,29 @@ class Recorder:
         check = ClientSession(token="")
         for sub in self.subscriptions:
             check.subscribe(sub.items, sub.types)
+
+    @property
+    def on_real(self) -> Callable[[bytes], None] | None:
+        """Called with every REAL frame's exact bytes once the store has it (:class:`Connection`'s ``on_real``);
+        set it any time, the live connection too takes it."""
+        return self._on_real
+
+    @on_real.setter
+    def on_real(self, tap: Callable[[bytes], None] | None) -> None:
+        self._on_real = tap
+        if self._conn is not None:
+            self._conn.on_real = tap
+
+    @property
+    def on_ack(self) -> Callable[[RegistrationDone], None] | None:
+        """Called with every REG/REMOVE reply (:class:`Connection`'s ``on_ack``); set it any time, as ``on_real``."""
+        return self._on_ack
+
+    @on_ack.setter
+    def on_ack(self, call: Callable[[RegistrationDone], None] | None) -> None:
+        self._on_ack = call
+        if self._conn is not None:
+            self._conn.on_ack = call
 
     def add_items(self, items: Sequence[str], types: Sequence[str], *, by: str = "") -> list[str]:
         """Record ``items`` x ``types`` too: REG them on the live connection (paced by its

@@ -123,7 +123,6 @@ class Connection:
         recv = self.ws.recv
         add_received = self.store.add_received
         clock_ns, monotonic, stats, session = self.clock_ns, self.monotonic, self.stats, self.session
-        tap = self.on_real
         marks = self._unstored_marks  # a frame without these is stored: two substring scans at most
         try:
             while True:
@@ -138,6 +137,7 @@ class Connection:
                 if data[-14:] == _REAL_TAIL or data[:14] == _REAL_HEAD:
                     if not (marks and any(m in data for m in marks) and self._not_stored(data)):
                         add_received(recv_ns, data)  # journaled now, read with the next batch
+                    tap = self.on_real  # may be set while the connection runs (record --serve)
                     if tap is not None:
                         tap(data)
                     stats.last_frame_mono = self._last_frame = now
