@@ -40,9 +40,12 @@ SERVE = click.Option(
     help="While recording, serve the live stream to local clients on ws://HOST:PORT/api/dostk/websocket (loopback "
     "unless HOST says otherwise), with the LOGIN/REG/REMOVE/PING/REAL behaviour of replay and its own "
     "/oauth2/token: trading bots and notebooks share the one connection Kiwoom allows per app key. A local "
-    "client's REG for a stock item not in --items is registered upstream (recorded too) with the recorded "
-    "--types, and removed once no client wants it. Account types 00 (주문체결) and 04 (잔고) are private: they are "
-    "neither stored nor relayed unless --types names them, and then served on loopback only.",
+    "client's REG for items or types not recorded (any type: 0B beside 0D, 0J industry codes, the empty item of "
+    "1h/00/04) is registered upstream first and answered with upstream's reply (a refusal keeps its return_code, "
+    "e.g. 105115 past 200 items); what it adds is recorded too, and removed upstream once no client wants it "
+    "(--items x --types stay). Account types 00 (주문체결) and 04 (잔고) are your private data: relayed to the "
+    "local clients that register them (on this machine only), never stored unless --types names them (a frame "
+    "that mixes them with other types is stored whole).",
 )
 
 
