@@ -76,7 +76,8 @@ class Connection:
         self.on_real = on_real
         self.on_ack = on_ack
         self.unstored = unstored
-        self._unstored_marks = tuple(f'"type":"{t}"'.encode() for t in sorted(unstored))
+        self._unstored_marks = tuple(f'"{t}"'.encode() for t in sorted(unstored))
+        """A frame without one of these quoted type codes has no row of an unstored type (whatever its spacing)."""
         self.subscriptions = subscriptions
         self.items = list(dict.fromkeys(i for sub in subscriptions for i in sub.items))
         self.types = list(dict.fromkeys(t for sub in subscriptions for t in sub.types))
@@ -123,7 +124,7 @@ class Connection:
         recv = self.ws.recv
         add_received = self.store.add_received
         clock_ns, monotonic, stats, session = self.clock_ns, self.monotonic, self.stats, self.session
-        marks = self._unstored_marks  # a frame without these is stored: two substring scans at most
+        marks = self._unstored_marks  # a frame without them is stored after two substring scans at most
         try:
             while True:
                 try:

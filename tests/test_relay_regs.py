@@ -231,3 +231,27 @@ def test_account_types_named_in_types_are_stored(tmp_path: Path) -> None:
         assert rec.unstored == frozenset({"04"})
     finally:
         rec.store.close()
+
+
+def test_a_refused_reg_waiting_for_its_retry_is_dropped_by_unsubscribe() -> None:
+    """The client session retries a refused REG; once its pairs are unsubscribed (the relay passed the refusal back
+    to its local client) the retry never goes out, and a REG entry keeps its other items."""
+    from kiwoom_tape.schemas.protocol import ClientSession
+
+    session = ClientSession(token="t")
+    session.connect(0.0)
+    session.data_to_send()
+    session.receive('{"trnm":"LOGIN","return_code":0,"return_msg":""}', 0.0)
+    session.subscribe(["000660", "005930"], ["0D"], 0.0)
+    assert session.data_to_send() == ['{"trnm":"REG","grp_no":"1","refresh":"1","data":[{"item":["000660","005930"],'
+                                      '"type":["0D"]}]}']
+    session.receive('{"trnm":"REG","return_code":105115,"return_msg":"등록 허용 개수(200) 초과"}', 0.1)
+    assert session.registration_pending  # the retry waits
+    session.unsubscribe(["000660"], ["0D"], 0.2)
+    session.tick(10.0)
+    sent = session.data_to_send()
+    assert sent[0] == '{"trnm":"REG","grp_no":"1","refresh":"1","data":[{"item":["005930"],"type":["0D"]}]}'
+    session.receive('{"trnm":"REG","return_code":0,"return_msg":""}', 10.1)
+    session.tick(20.0)
+    assert [m for m in sent + session.data_to_send() if "000660" in m] == [
+        '{"trnm":"REMOVE","grp_no":"1","data":[{"item":["000660"],"type":["0D"]}]}']
