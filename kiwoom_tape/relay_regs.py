@@ -20,6 +20,7 @@ connection number and address (``relay client #3 127.0.0.1:54321``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -63,6 +64,7 @@ def client_label(client: Client) -> str:
 class _Waiter:
     """An admitted REG waiting for upstream's answers: the pairs not acknowledged yet."""
 
+    asked: frozenset[Pair]
     pending: set[Pair]
     answer: asyncio.Future[tuple[int, str] | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -100,8 +102,9 @@ class Registrations:
             return RC_ERROR, PRIVATE_REFUSED
         recorded = _recorded(self.recorders)
         new = frozenset(p for p in pairs if p not in recorded)
+        joined = [w.answer for w in self._waiters if w.asked & pairs]  # another client's REG of them is in flight
         if not new:
-            return None
+            return await self._first_refusal(joined)
         by = client_label(client)
         rec = self._place(new, by)
         if rec is None:
@@ -114,6 +117,10 @@ class Registrations:
         refusal = await self._answer(new) if rec.stats.connected else None  # else: registered at the next LOGIN
         if refusal is not None:
             log.warning("relay: upstream refused %s for %s: %d %s", _describe(new), by, *refusal)
+            self._drop(rec, new, by, refused=refusal[0])
+            return refusal
+        refusal = await self._first_refusal(joined)
+        if refusal is not None:
             self._drop(rec, new, by, refused=refusal[0])
             return refusal
         now = self.clock()
@@ -164,7 +171,8 @@ class Registrations:
 
     async def _answer(self, pairs: Iterable[Pair]) -> tuple[int, str] | None:
         """Upstream's answer to the REG of ``pairs``: None when accepted (or not answered within ``ack_wait``)."""
-        waiter = _Waiter(set(pairs))
+        asked = frozenset(pairs)
+        waiter = _Waiter(asked, set(asked))
         self._waiters.append(waiter)
         try:
             return await asyncio.wait_for(asyncio.shield(waiter.answer), self.ack_wait)
@@ -173,6 +181,15 @@ class Registrations:
             return None
         finally:
             self._waiters.remove(waiter)
+
+    async def _first_refusal(self, answers: Sequence[asyncio.Future[tuple[int, str] | None]]) -> tuple[int, str] | None:
+        """The first refusal among the upstream ``answers`` other local clients wait for (as long as they wait)."""
+        for answer in answers:
+            with contextlib.suppress(TimeoutError):
+                refusal = await asyncio.wait_for(asyncio.shield(answer), self.ack_wait)
+                if refusal is not None:
+                    return refusal
+        return None
 
     def _place(self, pairs: frozenset[Pair], by: str) -> Recorder | None:
         """Register ``pairs`` on the connection with room for all that carries most of their items already (then

@@ -255,3 +255,44 @@ def test_a_refused_reg_waiting_for_its_retry_is_dropped_by_unsubscribe() -> None
     session.tick(20.0)
     assert [m for m in sent + session.data_to_send() if "000660" in m] == [
         '{"trnm":"REMOVE","grp_no":"1","data":[{"item":["000660"],"type":["0D"]}]}']
+
+
+def test_a_refusal_reaches_every_client_whose_reg_waited_for_it(tmp_path: Path) -> None:
+    """Two local clients ask for the same new pair while upstream has not answered: both wait for that answer and
+    both get upstream's refusal; an accepted REG answers both with None (applied); a REMOVE ack settles nothing."""
+    from kiwoom_tape.schemas.protocol import RegistrationDone, Subscription
+    from test_relay import FakeClient
+
+    from kiwoom_tape.relay_regs import Registrations
+
+    rec = loopback_recorder("ws://127.0.0.1:9/api/dostk/websocket", tmp_path, ["005930"], ["0D"], run_id="r")
+    rec.stats.connected = True  # as if upstream were logged in: admit waits for its answer
+
+    def answer(items: tuple[str, ...], code: int, trnm: str = "REG") -> RegistrationDone:
+        return RegistrationDone(trnm, items, ("0D",), code, "" if code == 0 else "등록 허용 개수(200) 초과", code != 0,
+                                (Subscription(items, ("0D",)),))
+
+    async def main() -> None:
+        regs = Registrations([rec], ack_wait=5)
+        pair = frozenset({("000660", "0D")})
+        one = asyncio.create_task(regs.admit(FakeClient(1), pair))  # type: ignore[arg-type]  # a fake client
+        await asyncio.sleep(0.05)
+        two = asyncio.create_task(regs.admit(FakeClient(2), pair))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        regs.on_ack(answer(("000660",), 0, "REMOVE"))
+        regs.on_ack(answer(("005930",), 105115))  # not theirs
+        assert not one.done() and not two.done()
+        regs.on_ack(answer(("000660",), 105115))
+        refusal = (105115, "등록 허용 개수(200) 초과")
+        assert await one == refusal and await two == refusal
+        assert ("000660", "0D") not in {(i, t) for sub in rec.subscriptions for i in sub.items for t in sub.types}
+        three = asyncio.create_task(regs.admit(FakeClient(3), pair))  # type: ignore[arg-type]
+        four = asyncio.create_task(regs.admit(FakeClient(4), pair))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        regs.on_ack(answer(("000660",), 0))
+        assert await three is None and await four is None
+
+    try:
+        run(main(), timeout=20)
+    finally:
+        rec.store.close()
