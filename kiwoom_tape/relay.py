@@ -6,15 +6,17 @@ only connection and the relay shares it: every REAL frame the recorder receives 
 pushed into a :class:`kiwoom_tape.replay.live.LiveSource` that :func:`kiwoom_tape.replay.server.serve` serves with
 the LOGIN / REG / REMOVE / PING / REAL behaviour of ``replay`` (docs/protocol.md 1) and its own ``/oauth2/token``:
 local clients never see the user's token, and LOGIN takes only a token the relay issued
-(:mod:`kiwoom_tape.relay_tokens`). A local client's REG for a stock item the recorder does not record is
-registered upstream with the recorded stock types (:meth:`kiwoom_tape.recorder.client.Recorder.add_items`, paced by
-its session, 200 items at most); once no local client has wanted it for ``forget_after`` seconds, and it is not one
-of ``--items``, it is removed upstream again. The recorder and the replay server never import each other: they
-meet here.
+(:mod:`kiwoom_tape.relay_tokens`). A local client's REG for pairs (item, type) the recorder does not
+record is registered upstream first, its reply is upstream's, and the pairs are removed upstream once no local
+client has wanted them for ``forget_after`` seconds (:mod:`kiwoom_tape.relay_regs`). Frames of the account types
+(00, 04) not in ``--types`` reach the clients that registered them and are not stored
+(:class:`kiwoom_tape.recorder.connection.Connection`'s ``unstored``). The recorder and the replay server never
+import each other: they meet here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -23,64 +25,39 @@ from typing import Any
 import click
 
 from kiwoom_tape.recorder.client import Recorder
+from kiwoom_tape.relay_regs import Registrations
 from kiwoom_tape.relay_tokens import relay_desk
 from kiwoom_tape.replay.live import LiveSource
 from kiwoom_tape.replay.server import Server, exposed
-from kiwoom_tape.schemas.errors import KiwoomTapeError, TooManyItems
-from kiwoom_tape.schemas.items import ACCOUNT_TYPES, ITEM_KIND, item_problem
+from kiwoom_tape.schemas.errors import KiwoomTapeError
+from kiwoom_tape.schemas.items import ACCOUNT_TYPES
 
 __all__ = ["Relay", "relay_extension", "relaying"]
 
 log = logging.getLogger("kiwoom_tape.relay")
 
-BY_CLIENT = "relay client"
-"""``events.detail.by`` of the items registered upstream for a local client."""
-
 
 class Relay:
     """Joins ``recorders`` (their frames, their registrations) to one :class:`LiveSource` (:attr:`source`).
 
-    The items of ``recorders`` at the start (``--items``) are theirs for good; an item a local client brings is
-    registered on the first recorder with room for it, and removed when the server forgets it.
+    The pairs of ``recorders`` at the start (``--items`` x ``--types``) are theirs for good; what local clients
+    register is merged in by :attr:`registrations` (:class:`kiwoom_tape.relay_regs.Registrations`).
     """
 
-    def __init__(self, recorders: Sequence[Recorder]) -> None:
+    def __init__(self, recorders: Sequence[Recorder], *, forget_after: float = 60.0, ack_wait: float = 5.0) -> None:
         self.recorders = list(recorders)
-        self.own = frozenset(i for rec in self.recorders for sub in rec.subscriptions for i in sub.items if i)
-        self.source = LiveSource(on_add=self.add, on_remove=self.remove)
+        self.registrations = Registrations(self.recorders, forget_after=forget_after, ack_wait=ack_wait)
+        regs = self.registrations
+        self.source = LiveSource(on_admit=regs.admit, on_registered=regs.registered)
         for rec in self.recorders:
             rec.on_real = self.source.push
 
-    def add(self, item: str) -> None:
-        """A local client registered ``item``: record it too, unless it is recorded already."""
-        if any(item in sub.items for rec in self.recorders for sub in rec.subscriptions):
-            return
-        for rec in self.recorders:
-            types = [t for t in _stock_types(rec) if item_problem(t, item) is None]
-            if not types:
-                continue
-            try:
-                rec.add_items([item], types, by=BY_CLIENT)
-            except TooManyItems:
-                continue
-            log.info("relay: registering %s x %s upstream for a local client", item, ",".join(types))
-            return
-        log.warning("relay: %s cannot be registered upstream (no recorded stock type takes it, or every connection "
-                    "carries 200 items): local clients get no data for it", item)
-
-    def remove(self, item: str) -> None:
-        """No local client has wanted ``item`` for a while: stop recording it, unless it is one of ``--items``."""
-        if item in self.own:
-            return
-        for rec in self.recorders:
-            if rec.remove_items([item], by=BY_CLIENT):
-                log.info("relay: removing %s upstream: no local client wants it", item)
-
-
-def _stock_types(rec: Recorder) -> list[str]:
-    """The types ``rec`` records that take stock codes (docs/protocol.md 3), in order."""
-    types = (t for sub in rec.subscriptions for t in sub.types)
-    return [t for t in dict.fromkeys(types) if ITEM_KIND.get(t) == "stock"]
+    async def sweeping(self) -> None:
+        """Remove upstream what no local client has wanted for ``forget_after`` seconds, until cancelled."""
+        regs = self.registrations
+        while True:
+            await asyncio.sleep(min(1.0, max(0.05, regs.forget_after / 4)))
+            regs.sweep()
 
 
 @contextlib.asynccontextmanager
@@ -103,7 +80,7 @@ async def relaying(
             hint="serve on loopback (--serve PORT) and reach it through an SSH tunnel, or leave 00/04 out of --types",
         )
     tokens = relay_desk(recorders, serve_secret)
-    relay = Relay(recorders)
+    relay = Relay(recorders, forget_after=server_options.get("forget_after", 60.0))
     server = Server(relay.source, host=host, port=port, tokens=tokens, **server_options)
     try:
         await server.start()
@@ -114,7 +91,11 @@ async def relaying(
         with_ = "record's app key and secret" + (" or --serve-secret-env's secret" if serve_secret else "")
         click.echo(f"relay: local clients connect to {server.url} (token: POST {server.rest_url}/oauth2/token "
                    f"with {with_})", err=True)
-        yield server
+        sweeping = asyncio.create_task(relay.sweeping())
+        try:
+            yield server
+        finally:
+            sweeping.cancel()
     finally:
         await server.stop()
 

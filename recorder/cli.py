@@ -77,7 +77,8 @@ are built, before they connect), e.g. the live relay of ``record --serve`` (:mod
               help="Real-time types: 0B (trades), 0D (book), 0E (after-hours) get tables; every other type "
               f"({', '.join(t for t in TYPES if t not in ('0B', '0D', '0E'))}) is kept in frames (the rows view). "
               "Each type gets the items of its kind: stock codes from --items (ELW codes for 0m/0u), industry codes "
-              "from --industries (0J/0U), MGD and MGU (0I), the empty item once (00/04/0s/1h: 1h is every VI).")
+              "from --industries (0J/0U), MGD and MGU (0I), the empty item once (00/04/0s/1h: 1h is every VI). 00 "
+              "(주문체결) and 04 (잔고) are your account's private data: stored only when named here.")
 @click.option("--industries", type=click.STRING, default=None,
               help="Industry codes for 0J/0U, comma-separated: 001 (KOSPI), 101 (KOSDAQ).")
 @click.option("--out", default="data", show_default=True,

@@ -28,7 +28,8 @@ from kiwoom_tape.recorder.backoff import KICKED, Disconnect, Ended, ReconnectPol
 from kiwoom_tape.recorder.connection import Connection
 from kiwoom_tape.recorder.store import Store
 from kiwoom_tape.schemas.errors import KiwoomTapeError, LoginError, SessionTakenOver, TokenEndpointUnreachable
-from kiwoom_tape.schemas.protocol import ClientSession, Subscription
+from kiwoom_tape.schemas.items import ACCOUNT_TYPES
+from kiwoom_tape.schemas.protocol import ClientSession, RegistrationDone, Subscription
 from kiwoom_tape.schemas.redact import RedactTokens
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidURI, WebSocketException
@@ -97,13 +98,16 @@ class Recorder:
         on_real: Callable[[bytes], None] | None = None,
     ) -> None:
         self.url = url
-        self.on_real = on_real
-        """Called with every REAL frame's exact bytes once the store has it (:class:`Connection`'s ``on_real``)."""
+        self._on_real = on_real
+        self._on_ack: Callable[[RegistrationDone], None] | None = None
         self.items = list(items)
         self.types = list(types)
         self.subscriptions = tuple(
             sub for sub in (Subscription(tuple(items), tuple(types)), *also) if sub.items and sub.types
         )
+        self.unstored = ACCOUNT_TYPES - {t for sub in self.subscriptions for t in sub.types}
+        """The account types (00, 04: the user's orders and balance) not asked for at the start: their frames are
+        passed to ``on_real`` but not stored, also once :meth:`add_entries` registers them (for a local client)."""
         self.store = store
         self.tokens = tokens
         self.policy = dataclasses.replace(policy or ReconnectPolicy(), can_renew=tokens.renewable)
@@ -121,6 +125,29 @@ class Recorder:
         for sub in self.subscriptions:
             check.subscribe(sub.items, sub.types)
 
+    @property
+    def on_real(self) -> Callable[[bytes], None] | None:
+        """Called with every REAL frame's exact bytes once the store has it (:class:`Connection`'s ``on_real``);
+        set it any time, the live connection too takes it."""
+        return self._on_real
+
+    @on_real.setter
+    def on_real(self, tap: Callable[[bytes], None] | None) -> None:
+        self._on_real = tap
+        if self._conn is not None:
+            self._conn.on_real = tap
+
+    @property
+    def on_ack(self) -> Callable[[RegistrationDone], None] | None:
+        """Called with every REG/REMOVE reply (:class:`Connection`'s ``on_ack``); set it any time, as ``on_real``."""
+        return self._on_ack
+
+    @on_ack.setter
+    def on_ack(self, call: Callable[[RegistrationDone], None] | None) -> None:
+        self._on_ack = call
+        if self._conn is not None:
+            self._conn.on_ack = call
+
     def add_items(self, items: Sequence[str], types: Sequence[str], *, by: str = "") -> list[str]:
         """Record ``items`` x ``types`` too: REG them on the live connection (paced by its
         :class:`ClientSession`) and on every reconnect. Returns the items that were new (those already
@@ -129,37 +156,61 @@ class Recorder:
         Raises :class:`kiwoom_tape.schemas.errors.TooManyItems` when the connection would carry more than
         200 items (docs/protocol.md 4.1), changing nothing.
         """
-        have = {(i, t) for sub in self.subscriptions for i in sub.items for t in sub.types}
-        new = [i for i in dict.fromkeys(items) if any((i, t) not in have for t in types)]
-        if not new or not types:
-            return []
-        entry = Subscription(tuple(new), tuple(types))
-        check = ClientSession(token="")
-        for sub in (*self.subscriptions, entry):
-            check.subscribe(sub.items, sub.types)  # TooManyItems before anything changes
-        self.subscriptions = (*self.subscriptions, entry)
-        if self._conn is not None:
-            self._conn.subscribe(entry.items, entry.types)
-        self._event("items_added", {"items": new, "types": list(types), "by": by})
-        return new
+        added = self.add_entries([Subscription(tuple(items), tuple(types))], by=by)
+        return list(added[0].items) if added else []
 
-    def remove_items(self, items: Sequence[str], *, by: str = "") -> list[str]:
-        """Stop recording ``items`` (with every type): REMOVE them on the live connection, and leave them out of
-        the REGs of later reconnects. Returns the items that were recorded; an ``items_removed`` event says which."""
-        gone = {i for i in items if i}
+    def add_entries(self, entries: Sequence[Subscription], *, by: str = "") -> list[Subscription]:
+        """:meth:`add_items` for several sets of types at once (one ``data`` entry each, docs/protocol.md 1.3):
+        all of them or, past the 200-item cap (:class:`kiwoom_tape.schemas.errors.TooManyItems`), none. Returns
+        the entries as added (their items that were new); one ``items_added`` event each."""
+        have = {(i, t) for sub in self.subscriptions for i in sub.items for t in sub.types}
+        fresh: list[Subscription] = []
+        for sub in entries:
+            new = tuple(i for i in dict.fromkeys(sub.items) if any((i, t) not in have for t in sub.types))
+            if new and sub.types:
+                fresh.append(Subscription(new, tuple(sub.types)))
+        if not fresh:
+            return []
+        check = ClientSession(token="")
+        for sub in (*self.subscriptions, *fresh):
+            check.subscribe(sub.items, sub.types)  # TooManyItems before anything changes
+        self.subscriptions = (*self.subscriptions, *fresh)
+        for entry in fresh:
+            if self._conn is not None:
+                self._conn.subscribe(entry.items, entry.types)
+            self._event("items_added", {"items": list(entry.items), "types": list(entry.types), "by": by})
+        return fresh
+
+    def remove_items(
+        self, items: Sequence[str], *, by: str = "", types: Sequence[str] | None = None, **why: Any
+    ) -> list[str]:
+        """Stop recording ``items`` (with every type, or only with ``types``): REMOVE them on the live connection,
+        and leave them out of the REGs of later reconnects. Returns the items that were recorded (with one of
+        ``types``); an ``items_removed`` event says which (and ``types``, when given, and ``why``)."""
+        gone = {i for i in items if i} if types is None else set(items)
         kept: list[Subscription] = []
         removed: dict[str, None] = {}
         for sub in self.subscriptions:
             out = [i for i in sub.items if i in gone]
-            if out and self._conn is not None:
-                self._conn.unsubscribe(out, sub.types)
+            out_types = sub.types if types is None else tuple(t for t in sub.types if t in types)
+            if not out or not out_types:
+                kept.append(sub)
+                continue
+            if self._conn is not None:
+                self._conn.unsubscribe(out, out_types)
             removed.update(dict.fromkeys(out))
             rest = tuple(i for i in sub.items if i not in gone)
             if rest:
                 kept.append(Subscription(rest, sub.types))
+            other_types = tuple(t for t in sub.types if t not in out_types)
+            if other_types:
+                kept.append(Subscription(tuple(out), other_types))
         if removed:
             self.subscriptions = tuple(kept)
-            self._event("items_removed", {"items": list(removed), "by": by})
+            detail: dict[str, Any] = {"items": list(removed), "by": by}
+            if types is not None:
+                detail["types"] = list(types)
+            self._event("items_removed", {**detail, **why})
         return list(removed)
 
     def _event(self, kind: str, detail: dict[str, Any], return_code: int | None = None) -> None:
@@ -256,7 +307,8 @@ class Recorder:
         conn = Connection(
             ws, ClientSession(token=token), self.store, self.stats, subscriptions=self.subscriptions,
             silence_timeout=self.silence_timeout, clock_ns=self.clock_ns, monotonic=self.monotonic,
-            event=self._event, on_login=self._close_gap, on_real=self.on_real,
+            event=self._event, on_login=self._close_gap, on_real=self.on_real, on_ack=self.on_ack,
+            unstored=self.unstored,
         )
         self.stats.connected = True
         self._conn = conn

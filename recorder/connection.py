@@ -29,6 +29,7 @@ from kiwoom_tape.schemas.protocol import (
     SystemNotice,
     UnexpectedMessage,
 )
+from kiwoom_tape.schemas.realframe import real_heads
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -64,11 +65,19 @@ class Connection:
         event: Callable[[str, dict[str, Any], int | None], None],
         on_login: Callable[[], None],
         on_real: Callable[[bytes], None] | None = None,
+        on_ack: Callable[[RegistrationDone], None] | None = None,
+        unstored: frozenset[str] = frozenset(),
     ) -> None:
         """``on_real(data)``, if given, is called with every REAL frame's exact bytes once the store has it
-        (the tap of ``record --serve``): after :meth:`Store.add_received`, never before."""
+        (the tap of ``record --serve``): after :meth:`Store.add_received`, never before. A REAL frame whose rows
+        are all of ``unstored`` types (account types no one asked to record) is not stored: it only goes to
+        ``on_real``. ``on_ack`` is called with every REG/REMOVE reply, after its ``reg_ack`` event."""
         self.ws, self.session, self.store, self.stats = ws, session, store, stats
         self.on_real = on_real
+        self.on_ack = on_ack
+        self.unstored = unstored
+        self._unstored_marks = tuple(f'"{t}"'.encode() for t in sorted(unstored))
+        """A frame without one of these quoted type codes has no row of an unstored type (whatever its spacing)."""
         self.subscriptions = subscriptions
         self.items = list(dict.fromkeys(i for sub in subscriptions for i in sub.items))
         self.types = list(dict.fromkeys(t for sub in subscriptions for t in sub.types))
@@ -115,7 +124,7 @@ class Connection:
         recv = self.ws.recv
         add_received = self.store.add_received
         clock_ns, monotonic, stats, session = self.clock_ns, self.monotonic, self.stats, self.session
-        tap = self.on_real
+        marks = self._unstored_marks  # a frame without them is stored after two substring scans at most
         try:
             while True:
                 try:
@@ -127,7 +136,9 @@ class Connection:
                 recv_ns = clock_ns()
                 now = monotonic()
                 if data[-14:] == _REAL_TAIL or data[:14] == _REAL_HEAD:
-                    add_received(recv_ns, data)  # journaled now, read with the next batch
+                    if not (marks and any(m in data for m in marks) and self._not_stored(data)):
+                        add_received(recv_ns, data)  # journaled now, read with the next batch
+                    tap = self.on_real  # may be set while the connection runs (record --serve)
                     if tap is not None:
                         tap(data)
                     stats.last_frame_mono = self._last_frame = now
@@ -184,6 +195,12 @@ class Connection:
         finally:
             stop_wait.cancel()
 
+    def _not_stored(self, data: bytes) -> bool:
+        """Whether every row of the REAL frame ``data`` is of an :attr:`unstored` type (a frame that mixes
+        them with other types is stored whole)."""
+        heads = real_heads(data)
+        return not isinstance(heads, str) and bool(heads.data) and all(h.type in self.unstored for h in heads.data)
+
     def subscribe(self, items: Sequence[str], types: Sequence[str]) -> None:
         """REG ``items`` x ``types`` on this connection too, paced by its session (docs/protocol.md 1.3, 4.1).
         Raises :class:`kiwoom_tape.schemas.errors.TooManyItems` past the session's cap, registering nothing."""
@@ -208,8 +225,9 @@ class Connection:
         stored = False
         for ev in events:
             if isinstance(ev, RealData):
-                self.store.add_frame(recv_ns, "in", text, rows=ev.rows, trnm="REAL")
                 stored = True
+                if not (ev.rows and all(r.type in self.unstored for r in ev.rows)):
+                    self.store.add_frame(recv_ns, "in", text, rows=ev.rows, trnm="REAL")
                 if self.on_real is not None:
                     self.on_real(text.encode("utf-8") if isinstance(text, str) else text)
             elif isinstance(ev, UnexpectedMessage):
@@ -238,6 +256,8 @@ class Connection:
             if len(ev.entries) > 1:  # which items got which types
                 detail["entries"] = [{"item": list(e.items), "type": list(e.types)} for e in ev.entries]
             self._event("reg_ack", detail, ev.return_code)
+            if self.on_ack is not None:
+                self.on_ack(ev)
             if ev.return_code != 0:
                 fails = self.stats.reg_failures
                 fails[str(ev.return_code)] = fails.get(str(ev.return_code), 0) + 1

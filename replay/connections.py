@@ -25,11 +25,21 @@ from kiwoom_tape.replay.routing import Router
 from kiwoom_tape.replay.tracker import ItemTracker
 from kiwoom_tape.schemas.errors import ProtocolError
 from kiwoom_tape.schemas.items import covers_every_item, item_problem
-from kiwoom_tape.schemas.protocol import WS_PATH, Login, ServerConfig, ServerSession, ServerState, decode_client_message
+from kiwoom_tape.schemas.protocol import (
+    WS_PATH,
+    Login,
+    Reg,
+    ServerConfig,
+    ServerSession,
+    ServerState,
+    ack,
+    decode_client_message,
+)
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 if TYPE_CHECKING:
+    from kiwoom_tape.replay.contracts import Registrar
     from kiwoom_tape.replay.faults import FaultRunner
     from kiwoom_tape.replay.rest import TokenDesk
 
@@ -73,6 +83,8 @@ class Connections(Router):
         self._config = config
         self._by_app_key: dict[str, Client] = {}
         """App key digest -> the connection logged in with a token issued to it (one per key)."""
+        self.registrar: Registrar | None = None
+        """The source, when it takes part in registrations (:class:`kiwoom_tape.replay.contracts.Registrar`)."""
         self.served: frozenset[str] | None = None
         """The REAL types the source serves (its ``types`` hook, :class:`kiwoom_tape.replay.contracts.ServesTypes`);
         None: unknown, every type is taken as served."""
@@ -187,6 +199,11 @@ class Connections(Router):
                         await client.conn.wait_closed()
                         return
                     continue
+                if self.registrar is not None and session.state is ServerState.OPEN:
+                    refusal = await self._admit(client, message)
+                    if refusal is not None:  # the source refused the REG: answered as Kiwoom does, nothing applied
+                        client.push(ack("REG", *refusal))
+                        continue
                 before = session.registered
                 session.receive(message, self.clock())
                 if not was_open and session.state is ServerState.OPEN:
@@ -216,6 +233,8 @@ class Connections(Router):
             log.warning("%r registered %d pair(s) that get no data, e.g. %s", client, len(problems), problems[0])
         client.wanted = frozenset(p for p in registered if item_problem(p[1], p[0]) is None)
         client.every_item = frozenset(t for i, t in client.wanted if covers_every_item(t, i))
+        if self.registrar is not None:
+            self.registrar.registered(client, client.wanted)
         if self.served is not None and new:
             self._warn_unserved(client, [p for p in new if p in client.wanted], self.served)
         items = {i for i, _ in client.wanted if i}
@@ -226,6 +245,23 @@ class Connections(Router):
             if not self.items.want(item, now):
                 items.discard(item)
         client.held = items
+
+    async def _admit(self, client: Client, message: str | bytes) -> tuple[int, str] | None:
+        """What :attr:`registrar` says of ``message`` if it is a REG that adds pairs ``client`` can get rows of."""
+        assert self.registrar is not None
+        try:
+            msg = decode_client_message(message)
+        except ProtocolError:
+            return None
+        if not isinstance(msg, Reg):
+            return None
+        have = client.session.registered
+        known = self._config.known_types
+        pairs = frozenset(
+            (i, t) for sub in msg.data for t in sub.types if t in known for i in sub.items
+            if (i, t) not in have and item_problem(t, i) is None
+        )
+        return await self.registrar.admit(client, pairs) if pairs else None
 
     def _warn_unserved(self, client: Client, new: list[tuple[str, str]], served: frozenset[str]) -> None:
         """One warning per (connection, type) for the ``new`` pairs whose type ``served`` lacks, naming the items."""

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from kiwoom_tape.replay.outbox import Client
 
-__all__ = ["Dispatch", "EncodedFrame", "FaultHost", "Frame", "Row", "ServerStats", "ServesTypes", "Source"]
+__all__ = [
+    "Dispatch", "EncodedFrame", "FaultHost", "Frame", "Registrar", "Row", "ServerStats", "ServesTypes", "Source",
+]
 
 
 class Row(Protocol):
@@ -99,6 +101,22 @@ class ServesTypes(Protocol):
 
     def types(self) -> frozenset[str] | None:
         """The REAL types it can produce rows of; None: it cannot tell."""
+        ...
+
+
+@runtime_checkable
+class Registrar(Protocol):
+    """A :class:`Source` that takes part in its clients' registrations (the relay of ``record --serve``: it
+    registers upstream what its clients ask for). The server calls :meth:`admit` before a client's REG is applied
+    and :meth:`registered` whenever a client's registrations change (and with none when it leaves)."""
+
+    async def admit(self, client: Client, pairs: frozenset[tuple[str, str]]) -> tuple[int, str] | None:
+        """``client`` sent a REG that adds ``pairs`` (item, type) to what it has: None to apply it (and answer
+        return_code 0), or the (return_code, return_msg) to answer instead, registering nothing."""
+        ...
+
+    def registered(self, client: Client, pairs: frozenset[tuple[str, str]]) -> None:
+        """``client`` now has ``pairs`` registered (the pairs it gets rows of; empty once it is gone)."""
         ...
 
 

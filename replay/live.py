@@ -5,20 +5,27 @@ its own (the relay of ``record --serve``): :meth:`LiveSource.push` queues a REAL
 :meth:`LiveSource.run` hands what is queued to the server's ``dispatch.frames`` as
 :class:`kiwoom_tape.replay.recorded_frame.RecordedFrame` (byte-exact to a client that registered every row,
 rebuilt from the rows' own texts otherwise, docs/protocol.md 1.7). The item hooks of the server
-(``add_item``/``remove_item``) go to the optional ``on_add``/``on_remove`` callbacks, so that whoever feeds the
-source can register the item upstream, or drop it.
+(``add_item``/``remove_item``) go to the optional ``on_add``/``on_remove`` callbacks, and its registration hooks
+(:class:`kiwoom_tape.replay.contracts.Registrar`: ``admit``, ``registered``) to ``on_admit``/``on_registered``, so
+that whoever feeds the source can register upstream what local clients ask for, pass back a refusal, or drop it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from kiwoom_tape.replay.contracts import Dispatch
 from kiwoom_tape.replay.recorded_frame import one_by_one, take
 
+if TYPE_CHECKING:
+    from kiwoom_tape.replay.outbox import Client
+
 __all__ = ["LiveSource"]
+
+Pairs = frozenset[tuple[str, str]]
 
 log = logging.getLogger("kiwoom_tape.replay")
 
@@ -29,6 +36,8 @@ class LiveSource:
     ``push`` may be called before ``run`` starts: the frames wait. A pushed frame that is not REAL rows is
     skipped and counted (:attr:`skipped`). ``on_add(item)``: a local client registered ``item`` and no client
     had it; ``on_remove(item)``: no client has had it for the server's ``forget_after`` seconds.
+    ``on_admit(client, pairs)``: ``client``'s REG adds ``pairs``, None applies it, (return_code, return_msg)
+    refuses it; ``on_registered(client, pairs)``: what ``client`` has registered now (none once gone).
     """
 
     def __init__(
@@ -36,6 +45,8 @@ class LiveSource:
         *,
         on_add: Callable[[str], None] | None = None,
         on_remove: Callable[[str], None] | None = None,
+        on_admit: Callable[[Client, Pairs], Awaitable[tuple[int, str] | None]] | None = None,
+        on_registered: Callable[[Client, Pairs], None] | None = None,
         max_pending: int = 100_000,
     ) -> None:
         if max_pending < 2:
@@ -47,6 +58,8 @@ class LiveSource:
         self.dropped = 0
         """Frames pushed and never served, dropped past :attr:`max_pending`."""
         self.on_remove = on_remove
+        self.on_admit = on_admit
+        self.on_registered = on_registered
         self.pushed = 0
         """Frames pushed so far."""
         self.skipped = 0
@@ -75,6 +88,13 @@ class LiveSource:
     def remove_item(self, item: str) -> None:
         if self.on_remove is not None:
             self.on_remove(item)
+
+    async def admit(self, client: Client, pairs: Pairs) -> tuple[int, str] | None:
+        return None if self.on_admit is None else await self.on_admit(client, pairs)
+
+    def registered(self, client: Client, pairs: Pairs) -> None:
+        if self.on_registered is not None:
+            self.on_registered(client, pairs)
 
     async def run(self, dispatch: Dispatch) -> None:
         """Serve what is pushed until cancelled: every frame queued since the last round in one ``dispatch.frames``."""

@@ -53,7 +53,16 @@ from typing import Any
 import msgspec
 from kiwoom_tape.replay import control, rest
 from kiwoom_tape.replay.connections import Connections
-from kiwoom_tape.replay.contracts import Dispatch, EncodedFrame, Frame, Row, ServerStats, ServesTypes, Source
+from kiwoom_tape.replay.contracts import (
+    Dispatch,
+    EncodedFrame,
+    Frame,
+    Registrar,
+    Row,
+    ServerStats,
+    ServesTypes,
+    Source,
+)
 from kiwoom_tape.replay.faults import Fault, FaultRunner, FaultScript, script_of
 from kiwoom_tape.replay.outbox import BatchConnection
 from kiwoom_tape.replay.routing import Dispatcher
@@ -142,6 +151,7 @@ class Server(Connections):
             max_total_backlog_bytes=max_total_backlog_bytes, backpressure_frames=backpressure_frames,
         )
         self.source = source
+        self.registrar = source if isinstance(source, Registrar) else None
         self.host = host
         self.port = port
         self.max_message = max_message

@@ -177,9 +177,17 @@ class ClientSession:
             self._enqueue("REG", [i for i in dict.fromkeys(i for i, _ in fresh)], list(types), now)
 
     def unsubscribe(self, items: Sequence[str], types: Sequence[str], now: float = 0.0) -> None:
+        """Drop items x types from the wanted set, and from the REGs queued and not sent yet (a refused REG
+        waiting for its retry included); REMOVE them once logged in."""
         for i in items:
             for t in types:
                 self.subscribed.pop((i, t), None)
+        for pending in list(self._queue):
+            if pending.trnm == "REG":
+                pending.entries = tuple(
+                    e for e in (_without(e, items, types) for e in pending.entries) if e.items and e.types)
+                if not pending.entries:
+                    self._queue.remove(pending)
         if self.state is ClientState.OPEN:
             self._enqueue("REMOVE", list(items), list(types), now)
 
@@ -307,3 +315,11 @@ class ClientSession:
         self.state = ClientState.CLOSED
         self._in_flight = None
         self._queue.clear()
+
+
+def _without(entry: Subscription, items: Sequence[str], types: Sequence[str]) -> Subscription:
+    """``entry`` less the pairs ``items`` x ``types``: its items that keep a type; an entry that lost some of its
+    types for some items only keeps them all (it is one cartesian product: a REMOVE follows for those pairs)."""
+    if not set(entry.types) - set(types):
+        return Subscription(tuple(i for i in entry.items if i not in items), entry.types)
+    return entry

@@ -99,6 +99,11 @@ def login_failed(auth_code: int = 8005, message: str = "Token이 유효하지 �
     )
 
 
+def item_cap_msg(limit: int = MAX_ITEMS_PER_CONNECTION) -> str:
+    """The ``return_msg`` of a REG refused with :data:`RC_ITEM_CAP` (docs/protocol.md 1.4)."""
+    return f"등록 허용 개수({limit}) 초과"
+
+
 def ack(trnm: str, return_code: int = RC_OK, return_msg: str = "") -> str:
     return encode({"trnm": trnm, "return_code": return_code, "return_msg": return_msg})
 

@@ -21,6 +21,7 @@ from kiwoom_tape.schemas.envelopes import (
     SYSTEM_NO_HEARTBEAT,
     SYSTEM_NO_LOGIN,
     ack,
+    item_cap_msg,
     login_failed,
     login_ok,
     system,
@@ -215,7 +216,7 @@ class ServerSession:
         others = {p for g, s in self.groups.items() if g != msg.grp_no for p in s}
         items = {i for i, _ in group | others if i}
         if len(items) > self.config.max_items:
-            self._outbox.append(ack("REG", RC_ITEM_CAP, f"등록 허용 개수({self.config.max_items}) 초과"))
+            self._outbox.append(ack("REG", RC_ITEM_CAP, item_cap_msg(self.config.max_items)))
             return
         self.groups[msg.grp_no] = group
         self._recompute()

@@ -107,8 +107,11 @@ EVENT_KINDS: Final = (
     "items_added",
     "items_removed",
 )
-"""The values of ``events.kind``. ``items_added``/``items_removed``: items registered or removed while recording
-(``record --serve``: for a local client), ``detail.by`` says for whom."""
+"""The values of ``events.kind``. ``items_added``/``items_removed``: items registered or removed while recording,
+``detail.items`` x ``detail.types`` (``items_removed`` without ``types``: every type of the items). ``detail.by``
+says for whom: with ``record --serve``, the local client that asked (``relay client #3 127.0.0.1:54321``: its
+connection number on the relay and its address), for a removal the one that gave the pairs up last;
+``detail.refused`` (a return_code) on an ``items_removed`` marks pairs upstream refused."""
 
 TABLE_OF_TYPE: Final = {"0D": "orderbook", "0E": "afterhours", "0B": "trades"}
 """Real-time type code -> the table its rows are normalized into."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from _cli import URL, cli_argv
@@ -216,7 +218,8 @@ def test_record_serve_relays_upstream_frames_and_a_local_reg_reaches_upstream(tm
         items = {r["item"] for r in read_table(out, "orderbook")}
         assert {"005930", "000660"} <= items
         events = [json.loads(e["detail"]) for e in read_table(out, "events") if e["kind"] == "items_added"]
-        assert events and events[0]["items"] == ["000660"] and events[0]["by"] == "relay client"
+        assert events and events[0]["items"] == ["000660"]
+        assert re.fullmatch(r"relay client #\d+ 127\.0\.0\.1:\d+", events[0]["by"])  # who asked
 
     run(main(), timeout=90)
 
@@ -249,35 +252,79 @@ def test_the_sample_client_patch_applies() -> None:
     assert any(seed_type(d) == "0D" and "'item': ['005930']" in d for d in docs)
 
 
-def test_relay_registers_only_what_upstream_can_take_and_keeps_the_items_of_record(tmp_path: Path) -> None:
-    """A local client's stock item is added with the recorded stock types, on the first recorder with room;
-    an item no recorded type takes is not; the items of ``--items`` are never removed, the others are."""
-    from kiwoom_tape.relay import BY_CLIENT, Relay
+class FakeClient:
+    """What :class:`kiwoom_tape.relay_regs.Registrations` reads of a local client: its number, address, repr."""
+
+    def __init__(self, number: int, host: str = "127.0.0.1", port: int = 5000) -> None:
+        self.number = number
+        self.conn = SimpleNamespace(remote_address=(host, port))
+        self.peer = f"{host}:{port}"
+
+    def __repr__(self) -> str:
+        return f"client #{self.number} {self.peer}"
+
+
+def test_registrations_add_new_items_and_types_where_there_is_room_and_keep_the_pairs_of_record(
+    tmp_path: Path,
+) -> None:
+    """A local client's new pairs (a new item, a new type of a recorded item, the empty item of 00) are added on
+    the connection with room for them; past 200 items on every connection the REG is refused with Kiwoom's 105115;
+    00/04 are refused to a client not on loopback; pairs no client has are removed after ``forget_after``, the
+    pairs of record never; events name the client."""
+    from kiwoom_tape.schemas.protocol import RC_ERROR, RC_ITEM_CAP
+
+    from kiwoom_tape.relay_regs import PRIVATE_REFUSED, Registrations
 
     full = loopback_recorder("ws://127.0.0.1:9/api/dostk/websocket", tmp_path / "a",
                              [f"{n:06d}" for n in range(200)], ["0D"], run_id="full")
     rec = loopback_recorder("ws://127.0.0.1:9/api/dostk/websocket", tmp_path / "b", ["005930"], ["0B", "0D", "1h"],
                             run_id="room")
-    try:
-        relay = Relay([full, rec])
-        assert full.on_real == relay.source.push and rec.on_real == relay.source.push
-        relay.add("000660")  # full has 200 items: the second recorder takes it, with its stock types
-        relay.add("005930")  # recorded already: nothing
-        relay.add("")  # the empty item of 1h/00/04: no stock type takes it
+    one, two, far = FakeClient(1), FakeClient(2, port=5001), FakeClient(3, "192.0.2.7")
+    now = [0.0]
+
+    async def main() -> None:
+        regs = Registrations([full, rec], forget_after=10, clock=lambda: now[0])
+        asked = frozenset({("000660", "0D"), ("000660", "0E"), ("000001", "0D"), ("005930", "0D")})
+        assert await regs.admit(one, asked) is None  # type: ignore[arg-type]  # a fake client
+        assert await regs.admit(two, frozenset({("", "00")})) is None  # type: ignore[arg-type]
+        assert await regs.admit(far, frozenset({("", "04")})) == (RC_ERROR, PRIVATE_REFUSED)  # type: ignore[arg-type]
         pairs = {(i, t) for sub in rec.subscriptions for i in sub.items for t in sub.types}
-        assert {("000660", "0B"), ("000660", "0D")} <= pairs and ("000660", "1h") not in pairs
+        assert {("000660", "0D"), ("000660", "0E"), ("", "00")} <= pairs and ("000660", "0B") not in pairs
+        assert ("000001", "0D") not in pairs  # full records it already
         assert len({i for sub in full.subscriptions for i in sub.items}) == 200
-        relay.remove("005930")  # one of --items: kept
-        relay.remove("000660")
-        items = {i for sub in rec.subscriptions for i in sub.items}
-        assert "005930" in items and "000660" not in items
+        alone = Registrations([full])
+        assert await alone.admit(one, frozenset({("000660", "0D")})) == (  # type: ignore[arg-type]
+            RC_ITEM_CAP, "등록 허용 개수(200) 초과")
+        regs.registered(one, asked)  # type: ignore[arg-type]
+        regs.registered(two, frozenset({("", "00"), ("000660", "0D")}))  # type: ignore[arg-type]
+        now[0] = 20.0
+        assert regs.sweep() == 0  # every added pair is wanted
+        regs.registered(one, frozenset())  # type: ignore[arg-type]  # gone: 000660 0E is nobody's, 0D is two's
+        now[0] = 25.0
+        assert regs.sweep() == 0  # not for forget_after yet
+        now[0] = 30.0
+        assert regs.sweep() == 1
+        regs.registered(two, frozenset())  # type: ignore[arg-type]
+        now[0] = 40.0
+        assert regs.sweep() == 2
+        assert {(i, t) for sub in rec.subscriptions for i in sub.items for t in sub.types} == {
+            ("005930", "0B"), ("005930", "0D"), ("005930", "1h")}  # the pairs of record, and only them
+
+    try:
+        run(main(), timeout=20)
         rec.store.tick()
     finally:
         full.store.close()
         rec.store.close()
     events = [(e["kind"], json.loads(e["detail"])) for e in read_table(tmp_path / "b", "events")]
-    assert events == [("items_added", {"items": ["000660"], "types": ["0B", "0D"], "by": BY_CLIENT}),
-                      ("items_removed", {"items": ["000660"], "by": BY_CLIENT})]
+    by1, by2 = "relay client #1 127.0.0.1:5000", "relay client #2 127.0.0.1:5001"
+    assert events == [
+        ("items_added", {"items": ["000660"], "types": ["0D", "0E"], "by": by1}),
+        ("items_added", {"items": [""], "types": ["00"], "by": by2}),
+        ("items_removed", {"items": ["000660"], "types": ["0E"], "by": by1}),
+        ("items_removed", {"items": [""], "types": ["00"], "by": by2}),  # one event per data entry
+        ("items_removed", {"items": ["000660"], "types": ["0D"], "by": by2}),
+    ]
 
 
 def test_record_serve_on_a_port_in_use_says_so_and_leaves_no_journal(tmp_path: Path) -> None:
