@@ -32,7 +32,7 @@ from kiwoom_tape.schemas.layout import JOURNAL_DIR
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from kiwoom_tape.relay import BY_CLIENT, relaying
+from kiwoom_tape.relay import relaying
 from kiwoom_tape.testing import loopback_recorder, read_table, run_recorder
 from kiwoom_tape.verify import verify
 
@@ -129,8 +129,11 @@ def test_a_local_client_killed_mid_stream_costs_the_recording_and_upstream_nothi
     frames = [r for r in read_table(out, "frames") if r["direction"] == "in" and r["trnm"] == "REAL"]
     assert [r["text"] for r in sorted(frames, key=lambda r: r["seq"])] == sent  # nothing upstream sent is lost
     events = [(e["kind"], json.loads(e["detail"])) for e in read_table(out, "events")]
-    assert ("items_added", {"items": ["000660"], "types": ["0D"], "by": BY_CLIENT}) in events
-    assert ("items_removed", {"items": ["000660"], "by": BY_CLIENT}) in events
+    added = [d for k, d in events if k == "items_added" and d["items"] == ["000660"]]
+    assert len(added) == 1 and added[0]["types"] == ["0D"], events
+    assert added[0]["by"].startswith("relay client #1 127.0.0.1:"), added  # the killed client asked for it
+    removed = [d for k, d in events if k == "items_removed" and d["items"] == ["000660"]]
+    assert len(removed) == 1 and removed[0]["by"] == added[0]["by"], events
     assert verify(out).ok()
 
 
