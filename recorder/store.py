@@ -65,6 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from kiwoom_tape.recorder import parquet_parts
 from kiwoom_tape.recorder.derive import _kst_day
 from kiwoom_tape.recorder.intake import Intake
 from kiwoom_tape.recorder.journal import JournalWriter
@@ -74,6 +75,7 @@ from kiwoom_tape.recorder.parquet_parts import (
     ROW_GROUP_ORDER,
     _Builders,
     _Part,
+    _WriterThread,
     parquet_options,
 )
 from kiwoom_tape.schemas import layout
@@ -124,6 +126,9 @@ class Store(Intake):
     ``roll_bytes``: Parquet bytes of a segment (all tables) that start a new segment, checked per flush.
     ``roll_seconds``: age of a segment that starts a new one, checked at :meth:`tick`.
     ``defer_frames``: in-frames :meth:`add_received` holds (journaled) before it reads them as a batch.
+    ``write_thread``: sort, encode, compress and write each row group in a writer thread while the caller
+    goes on (default :data:`kiwoom_tape.recorder.parquet_parts.WRITE_THREAD`); a roll and :meth:`close` wait for
+    it, and a write it could not make raises its StorageError at the next flush, tick, roll or close.
     ``clock_ns`` (wall clock, ns) dates the journal headers; ``monotonic`` times every interval. Receive
     times are the caller's: ``add_frame``/``add_event`` take them, so tests can cross a KST midnight.
 
@@ -144,9 +149,12 @@ class Store(Intake):
         clock_ns: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
         defer_frames: int = 64,
+        write_thread: bool | None = None,
         _recovering: int | None = None,
     ) -> None:
         self.root = Path(root)
+        use_thread = parquet_parts.WRITE_THREAD if write_thread is None else write_thread
+        self._writer_thread = _WriterThread() if use_thread else None
         self.defer_frames = max(1, defer_frames)
         self._deferred: list[tuple[int, int, bytes]] = []  # (recv_ns, seq, bytes) journaled, not yet read
         self.run_id = run_id
@@ -215,6 +223,13 @@ class Store(Intake):
             self._closed = True
             return
         self._closed = True
+        try:
+            self._close()
+        finally:
+            if self._writer_thread is not None:
+                self._writer_thread.close()
+
+    def _close(self) -> None:
         if self._failed is None:
             try:
                 self._finish_segment()
@@ -297,7 +312,8 @@ class Store(Intake):
         if (
             self._live
             and self._seg_records
-            and (now - self._seg_opened >= self.roll_seconds or self._segment_bytes() >= self.roll_bytes)
+            and (now - self._seg_opened >= self.roll_seconds
+                 or self._segment_bytes(self.roll_bytes) >= self.roll_bytes)
         ):
             self._roll()
 
@@ -318,7 +334,7 @@ class Store(Intake):
 
     def _flush_and_maybe_roll(self) -> None:
         self._flush()
-        if self._live and self._segment_bytes() >= self.roll_bytes:
+        if self._live and self._segment_bytes(self.roll_bytes) >= self.roll_bytes:
             self._roll()
 
     def _start_segment(self, number: int) -> None:
