@@ -63,12 +63,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rows", type=int, default=40_000, help="0D rows of the workload")
     ap.add_argument("--seconds", type=float, default=15.0, help="each subprocess run at the max rate")
     ap.add_argument("--skip-subprocess", action="store_true")
+    ap.add_argument("--skip-inprocess", action="store_true")
+    ap.add_argument("--unpinned", action="store_true",
+                    help="run record on any core (python -m bench pins it to core 1, the sender to core 0)")
     args = ap.parse_args(argv)
     wl = make_workload(args.rows)
     res: dict[str, Any] = {"lever": "writer-thread", "workload": wl.summary(), "load_before": os.getloadavg(),
                            "machine": machine_info(), "inprocess": {"on": [], "off": []},
                            "subprocess": {"on": [], "off": []}}
-    for k in range(args.repeats):  # interleaved: off, on, off, on ...
+    res["record_pinned_to_core_1"] = not args.unpinned
+    for k in range(0 if args.skip_inprocess else args.repeats):  # interleaved: off, on, off, on ...
         for thread in (False, True):
             r = store_add_received(wl, thread)
             res["inprocess"]["on" if thread else "off"].append(r)
@@ -76,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"{r['wall_fps']:,.0f} wall", flush=True)
     if not args.skip_subprocess:
         cfg = Config.make(False)
+        if args.unpinned:
+            setattr(record_run_mod, "pin", lambda cpu: [])  # noqa: B010 - record_run imported pin by name
         with tempfile.TemporaryDirectory(prefix="kiwoom-bench-levers-") as d:
             tmp = Path(d)
             wl_path = tmp / "workload.pkl"

@@ -29,7 +29,8 @@ Hive partition (``kiwoom_tape.schemas.layout``). All tables roll together, to se
 written for the segment reach ``roll_bytes``, when the segment is ``roll_seconds`` old, or when a
 frame or event of another KST date arrives (the roll happens before it is added). Rolling:
 
-1. flush the builders into the open Parquet writers (a row group per flush);
+1. flush the builders into the open Parquet writers (a row group per flush), and wait for the writer thread
+   to have written them (row groups are sorted, encoded, compressed and written there, off the receive path);
 2. sync the journal: everything in the files about to appear is durable in the journal;
 3. per file: close the writer of ``_tmp/{table}.{date}.{name}.tmp``
 (:func:`kiwoom_tape.schemas.layout.staging_filename`:
