@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,13 +34,8 @@ __all__ = [
     "FRAMES_PAGE_BYTES",
     "PARQUET_OPTIONS",
     "ROW_GROUP_ORDER",
-    "WRITE_THREAD",
     "parquet_options",
 ]
-
-WRITE_THREAD: bool = True
-"""Whether a :class:`kiwoom_tape.recorder.store.Store` encodes and compresses its row groups in a writer thread
-(:class:`_WriterThread`) by default; the benchmarks set it to False for their A/B runs."""
 
 PARQUET_OPTIONS: Final[dict[str, Any]] = {
     "compression": "zstd",
@@ -91,15 +85,11 @@ class _Part:
     Both paths must be on one filesystem (the same dataset root), so that the rename is atomic.
     """
 
-    def __init__(self, table: str, final: Path, tmp: Path, thread: _WriterThread | None = None) -> None:
+    def __init__(self, table: str, final: Path, tmp: Path) -> None:
         self.table = table
         self.final = final
         self.tmp = tmp
         self.rows = 0
-        self._thread = thread
-        self._written = 0  # the file's size after the last row group written (by the thread, if any)
-        self._queued = 0  # upper bounds of the bytes of the row groups queued (only the receive path adds) ...
-        self._dequeued = 0  # ... and of those written since (only the writer adds): each counter has one writer
         self._sink: Any = None
         self._writer: Any = None
         try:
@@ -111,44 +101,21 @@ class _Part:
 
     @property
     def nbytes(self) -> int:
-        """Bytes written so far (complete row groups; those still queued for the writer thread not yet)."""
-        return self._written
-
-    @property
-    def nbytes_bound(self) -> int:
-        """At least :attr:`nbytes` once every queued row group is written (what a roll check may skip waiting for)."""
-        return self._written + self._queued - self._dequeued
-
-    def write(self, batch: pa.RecordBatch, order: tuple[str, ...] | None = None) -> None:
-        """Write ``batch`` (sorted by ``order`` first) as a row group, in the writer thread if the part has one.
-
-        A StorageError of the thread is raised by a later call (:meth:`_WriterThread.check`), at the
-        latest by :meth:`finalize`.
-        """
-        self.rows += batch.num_rows
-        if self._thread is None:
-            self._write(batch, order)
-            return
-        bound = batch.nbytes + _ROW_GROUP_OVERHEAD * batch.num_columns
-        self._queued += bound
-        self._thread.submit(lambda: self._write(batch, order, bound))
-
-    def _write(self, batch: pa.RecordBatch, order: tuple[str, ...] | None, queued: int = 0) -> None:
+        """Bytes written so far (complete row groups)."""
         try:
-            if order is not None:
-                batch = batch.sort_by([(c, "ascending") for c in order])
+            return int(self._sink.tell())
+        except (OSError, ValueError):
+            return 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        try:
             self._writer.write_batch(batch)
-            self._written = int(self._sink.tell())
         except OSError as exc:
             raise storage_error(exc, self.tmp, "write") from exc
-        finally:
-            self._dequeued += queued
+        self.rows += batch.num_rows
 
     def finalize(self) -> int:
-        """Wait for the writer thread, close, fsync, rename to the final name, fsync the directory; returns the
-        file's size. Raises the StorageError of a row group the thread could not write."""
-        if self._thread is not None:
-            self._thread.wait()
+        """Close, fsync, rename to the final name, fsync the directory; returns the file's size."""
         try:
             self._writer.close()
             self._writer = None
@@ -175,80 +142,9 @@ class _Part:
 
     def abandon(self) -> None:
         """Close without finalizing and delete the file in ``_tmp/`` (frees space after a full disk)."""
-        if self._thread is not None:
-            self._thread.settle()
         self._discard()
         with contextlib.suppress(OSError):
             os.unlink(self.tmp)
-
-
-_ROW_GROUP_OVERHEAD: Final = 16 * 1024
-"""Bytes per column a row group may take beyond its Arrow size (page headers, statistics, metadata): with it,
-:attr:`_Part.nbytes_bound` is an upper bound, so a roll check waits for the writer thread only near a roll."""
-
-
-class _WriterThread:
-    """One thread that writes a store's row groups (Parquet encoding and zstd release the GIL), in order.
-
-    The receive path only builds each row group's Arrow arrays and queues them; the thread sorts, encodes,
-    compresses and writes. At most ``max_pending`` writes wait (then :meth:`submit` waits for the oldest),
-    so memory stays bounded. The first write that fails stops the thread's later writes (the file is
-    abandoned anyway) and its StorageError is raised by the next :meth:`submit`, :meth:`check` or
-    :meth:`wait`, again by each of them after.
-    """
-
-    def __init__(self, max_pending: int = 8) -> None:
-        self.max_pending = max_pending
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: list[Future[None]] = []
-        self._error: BaseException | None = None
-
-    def submit(self, job: Callable[[], None]) -> None:
-        self.check()
-        while len(self._pending) >= self.max_pending:
-            self._pop(0)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="kiwoom-parquet")
-        self._pending.append(self._pool.submit(self._run, job))
-
-    def _run(self, job: Callable[[], None]) -> None:
-        if self._error is None:  # after a failure, nothing more is written: the files are abandoned
-            try:
-                job()
-            except BaseException as exc:
-                self._error = exc
-                raise
-
-    def _pop(self, i: int) -> None:
-        self._pending.pop(i).result()  # raises the job's error
-
-    def check(self) -> None:
-        """Raise the error of a write that failed, without waiting for the writes still running."""
-        if self._error is not None:
-            raise self._error
-        while self._pending and self._pending[0].done():
-            self._pop(0)
-
-    def wait(self) -> None:
-        """Wait for every queued write; raise the error of one that failed."""
-        while self._pending:
-            self._pop(0)
-        if self._error is not None:
-            raise self._error
-
-    def settle(self) -> None:
-        """Wait for every queued write, ignoring their errors (before the files are abandoned)."""
-        for f in self._pending:
-            with contextlib.suppress(BaseException):
-                f.result()
-        self._pending.clear()
-
-    def close(self) -> None:
-        """Stop the thread once its writes are done (errors stay with :meth:`wait`)."""
-        self.settle()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
 
 
 class _Builders:

@@ -18,7 +18,7 @@ from typing import Final
 
 from kiwoom_tape.recorder.derive import _resolve
 from kiwoom_tape.recorder.journal import EventRecord, FrameRecord, JournalWriter, fsync_dir, storage_error
-from kiwoom_tape.recorder.parquet_parts import ROW_GROUP_ORDER, _Builders, _Part, _WriterThread
+from kiwoom_tape.recorder.parquet_parts import ROW_GROUP_ORDER, _Builders, _Part
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.errors import StorageError
 from kiwoom_tape.schemas.normalize import ParsedRow
@@ -40,8 +40,6 @@ class SegmentRows:
     _segment: int
     _journal: JournalWriter | None
     _parts: dict[tuple[str, dt.date], _Part]
-    _writer_thread: _WriterThread | None
-    """Writes the row groups, or None: written on the caller's thread."""
     _by_date: dict[dt.date, _Builders]
     _cur: _Builders
     _lo: int
@@ -174,8 +172,7 @@ class SegmentRows:
             staging = self.root / layout.STAGING_DIR
             self._ensure_dir(staging)
             name = layout.part_filename(self.run_id, self._segment, table)
-            part = self._parts[key] = _Part(table, d / name, staging / layout.staging_filename(table, date, name),
-                                            self._writer_thread)
+            part = self._parts[key] = _Part(table, d / name, staging / layout.staging_filename(table, date, name))
         return part
 
     def _flush(self) -> None:
@@ -185,19 +182,15 @@ class SegmentRows:
         for date, builders in self._by_date.items():
             for table, builder in builders.items():
                 if len(builder):
-                    self._part(table, date).write(builder.flush(), ROW_GROUP_ORDER.get(table))
+                    batch = builder.flush()
+                    order = ROW_GROUP_ORDER.get(table)
+                    if order is not None:
+                        batch = batch.sort_by([(c, "ascending") for c in order])
+                    self._part(table, date).write(batch)
         self._pending_frames = self._pending_rows = 0
         self._last_flush = self._monotonic()
 
-    def _segment_bytes(self, roll_bytes: int) -> int:
-        """Parquet bytes of the segment's row groups, all written when that may reach ``roll_bytes``: the
-        writer thread is waited for only near a roll, and a roll happens exactly where it would without it."""
-        t = self._writer_thread
-        if t is not None:
-            if sum(p.nbytes_bound for p in self._parts.values()) < roll_bytes:
-                t.check()
-                return sum(p.nbytes for p in self._parts.values())
-            t.wait()
+    def _segment_bytes(self) -> int:
         return sum(p.nbytes for p in self._parts.values())
 
     def _finish_segment(self, *, keep_journal: bool = False) -> list[Path]:
@@ -227,8 +220,6 @@ class SegmentRows:
 
     def _abandon(self) -> None:
         """After a failure: keep the journal (close it, syncing what it can), drop our files in ``_tmp/``."""
-        if self._writer_thread is not None:
-            self._writer_thread.settle()
         for part in self._parts.values():
             part.abandon()
         self._parts.clear()

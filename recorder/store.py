@@ -29,8 +29,7 @@ Hive partition (``kiwoom_tape.schemas.layout``). All tables roll together, to se
 written for the segment reach ``roll_bytes``, when the segment is ``roll_seconds`` old, or when a
 frame or event of another KST date arrives (the roll happens before it is added). Rolling:
 
-1. flush the builders into the open Parquet writers (a row group per flush), and wait for the writer thread
-   to have written them (row groups are sorted, encoded, compressed and written there, off the receive path);
+1. flush the builders into the open Parquet writers (a row group per flush);
 2. sync the journal: everything in the files about to appear is durable in the journal;
 3. per file: close the writer of ``_tmp/{table}.{date}.{name}.tmp``
 (:func:`kiwoom_tape.schemas.layout.staging_filename`:
@@ -66,7 +65,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from kiwoom_tape.recorder import parquet_parts
 from kiwoom_tape.recorder.derive import _kst_day
 from kiwoom_tape.recorder.intake import Intake
 from kiwoom_tape.recorder.journal import JournalWriter
@@ -76,7 +74,6 @@ from kiwoom_tape.recorder.parquet_parts import (
     ROW_GROUP_ORDER,
     _Builders,
     _Part,
-    _WriterThread,
     parquet_options,
 )
 from kiwoom_tape.schemas import layout
@@ -127,9 +124,6 @@ class Store(Intake):
     ``roll_bytes``: Parquet bytes of a segment (all tables) that start a new segment, checked per flush.
     ``roll_seconds``: age of a segment that starts a new one, checked at :meth:`tick`.
     ``defer_frames``: in-frames :meth:`add_received` holds (journaled) before it reads them as a batch.
-    ``write_thread``: sort, encode, compress and write each row group in a writer thread while the caller
-    goes on (default :data:`kiwoom_tape.recorder.parquet_parts.WRITE_THREAD`); a roll and :meth:`close` wait for
-    it, and a write it could not make raises its StorageError at the next flush, tick, roll or close.
     ``clock_ns`` (wall clock, ns) dates the journal headers; ``monotonic`` times every interval. Receive
     times are the caller's: ``add_frame``/``add_event`` take them, so tests can cross a KST midnight.
 
@@ -150,12 +144,9 @@ class Store(Intake):
         clock_ns: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
         defer_frames: int = 64,
-        write_thread: bool | None = None,
         _recovering: int | None = None,
     ) -> None:
         self.root = Path(root)
-        use_thread = parquet_parts.WRITE_THREAD if write_thread is None else write_thread
-        self._writer_thread = _WriterThread() if use_thread else None
         self.defer_frames = max(1, defer_frames)
         self._deferred: list[tuple[int, int, bytes]] = []  # (recv_ns, seq, bytes) journaled, not yet read
         self.run_id = run_id
@@ -224,13 +215,6 @@ class Store(Intake):
             self._closed = True
             return
         self._closed = True
-        try:
-            self._close()
-        finally:
-            if self._writer_thread is not None:
-                self._writer_thread.close()
-
-    def _close(self) -> None:
         if self._failed is None:
             try:
                 self._finish_segment()
@@ -313,8 +297,7 @@ class Store(Intake):
         if (
             self._live
             and self._seg_records
-            and (now - self._seg_opened >= self.roll_seconds
-                 or self._segment_bytes(self.roll_bytes) >= self.roll_bytes)
+            and (now - self._seg_opened >= self.roll_seconds or self._segment_bytes() >= self.roll_bytes)
         ):
             self._roll()
 
@@ -335,7 +318,7 @@ class Store(Intake):
 
     def _flush_and_maybe_roll(self) -> None:
         self._flush()
-        if self._live and self._segment_bytes(self.roll_bytes) >= self.roll_bytes:
+        if self._live and self._segment_bytes() >= self.roll_bytes:
             self._roll()
 
     def _start_segment(self, number: int) -> None:

@@ -442,8 +442,7 @@ def test_parquet_write_failure_keeps_the_journal(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(pq.ParquetWriter, "write_batch", no_space)
     feed(s, 3, BEFORE_MIDNIGHT_NS - 10**12)
     with pytest.raises(StorageError, match="No space left on device") as info:
-        feed(s, 1, BEFORE_MIDNIGHT_NS - 10**12 + 10**9)  # a flush: the writer thread writes its row groups ...
-        s.close()  # ... and its error is raised at the latest here (tests/test_store_writer.py)
+        feed(s, 1, BEFORE_MIDNIGHT_NS - 10**12 + 10**9)
     assert info.value.path.endswith(".parquet" + TMP_SUFFIX)
     s.close()
     monkeypatch.undo()
