@@ -17,18 +17,20 @@ from bench.sender_process import Sender, sender_rate
 __all__ = ["bare_cpu", "bare_receive"]
 
 
-def bare_receive(cfg: Config, tmp: Path, wl_path: Path, items: list[str], seconds: float, tag: str) -> dict[str, Any]:
-    """The ceiling: frames/s a bare websockets client receives from the lean sender."""
+def bare_receive(cfg: Config, tmp: Path, wl_path: Path, items: list[str], seconds: float, tag: str,
+                 client_module: str = "bench.bare_client") -> dict[str, Any]:
+    """The ceiling: frames/s a bare websockets client (or ``client_module``, same options) receives from the lean
+    sender."""
     sender = Sender(tmp, wl_path, tag, seconds=seconds, expect_items=len(items), close=True, loop=cfg.loop)
     stats_path = tmp / f"{tag}.client.json"
     client = subprocess.run(
-        [*pin(1), sys.executable, "-m", "bench.bare_client", "--url", sender.url, "--items", ",".join(items),
+        [*pin(1), sys.executable, "-m", client_module, "--url", sender.url, "--items", ",".join(items),
          "--stats", str(stats_path), "--loop", cfg.loop, "--timeout", str(seconds + 120)],
         capture_output=True, timeout=seconds + 180,
     )
     sender.finish()
     if client.returncode != 0:
-        raise RuntimeError(f"bench.bare_client failed: {client.stderr.decode()[-2000:]}")
+        raise RuntimeError(f"{client_module} failed: {client.stderr.decode()[-2000:]}")
     conn = sender.stats()["connections"][0]
     got = json.loads(stats_path.read_text())["connections"][0]
     return {"rate": sender_rate(conn), "sent": conn["sent"], "received": got["received"]}
