@@ -109,7 +109,7 @@ def run(cfg: Config, tmp: Path, wl: Workload, log: Any) -> tuple[list[Figure], d
     figs: list[Figure] = []
     source = "?"
     for conns in (1, 10):
-        ours, fair, per_send = [], [], []
+        ours, fair, per_send, cpu_us = [], [], [], []
         for k in range(cfg.repeats):
             f = _baseline(cfg, tmp, f"rfair{conns}-{k}", wl_path, items, conns, n, fair=True)
             c = _baseline(cfg, tmp, f"rceil{conns}-{k}", wl_path, items, conns, n, fair=False)
@@ -118,14 +118,17 @@ def run(cfg: Config, tmp: Path, wl: Workload, log: Any) -> tuple[list[Figure], d
             fair.append(f["rate"])
             per_send.append(c["rate"])
             ours.append(o["rate"])
+            cpu_us.append(1e6 * o["server"]["cpu_s"] / max(1, o["server"]["frames_sent"]))
             log(f"  {conns} client(s) run {k + 1}: ours {o['rate']:,.0f} frames/s (complete {o['complete']}), "
                 f"bare server writing {WRITE_BATCH} pre-framed per write {f['rate']:,.0f} frames/s (complete "
                 f"{f['complete']}), bare websockets server, one send per frame {c['rate']:,.0f} frames/s")
-        detail[f"clients_{conns}"] = {"ours": ours, "fair_ceiling": fair, "per_send": per_send}
+        detail[f"clients_{conns}"] = {"ours": ours, "fair_ceiling": fair, "per_send": per_send,
+                                      "server_cpu_us_per_frame_sent": cpu_us}
         label = f"replay --speed max, {conns} client{'s' if conns > 1 else ''} (aggregate)"
         figs.append(Figure("replay", label, median(ours), "frames/s", median(fair), runs=ours,
                            note=f"source: {source}; ceiling: a bare server writing the same frames pre-framed, "
-                                f"{WRITE_BATCH} per transport.write, runs {[round(x) for x in fair]}")
+                                f"{WRITE_BATCH} per transport.write, runs {[round(x) for x in fair]}; our server's CPU "
+                                f"{median(cpu_us):.1f} µs per frame sent")
                     .check_ratio(0.80))
         per = Figure("replay", f"{label}, against one websockets send per frame", median(ours), "frames/s",
                      median(per_send), runs=ours, note=f"per-send baseline runs {[round(x) for x in per_send]}")

@@ -48,7 +48,7 @@ class Client:
         """The types of :attr:`wanted` registered with the empty item, which gets every item's rows
         (:func:`kiwoom_tape.schemas.items.covers_every_item`: 1h, 00, 04, 0s)."""
         self.outbox: deque[Outgoing] = deque()
-        """Read it freely; change it only through :meth:`push`, :meth:`append`, :meth:`popleft`,
+        """Read it freely; change it only through :meth:`push`, :meth:`append`, :meth:`popleft`, :meth:`take`,
         :meth:`requeue` and :meth:`clear`, which keep :attr:`backlog` right."""
         self.held: set[str] = set()
         """The items of :attr:`wanted` that the server's item tracker counts for this client."""
@@ -78,6 +78,21 @@ class Client:
         item = self.outbox.popleft()
         self.backlog -= _size(item)
         return item
+
+    def take(self, cap: int) -> tuple[list[str | bytes], tuple[int, str] | None]:
+        """Pop up to ``cap`` frames from the front of the queue, and the close request if one comes first
+        after them (the frames are sent before it)."""
+        outbox = self.outbox
+        batch: list[str | bytes] = []
+        close: tuple[int, str] | None = None
+        while outbox and len(batch) < cap:
+            out = outbox.popleft()
+            if isinstance(out, tuple):
+                close = out
+                break
+            batch.append(out)
+        self.backlog -= sum(map(len, batch))
+        return batch, close
 
     def requeue(self, items: Sequence[str]) -> None:
         """Put ``items`` back at the front of the queue, in this order (faults: burst, reorder), and wake the writer."""
@@ -134,16 +149,7 @@ async def write_loop(
             if sent is not None and is_real_text(text):
                 sent.append((client.number, clock(), text))
             continue
-        batch: list[str | bytes] = []
-        close: tuple[int, str] | None = None
-        while outbox:
-            out = client.popleft()
-            if isinstance(out, tuple):
-                close = out
-                break
-            batch.append(out)
-            if len(batch) >= cap:
-                break
+        batch, close = client.take(cap)
         if len(outbox) <= low:
             space.set()
         if batch:
