@@ -52,6 +52,7 @@ def run(cfg: Config, tmp: Path, wl: Workload, log: Any) -> tuple[list[Figure], d
     seconds = cfg.pacing_seconds
     rate = len(sub) / max(1e-9, sub.times[-1] - sub.times[0])
     expect = min(len(sub), max(2, int(seconds * rate)))
+    seconds = min(seconds, expect / rate)  # a shorter dataset plays for less
     with busy_core() as spinner:
         cpu0 = proc_cpu_seconds(spinner.pid)
         p = serve_recorded(tmp, "rpace", dataset, wl.items, 1, expect, speed=1.0, timeout=seconds + 120)
