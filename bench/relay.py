@@ -54,13 +54,17 @@ def _relay_url(log: Path, proc: subprocess.Popen[bytes], timeout: float) -> str:
 
 def relay_delays(send_ns: array[int], recv_ns: array[int], client_ns: array[int]) -> dict[str, list[float]]:
     """Per frame the client received (the recorder's last ``len(client_ns)``): the relay delay (client receive -
-    recorder ``recv_ts``) and the upstream delay (``recv_ts`` - send time), in milliseconds."""
+    recorder ``recv_ts``) and the upstream delay (``recv_ts`` - send time), in milliseconds. ValueError when the
+    counts or the order cannot be the recorder's last frames relayed."""
     n, m = len(recv_ns), len(client_ns)
     if m > n or len(send_ns) < n:
         raise ValueError(f"the client received {m} frames, the recorder wrote {n}, the sender sent {len(send_ns)}")
     first = n - m
-    return {"relay_ms": [(client_ns[k] - recv_ns[first + k]) / 1e6 for k in range(m)],
-            "upstream_ms": [(recv_ns[first + k] - send_ns[first + k]) / 1e6 for k in range(m)]}
+    relay = [(client_ns[k] - recv_ns[first + k]) / 1e6 for k in range(m)]
+    if relay and min(relay) < 0:  # a frame reached the client before the recorder: the pairing is off
+        raise ValueError(f"the client received frame {relay.index(min(relay))} before the recorder did: the relay "
+                         "lost or added frames, so its frames are not the recorder's last ones")
+    return {"relay_ms": relay, "upstream_ms": [(recv_ns[first + k] - send_ns[first + k]) / 1e6 for k in range(m)]}
 
 
 def run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, log: Any) -> tuple[list[Figure], dict[str, Any]]:

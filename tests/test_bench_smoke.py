@@ -26,6 +26,8 @@ def test_relay_delays_pair_the_client_frames_with_the_recorders_last_ones() -> N
     assert d["upstream_ms"] == [0.003, 0.004]
     with pytest.raises(ValueError, match="the client received 5 frames"):
         relay_delays(send, recv, array("q", [0] * 5))
+    with pytest.raises(ValueError, match="before the recorder"):  # a frame lost on the way pairs them wrong
+        relay_delays(send, recv, array("q", [3_300, 4_000]))
 
 
 @pytest.mark.slow
