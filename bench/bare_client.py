@@ -7,7 +7,7 @@ is echoed at once, as every Kiwoom client does. Receiving uses the same call as 
 (``recv(decode=False)`` gives the frame's bytes, ``--decode`` a ``str``).
 
 Writes ``--stats`` JSON: per connection the frames received and the ``time.time_ns()`` of the first and
-last REAL frame.
+last REAL frame; with ``--recv-ns PATH``, that of every REAL frame to ``PATH.K`` for connection K.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import asyncio
 import json
 import sys
 import time
+from array import array
 from typing import Any
 
 from websockets.asyncio.client import connect
@@ -26,7 +27,7 @@ from bench.machine import write_atomic
 from kiwoom_tape.clikit import run_on_loop
 
 
-async def _one(args: argparse.Namespace, items: list[str]) -> dict[str, Any]:
+async def _one(args: argparse.Namespace, items: list[str], number: int) -> dict[str, Any]:
     async with connect(
         args.url, compression=None, ping_interval=None, max_size=2**22, open_timeout=30
     ) as ws:
@@ -47,6 +48,7 @@ async def _one(args: argparse.Namespace, items: list[str]) -> dict[str, Any]:
         expect = args.expect_frames or (1 << 62)
         decode = bool(args.decode)
         recv = ws.recv
+        stamps = array("q") if args.recv_ns else None
         try:
             while n < expect:
                 msg = await recv(decode)
@@ -55,17 +57,21 @@ async def _one(args: argparse.Namespace, items: list[str]) -> dict[str, Any]:
                     continue
                 if not n:
                     first = time.time_ns()
+                if stamps is not None:
+                    stamps.append(time.time_ns())
                 n += 1
             last = time.time_ns()
         except ConnectionClosed:
             last = time.time_ns()
+        if stamps is not None:
+            write_atomic(f"{args.recv_ns}.{number}", stamps.tobytes())
         return {"received": n, "t_first_ns": first, "t_last_ns": last}
 
 
 async def _main(args: argparse.Namespace) -> int:
     items = [i for i in args.items.split(",") if i]
     results = await asyncio.wait_for(
-        asyncio.gather(*(_one(args, items) for _ in range(args.connections))), args.timeout
+        asyncio.gather(*(_one(args, items, k) for k in range(args.connections))), args.timeout
     )
     write_atomic(args.stats, json.dumps({"connections": results}))
     return 0
@@ -78,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stats", required=True)
     p.add_argument("--connections", type=int, default=1)
     p.add_argument("--expect-frames", type=int, default=0, help="stop after this many REAL frames (0: at close)")
+    p.add_argument("--recv-ns", default="", help="write each REAL frame's time.time_ns() on receipt to PATH.K "
+                   "(connection K, little-endian int64)")
     p.add_argument("--decode", action="store_true", help="receive str (UTF-8 decoded) instead of bytes")
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")

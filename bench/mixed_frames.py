@@ -1,7 +1,8 @@
 """What one frame costs the store, in-process: pure 0D, pure 0B and mixed 0B+0D frames, fast path against general.
 
 ``python -m bench.mixed_frames [--frames N] [--repeats R] [--items K] [--json PATH]`` prints a table (and with
-``--json`` writes it, the runs, the machine and the load to PATH, e.g. under ``bench/results/``). Each figure is
+``--json`` writes it, the runs, the machine and the load to PATH, e.g. under ``bench/results/``); ``python -m bench
+--sections mixed`` runs it as a section of the benchmarks (:func:`run`). Each figure is
 the CPU time (``time.process_time``) of :meth:`kiwoom_tape.recorder.store.Store.add_received` (the call the recorder
 makes) over N frames plus the closing flush, divided by N: with the fast path
 (:func:`kiwoom_tape.schemas.normalize.read_real_frame`) and with it switched off, so that every frame takes the
@@ -21,15 +22,16 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench.frames import bench_items
 from bench.machine import loadavg, machine_info, write_atomic
+from bench.report import Config, Figure
 
-__all__ = ["KINDS", "PATHS", "make_frames", "measure", "store_us_per_frame"]
+__all__ = ["KINDS", "PATHS", "make_frames", "measure", "run", "store_us_per_frame"]
 
 _READER = "read_real_frame"
 """The name the store's intake calls the fast path by (:mod:`kiwoom_tape.recorder.intake`)."""
@@ -113,6 +115,26 @@ def measure(n: int = 8000, repeats: int = 5, items: int = 200) -> dict[str, Any]
         "general_over_fast": {k: med[k]["general"] / med[k]["fast"] for k in KINDS},
         "fast_over_pure_0d_fast": {k: med[k]["fast"] / med["0D"]["fast"] for k in KINDS},
     }
+
+
+def run(cfg: Config, log: Callable[[str], None]) -> tuple[list[Figure], dict[str, Any]]:
+    """The ``mixed`` section of ``python -m bench``: :func:`measure` (8000 frames of each kind, 5 runs; ``--quick``:
+    300, 1 run), one row per kind and path, CPU µs per frame; the note has the other path and the ratio."""
+    r = measure(300, 1) if cfg.quick else measure(8000, 5)
+    figs: list[Figure] = []
+    for kind in KINDS:
+        for path in PATHS:
+            runs = r["runs_us_per_frame"][kind][path]
+            other = r["median_us_per_frame"][kind][PATHS[path == PATHS[0]]]
+            figs.append(Figure(
+                "mixed", f"store path in-process, {kind} frames, {path} path ({r['frames_per_kind']:,} frames)",
+                r["median_us_per_frame"][kind][path], "µs/frame", runs=runs,
+                note=f"general/fast {r['general_over_fast'][kind]:.2f}x (the other path {other:.1f} µs/frame); "
+                     f"fast vs pure 0D fast {r['fast_over_pure_0d_fast'][kind]:.2f}x; CPU time of "
+                     "Store.add_received and the closing flush"))
+        log(f"  {kind}: fast {r['median_us_per_frame'][kind]['fast']:.1f} µs/frame, general "
+            f"{r['median_us_per_frame'][kind]['general']:.1f} µs/frame ({r['general_over_fast'][kind]:.2f}x)")
+    return figs, r
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,9 +3,10 @@
 Run as ``python -m bench.replay_server`` (pinned to its own core). It serves ``--dataset`` with
 :class:`kiwoom_tape.replay.recorded.RecordedSource` (``--speed 0``: as fast as the slowest client reads, the
 ``replay --speed max`` path; else recorded seconds per real second), waits for ``--connections``
-clients to come and go, and writes ``--stats`` JSON: frames sent and, with ``--pacing``, the pacing
-error of every frame sent to the first client (send time minus its scheduled time, in seconds, counted
-from the least late frame; ``pacing_offset_s`` is that frame's error counted from the first frame).
+clients to come and go, and writes ``--stats`` JSON: frames sent, the CPU seconds it used from listening to
+the end (``cpu_s``) and, with ``--pacing``, the pacing error of every frame sent to the first client (send
+time minus its scheduled time, in seconds, counted from the least late frame; ``pacing_offset_s`` is that
+frame's error counted from the first frame).
 
 Without ``kiwoom_tape.replay.recorded`` (an older tree) it falls back to a minimal in-bench source that dispatches
 the dataset's REAL frames as fast as the server takes them; the stats say which source ran.
@@ -45,13 +46,14 @@ async def _main(args: argparse.Namespace) -> int:
     async with serve(source, port=0, keep_sent=args.pacing, ping_interval=3600.0,
                      max_queue_frames=10**7) as server:
         write_atomic(args.ready_file, str(server.port))
+        cpu0 = time.process_time()
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
             if server.stats.connections >= args.connections and server.clients == 0:
                 break
             await asyncio.sleep(0.1)
         stats: dict[str, Any] = {"source": kind, "frames_sent": server.stats.frames_sent,
-                                 "connections": server.stats.connections}
+                                 "connections": server.stats.connections, "cpu_s": time.process_time() - cpu0}
         if args.pacing and server.sent:
             ts, texts = _recorded_frames(dataset)
             when = dict(zip(texts, ts, strict=True))

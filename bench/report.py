@@ -24,6 +24,7 @@ class Config:
     replay_frames: int
     pacing_seconds: float
     query_rows: int
+    relay_seconds: float = 60.0
     loop: str = "asyncio"
 
     @classmethod
@@ -31,7 +32,7 @@ class Config:
         if quick:
             return cls(quick=True, repeats=1, record_seconds=1.5, confirm_seconds=0.0, cpu_seconds=3.0,
                        memory_seconds=4.0, storage_rows=6_000, replay_frames=3_000, pacing_seconds=2.0,
-                       query_rows=200_000)
+                       query_rows=200_000, relay_seconds=5.0)
         return cls(quick=False, repeats=3, record_seconds=20.0, confirm_seconds=60.0, cpu_seconds=60.0,
                    memory_seconds=600.0, storage_rows=300_000, replay_frames=60_000, pacing_seconds=60.0,
                    query_rows=200 * int(6.5 * 3600 * 3.6))

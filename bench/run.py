@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--sections record,storage,replay,query] [--out DIR]``.
+"""``python -m bench [--quick] [--sections record,storage,replay,mixed,relay,query] [--out DIR]``.
 
 Prints the machine, the package versions and one table (figure, value, ceiling, ratio, target,
 verdict), and writes everything, with each section's details, to ``DIR/latest.json`` (``--quick``:
@@ -22,14 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import query, record, replay, storage
+from bench import mixed_frames, pacing, query, record, relay, replay, storage
 from bench.frames import make_workload
 from bench.machine import loadavg, machine_info
 from bench.report import Config, Figure, table
 
 __all__ = ["SECTIONS", "main"]
 
-SECTIONS = ("record", "storage", "replay", "query")
+SECTIONS = ("record", "storage", "replay", "mixed", "relay", "query")
 RESULTS = Path(__file__).resolve().parent / "results"
 RECORD_POOL_ROWS = 50_000
 """0D rows in the frames the record and replay senders cycle through (full mode)."""
@@ -89,6 +89,12 @@ def run(cfg: Config, sections: list[str], out: Path, log: Callable[[str], None] 
                     figs, det = storage.run(cfg, tmp, wl, log)
                 elif name == "replay":
                     figs, det = replay.run(cfg, tmp, wl, log)
+                    pace_figs, det["pacing"] = pacing.run(cfg, tmp, wl, log)
+                    figs += pace_figs
+                elif name == "mixed":
+                    figs, det = mixed_frames.run(cfg, log)
+                elif name == "relay":
+                    figs, det = relay.run(cfg, tmp, pool_path, pool, log)
                 else:
                     figs, det = query.run(cfg, tmp, log)
                 figures.extend(figs)

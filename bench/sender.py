@@ -8,7 +8,7 @@ it sends the workload's frames, cycling through them, to each connection: as fas
 waits for its echo: a Kiwoom client echoes PINGs in order, so the echo proves the client has read
 every frame before it. With ``--close`` it then closes the connection.
 
-``--mode raw`` writes pre-framed WebSocket messages straight to the transport (in batches), so the
+``--mode raw`` writes pre-framed WebSocket messages straight to the transport (``--batch`` per write), so the
 sender costs next to nothing and the receiver is what is measured; ``--mode lib`` sends each frame with
 websockets' ``send`` (the library's own per-message cost: the ceiling of a replay server).
 
@@ -39,7 +39,7 @@ from kiwoom_tape.clikit import run_on_loop
 LOGIN_OK = '{"trnm":"LOGIN","return_code":0,"return_msg":"","sor_yn":"Y"}'
 PING = '{"trnm":"PING"}'
 BATCH = 32
-"""Frames per transport write in raw mode."""
+"""Frames per transport write in raw mode (``--batch``)."""
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -150,6 +150,7 @@ class Sender:
         frames, framed = self.frames, self.framed
         n = len(frames)
         rate = a.rate
+        batch = a.batch
         limit = a.max_frames if a.max_frames > 0 else 1 << 62
         t0 = time.monotonic()
         t_end = t0 + a.duration
@@ -169,9 +170,9 @@ class Sender:
                     continue
                 stop = due
             else:
-                stop = min(limit, i + (BATCH * 8 if a.mode == "raw" else 64))
+                stop = min(limit, i + (batch * 8 if a.mode == "raw" else 64))
             while i < stop:
-                k = min(stop, i + BATCH)
+                k = min(stop, i + batch)
                 ns = time.time_ns()
                 if a.mode == "raw":
                     ws.transport.write(b"".join(framed[j % n] for j in range(i, k)))
@@ -236,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ready-file", required=True, help="written with the port once listening")
     p.add_argument("--stats", required=True, help="JSON of what was sent, written at the end")
     p.add_argument("--mode", choices=("raw", "lib"), default="raw")
+    p.add_argument("--batch", type=int, default=BATCH, help=f"frames per transport write in raw mode (default {BATCH})")
     p.add_argument("--rate", type=float, default=0.0, help="frames/s per connection; 0 = as fast as TCP takes")
     p.add_argument("--duration", type=float, default=5.0, help="seconds of sending")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0 = no limit)")

@@ -22,7 +22,7 @@ class Sender:
 
     def __init__(self, tmp: Path, wl_path: Path, tag: str, *, mode: str = "raw", rate: float = 0.0,
                  seconds: float = 5.0, expect_items: int = 200, connections: int = 1, close: bool = False,
-                 max_frames: int = 0, loop: str = "asyncio") -> None:
+                 max_frames: int = 0, loop: str = "asyncio", batch: int = 0) -> None:
         self.ready = tmp / f"{tag}.port"
         self.stats_path = tmp / f"{tag}.sender.json"
         self.started = tmp / f"{tag}.started"
@@ -32,6 +32,8 @@ class Sender:
                "--mode", mode, "--rate", str(rate), "--duration", str(seconds), "--expect-items",
                str(expect_items), "--connections", str(connections), "--max-frames", str(max_frames),
                "--loop", loop]
+        if batch:
+            cmd += ["--batch", str(batch)]
         if close:
             cmd.append("--close")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)

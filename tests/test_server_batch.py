@@ -194,3 +194,17 @@ def test_step_sends_exactly_n_frames_of_the_replay(tmp_path: Path) -> None:
             assert server.stats.slow_clients_dropped == 0
 
     run(main())
+
+
+def test_a_writer_takes_at_most_cap_frames_and_stops_at_a_close() -> None:
+    from types import SimpleNamespace
+
+    from kiwoom_tape.replay.outbox import Client
+
+    client = Client(SimpleNamespace(remote_address=None), None, 1)  # type: ignore[arg-type]
+    for item in ("ab", b"cde", "f", (1000, "bye"), "gh"):
+        client.append(item)
+    assert client.backlog == 8
+    assert client.take(2) == (["ab", b"cde"], None) and client.backlog == 3
+    assert client.take(64) == (["f"], (1000, "bye")) and client.backlog == 2  # the frames before the close first
+    assert client.take(64) == (["gh"], None) and client.backlog == 0 and not client.outbox
