@@ -31,7 +31,7 @@ async def _one(args: argparse.Namespace, items: list[str], number: int) -> dict[
     async with connect(
         args.url, compression=None, ping_interval=None, max_size=2**22, open_timeout=30
     ) as ws:
-        await ws.send('{"trnm":"LOGIN","token":"bench"}')
+        await ws.send(json.dumps({"trnm": "LOGIN", "token": args.token}))
         await ws.recv()
         for k in range(0, len(items), 100):
             reg = {"trnm": "REG", "grp_no": "1", "refresh": "1",
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                    "(connection K, little-endian int64)")
     p.add_argument("--decode", action="store_true", help="receive str (UTF-8 decoded) instead of bytes")
     p.add_argument("--timeout", type=float, default=900.0)
+    p.add_argument("--token", default="bench", help="the LOGIN token (record --serve takes only one it issued)")
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = p.parse_args(argv)
     return run_on_loop(_main(args), args.loop)

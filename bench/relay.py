@@ -14,12 +14,15 @@ note also gives the sender -> recorder delay (``recv_ts`` minus the sender's sen
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from array import array
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,20 @@ def _relay_url(log: Path, proc: subprocess.Popen[bytes], timeout: float) -> str:
     raise RuntimeError(f"record --serve printed no relay URL (see {log})")
 
 
+def _relay_token(url: str, secret: str) -> str:
+    """A token of the relay at ``url`` (ws://HOST:PORT/...), issued for ``--serve-secret-env``'s ``secret``."""
+    host = url.split("/")[2]
+    body = json.dumps({"grant_type": "client_credentials", "appkey": "bench", "secretkey": secret}).encode()
+    req = urllib.request.Request(f"http://{host}/oauth2/token", data=body, method="POST",
+                                 headers={"Content-Type": "application/json;charset=UTF-8", "api-id": "au10001"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        answer = json.loads(resp.read())
+    if answer.get("return_code") != 0:
+        raise RuntimeError(f"the relay issued no token: {answer.get('return_msg')}")
+    token: str = answer["token"]
+    return token
+
+
 def relay_delays(send_ns: array[int], recv_ns: array[int], client_ns: array[int]) -> dict[str, list[float]]:
     """Per frame the client received (the recorder's last ``len(client_ns)``): the relay delay (client receive -
     recorder ``recv_ts``) and the upstream delay (``recv_ts`` - send time), in milliseconds. ValueError when the
@@ -73,12 +90,15 @@ def run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, log: Any) -> tuple[
     peak_fps = REAL_PEAK_ROWS / (sum(wl.rows_0d) / len(wl))
     out = tmp / "relay-data"
     sender = Sender(tmp, wl_path, "relay", rate=peak_fps, seconds=seconds, expect_items=len(items), loop=cfg.loop)
+    secret = secrets.token_urlsafe(16)  # local clients' credential for a relay token (record has KIWOOM_TOKEN only)
     rec_log_path = tmp / "relay.record.log"
     rec_log = open(rec_log_path, "wb")  # noqa: SIM115 - closed below
     rec = subprocess.Popen(
         [*pin(1), *_record_cmd(), "--items", ",".join(items), "--url", sender.url, "--out", str(out), "-q",
-         "--duration", f"{seconds + 300:.0f}s", "--event-loop", cfg.loop, "--serve", "0"],
-        stdout=rec_log, stderr=subprocess.STDOUT, env=dict(os.environ, KIWOOM_TOKEN="bench"),
+         "--duration", f"{seconds + 300:.0f}s", "--event-loop", cfg.loop, "--serve", "0",
+         "--serve-secret-env", "BENCH_RELAY_SECRET"],
+        stdout=rec_log, stderr=subprocess.STDOUT,
+        env=dict(os.environ, KIWOOM_TOKEN="bench", BENCH_RELAY_SECRET=secret),
     )
     stats, stamps = tmp / "relay.client.json", tmp / "relay.client.ns"
     client: subprocess.Popen[bytes] | None = None
@@ -87,7 +107,8 @@ def run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, log: Any) -> tuple[
         url = _relay_url(rec_log_path, rec, 120)
         client = subprocess.Popen(
             [*pin(0), sys.executable, "-m", "bench.bare_client", "--url", url, "--items", ",".join(items),
-             "--stats", str(stats), "--recv-ns", str(stamps), "--timeout", str(seconds + 240)],
+             "--stats", str(stats), "--recv-ns", str(stamps), "--timeout", str(seconds + 240),
+             "--token", _relay_token(url, secret)],
             stdout=client_log, stderr=subprocess.STDOUT,
         )
         if not wait_for_file(sender.stats_path, seconds + 180, rec):
