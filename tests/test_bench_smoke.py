@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("record", "storage", "replay", "query")
+SECTIONS = ("record", "storage", "replay", "query", "market", "compact")
 
 
 @pytest.mark.slow
@@ -39,7 +39,8 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
     names = " | ".join(str(f["name"]) for f in result["figures"] if f["value"] is not None)
     for needle in ("bare websockets receive", "record, lossless", "CPU of record", "raw + normalized",
                    "replay --speed max, 1 client", "replay --speed max, 10 clients", "pacing error",
-                   "mid/spread", "imbalance", "as-of", "peak RSS"):
+                   "mid/spread", "imbalance", "as-of", "peak RSS", "the day, compacted", "CPU of record, full market",
+                   "full market lossless", "per 0D row, compacted", "rows equal after compaction"):
         assert needle in names, needle
     assert "| section |" in result["table_markdown"]
     assert "record, lossless" in res.stdout  # the table is printed
