@@ -69,6 +69,19 @@ def renamed(wl: Workload, items: list[str], frames: int) -> Workload:
 _ITEM = re.compile(rb'"item":"([^"]*)"')
 
 
+def _sched(pid: int) -> tuple[int, int, int]:
+    """(ns on a CPU, ns runnable but waiting for one, 1 if the main thread is in disk sleep) of ``pid``'s threads
+    (``/proc/PID/task/*/schedstat``, ``/proc/PID/stat``): why a process that falls behind uses little CPU."""
+    run = wait = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (task / "schedstat").read_text().split()
+            run += int(fields[0])
+            wait += int(fields[1])
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return run, wait, int(stat[stat.rindex(b")") + 2 :].split()[0] == b"D")
+
+
 def _read(out: Path) -> dict[str, Any]:
     """Per run_id: REAL frames in receive order (their recv_ts in ns), 0D/0E rows, items, event kinds."""
     con = duckdb.connect()
@@ -127,6 +140,7 @@ def market_run(cfg: Config, tmp: Path, wl_paths: list[Path], groups: list[list[s
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     samples: list[tuple[float, float, int]] = []  # (monotonic, cpu s, peak rss)
+    sched: list[tuple[float, int, int, int]] = []  # (monotonic, run ns, wait ns, in disk sleep)
     started_at: float | None = None
     try:
         deadline = time.monotonic() + seconds + 240
@@ -138,6 +152,7 @@ def market_run(cfg: Config, tmp: Path, wl_paths: list[Path], groups: list[list[s
                 started_at = now
             with contextlib.suppress(OSError, ValueError, IndexError):
                 samples.append((now, proc_cpu_seconds(rec.pid), proc_rss_bytes(rec.pid)[1]))
+                sched.append((now, *_sched(rec.pid)))
             time.sleep(0.25 if cfg.quick else 0.5)
         rec.send_signal(signal.SIGTERM)
         rec.wait(timeout=300)
@@ -203,6 +218,12 @@ def market_run(cfg: Config, tmp: Path, wl_paths: list[Path], groups: list[list[s
             res["cpu_pct"] = 100.0 * (busy[-1][1] - busy[0][1]) / (busy[-1][0] - busy[0][0])
             res["cpu_window_s"] = busy[-1][0] - busy[0][0]
         res["rss_peak_mib"] = max(s[2] for s in samples) / 2**20
+        busy_s = [s for s in sched if s[0] >= t0]
+        if len(busy_s) > 1 and busy_s[-1][0] > busy_s[0][0]:
+            span_ns = (busy_s[-1][0] - busy_s[0][0]) * 1e9
+            # waiting for a CPU (another process has core 1) vs in disk sleep (fdatasync, writes) vs idle
+            res["runqueue_wait_pct"] = 100.0 * (busy_s[-1][2] - busy_s[0][2]) / span_ns
+            res["disk_sleep_samples_pct"] = 100.0 * sum(s[3] for s in busy_s) / len(busy_s)
     return res
 
 
@@ -210,7 +231,10 @@ def _summary(r: dict[str, Any]) -> str:
     return (f"{r['multiple']:g}x: {r['rows_per_s_sent']:,.0f} rows/s sent, {r['rows_per_s_received']:,.0f} received, "
             f"{r['written']:,}/{r['sent']:,} frames written, max delay {r['delay_max_s']:.3f} s "
             f"(median {r['delay_p50_s']:.3f}), gaps {r['gaps']}, reconnects {r['reconnects']}, "
-            f"CPU {r.get('cpu_pct', float('nan')):.1f} %, peak RSS {r.get('rss_peak_mib', float('nan')):.0f} MiB, "
+            f"CPU {r.get('cpu_pct', float('nan')):.1f} % (waiting for a CPU "
+            f"{r.get('runqueue_wait_pct', float('nan')):.0f} % of the time, in disk sleep "
+            f"{r.get('disk_sleep_samples_pct', 0):.0f} % of samples), "
+            f"peak RSS {r.get('rss_peak_mib', float('nan')):.0f} MiB, "
             f"lossless {r['lossless']}")
 
 
@@ -241,12 +265,17 @@ def run(cfg: Config, tmp: Path, wl: Workload, log: Any) -> tuple[list[Figure], d
     one_process = "record runs every connection in one process (one event loop) pinned to one core"
     figs = [
         Figure("market", f"CPU of record, full market at the real peak ({shape})", main.get("cpu_pct"),
-               "% of a core", note=f"{one_process}; {main['rows_per_s_sent']:,.0f} rows/s sent")
+               "% of a core", note=f"{one_process}; {main['rows_per_s_sent']:,.0f} rows/s sent; runnable but "
+               f"waiting for a "
+               f"CPU {main.get('runqueue_wait_pct', float('nan')):.0f} % of the time, in disk sleep "
+               f"{main.get('disk_sleep_samples_pct', float('nan')):.0f} % of samples")
         .check_at_most(100.0, "<= 100 % (one core)"),
         Figure("market", "peak RSS of record, full market at the real peak", main.get("rss_peak_mib"), "MiB",
                note=f"VmHWM of the one record process, {len(groups)} connections"),
         Figure("market", "rows/s received, full market at the real peak", main["rows_per_s_received"], "rows/s",
-               main["rows_per_s_sent"], note="ceiling column: rows/s the sender sent (recv_ts span vs send span)"),
+               main["rows_per_s_sent"],
+               note="ceiling column: rows/s the sender sent (recv_ts span vs send span); offered "
+               f"{main['offered_rows_per_s']:,.0f} rows/s (TCP flow control slows the sender when record reads late)"),
     ]
     figs[-1].ratio = (main["rows_per_s_received"] / main["rows_per_s_sent"]) if main["rows_per_s_sent"] else None
     loss = Figure("market", "full market lossless at the real peak", 1.0 if main["lossless"] else 0.0, "",
