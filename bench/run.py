@@ -1,11 +1,11 @@
-"""``python -m bench [--quick] [--sections record,storage,replay,mixed,relay,query] [--out DIR]``.
+"""``python -m bench [--quick] [--sections record,storage,replay,mixed,relay,query,market,compact] [--out DIR]``.
 
 Prints the machine, the package versions and one table (figure, value, ceiling, ratio, target,
 verdict), and writes everything, with each section's details, to ``DIR/latest.json`` (``--quick``:
-``latest-quick.json``) and a dated copy. Full mode takes about 30 minutes (the memory run alone is 10);
-``--quick`` takes about a minute and only shows that everything runs: its figures are too short to
-mean much. The machine is shared and small (see PERF-LIMITS.md): figures are medians of several runs,
-and the load average before and after is recorded with them.
+``latest-quick.json``) and a dated copy. Full mode takes about 45 minutes (the memory run alone is 10,
+compacting the query day about 10); ``--quick`` takes about a minute and only shows that everything
+runs: its figures are too short to mean much. The machine is shared and small (see PERF-LIMITS.md):
+figures are medians of several runs, and the load average before and after is recorded with them.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import mixed_frames, pacing, query, record, relay, replay, storage
+from bench import compact, market, mixed_frames, pacing, query, record, relay, replay, storage
 from bench.frames import make_workload
 from bench.machine import loadavg, machine_info
 from bench.report import Config, Figure, table
 
 __all__ = ["SECTIONS", "main"]
 
-SECTIONS = ("record", "storage", "replay", "mixed", "relay", "query")
+SECTIONS = ("record", "storage", "replay", "mixed", "relay", "query", "market", "compact")
 RESULTS = Path(__file__).resolve().parent / "results"
 RECORD_POOL_ROWS = 50_000
 """0D rows in the frames the record and replay senders cycle through (full mode)."""
@@ -95,6 +95,10 @@ def run(cfg: Config, sections: list[str], out: Path, log: Callable[[str], None] 
                     figs, det = mixed_frames.run(cfg, log)
                 elif name == "relay":
                     figs, det = relay.run(cfg, tmp, pool_path, pool, log)
+                elif name == "market":
+                    figs, det = market.run(cfg, tmp, pool, log)
+                elif name == "compact":
+                    figs, det = compact.run(cfg, tmp, wl, log)
                 else:
                     figs, det = query.run(cfg, tmp, log)
                 figures.extend(figs)

@@ -12,6 +12,11 @@ every frame before it. With ``--close`` it then closes the connection.
 sender costs next to nothing and the receiver is what is measured; ``--mode lib`` sends each frame with
 websockets' ``send`` (the library's own per-message cost: the ceiling of a replay server).
 
+``--frames`` given several times (the full-market benchmark, :mod:`bench.market`): each connection is sent the
+workload whose items hold the first item it registered, so each connection streams its own items. ``--tokens``
+also answers ``POST /oauth2/token`` (au10001) on the same port, as Kiwoom's REST host and the mock do, for a
+``record --keys`` that fetches one token per app key.
+
 Everything it did goes to ``--stats`` as JSON, and the send time of every frame (``time.time_ns()``)
 to ``{stats}.send_ns`` as little-endian int64 per connection, in order.
 """
@@ -29,6 +34,7 @@ from array import array
 from pathlib import Path
 from typing import Any
 
+from kiwoom_tape.replay.rest import TokenDesk, make_connection_class
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -57,6 +63,7 @@ class _Conn:
         self.ws = ws
         self.number = number
         self.items: set[str] = set()
+        self.first_item = ""
         self.logged_in = False
         self.echo = asyncio.Event()
         self.sent = 0
@@ -72,11 +79,7 @@ class _Conn:
 class Sender:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        w = Workload.load(Path(args.frames))
-        self.frames = w.frames
-        self.rows_0d = w.rows_0d
-        self.rows_0e = w.rows_0e
-        self.framed = [ws_text_frame(f) for f in w.frames] if args.mode == "raw" else []
+        self.workloads = [Workload.load(Path(path)) for path in args.frames]
         self.conns: list[_Conn] = []
         self.ready = asyncio.Event()
         self.done = asyncio.Event()
@@ -136,6 +139,7 @@ class Sender:
                 elif trnm in ("REG", "REMOVE"):
                     for entry in obj.get("data", []):
                         if trnm == "REG":
+                            conn.first_item = conn.first_item or next(iter(entry.get("item", [])), "")
                             conn.items.update(entry.get("item", []))
                     await ws.send(json.dumps({"trnm": trnm, "return_code": 0, "return_msg": ""}))
                     if (
@@ -144,10 +148,16 @@ class Sender:
                     ):
                         self.ready.set()
 
+    def _workload(self, conn: _Conn) -> Workload:
+        """The workload holding the first item ``conn`` registered (the first workload if none does)."""
+        return next((w for w in self.workloads if conn.first_item in w.items), self.workloads[0])
+
     async def _send(self, conn: _Conn) -> None:
         a = self.args
         ws = conn.ws
-        frames, framed = self.frames, self.framed
+        w = self._workload(conn)
+        frames = w.frames
+        framed = [ws_text_frame(f) for f in frames] if a.mode == "raw" else []
         n = len(frames)
         rate = a.rate
         batch = a.batch
@@ -157,7 +167,7 @@ class Sender:
         conn.t_first = time.time_ns()
         i = 0
         stamps = conn.send_ns
-        r0d, r0e = self.rows_0d, self.rows_0e
+        r0d, r0e = w.rows_0d, w.rows_0e
         rows_0d = rows_0e = 0
         while i < limit:
             now = time.monotonic()
@@ -205,6 +215,7 @@ class Sender:
                     "t_last_ns": c.t_last,
                     "t_echo_ns": c.t_echo,
                     "items": len(c.items),
+                    "first_item": c.first_item,
                 }
                 for c in self.conns
             ],
@@ -213,8 +224,12 @@ class Sender:
 
 async def _main(args: argparse.Namespace) -> int:
     sender = Sender(args)
+    extra: dict[str, Any] = {}
+    if args.tokens:
+        desk = TokenDesk()
+        extra["create_connection"] = make_connection_class(desk.handle)
     async with serve(
-        sender.handler, "127.0.0.1", 0, compression=None, ping_interval=None, max_size=2**22
+        sender.handler, "127.0.0.1", 0, compression=None, ping_interval=None, max_size=2**22, **extra
     ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         write_atomic(args.ready_file, str(port))
@@ -233,7 +248,9 @@ async def _main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.sender", description=__doc__.split("\n")[0])
-    p.add_argument("--frames", required=True, help="the workload file (bench.frames.Workload.save)")
+    p.add_argument("--frames", required=True, action="append",
+                   help="a workload file (bench.frames.Workload.save); several: one per group of items")
+    p.add_argument("--tokens", action="store_true", help="also answer POST /oauth2/token (au10001) on the port")
     p.add_argument("--ready-file", required=True, help="written with the port once listening")
     p.add_argument("--stats", required=True, help="JSON of what was sent, written at the end")
     p.add_argument("--mode", choices=("raw", "lib"), default="raw")

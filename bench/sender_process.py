@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from array import array
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,18 @@ __all__ = ["Sender", "sender_rate"]
 class Sender:
     """A running :mod:`bench.sender` subprocess."""
 
-    def __init__(self, tmp: Path, wl_path: Path, tag: str, *, mode: str = "raw", rate: float = 0.0,
+    def __init__(self, tmp: Path, wl_path: Path | Sequence[Path], tag: str, *, mode: str = "raw", rate: float = 0.0,
                  seconds: float = 5.0, expect_items: int = 200, connections: int = 1, close: bool = False,
-                 max_frames: int = 0, loop: str = "asyncio", batch: int = 0) -> None:
+                 max_frames: int = 0, loop: str = "asyncio", batch: int = 0, tokens: bool = False) -> None:
+        """``wl_path``: one workload for every connection, or one per group of items (``bench.sender --frames``);
+        ``tokens``: also answer ``POST /oauth2/token`` (a ``record --keys`` fetches a token per key)."""
         self.ready = tmp / f"{tag}.port"
         self.stats_path = tmp / f"{tag}.sender.json"
         self.started = tmp / f"{tag}.started"
         self.log = open(tmp / f"{tag}.sender.log", "wb")  # noqa: SIM115 - closed in finish()
-        cmd = [*pin(0), sys.executable, "-m", "bench.sender", "--frames", str(wl_path), "--ready-file",
+        paths = [wl_path] if isinstance(wl_path, Path) else list(wl_path)
+        cmd = [*pin(0), sys.executable, "-m", "bench.sender", *(a for p in paths for a in ("--frames", str(p))),
+               "--ready-file",
                str(self.ready), "--stats", str(self.stats_path), "--started-file", str(self.started),
                "--mode", mode, "--rate", str(rate), "--duration", str(seconds), "--expect-items",
                str(expect_items), "--connections", str(connections), "--max-frames", str(max_frames),
@@ -36,6 +41,8 @@ class Sender:
             cmd += ["--batch", str(batch)]
         if close:
             cmd.append("--close")
+        if tokens:
+            cmd.append("--tokens")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         if not wait_for_file(self.ready, 60, self.proc):
             self.finish()

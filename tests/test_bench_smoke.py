@@ -14,7 +14,7 @@ import pytest
 from bench.relay import relay_delays
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("record", "storage", "replay", "mixed", "relay", "query")
+SECTIONS = ("record", "storage", "replay", "mixed", "relay", "query", "market", "compact")
 
 
 def test_relay_delays_pair_the_client_frames_with_the_recorders_last_ones() -> None:
@@ -57,7 +57,8 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
                    "replay --speed max, 1 client", "replay --speed max, 10 clients", "pacing error",
                    "against one websockets send per frame", "other core busy", "0B+0D frames, fast path",
                    "0B+0D frames, general path", "relay delay at 720 rows/s", "p99",
-                   "mid/spread", "imbalance", "as-of", "peak RSS"):
+                   "mid/spread", "imbalance", "as-of", "peak RSS", "the day, compacted", "CPU of record, full market",
+                   "full market lossless", "per 0D row, compacted", "rows equal after compaction"):
         assert needle in names, needle
     replay = result["details"]["replay"]
     for conns in (1, 10):  # the fair ceiling and the per-send baseline both ran, on every frame
