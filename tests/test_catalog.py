@@ -37,7 +37,7 @@ from kiwoom_tape.schemas.errors import DatasetError
 from kiwoom_tape.schemas.fields import FIELDS_0D, Kind
 from kiwoom_tape.schemas.market import KST, tick_size
 from kiwoom_tape.schemas.protocol import encode, encode_real_frame, encode_real_row
-from kiwoom_tape.schemas.tables import TABLES
+from kiwoom_tape.schemas.tables import TABLES, recv_ns_of
 
 from kiwoom_tape.cli import cli
 from kiwoom_tape.demo import Recording, record_simulation
@@ -110,7 +110,7 @@ def kst_ns(date: dt.date, hms: str) -> int:
 
 def read_table(root: Path, name: str) -> list[dict[str, Any]]:
     t = ds.dataset(root / name, format="parquet", partitioning="hive").to_table()
-    t = t.set_column(t.schema.get_field_index("recv_ts"), "recv_ts", t["recv_ts"].cast("int64"))
+    t = t.set_column(t.schema.get_field_index("recv_ts"), "recv_ts", recv_ns_of(t))
     return t.to_pylist()  # type: ignore[no-any-return]
 
 
