@@ -71,6 +71,7 @@ __all__ = [
     "TRADES",
     "WRITER",
     "arrow_type_of",
+    "read_schema",
     "recv_ns_of",
     "redact_login",
     "schema_version_of",
@@ -288,6 +289,15 @@ def recv_ns_of(batch: pa.RecordBatch | pa.Table) -> pa.Array | pa.ChunkedArray:
         return ns
     sub = pc.fill_null(batch.column("recv_sub_us"), 0).cast(pa.int64())
     return pc.add(ns, sub)
+
+
+def read_schema(table: str) -> pa.Schema:
+    """A schema that reads files of both versions of ``table`` as one dataset without loss: the current one with
+    ``recv_ts`` in nanoseconds (a version 2 file's microseconds widen exactly) and ``recv_sub_us`` nullable
+    (absent, NULL, in a version 1 file). :func:`recv_ns_of` gives the exact receive time of its rows."""
+    schema = TABLES[table]
+    schema = schema.set(0, schema.field(0).with_type(_RECV_TS_V1))
+    return schema.set(1, schema.field(1).with_nullable(True))
 
 
 def upgrade(data: pa.Table, table: str) -> pa.Table:
