@@ -20,7 +20,7 @@ import click
 import duckdb
 
 from kiwoom_tape.clikit import friendly_errors
-from kiwoom_tape.replay.catalog import connect, dataset_root, tables_with_files, table_versions
+from kiwoom_tape.replay.catalog import connect, dataset_root, table_versions, tables_with_files
 from kiwoom_tape.schemas import views
 from kiwoom_tape.schemas.errors import DatasetError, KiwoomTapeError
 

@@ -30,7 +30,8 @@ and the first file (the oldest date) fixes the column list. ``union_by_name`` is
 are all of one schema version (:mod:`kiwoom_tape.schemas.tables`): it opens every file's footer on every
 query, and one unreadable file anywhere would then break every query (``kiwoom-tape verify`` finds such
 files). A table whose oldest file is of version 1 and newest of version 2 (a user who upgraded, maybe
-mid-day) is read with it, exactly, until ``kiwoom-tape migrate`` makes it all version 2. Files a running recorder is writing are in ``ROOT/_tmp/``,
+mid-day) is read with it, exactly, until ``kiwoom-tape migrate`` makes it all version 2.
+Files a running recorder is writing are in ``ROOT/_tmp/``,
 outside every table folder (:mod:`kiwoom_tape.schemas.layout`). ``recv_ts`` is exposed as ``TIMESTAMPTZ``
 (microseconds) so that it compares with ``now()`` and with literals such as ``'2026-11-23 09:00:00'`` on every
 DuckDB version, and ``recv_ns`` right after it is the exact receive time in nanoseconds since the epoch
@@ -198,8 +199,8 @@ def empty_select(table: str) -> str:
 def table_view(table: str, files: str | Iterable[str] | Relation | None, version: str = "2") -> str:
     """``CREATE OR REPLACE VIEW table AS ...`` over ``files`` (a glob or a list), or empty when None.
 
-    The columns: :func:`view_columns` (``recv_ts`` as ``TIMESTAMPTZ``, ``recv_ns``), the partition's ``date``, ``minute``,
-    then the table's :data:`DERIVED_COLUMNS`. ``minute`` is :data:`MINUTE_SQL`; a query that does not name
+    The columns: :func:`view_columns` (``recv_ts`` as ``TIMESTAMPTZ``, ``recv_ns``), the partition's ``date``,
+    ``minute``, then the table's :data:`DERIVED_COLUMNS`. ``minute`` is :data:`MINUTE_SQL`; a query that does not name
     it (``count(*)``, ``SELECT item, ...``) does not compute it. ``version``: the schema version of the files,
     ``"2"``, ``"1"`` (no ``recv_sub_us`` to read: :data:`RECV_NS_V1_SQL`) or ``"mixed"`` (read with
     ``union_by_name``).

@@ -94,8 +94,9 @@ after the trade row (the simulated market sends a trade, then the 0D row showing
 in force yet, one earlier in the same frame or microsecond is. A trade before the day's first quote of its item
 has NULL quote columns; a quote of an earlier day never prevails.
 
-Columns: the trade's ``recv_ts``, ``recv_ns``, ``date``, ``minute``, keys, ``item``, ``code``, ``venue``, ``trade_time``,
-``price``, ``qty``, ``side`` (``trades``); the quote's ``quote_recv_ts``, ``quote_recv_ns``, ``quote_time``, ``bid``, ``ask``,
+Columns: the trade's ``recv_ts``, ``recv_ns``, ``date``, ``minute``, keys, ``item``, ``code``, ``venue``,
+``trade_time``, ``price``, ``qty``, ``side`` (``trades``); the quote's ``quote_recv_ts``, ``quote_recv_ns``,
+``quote_time``, ``bid``, ``ask``,
 ``bid_qty``, ``ask_qty``, ``mid``, ``spread_ticks``, ``crossed`` (``quotes``: ``mid`` and ``spread_ticks`` are
 NULL when a side is empty); ``effective_spread`` = 2 x |price - mid| in won and ``effective_spread_ticks``, the
 same in KRX ticks: 2 x |price - mid| over the tick size where bid, ask and price share a tick band, and

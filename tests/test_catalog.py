@@ -387,7 +387,7 @@ def test_book_asof_returns_the_last_book_at_or_before_the_time(con: duckdb.DuckD
     assert con.execute("select count(*) from book_asof('NOPE', now())").fetchone() == (0,)
     # a TIMESTAMPTZ works as well as a string, and the row carries every column of the book
     last = con.execute("select * from book_asof('005930_NX', now() + interval 1 day)").fetchall()
-    assert len(last) == 1 and len(last[0]) == len(TABLES["orderbook"].names) + 2  # recv_ns for recv_sub_us, + date, minute
+    assert len(last) == 1 and len(last[0]) == len(TABLES["orderbook"].names) + 2  # recv_ns, date, minute
 
 
 # --------------------------------------------------------------------------------------------------
