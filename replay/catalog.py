@@ -64,14 +64,17 @@ def tables_with_files(root: Path) -> set[str]:
 
 
 def table_versions(root: Path, present: Collection[str]) -> dict[str, str]:
-    """Table -> ``"1"`` or ``"mixed"`` for the tables of ``present`` whose oldest part file is of schema
-    version 1 (no ``recv_sub_us``), by their newest file; tables all of version 2 are left out. A dataset is
-    upgraded forward, so two footer reads per table tell (:func:`kiwoom_tape.schemas.views.table_view`)."""
+    """Table -> ``"1"`` (its oldest and newest part files are of schema version 1: no ``recv_sub_us``) or
+    ``"mixed"`` (one of each: a user upgraded, or a ``migrate`` was interrupted, which goes oldest first);
+    tables all of version 2 are left out. Two footer reads per table
+    (:func:`kiwoom_tape.schemas.views.table_view`)."""
     out = {}
     for table in present:
         files = sorted((root / table).glob("date=*/*.parquet"))
-        if files and not _has_sub_us(files[0]):
-            out[table] = "mixed" if _has_sub_us(files[-1]) else "1"
+        if files:
+            old, new = _has_sub_us(files[0]), _has_sub_us(files[-1])
+            if not (old and new):
+                out[table] = "1" if not (old or new) else "mixed"
     return out
 
 

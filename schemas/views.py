@@ -29,8 +29,8 @@ skips whole partitions, whose files are then not even opened. Columns are matche
 and the first file (the oldest date) fixes the column list. ``union_by_name`` is off when the table's files
 are all of one schema version (:mod:`kiwoom_tape.schemas.tables`): it opens every file's footer on every
 query, and one unreadable file anywhere would then break every query (``kiwoom-tape verify`` finds such
-files). A table whose oldest file is of version 1 and newest of version 2 (a user who upgraded, maybe
-mid-day) is read with it, exactly, until ``kiwoom-tape migrate`` makes it all version 2.
+files). A table whose oldest and newest files differ in version (a user who upgraded, maybe mid-day,
+or an interrupted ``kiwoom-tape migrate``) is read with it, exactly, until ``migrate`` makes it all version 2.
 Files a running recorder is writing are in ``ROOT/_tmp/``,
 outside every table folder (:mod:`kiwoom_tape.schemas.layout`). ``recv_ts`` is exposed as ``TIMESTAMPTZ``
 (microseconds) so that it compares with ``now()`` and with literals such as ``'2026-11-23 09:00:00'`` on every
