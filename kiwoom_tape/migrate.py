@@ -40,7 +40,8 @@ from kiwoom_tape.recorder.journal_format import fsync_dir
 from kiwoom_tape.replay.catalog import dataset_root
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.errors import DatasetError
-from kiwoom_tape.schemas.tables import SCHEMA_VERSION, TABLES, recv_ns_of, schema_version_of, upgrade
+from kiwoom_tape.schemas.tables import SCHEMA_VERSION, TABLES, schema_version_of
+from kiwoom_tape.schemas.versions import recv_ns_of, upgrade
 
 __all__ = ["MigrateResult", "migrate", "migrate_command", "migrate_file"]
 

@@ -32,7 +32,7 @@ from kiwoom_tape.recorder.backoff import ReconnectPolicy
 from kiwoom_tape.recorder.client import Recorder
 from kiwoom_tape.recorder.driver import drive
 from kiwoom_tape.recorder.store import Store
-from kiwoom_tape.schemas.tables import recv_ns_of
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 __all__ = ["loopback_recorder", "read_table", "run_recorder"]
 

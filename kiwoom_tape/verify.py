@@ -47,15 +47,8 @@ from kiwoom_tape.schemas.layout import (
     parse_staging_filename,
 )
 from kiwoom_tape.schemas.market import KST
-from kiwoom_tape.schemas.tables import (
-    META_TABLE,
-    META_WRITER,
-    SCHEMA_VERSION,
-    TABLES,
-    TABLES_V1,
-    recv_ns_of,
-    schema_version_of,
-)
+from kiwoom_tape.schemas.tables import META_TABLE, META_WRITER, SCHEMA_VERSION, TABLES, TABLES_V1, schema_version_of
+from kiwoom_tape.schemas.versions import recv_ns_of
 from kiwoom_tape.verify_report import FileCheck, Problem, VerifyReport, format_report
 from kiwoom_tape.verify_trades import check_trades, off_grid_sql
 

@@ -22,7 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 from kiwoom_tape.schemas.errors import DatasetError
 from kiwoom_tape.schemas.layout import JOURNAL_DIR, TABLE_NAMES, parse_part_filename
-from kiwoom_tape.schemas.tables import read_schema
+from kiwoom_tape.schemas.versions import read_schema
 from kiwoom_tape.schemas.views import Relation
 
 from kiwoom_tape.objstore import S3Url, s3_filesystem

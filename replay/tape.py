@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from kiwoom_tape.replay.recording import COLUMNS, PartFile, Recording
 from kiwoom_tape.schemas.errors import DatasetError
-from kiwoom_tape.schemas.tables import recv_ns_of
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 __all__ = ["Batch", "Cursor", "Feed"]
 

@@ -31,7 +31,8 @@ text        ``string``                             verbatim
 
 Every table starts with ``recv_ts`` ``timestamp[us, tz=UTC]`` (Parquet ``TIMESTAMP(MICROS, true)``) and
 ``recv_sub_us`` ``int16``, the nanoseconds past ``recv_ts``'s microsecond (0..999): the exact receive time is
-``epoch_us(recv_ts) * 1000 + recv_sub_us`` nanoseconds (:func:`recv_ns_of`). No column has a Parquet type that
+``epoch_us(recv_ts) * 1000 + recv_sub_us`` nanoseconds
+(:func:`kiwoom_tape.schemas.versions.recv_ns_of`). No column has a Parquet type that
 Spark 3/4, Trino or Hive refuse with their default settings (no ``TIMESTAMP(NANOS)``; a time column is a UTC
 instant, the views show it in KST). ``int8``/``int16`` are Parquet ``INT32`` with an ``INT(8)``/``INT(16)``
 annotation.
@@ -48,7 +49,6 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from kiwoom_tape.schemas.fields import FIELDS_0B, FIELDS_0D, FIELDS_0E, FieldSpec, Kind
 
 __all__ = [
@@ -71,11 +71,8 @@ __all__ = [
     "TRADES",
     "WRITER",
     "arrow_type_of",
-    "read_schema",
-    "recv_ns_of",
     "redact_login",
     "schema_version_of",
-    "upgrade",
 ]
 
 SCHEMA_VERSION: Final = 2
@@ -276,46 +273,6 @@ TRADES: Final = TABLES["trades"]
 
 EVENTS: Final = TABLES["events"]
 """Events: connect, login, gaps, ..."""
-
-
-def recv_ns_of(batch: pa.RecordBatch | pa.Table) -> pa.Array | pa.ChunkedArray:
-    """The exact receive time of every row as int64 nanoseconds, from a batch or table of either version.
-
-    Version 2: ``epoch_us(recv_ts) * 1000 + recv_sub_us``; version 1: ``recv_ts``'s nanoseconds. A NULL
-    ``recv_sub_us`` (a v1 file read with the v2 schema) counts as 0.
-    """
-    ns = batch.column("recv_ts").cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64())
-    if "recv_sub_us" not in batch.schema.names:
-        return ns
-    sub = pc.fill_null(batch.column("recv_sub_us"), 0).cast(pa.int64())
-    return pc.add(ns, sub)
-
-
-def read_schema(table: str) -> pa.Schema:
-    """A schema that reads files of both versions of ``table`` as one dataset without loss: the current one with
-    ``recv_ts`` in nanoseconds (a version 2 file's microseconds widen exactly) and ``recv_sub_us`` nullable
-    (absent, NULL, in a version 1 file). :func:`recv_ns_of` gives the exact receive time of its rows."""
-    schema = TABLES[table]
-    schema = schema.set(0, schema.field(0).with_type(_RECV_TS_V1))
-    return schema.set(1, schema.field(1).with_nullable(True))
-
-
-def upgrade(data: pa.Table, table: str) -> pa.Table:
-    """``data`` (rows of ``table`` read from a file of either version) with the current schema's columns.
-
-    Version 2 data is only cast to :data:`TABLES` (a Parquet file gives back its Arrow schema); version 1
-    data gets ``recv_ts`` split into microseconds and ``recv_sub_us``, and its time columns as UTC instants in
-    milliseconds (the same instants). Columns not in the schema (a partition's ``date``) are dropped.
-    """
-    schema = TABLES[table]
-    if "recv_sub_us" not in data.schema.names:
-        ns = data.column("recv_ts").cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64())
-        us = pc.divide(ns, 1000)
-        sub = pc.subtract(ns, pc.multiply(us, 1000)).cast(pa.int16())
-        data = data.set_column(0, "recv_ts", us.cast(pa.timestamp("us", tz="UTC")))
-        data = data.add_column(1, "recv_sub_us", sub)
-    cols = [data.column(f.name).cast(f.type) for f in schema]
-    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def schema_version_of(schema: pa.Schema) -> int | None:

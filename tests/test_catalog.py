@@ -37,7 +37,8 @@ from kiwoom_tape.schemas.errors import DatasetError
 from kiwoom_tape.schemas.fields import FIELDS_0D, Kind
 from kiwoom_tape.schemas.market import KST, tick_size
 from kiwoom_tape.schemas.protocol import encode, encode_real_frame, encode_real_row
-from kiwoom_tape.schemas.tables import TABLES, recv_ns_of
+from kiwoom_tape.schemas.tables import TABLES
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 from kiwoom_tape.cli import cli
 from kiwoom_tape.demo import Recording, record_simulation

@@ -21,7 +21,7 @@ from kiwoom_tape.replay.tape import Cursor
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.errors import DatasetError
 from kiwoom_tape.schemas.market import KST
-from kiwoom_tape.schemas.tables import recv_ns_of
+from kiwoom_tape.schemas.versions import recv_ns_of
 from test_replay_recorded import login_reg, recv_reals
 from websockets.asyncio.client import connect
 

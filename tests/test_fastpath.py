@@ -29,7 +29,8 @@ from kiwoom_tape.schemas.normalize import (
     read_real_frame,
 )
 from kiwoom_tape.schemas.protocol import decode_server_message, encode_real_frame
-from kiwoom_tape.schemas.tables import TABLE_OF_TYPE, recv_ns_of
+from kiwoom_tape.schemas.tables import TABLE_OF_TYPE
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 RECV_NS = 1_795_000_000_123_456_789
 ITEMS = ["005930", "000660", "005930_NX", "035720_AL"]

@@ -17,7 +17,8 @@ from kiwoom_tape.recorder.store import Store
 from kiwoom_tape.replay.catalog import connect
 from kiwoom_tape.schemas.errors import DatasetError
 from kiwoom_tape.schemas.tables import TABLES as SCHEMAS
-from kiwoom_tape.schemas.tables import TABLES_V1, recv_ns_of, schema_version_of
+from kiwoom_tape.schemas.tables import TABLES_V1, schema_version_of
+from kiwoom_tape.schemas.versions import recv_ns_of
 from test_compact import DAY, TABLES, files, make_day, replayed
 
 from kiwoom_tape import migrate as migrate_mod

@@ -21,7 +21,7 @@ from kiwoom_tape.recorder.journal import JournalWriter, read_journal
 from kiwoom_tape.recorder.recovery import recover
 from kiwoom_tape.recorder.store import Store
 from kiwoom_tape.schemas.layout import JOURNAL_DIR, new_run_id
-from kiwoom_tape.schemas.tables import recv_ns_of
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 RUN = new_run_id(1_795_300_000_000_000_000, 0x123456)
 T0 = 1_795_359_000_000_000_000  # 2026-11-22 23:50 KST

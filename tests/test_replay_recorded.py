@@ -37,7 +37,8 @@ from kiwoom_tape.replay.sources import SimSource
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.errors import ProtocolError
 from kiwoom_tape.schemas.realframe import parse_real_frame
-from kiwoom_tape.schemas.tables import TABLES_V1, upgrade
+from kiwoom_tape.schemas.tables import TABLES_V1
+from kiwoom_tape.schemas.versions import upgrade
 from test_record import ITEMS, real_frames, record_for, table
 from websockets.asyncio.client import ClientConnection, connect
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from kiwoom_tape.schemas.fields import FIELDS_0D, Kind
 from kiwoom_tape.schemas.logbuilders import EventBuilder, FrameBuilder
 from kiwoom_tape.schemas.rowbuilders import OrderbookBuilder, TradesBuilder
-from kiwoom_tape.schemas.tables import QUOTE_TZ, TABLES, TABLES_V1, recv_ns_of
+from kiwoom_tape.schemas.tables import QUOTE_TZ, TABLES, TABLES_V1
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 NS = 1_764_550_000_123_456_789  # 2025-12-01 00:46:40.123456789 UTC
 

@@ -25,7 +25,8 @@ from kiwoom_tape.replay.simulator import SimulatedMarket
 from kiwoom_tape.replay.sources import SimSource
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.protocol import PING_TEXT
-from kiwoom_tape.schemas.tables import TABLES_V1, upgrade
+from kiwoom_tape.schemas.tables import TABLES_V1
+from kiwoom_tape.schemas.versions import upgrade
 from test_record import ITEMS, record_for
 from websockets.asyncio.client import ClientConnection, connect
 

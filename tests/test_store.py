@@ -34,7 +34,8 @@ from kiwoom_tape.schemas.layout import (
     staging_filename,
 )
 from kiwoom_tape.schemas.protocol import encode, encode_real_frame, encode_real_row
-from kiwoom_tape.schemas.tables import META_SCHEMA_VERSION, META_TABLE, SCHEMA_VERSION, recv_ns_of
+from kiwoom_tape.schemas.tables import META_SCHEMA_VERSION, META_TABLE, SCHEMA_VERSION
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_TIMEOUT = 60.0
