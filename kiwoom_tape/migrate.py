@@ -9,8 +9,9 @@ is rewritten on its own, crash-safely:
    (:func:`kiwoom_tape.compact_plan.blockers`, as ``compact`` does), and run while no ``compact`` runs (they
    share its lock) after finishing any compaction a crash interrupted;
 2. write the new file under ``DIR/_tmp/`` (:data:`kiwoom_tape.schemas.layout.STAGING_DIR`, outside every
-   table folder), one row group per row group of the old file, same compression, the old file's key-value
-   metadata kept (a compacted file stays marked as such) and the schema's own on top; fsync it;
+   table folder), one row group per row group of the old file, with the writer options of the recorder (or of
+   ``compact``, for a compacted file), the old file's key-value metadata kept (a compacted file stays
+   marked as such) and the schema's own on top; fsync it;
 3. check it: the same row count as the old file and the same exact receive nanoseconds (``recv_ns_of``);
 4. rename it over the old file (atomic), fsync the folder.
 
@@ -35,8 +36,10 @@ from kiwoom_tape import portable
 from kiwoom_tape.clikit import friendly_errors
 from kiwoom_tape.compact import _locked
 from kiwoom_tape.compact_commit import recover
-from kiwoom_tape.compact_plan import blockers, partition_dates
+from kiwoom_tape.compact_plan import META_COMPACTION, blockers, partition_dates
+from kiwoom_tape.compact_write import COMPRESSION_LEVEL
 from kiwoom_tape.recorder.journal_format import fsync_dir
+from kiwoom_tape.recorder.parquet_parts import parquet_options
 from kiwoom_tape.replay.catalog import dataset_root
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.errors import DatasetError
@@ -77,10 +80,12 @@ def migrate_file(path: Path, table: str, stage: Path) -> int:
     stage.mkdir(exist_ok=True)
     with pq.ParquetFile(path) as pf:
         md = pf.metadata
-        compression = md.row_group(0).column(0).compression if md.num_row_groups else "ZSTD"
         meta = {k: v for k, v in (pf.schema_arrow.metadata or {}).items() if k != b"ARROW:schema"}
         schema = TABLES[table].with_metadata({**meta, **(TABLES[table].metadata or {})})
-        with pq.ParquetWriter(str(tmp), schema, compression=compression) as writer:
+        opts = parquet_options(table)  # as the recorder writes, or as compact does for a compacted file
+        if META_COMPACTION in meta:
+            opts["compression_level"] = COMPRESSION_LEVEL
+        with pq.ParquetWriter(str(tmp), schema, **opts) as writer:
             for i in range(md.num_row_groups):
                 t = upgrade(pf.read_row_group(i), table)
                 writer.write_table(pa.Table.from_batches(t.to_batches(), schema=schema), row_group_size=len(t) or 1)

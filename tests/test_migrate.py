@@ -23,6 +23,8 @@ from test_compact import DAY, TABLES, files, make_day, replayed
 
 from kiwoom_tape import migrate as migrate_mod
 from kiwoom_tape.cli import cli
+from kiwoom_tape.compact import compact
+from kiwoom_tape.compact_plan import META_COMPACTION
 from kiwoom_tape.migrate import migrate
 from kiwoom_tape.verify import verify
 
@@ -182,3 +184,21 @@ def test_kill_9_leaves_each_file_old_or_new_and_a_rerun_finishes(v2_day: Path, t
     if point == "_fsync":
         assert any("interrupted migrate" in m for m in msgs), msgs
     assert not [p for p in (day / "_tmp").iterdir() if p.name.startswith("migrate-")]
+
+
+def test_a_compacted_v1_day_stays_v1_when_compacted_and_stays_compacted_when_migrated(v2_day: Path,
+                                                                                       tmp_path: Path) -> None:
+    day = copy_as(v2_day, tmp_path / "data")
+    want = {t: contents(v2_day, t) for t in TABLES}
+    (first,) = compact(day, DAY)
+    assert first.status == "compacted"
+    assert all(schema_version_of(pq.read_schema(f)) == 1 for t in TABLES for f in files(day, t))
+    migrate(day)
+    for t in TABLES:
+        assert contents(day, t) == want[t], t
+        for f in files(day, t):
+            meta = pq.read_schema(f).metadata
+            assert schema_version_of(pq.read_schema(f)) == 2 and meta[META_COMPACTION] == first.compaction_id.encode()
+    (again,) = compact(day, DAY)
+    assert again.status == "already" and again.compaction_id == first.compaction_id
+    assert verify(day).ok(strict=True)
