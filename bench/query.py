@@ -152,7 +152,7 @@ def generate_day(root: Path, n_rows: int, n_items: int = 200, seed: int = 6, gro
 MID_SPREAD = "per-item per-minute mid/spread"
 """The query of "the day" figure (<= 1 s through the views)."""
 
-# recv_ts (the files' nanoseconds, as TIMESTAMPTZ microseconds) floored to the minute, as a TIMESTAMPTZ:
+# recv_ts (the files' microseconds, as TIMESTAMPTZ) floored to the minute, as a TIMESTAMPTZ:
 # whole minutes since the epoch in integer arithmetic, then to_timestamp (seconds). Written out here, not
 # imported from schemas.views: the hand-written side is what a user would write on the raw files.
 HAND_MINUTE = "to_timestamp(epoch_us(CAST(recv_ts AS TIMESTAMPTZ)) // 60000000 * 60)"
