@@ -117,14 +117,16 @@ def generate_day(root: Path, n_rows: int, n_items: int = 200, seed: int = 6, gro
                 cols["ask_ratio_pct"] = pa.array(np.round(tot_a / tot_b * 100, 2))
                 secs = (recv // 1_000_000_000).astype(np.int64)
                 for c in by_kind[Kind.TIME]:
-                    cols[c] = pa.array(secs, pa.timestamp("s", tz="Asia/Seoul"))
+                    cols[c] = pa.array(secs * 1000, pa.timestamp("ms", tz="UTC"))
                 arrays = []
                 for f in ORDERBOOK:
                     name = f.name
                     if name in cols:
                         arr = cols[name]
                     elif name == "recv_ts":
-                        arr = pa.array(recv, pa.timestamp("ns", tz="UTC"))
+                        arr = pa.array(recv // 1000, pa.timestamp("us", tz="UTC"))
+                    elif name == "recv_sub_us":
+                        arr = pa.array((recv % 1000).astype(np.int16))
                     elif name == "run_id":
                         arr = pa.array([RUN_ID] * n, pa.string())
                     elif name == "frame_seq":
@@ -154,7 +156,7 @@ def generate_day(root: Path, n_rows: int, n_items: int = 200, seed: int = 6, gro
 MID_SPREAD = "per-item per-minute mid/spread"
 """The query of "the day" figure (<= 1 s through the views)."""
 
-# recv_ts (the files' nanoseconds, as TIMESTAMPTZ microseconds) floored to the minute, as a TIMESTAMPTZ:
+# recv_ts (the files' microseconds, as TIMESTAMPTZ) floored to the minute, as a TIMESTAMPTZ:
 # whole minutes since the epoch in integer arithmetic, then to_timestamp (seconds). Written out here, not
 # imported from schemas.views: the hand-written side is what a user would write on the raw files.
 HAND_MINUTE = "to_timestamp(epoch_us(CAST(recv_ts AS TIMESTAMPTZ)) // 60000000 * 60)"

@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 from bench.frames import Workload
 from bench.machine import kill_if_running, pin, proc_cpu_seconds, proc_rss_bytes
@@ -43,12 +44,12 @@ def _read_dataset(out: Path) -> dict[str, Any]:
     fdir = out / "frames"
     if fdir.exists():
         t = ds.dataset(fdir, format="parquet", partitioning="hive").to_table(
-            columns=["recv_ts", "seq", "direction", "trnm", "run_id"]
+            columns=["recv_ts", "recv_sub_us", "seq", "direction", "trnm", "run_id"]
         )
         mask = pc.and_(pc.equal(t["direction"], "in"), pc.equal(t["trnm"], "REAL"))
         t = t.filter(mask).sort_by([("run_id", "ascending"), ("seq", "ascending")])
         res["frames"] = t.num_rows
-        res["recv_ns"] = array("q", t["recv_ts"].cast("int64").to_pylist())
+        res["recv_ns"] = array("q", recv_ns_of(t).to_pylist())
         res["runs"] = len(set(t["run_id"].to_pylist()))
     for table in ("orderbook", "afterhours"):
         d = out / table

@@ -26,16 +26,17 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from kiwoom_tape.replay.recorded import RecordedSource
 from kiwoom_tape.replay.server import serve
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 from bench.machine import write_atomic
 
 
 def _recorded_frames(dataset: Path) -> tuple[list[int], list[str]]:
     t = ds.dataset(dataset / "frames", format="parquet", partitioning="hive").to_table(
-        columns=["recv_ts", "seq", "direction", "trnm", "text"])
+        columns=["recv_ts", "recv_sub_us", "seq", "direction", "trnm", "text"])
     t = t.filter(pc.and_(pc.equal(t["direction"], "in"), pc.equal(t["trnm"], "REAL")))
-    t = t.sort_by([("recv_ts", "ascending"), ("seq", "ascending")])
-    return t["recv_ts"].cast("int64").to_pylist(), t["text"].to_pylist()
+    t = t.sort_by([("recv_ts", "ascending"), ("recv_sub_us", "ascending"), ("seq", "ascending")])
+    return recv_ns_of(t).to_pylist(), t["text"].to_pylist()
 
 
 async def _main(args: argparse.Namespace) -> int:

@@ -114,7 +114,8 @@ def run(cfg: Config, tmp: Path, wl: Workload, log: Any) -> tuple[list[Figure], d
     ]
     # The levers, each alone, on the same rows (in memory, row groups as the store writes them).
     frames = _read(root, "frames").sort_by([("seq", "ascending")])
-    book = _read(root, "orderbook").sort_by([("recv_ts", "ascending"), ("frame_seq", "ascending"),
+    book = _read(root, "orderbook").sort_by([("recv_ts", "ascending"), ("recv_sub_us", "ascending"),
+                                             ("frame_seq", "ascending"),
                                              ("row_idx", "ascending")])
     rg = 10_000
     live_f, live_b = parquet_options("frames"), parquet_options("orderbook")

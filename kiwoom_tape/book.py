@@ -26,7 +26,7 @@ __all__ = ["LEVELS", "BookView", "Trade", "book_command", "load_book", "parse_at
 LEVELS: Final = 10
 """Levels a side of a 0D book carries (docs/protocol.md 2.1)."""
 
-_ORDER: Final = "recv_ts DESC, run_id DESC, frame_seq DESC, row_idx DESC"
+_ORDER: Final = "recv_ns DESC, run_id DESC, frame_seq DESC, row_idx DESC"
 
 
 @dataclass(frozen=True)

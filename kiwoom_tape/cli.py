@@ -9,6 +9,7 @@ import click
 from kiwoom_tape.book import book_command
 from kiwoom_tape.compact import compact_command
 from kiwoom_tape.demo_cli import demo_command
+from kiwoom_tape.migrate import migrate_command
 from kiwoom_tape.relay_cli import record_command
 from kiwoom_tape.replay.cli import replay_command
 from kiwoom_tape.sql import sql_command
@@ -45,6 +46,7 @@ cli.add_command(verify_command)
 cli.add_command(book_command)
 cli.add_command(demo_command)
 cli.add_command(compact_command)
+cli.add_command(migrate_command)
 
 
 def main() -> None:

@@ -2,11 +2,11 @@
 
 Order of the rows in the new files (:data:`SORT_ORDER`):
 
-- ``orderbook``, ``afterhours``, ``trades``: by ``item``, then ``recv_ts``, ``run_id``, ``frame_seq``,
+- ``orderbook``, ``afterhours``, ``trades``: by ``item``, then ``recv_ts``, ``recv_sub_us``, ``run_id``, ``frame_seq``,
   ``row_idx``: one item's rows are contiguous, so a query for one item reads a few row groups (their
   ``item`` statistics prune the rest) and zstd sees consecutive books of one item, which differ in a level
   or two (PERF-LIMITS.md section 3: sorted by item, the book takes about a third less space).
-- ``events``: by ``recv_ts``, then ``run_id`` (stable: events of one instant keep their order).
+- ``events``: by ``recv_ts``, ``recv_sub_us``, then ``run_id`` (stable: events of one instant keep their order).
 - ``frames``: not sorted. Each recording run gets its own file, holding the run's frames in the order
   its part files held them (segment, then row: the receive order, ``seq``), which is the order
   :mod:`kiwoom_tape.replay.recorded` reads a run in; runs are merged by receive time at replay as before, so a
@@ -51,12 +51,16 @@ __all__ = [
 ]
 
 SORT_ORDER: Final[dict[str, tuple[str, ...]]] = {
-    "orderbook": ("item", "recv_ts", "run_id", "frame_seq", "row_idx"),
-    "afterhours": ("item", "recv_ts", "run_id", "frame_seq", "row_idx"),
-    "trades": ("item", "recv_ts", "run_id", "frame_seq", "row_idx"),
-    "events": ("recv_ts", "run_id"),
+    "orderbook": ("item", "recv_ts", "recv_sub_us", "run_id", "frame_seq", "row_idx"),
+    "afterhours": ("item", "recv_ts", "recv_sub_us", "run_id", "frame_seq", "row_idx"),
+    "trades": ("item", "recv_ts", "recv_sub_us", "run_id", "frame_seq", "row_idx"),
+    "events": ("recv_ts", "recv_sub_us", "run_id"),
 }
-"""The sort key of each table's compacted files (``frames``: per run, receive order; module docstring)."""
+"""The sort key of each table's compacted files (``frames``: per run, receive order; module docstring).
+``recv_sub_us`` is left out for files of schema version 1 (their ``recv_ts`` holds the nanoseconds).
+
+A day is compacted in the schema version of its files: a day of version 1 files stays version 1 (the
+checksum compares whole rows), and a day mixing versions is refused (``kiwoom-tape migrate`` first)."""
 
 ROW_GROUP_ROWS: Final[dict[str, int]] = {"frames": 65_536}
 """Rows per row group of the compacted files; 262,144 for the tables not named. Measured on a simulated
@@ -144,7 +148,7 @@ def _schema(sources: Sequence[Path], compaction_id: str) -> pa.Schema:
         if not pa.schema(list(pq.read_schema(f))).equals(bare, check_metadata=True):
             raise DatasetError(
                 f"{f} and {sources[0]} have different columns (written by different schema versions?)",
-                hint="compact only days whose files share one schema (kiwoom-tape verify names the versions)",
+                hint="run `kiwoom-tape migrate DIR --date D` to make the day all version 2, then compact",
             )
     return first.with_metadata({**(first.metadata or {}), META_COMPACTION: compaction_id.encode()})
 
@@ -220,7 +224,7 @@ def _spill(stage: Path, table: str, sources: Sequence[Path], schema: pa.Schema,
 
 def _sorted_table(stage: Path, table: str, sources: Sequence[Path], schema: pa.Schema, cid: str,
                   bucket_rows: int, progress: Progress) -> list[str]:
-    order = [(c, "ascending") for c in SORT_ORDER[table]]
+    order = [(c, "ascending") for c in SORT_ORDER[table] if c in schema.names]
     out = _Out(stage, table, schema, ROW_GROUP_ROWS.get(table, _DEFAULT_GROUP))
     out.open(compacted_name(cid, 0))
     rows = sum(pq.read_metadata(f).num_rows for f in sources)

@@ -20,7 +20,7 @@ import click
 import duckdb
 
 from kiwoom_tape.clikit import friendly_errors
-from kiwoom_tape.replay.catalog import connect, dataset_root, tables_with_files
+from kiwoom_tape.replay.catalog import connect, dataset_root, table_versions, tables_with_files
 from kiwoom_tape.schemas import views
 from kiwoom_tape.schemas.errors import DatasetError, KiwoomTapeError
 
@@ -172,7 +172,8 @@ def _split_args(args: tuple[str, ...]) -> tuple[str, str | None]:
 def _interactive(root: str, init_only: bool) -> int:
     path = dataset_root(root)
     try:
-        script = views.init_script(path.as_posix(), tables_with_files(path))
+        present = tables_with_files(path)
+        script = views.init_script(path.as_posix(), present, table_versions(path, present))
     except ValueError as exc:
         raise DatasetError(str(exc), hint="move the dataset, or link it, to a path without those characters") from None
     if init_only:

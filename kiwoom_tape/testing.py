@@ -32,6 +32,7 @@ from kiwoom_tape.recorder.backoff import ReconnectPolicy
 from kiwoom_tape.recorder.client import Recorder
 from kiwoom_tape.recorder.driver import drive
 from kiwoom_tape.recorder.store import Store
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 __all__ = ["loopback_recorder", "read_table", "run_recorder"]
 
@@ -85,11 +86,15 @@ async def run_recorder(
 def read_table(root: str | os.PathLike[str], name: str) -> list[dict[str, Any]]:
     """Every row of table ``name`` (``frames``, ``orderbook``, ...) under ``root``, ``recv_ts`` as int ns.
 
-    Nanosecond timestamps do not fit ``datetime``; no table yet reads as no rows.
+    Nanosecond timestamps do not fit ``datetime``: ``recv_ts`` is the exact receive nanosecond of either schema
+    version (:func:`kiwoom_tape.schemas.tables.recv_ns_of`) and ``recv_sub_us`` is left out; no table yet reads
+    as no rows. The files must be of one schema version.
     """
     path = os.path.join(root, name)
     if not os.path.exists(path):
         return []
     t = ds.dataset(path, format="parquet", partitioning="hive").to_table()
-    t = t.set_column(t.schema.get_field_index("recv_ts"), "recv_ts", t["recv_ts"].cast("int64"))
+    t = t.set_column(t.schema.get_field_index("recv_ts"), "recv_ts", recv_ns_of(t))
+    if "recv_sub_us" in t.schema.names:
+        t = t.drop_columns(["recv_sub_us"])
     return t.to_pylist()  # type: ignore[no-any-return]

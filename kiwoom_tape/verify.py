@@ -47,7 +47,8 @@ from kiwoom_tape.schemas.layout import (
     parse_staging_filename,
 )
 from kiwoom_tape.schemas.market import KST
-from kiwoom_tape.schemas.tables import META_TABLE, META_WRITER, SCHEMA_VERSION, TABLES, schema_version_of
+from kiwoom_tape.schemas.tables import META_TABLE, META_WRITER, SCHEMA_VERSION, TABLES, TABLES_V1, schema_version_of
+from kiwoom_tape.schemas.versions import recv_ns_of
 from kiwoom_tape.verify_report import FileCheck, Problem, VerifyReport, format_report
 from kiwoom_tape.verify_trades import check_trades, off_grid_sql
 
@@ -84,7 +85,6 @@ def _same_type(got: pa.DataType, want: pa.DataType) -> bool:
 
 def _check_file(report: VerifyReport, fc: FileCheck) -> None:
     name = _rel(report, fc.path)
-    want = TABLES[fc.table]
     try:
         pf = pq.ParquetFile(fc.path, page_checksum_verification=True)  # every page's CRC, where written
     except Exception as exc:  # any failure to open the footer: the file is unreadable
@@ -109,7 +109,8 @@ def _check_file(report: VerifyReport, fc: FileCheck) -> None:
             fc.error = f"holds table {table_meta!r} but sits in {fc.table}/"
             report.error(f"{name}: {fc.error}", f"move it to {table_meta}/")
             return
-        if fc.schema_version == SCHEMA_VERSION:
+        if fc.schema_version in (1, SCHEMA_VERSION):
+            want = (TABLES if fc.schema_version == SCHEMA_VERSION else TABLES_V1)[fc.table]
             got = [(f.name, f.type) for f in schema]
             expected = [(f.name, f.type) for f in want]
             if [n for n, _ in got] != [n for n, _ in expected] or not all(
@@ -119,12 +120,10 @@ def _check_file(report: VerifyReport, fc: FileCheck) -> None:
                 extra = sorted({n for n, _ in got} - {n for n, _ in expected})
                 detail = f"missing {missing[:5]}" if missing else ""
                 detail += (", " if detail and extra else "") + (f"unexpected {extra[:5]}" if extra else "")
-                fc.error = f"columns do not match schema version {SCHEMA_VERSION} of {fc.table} ({detail or 'types'})"
+                fc.error = (f"columns do not match schema version {fc.schema_version} of {fc.table} "
+                            f"({detail or 'types'})")
                 report.error(f"{name}: {fc.error}", "the file was changed by another tool: restore or remove it")
                 return
-        else:
-            report.warn(f"{name}: schema version {fc.schema_version}, older than {SCHEMA_VERSION}",
-                        "the views read it by column name; columns added since are missing from it")
         declared = pf.metadata.num_rows
         first: int | None = None
         last: int | None = None
@@ -133,7 +132,7 @@ def _check_file(report: VerifyReport, fc: FileCheck) -> None:
             for batch in pf.iter_batches(batch_size=65_536):
                 rows += batch.num_rows
                 if "recv_ts" in batch.schema.names and batch.num_rows:
-                    mm = pc.min_max(batch.column("recv_ts").cast(pa.int64()))
+                    mm = pc.min_max(recv_ns_of(batch))
                     lo, hi = mm["min"].as_py(), mm["max"].as_py()
                     if lo is not None:
                         first = lo if first is None else min(first, lo)
@@ -332,7 +331,7 @@ def _check_journal_damage(report: VerifyReport, con: duckdb.DuckDBPyConnection) 
     Damage followed by valid records (bytes lost inside a run: a bad disk, not a crash) is an error;
     a torn tail (what a crash in the middle of a write leaves, inside the run's crash gap) a warning.
     """
-    rows = con.execute("SELECT run_id, detail FROM events WHERE kind = 'journal_damage' ORDER BY recv_ts").fetchall()
+    rows = con.execute("SELECT run_id, detail FROM events WHERE kind = 'journal_damage' ORDER BY recv_ns").fetchall()
     for run_id, detail_text in rows:
         try:
             d = json.loads(detail_text)
@@ -354,12 +353,19 @@ def verify(root: str | Path) -> VerifyReport:
     report = VerifyReport(dataset_root(root))
     _scan_files(report)
     good: dict[str, list[str]] = defaultdict(list)
+    seen: dict[str, set[int | None]] = defaultdict(set)
     for fc in report.files:
         if fc.error is None:
             good[fc.table].append(fc.path.as_posix())
+            seen[fc.table].add(fc.schema_version)
+    old = sum(1 for fc in report.files if fc.error is None and fc.schema_version == 1)
+    if old:
+        report.warn(f"{old} file{'s' if old != 1 else ''} of schema version 1 (this kiwoom-tape writes "
+                    f"{SCHEMA_VERSION}): read as they are", f"`kiwoom-tape migrate {report.root}` rewrites them")
+    versions = {t: ("1" if v == {1} else "mixed") for t, v in seen.items() if 1 in v}
     con = duckdb.connect(":memory:")
     try:
-        statements = views.statements_for(good)
+        statements = views.statements_for(good, versions)
         with contextlib.suppress(duckdb.Error):
             con.execute(statements[0])  # SET TimeZone (ICU)
         for stmt in statements[1:]:

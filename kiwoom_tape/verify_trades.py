@@ -10,7 +10,7 @@ Errors mean rows that cannot be right whatever the market did (docs/protocol.md 
 Warnings are what a live feed may well do and a user should know:
 
 - a trade more than one tick outside the touch of the book in force when it was received (the last 0D row of
-  the item received before it in receive order ``recv_ts``, ``run_id``, ``frame_seq``, ``row_idx``, as in the
+  the item received before it in receive order ``recv_ns``, ``run_id``, ``frame_seq``, ``row_idx``, as in the
   ``quote_mid_at_trade`` view: a book later in the same frame or microsecond is not in force yet; of the same
   run, as a book of another session may be stale; at most :data:`BOOK_MAX_AGE_S` old, not crossed): a sweep
   through several levels prints so, but so does a mismatched book;
@@ -85,7 +85,7 @@ def check_trades(report: VerifyReport, con: duckdb.DuckDBPyConnection) -> None:
             SELECT t.*,
                    t.price - t.change AS reference,
                    lag(t.cum_volume) OVER (PARTITION BY t.item, t."date"
-                                           ORDER BY t.recv_ts, t.run_id, t.frame_seq, t.row_idx) AS prev_cum
+                                           ORDER BY t.recv_ns, t.run_id, t.frame_seq, t.row_idx) AS prev_cum
             FROM trades AS t
         )
         SELECT t.item, t.venue, t.trade_time, t.price, t.reference, t.cum_volume, t.prev_cum,

@@ -71,9 +71,9 @@ verbatim frames (rather than pyarrow's 1 MiB, a few hundred) finds their common 
 about a tenth fewer bytes, at the same speed (docs/benchmarks.md: Storage)."""
 
 ROW_GROUP_ORDER: Final[dict[str, tuple[str, ...]]] = {
-    "orderbook": ("item", "recv_ts", "frame_seq", "row_idx"),
-    "afterhours": ("item", "recv_ts", "frame_seq", "row_idx"),
-    "trades": ("item", "recv_ts", "frame_seq", "row_idx"),
+    "orderbook": ("item", "recv_ts", "recv_sub_us", "frame_seq", "row_idx"),
+    "afterhours": ("item", "recv_ts", "recv_sub_us", "frame_seq", "row_idx"),
+    "trades": ("item", "recv_ts", "recv_sub_us", "frame_seq", "row_idx"),
 }
 """Each row group of these tables is sorted by item, then time, when it is written: consecutive rows of
 one item differ in a few levels, so zstd stores the row group in about half the bytes, for free

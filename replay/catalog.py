@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 from kiwoom_tape.replay.catalog_s3 import register_s3_tables
 from kiwoom_tape.schemas import views
 from kiwoom_tape.schemas.errors import DatasetError
@@ -31,7 +34,7 @@ from kiwoom_tape.schemas.layout import JOURNAL_DIR, TABLE_NAMES
 
 from kiwoom_tape.objstore import is_s3_url, parse_s3_url
 
-__all__ = ["connect", "dataset_root", "install_views", "tables_with_files"]
+__all__ = ["connect", "dataset_root", "install_views", "table_versions", "tables_with_files"]
 
 _NOT_A_DATASET_HINT = (
     "pass the --out directory of a record run (it holds frames/, orderbook/, afterhours/, events/), "
@@ -60,6 +63,28 @@ def tables_with_files(root: Path) -> set[str]:
     return {t for t in TABLE_NAMES if next((root / t).glob("date=*/*.parquet"), None) is not None}
 
 
+def table_versions(root: Path, present: Collection[str]) -> dict[str, str]:
+    """Table -> ``"1"`` (its oldest and newest part files are of schema version 1: no ``recv_sub_us``) or
+    ``"mixed"`` (one of each: a user upgraded, or a ``migrate`` was interrupted, which goes oldest first);
+    tables all of version 2 are left out. Two footer reads per table
+    (:func:`kiwoom_tape.schemas.views.table_view`)."""
+    out = {}
+    for table in present:
+        files = sorted((root / table).glob("date=*/*.parquet"))
+        if files:
+            old, new = _has_sub_us(files[0]), _has_sub_us(files[-1])
+            if not (old and new):
+                out[table] = "1" if not (old or new) else "mixed"
+    return out
+
+
+def _has_sub_us(path: Path) -> bool:
+    try:
+        return "recv_sub_us" in pq.read_schema(path).names
+    except (OSError, pa.ArrowException):
+        return True  # unreadable: the views' query says so (kiwoom-tape verify finds it)
+
+
 def install_views(con: duckdb.DuckDBPyConnection, root: str | os.PathLike[str]) -> None:
     """Create the catalog's views and macros of the dataset at ``root`` on an existing connection.
 
@@ -75,7 +100,8 @@ def install_views(con: duckdb.DuckDBPyConnection, root: str | os.PathLike[str]) 
         return
     path = dataset_root(root)
     try:
-        statements = views.catalog_statements(path.as_posix(), tables_with_files(path))
+        present = tables_with_files(path)
+        statements = views.catalog_statements(path.as_posix(), present, table_versions(path, present))
     except ValueError as exc:
         raise DatasetError(str(exc), hint="move the dataset, or link it, to a path without those characters") from None
     _run(con, statements, path)

@@ -22,6 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 from kiwoom_tape.schemas.errors import DatasetError
 from kiwoom_tape.schemas.layout import JOURNAL_DIR, TABLE_NAMES, parse_part_filename
+from kiwoom_tape.schemas.versions import read_schema
 from kiwoom_tape.schemas.views import Relation
 
 from kiwoom_tape.objstore import S3Url, s3_filesystem
@@ -60,8 +61,10 @@ def register_s3_tables(con: duckdb.DuckDBPyConnection, url: S3Url, fs: Any = Non
     fs = s3_filesystem() if fs is None else fs
     sources: dict[str, Relation] = {}
     for table, files in s3_part_files(fs, url).items():
+        # files of both schema versions as one dataset (schemas.tables.read_schema), the partition's date last
+        schema = read_schema(table).append(pa.field("date", pa.date32()))
         dataset = ds.dataset(files, filesystem=fs, format="parquet", partitioning=_PARTITIONING,
-                             partition_base_dir=url.path(table))
+                             partition_base_dir=url.path(table), schema=schema)
         name = f"_kt_s3_{table}"
         con.register(name, dataset)
         sources[table] = Relation(name)

@@ -158,6 +158,7 @@ def _read_part(path: Path, run_id: str, segment: int, root: Path) -> PartFile:
                 raise DatasetError(f"{path} is not a frames file: no column {', '.join(missing)}", hint=hint)
             md = pf.metadata
             col = names.index("recv_ts")
+            k = 1000 if "recv_sub_us" in names else 1
             groups = []
             for i in range(md.num_row_groups):
                 rg = md.row_group(i)
@@ -165,7 +166,8 @@ def _read_part(path: Path, run_id: str, segment: int, root: Path) -> PartFile:
                     continue
                 st = rg.column(col).statistics
                 if st is not None and st.has_min_max and isinstance(st.min_raw, int):
-                    groups.append((i, int(st.min_raw), int(st.max_raw)))
+                    # schema v2 stores microseconds (the exact ns is up to 999 more), v1 nanoseconds
+                    groups.append((i, int(st.min_raw) * k, int(st.max_raw) * k + k - 1))
                 else:
                     groups.append((i, _NO_MIN, _NO_MAX))
     except DatasetError:

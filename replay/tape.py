@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from kiwoom_tape.replay.recording import COLUMNS, PartFile, Recording
 from kiwoom_tape.schemas.errors import DatasetError
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 __all__ = ["Batch", "Cursor", "Feed"]
 
@@ -56,8 +57,9 @@ class _RunReader:
                 self._part = part
                 try:
                     self._file = pq.ParquetFile(part.path)
+                    sub = ["recv_sub_us"] if "recv_sub_us" in self._file.schema_arrow.names else []  # schema v2
                     self._batches = self._file.iter_batches(  # decoded in this (background) thread
-                        batch_size=self._batch_rows, row_groups=groups, columns=list(COLUMNS), use_threads=False
+                        batch_size=self._batch_rows, row_groups=groups, columns=[*COLUMNS, *sub], use_threads=False
                     )
                 except (OSError, pa.ArrowException) as exc:
                     raise DatasetError(f"cannot read {part.path}: {exc}", hint="move the file aside") from None
@@ -68,7 +70,7 @@ class _RunReader:
             if batch is None:
                 self._close_file()
                 continue
-            ts = batch.column("recv_ts").cast(pa.int64())
+            ts = recv_ns_of(batch)  # the exact receive ns of either schema version
             mask = pc.and_(
                 pc.and_(pc.equal(batch.column("direction"), "in"), pc.equal(batch.column("trnm"), "REAL")),
                 pc.and_(pc.greater_equal(ts, self._lo), pc.less(ts, self._hi)),

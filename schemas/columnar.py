@@ -80,5 +80,28 @@ def _u8_bitmap(valid: bytes | bytearray, n: int) -> pa.Buffer | None:
     return buf
 
 
+_RECV_TS: Final = pa.timestamp("us", tz="UTC")
+_UTC_MS: Final = pa.timestamp("ms", tz="UTC")
+
+
+def recv_columns(recv_ns: array[int]) -> tuple[pa.Array, pa.Array]:
+    """``recv_ts`` (microseconds) and ``recv_sub_us`` (the nanoseconds past it, 0..999) of int64 receive times.
+
+    Vectorised: one integer division and one subtraction over the whole column (receive times are after 1970,
+    so truncating division floors)."""
+    n = len(recv_ns)
+    ns = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(recv_ns)])
+    us = pc.divide(ns, 1000)
+    sub = pc.subtract(ns, pc.multiply(us, 1000)).cast(pa.int16())
+    return us.view(_RECV_TS), sub
+
+
+def utc_ms(seconds: array[int], n: int, bitmap: pa.Buffer | None) -> pa.Array:
+    """A time column (``timestamp[ms, tz=UTC]``) from UTC epoch seconds, NULL where ``bitmap`` says so."""
+    secs = pa.Array.from_buffers(pa.int64(), n, [bitmap, pa.py_buffer(seconds)])
+    out: pa.Array = pc.multiply(secs, 1000).view(_UTC_MS)
+    return out
+
+
 def _strings(values: Sequence[str | None]) -> pa.Array:
     return pa.array(values, type=pa.string())

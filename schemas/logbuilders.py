@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
-from kiwoom_tape.schemas.columnar import _strings
+from kiwoom_tape.schemas.columnar import _strings, recv_columns
 from kiwoom_tape.schemas.tables import EVENT_KINDS, EVENTS, FRAMES, redact_login
 from kiwoom_tape.schemas.wirevalues import _I64_MAX, _I64_MIN
 
@@ -96,7 +96,7 @@ class FrameBuilder:
         """The buffered messages as one batch (maybe empty); the builder starts over."""
         n = len(self._seq)
         cols = [
-            pa.Array.from_buffers(pa.timestamp("ns", tz="UTC"), n, [None, pa.py_buffer(self._recv)]),
+            *recv_columns(self._recv),
             _strings(self._run),
             pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(self._seq)]),
             _strings(self._dir),
@@ -195,9 +195,8 @@ class EventBuilder:
 
     def flush(self) -> pa.RecordBatch:
         """The buffered events as one batch (maybe empty); the builder starts over."""
-        n = len(self._kind)
         cols = [
-            pa.Array.from_buffers(pa.timestamp("ns", tz="UTC"), n, [None, pa.py_buffer(self._recv)]),
+            *recv_columns(self._recv),
             _strings(self._run),
             _strings(self._kind),
             _strings(self._detail),

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from kiwoom_tape.schemas.columnar import _ABSENT, _plan, _raw, _strings, _u8_bitmap
+from kiwoom_tape.schemas.columnar import _ABSENT, _plan, _raw, _strings, _u8_bitmap, recv_columns, utc_ms
 from kiwoom_tape.schemas.fields import FIELDS_0B, FIELDS_0D, FIELDS_0E, FieldSpec, Kind
 from kiwoom_tape.schemas.market import split_item
 from kiwoom_tape.schemas.tables import AFTERHOURS, FLAG_INVALID, FLAG_MISSING, ORDERBOOK, TRADES
@@ -303,7 +303,7 @@ class _RealTableBuilder:
             "code": (self._cd, p.n_code, d),
         }
         cols: list[pa.Array] = [
-            pa.Array.from_buffers(pa.timestamp("ns", tz="UTC"), n, [None, pa.py_buffer(self._recv)]),
+            *recv_columns(self._recv),
             _strings(self._run),
             pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(self._fseq)]),
             pa.Array.from_buffers(pa.int16(), n, [None, pa.py_buffer(self._ridx)]),
@@ -319,14 +319,14 @@ class _RealTableBuilder:
                 cols.append(pa.Array.from_buffers(typ, n, [bitmap, prices.buffers()[1]]))
                 continue
             elif buf == "time":
-                data: array[Any] = self._time[j::nt]
-                bitmap = _u8_bitmap(self._tvalid[j::nt], n)
+                cols.append(utc_ms(self._time[j::nt], n, _u8_bitmap(self._tvalid[j::nt], n)))
+                continue
             elif buf == "text":
                 cols.append(_strings(self._text[j]))
                 continue
             else:
                 src, width, pos = bufs[buf]
-                data = src[j::width]
+                data: array[Any] = src[j::width]
                 bitmap = _u8_bitmap(self._valid[pos + j :: p.n_num], n)
             cols.append(pa.Array.from_buffers(typ, n, [bitmap, pa.py_buffer(data)]))
         cols.append(pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(self._flags)]))

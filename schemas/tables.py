@@ -20,7 +20,7 @@ wire strings of docs/protocol.md 2.0):
 ==========  =====================================  ==============================================
 kind        Arrow type                             stored value
 ==========  =====================================  ==============================================
-time        ``timestamp[s, tz=Asia/Seoul]``        the KST date of ``recv_ts`` + the wire HHmmss
+time        ``timestamp[ms, tz=UTC]``              the KST date of ``recv_ts`` + the wire HHmmss, as a UTC instant
 price       ``int32``                              ``abs()`` in won; ``"-0"``, ``""`` and 0 are NULL
 qty         ``int64``                              shares
 signed      ``int64``                              signed shares or won
@@ -29,8 +29,17 @@ code        ``int8``                               a small code (sign codes 1..5
 text        ``string``                             verbatim
 ==========  =====================================  ==============================================
 
-Note: Parquet has no seconds unit, so a ``timestamp[s]`` column comes back from a Parquet file as
-``timestamp[ms]`` with the same instants; cast to :data:`TABLES` to get the exact schema back.
+Every table starts with ``recv_ts`` ``timestamp[us, tz=UTC]`` (Parquet ``TIMESTAMP(MICROS, true)``) and
+``recv_sub_us`` ``int16``, the nanoseconds past ``recv_ts``'s microsecond (0..999): the exact receive time is
+``epoch_us(recv_ts) * 1000 + recv_sub_us`` nanoseconds
+(:func:`kiwoom_tape.schemas.versions.recv_ns_of`). No column has a Parquet type that
+Spark 3/4, Trino or Hive refuse with their default settings (no ``TIMESTAMP(NANOS)``; a time column is a UTC
+instant, the views show it in KST). ``int8``/``int16`` are Parquet ``INT32`` with an ``INT(8)``/``INT(16)``
+annotation.
+
+Schema version 1 (:data:`TABLES_V1`, written until kiwoom-tape 0.x; ``kiwoom-tape migrate`` rewrites it) had
+``recv_ts`` ``timestamp[ns, tz=UTC]`` and no ``recv_sub_us``, and time columns ``timestamp[s, tz=Asia/Seoul]``
+(the same instants). Every reader reads both versions, side by side in one day folder too.
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ __all__ = [
     "QUOTE_TZ",
     "SCHEMA_VERSION",
     "TABLES",
+    "TABLES_V1",
     "TABLE_OF_TYPE",
     "TRADES",
     "WRITER",
@@ -65,7 +75,7 @@ __all__ = [
     "schema_version_of",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """Version of the stored tables; bumped whenever a column changes name, type or meaning."""
 
 
@@ -116,10 +126,11 @@ connection number on the relay and its address), for a removal the one that gave
 TABLE_OF_TYPE: Final = {"0D": "orderbook", "0E": "afterhours", "0B": "trades"}
 """Real-time type code -> the table its rows are normalized into."""
 
-_RECV_TS = pa.timestamp("ns", tz="UTC")
+_RECV_TS = pa.timestamp("us", tz="UTC")
+_RECV_TS_V1 = pa.timestamp("ns", tz="UTC")
 
 _KIND_TYPES: dict[Kind, pa.DataType] = {
-    Kind.TIME: pa.timestamp("s", tz=QUOTE_TZ),
+    Kind.TIME: pa.timestamp("ms", tz="UTC"),
     Kind.PRICE: pa.int32(),
     Kind.QTY: pa.int64(),
     Kind.SIGNED: pa.int64(),
@@ -129,7 +140,8 @@ _KIND_TYPES: dict[Kind, pa.DataType] = {
 }
 
 _KIND_NOTES: dict[Kind, str] = {
-    Kind.TIME: "KST date of recv_ts combined with the wire HHmmss; NULL if not a valid HHmmss",
+    Kind.TIME: "KST date of recv_ts combined with the wire HHmmss (KST), stored as a UTC instant (the views show KST); "
+               "NULL if not a valid HHmmss",
     Kind.PRICE: "abs() of the signed wire price (the sign means vs the reference price); '-0', '' and 0 are NULL",
     Kind.QTY: "unsigned quantity",
     Kind.SIGNED: "signed integer",
@@ -155,60 +167,51 @@ def _col(name: str, typ: pa.DataType, description: str, *, nullable: bool = Fals
     return pa.field(name, typ, nullable=nullable, metadata=_meta(description, **extra))
 
 
-def _fid_field(spec: FieldSpec) -> pa.Field:
-    return pa.field(
-        spec.column,
-        _KIND_TYPES[spec.kind],
-        nullable=True,
-        metadata=_meta(
-            f"FID {spec.fid} {spec.korean}: {_KIND_NOTES[spec.kind]}",
-            fid=spec.fid,
-            korean=spec.korean,
-            kind=str(spec.kind),
-            unit=spec.unit,
-        ),
-    )
+def _fid_field(spec: FieldSpec, version: int) -> pa.Field:
+    typ = _KIND_TYPES[spec.kind]
+    note = _KIND_NOTES[spec.kind]
+    extra = {"fid": spec.fid, "korean": spec.korean, "kind": str(spec.kind), "unit": spec.unit}
+    if spec.kind is Kind.TIME:
+        if version == 1:
+            typ, note = pa.timestamp("s", tz=QUOTE_TZ), "KST date of recv_ts combined with the wire HHmmss"
+        else:
+            extra["instant"] = f"UTC; shown in {QUOTE_TZ} by the views"
+    return pa.field(spec.column, typ, nullable=True, metadata=_meta(f"FID {spec.fid} {spec.korean}: {note}", **extra))
 
 
-def _schema(table: str, fields: list[pa.Field]) -> pa.Schema:
+def _schema(table: str, fields: list[pa.Field], version: int) -> pa.Schema:
     return pa.schema(
         fields,
         metadata={
-            META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(),
+            META_SCHEMA_VERSION: str(version).encode(),
             META_TABLE: table.encode(),
             META_WRITER: WRITER.encode(),
         },
     )
 
 
-def _recv_ts() -> pa.Field:
-    return _col("recv_ts", _RECV_TS, "local receive time of the WebSocket message", unit="ns UTC")
+def _recv_fields(version: int) -> list[pa.Field]:
+    if version == 1:
+        return [_col("recv_ts", _RECV_TS_V1, "local receive time of the WebSocket message", unit="ns UTC")]
+    return [
+        _col("recv_ts", _RECV_TS, "local receive time of the WebSocket message, to the microsecond "
+             "(the exact nanosecond: epoch_us(recv_ts) * 1000 + recv_sub_us)", unit="us UTC"),
+        _col("recv_sub_us", pa.int16(), "nanoseconds of the receive time past recv_ts's microsecond, 0..999",
+             unit="ns"),
+    ]
 
 
 def _run_id() -> pa.Field:
     return _col("run_id", pa.string(), "the recorder run that received it (schemas.layout.new_run_id)")
 
 
-FRAMES: Final = _schema(
-    "frames",
-    [
-        _recv_ts(),
-        _run_id(),
-        _col("seq", pa.int64(), "per-run sequence number of the message, both directions, from 0"),
-        _col("direction", pa.string(), "'in' (server to client) or 'out' (client to server)"),
-        _col("text", pa.string(), "the message verbatim; the LOGIN token is replaced by '***'"),
-        _col("parse_error", pa.string(), "NULL if the message parsed; else why not", nullable=True),
-        _col("trnm", pa.string(), "the envelope type (REAL, PING, LOGIN, ...) when known", nullable=True),
-    ],
-)
-
-KEY_COLUMNS: Final = ("recv_ts", "run_id", "frame_seq", "row_idx", "item", "code", "venue")
+KEY_COLUMNS: Final = ("recv_ts", "recv_sub_us", "run_id", "frame_seq", "row_idx", "item", "code", "venue")
 """The leading columns of the normalized tables (orderbook, afterhours, trades)."""
 
 
-def _key_fields() -> list[pa.Field]:
+def _key_fields(version: int) -> list[pa.Field]:
     return [
-        _recv_ts(),
+        *_recv_fields(version),
         _run_id(),
         _col("frame_seq", pa.int64(), "the frames.seq of the REAL frame this row came from"),
         _col("row_idx", pa.int16(), "index of the row inside the frame's data list, from 0"),
@@ -226,34 +229,53 @@ def _flags() -> pa.Field:
     )
 
 
-ORDERBOOK: Final = _schema("orderbook", [*_key_fields(), *map(_fid_field, FIELDS_0D), _flags()])
+def _tables(version: int) -> dict[str, pa.Schema]:
+    def real(table: str, fields: tuple[FieldSpec, ...]) -> pa.Schema:
+        return _schema(table, [*_key_fields(version), *(_fid_field(f, version) for f in fields), _flags()], version)
+
+    return {
+        "frames": _schema("frames", [
+            *_recv_fields(version),
+            _run_id(),
+            _col("seq", pa.int64(), "per-run sequence number of the message, both directions, from 0"),
+            _col("direction", pa.string(), "'in' (server to client) or 'out' (client to server)"),
+            _col("text", pa.string(), "the message verbatim; the LOGIN token is replaced by '***'"),
+            _col("parse_error", pa.string(), "NULL if the message parsed; else why not", nullable=True),
+            _col("trnm", pa.string(), "the envelope type (REAL, PING, LOGIN, ...) when known", nullable=True),
+        ], version),
+        "orderbook": real("orderbook", FIELDS_0D),
+        "afterhours": real("afterhours", FIELDS_0E),
+        "trades": real("trades", FIELDS_0B),
+        "events": _schema("events", [
+            *_recv_fields(version),
+            _run_id(),
+            _col("kind", pa.string(), "one of: " + ", ".join(EVENT_KINDS)),
+            _col("detail", pa.string(), "JSON object text with the event's details"),
+            _col("return_code", pa.int64(), "the server's return_code when the event carries one", nullable=True),
+        ], version),
+    }
+
+
+TABLES: Final[dict[str, pa.Schema]] = _tables(SCHEMA_VERSION)
+"""Table name -> its Arrow schema; the names are the top-level directories of a dataset."""
+
+TABLES_V1: Final[dict[str, pa.Schema]] = _tables(1)
+"""The schemas of version 1 (see the module docstring): what older datasets hold, read by every reader."""
+
+FRAMES: Final = TABLES["frames"]
+"""Every WebSocket message, both directions."""
+
+ORDERBOOK: Final = TABLES["orderbook"]
 """0D 주식호가잔량 rows (docs/protocol.md 2.1): key columns, one column per FID in official order, flags."""
 
-AFTERHOURS: Final = _schema("afterhours", [*_key_fields(), *map(_fid_field, FIELDS_0E), _flags()])
+AFTERHOURS: Final = TABLES["afterhours"]
 """0E 주식시간외호가 rows (docs/protocol.md 2.2): key columns, one column per FID, flags."""
 
-TRADES: Final = _schema("trades", [*_key_fields(), *map(_fid_field, FIELDS_0B), _flags()])
+TRADES: Final = TABLES["trades"]
 """0B 주식체결 rows (docs/protocol.md 2.3): key columns, one column per FID in official order (6.5), flags."""
 
-EVENTS: Final = _schema(
-    "events",
-    [
-        _recv_ts(),
-        _run_id(),
-        _col("kind", pa.string(), "one of: " + ", ".join(EVENT_KINDS)),
-        _col("detail", pa.string(), "JSON object text with the event's details"),
-        _col("return_code", pa.int64(), "the server's return_code when the event carries one", nullable=True),
-    ],
-)
-
-TABLES: Final[dict[str, pa.Schema]] = {
-    "frames": FRAMES,
-    "orderbook": ORDERBOOK,
-    "afterhours": AFTERHOURS,
-    "trades": TRADES,
-    "events": EVENTS,
-}
-"""Table name -> its Arrow schema; the names are the top-level directories of a dataset."""
+EVENTS: Final = TABLES["events"]
+"""Events: connect, login, gaps, ..."""
 
 
 def schema_version_of(schema: pa.Schema) -> int | None:

@@ -25,14 +25,19 @@ The trade views (``trades``' derived columns, ``bars``, ``quote_mid_at_trade``) 
 :mod:`kiwoom_tape.schemas.views_trades`; this module assembles the catalog.
 
 Each table view reads ``ROOT/TABLE/date=*/*.parquet`` with ``hive_partitioning``: a filter on ``date``
-skips whole partitions, whose files are then not even opened. Columns are matched by name across
-files and the first file (the oldest date) fixes the column list. ``union_by_name`` is deliberately
-off: it opens every file's footer on every query, and one unreadable file anywhere would then break
-every query (``kiwoom-tape verify`` finds such files). Files a running recorder is writing are in
-``ROOT/_tmp/``, outside every table folder (:mod:`kiwoom_tape.schemas.layout`). ``recv_ts`` is exposed as
-``TIMESTAMPTZ``
-(microseconds; the files keep nanoseconds) so that it compares with ``now()`` and with literals such
-as ``'2026-11-23 09:00:00'`` on every DuckDB version. A table with no file yet (a dataset without
+skips whole partitions, whose files are then not even opened. Columns are matched by name across files
+and the first file (the oldest date) fixes the column list. ``union_by_name`` is off when the table's files
+are all of one schema version (:mod:`kiwoom_tape.schemas.tables`): it opens every file's footer on every
+query, and one unreadable file anywhere would then break every query (``kiwoom-tape verify`` finds such
+files). A table whose oldest and newest files differ in version (a user who upgraded, maybe mid-day,
+or an interrupted ``kiwoom-tape migrate``) is read with it, exactly, until ``migrate`` makes it all version 2.
+Files a running recorder is writing are in ``ROOT/_tmp/``,
+outside every table folder (:mod:`kiwoom_tape.schemas.layout`). ``recv_ts`` is exposed as ``TIMESTAMPTZ``
+(microseconds) so that it compares with ``now()`` and with literals such as ``'2026-11-23 09:00:00'`` on every
+DuckDB version, and ``recv_ns`` right after it is the exact receive time in nanoseconds since the epoch
+(``BIGINT``: version 2 ``epoch_us(recv_ts) * 1000 + recv_sub_us``, version 1 the file's nanoseconds), the
+column the views order by; ``recv_sub_us`` itself is not shown. The time columns (``quote_time``, ...) are UTC
+instants in the files and ``TIMESTAMPTZ`` in the views. A table with no file yet (a dataset without
 after-hours rows, say) gets a view of the same columns and types with no rows, so queries still bind.
 
 The catalog sets ``TimeZone`` to ``Asia/Seoul``: timestamps print in KST and a literal without an
@@ -68,6 +73,8 @@ __all__ = [
     "MINUTE_SQL",
     "QUOTES_SQL",
     "QUOTE_MID_AT_TRADE_SQL",
+    "RECV_NS_SQL",
+    "RECV_NS_V1_SQL",
     "ROWS_SQL",
     "TICK_MACROS_SQL",
     "VIEW_NAMES",
@@ -82,6 +89,7 @@ __all__ = [
     "sql_string",
     "statements_for",
     "table_view",
+    "view_columns",
 ]
 
 VIEW_NAMES: Final = (*TABLE_NAMES, "quotes", "gaps", "rows", *TRADE_VIEW_NAMES)
@@ -95,8 +103,9 @@ MINUTE_SQL: Final = "to_timestamp(epoch_us(recv_ts) // 60000000 * 60)"
 equal to ``date_trunc('minute', recv_ts)`` in KST or UTC alike. Whole minutes since the epoch in integer
 arithmetic, then one ``to_timestamp`` (core DuckDB, no ICU: seconds to ``TIMESTAMPTZ``, exact for whole
 seconds), so grouping by it costs what grouping by an integer does. It is computed on the view's
-microseconds, not the files' nanoseconds: the cast rounds, a row stamped 09:00:59.9999996 shows as
-09:01:00.000000, and so it is in the 09:01 bucket. (``//`` truncates: right for times after 1970.)"""
+microseconds: version 2 files store the receive time floored to the microsecond (a row received at
+09:00:59.9999996 is in the 09:00 bucket); a version 1 file's nanoseconds are rounded by the cast to
+``TIMESTAMPTZ``. (``//`` truncates: right for times after 1970.)"""
 
 # docs/protocol.md 5.5, the KRX tick table since 2023-01-25: (upper bound exclusive, tick); 1,000 above.
 # Kept here as data for the SQL; tests/test_catalog.py checks it against schemas.market.tick_size.
@@ -130,10 +139,12 @@ Source = str | Sequence[str] | Relation
 """Where a table view reads: a glob, a list of part files, or a :class:`Relation`."""
 
 
-def read_parquet(files: str | Iterable[str]) -> str:
-    """``read_parquet(...)`` over a glob or a list of files, Hive-partitioned on ``date`` (a DATE)."""
+def read_parquet(files: str | Iterable[str], *, by_name: bool = False) -> str:
+    """``read_parquet(...)`` over a glob or a list of files, Hive-partitioned on ``date`` (a DATE); ``by_name``:
+    with ``union_by_name`` (files of both schema versions)."""
     arg = sql_string(files) if isinstance(files, str) else "[" + ", ".join(map(sql_string, files)) + "]"
-    return f"read_parquet({arg}, hive_partitioning = true, hive_types = {{'date': DATE}})"
+    union = ", union_by_name = true" if by_name else ""
+    return f"read_parquet({arg}, hive_partitioning = true, hive_types = {{'date': DATE}}{union})"
 
 
 def duckdb_type(typ: pa.DataType) -> str:
@@ -161,33 +172,54 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+RECV_NS_SQL: Final = "epoch_ns(recv_ts) + coalesce(recv_sub_us, 0)"
+"""The ``recv_ns`` column over the files' columns: exact for both schema versions (``recv_sub_us`` is NULL in a
+version 1 file, whose ``recv_ts`` holds the nanoseconds)."""
+RECV_NS_V1_SQL: Final = "epoch_ns(recv_ts)"
+"""The ``recv_ns`` column over files of schema version 1 only (they have no ``recv_sub_us``)."""
+
+
+def view_columns(table: str) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of a table view's stored columns: ``recv_ts``, ``recv_ns``, then the rest of the
+    table's columns but ``recv_sub_us`` (``date``, ``minute`` and the derived columns follow them)."""
+    out = [("recv_ts", "TIMESTAMPTZ"), ("recv_ns", "BIGINT")]
+    out += [(f.name, duckdb_type(f.type)) for f in TABLES[table] if f.name not in ("recv_ts", "recv_sub_us")]
+    return out
+
+
 def empty_select(table: str) -> str:
     """A SELECT of no rows with the table's columns and view types, then ``date`` and ``minute``: the view
     of a table that has no file yet."""
-    cols = [f"CAST(NULL AS {duckdb_type(f.type)}) AS {_ident(f.name)}" for f in TABLES[table]]
+    cols = [f"CAST(NULL AS {typ}) AS {_ident(name)}" for name, typ in view_columns(table)]
     cols += ['CAST(NULL AS DATE) AS "date"', "CAST(NULL AS TIMESTAMPTZ) AS minute"]
     cols += [f"CAST(NULL AS {typ}) AS {_ident(name)}" for name, typ, _sql in DERIVED_COLUMNS.get(table, ())]
     return "SELECT " + ", ".join(cols) + " WHERE false"
 
 
-def table_view(table: str, files: str | Iterable[str] | Relation | None) -> str:
+def table_view(table: str, files: str | Iterable[str] | Relation | None, version: str = "2") -> str:
     """``CREATE OR REPLACE VIEW table AS ...`` over ``files`` (a glob or a list), or empty when None.
 
-    The columns: the stored ones (``recv_ts`` as ``TIMESTAMPTZ``), the partition's ``date``, ``minute``,
-    then the table's :data:`DERIVED_COLUMNS`. ``minute`` is :data:`MINUTE_SQL`; a query that does not name
-    it (``count(*)``, ``SELECT item, ...``) does not compute it.
+    The columns: :func:`view_columns` (``recv_ts`` as ``TIMESTAMPTZ``, ``recv_ns``), the partition's ``date``,
+    ``minute``, then the table's :data:`DERIVED_COLUMNS`. ``minute`` is :data:`MINUTE_SQL`; a query that does not name
+    it (``count(*)``, ``SELECT item, ...``) does not compute it. ``version``: the schema version of the files,
+    ``"2"``, ``"1"`` (no ``recv_sub_us`` to read: :data:`RECV_NS_V1_SQL`) or ``"mixed"`` (read with
+    ``union_by_name``).
     """
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
     if files is None:
         body = empty_select(table)
     else:
-        source = _ident(files.name) if isinstance(files, Relation) else read_parquet(files)
+        source = (_ident(files.name) if isinstance(files, Relation)
+                  else read_parquet(files, by_name=version == "mixed"))
         derived = "".join(
             f", CAST({sql} AS {typ}) AS {_ident(name)}" for name, typ, sql in DERIVED_COLUMNS.get(table, ())
         )
+        stored = ", ".join(_ident(name) for name, _typ in view_columns(table)[2:])
+        recv_ns = RECV_NS_V1_SQL if version == "1" else RECV_NS_SQL
         body = (f"SELECT *, {MINUTE_SQL} AS minute{derived} FROM "
-                f"(SELECT * REPLACE (CAST(recv_ts AS TIMESTAMPTZ) AS recv_ts) FROM {source})")
+                f"(SELECT CAST(recv_ts AS TIMESTAMPTZ) AS recv_ts, {recv_ns} AS recv_ns, {stored}, \"date\" "
+                f"FROM {source})")
     return f"CREATE OR REPLACE VIEW {table} AS {body}"
 
 
@@ -215,7 +247,7 @@ the KRX ladder, so that ``krx_tick_index(ask) - krx_tick_index(bid)`` counts tic
 
 QUOTES_SQL: Final = """CREATE OR REPLACE VIEW quotes AS
 SELECT
-    recv_ts, quote_time, "date", minute, run_id, frame_seq, row_idx, item, code, venue,
+    recv_ts, recv_ns, quote_time, "date", minute, run_id, frame_seq, row_idx, item, code, venue,
     bid_price_1 AS bid,
     ask_price_1 AS ask,
     bid_qty_1 AS bid_qty,
@@ -241,7 +273,7 @@ best level, ``imbalance`` the 10-level totals (FIDs 125 and 121): ``(bid - ask) 
 GAPS_SQL: Final = """CREATE OR REPLACE VIEW gaps AS
 WITH g AS (
     SELECT run_id, recv_ts, kind, detail, "date",
-           row_number() OVER (PARTITION BY run_id, kind ORDER BY recv_ts) AS n
+           row_number() OVER (PARTITION BY run_id, kind ORDER BY recv_ns) AS n
     FROM events
     WHERE kind IN ('gap_start', 'gap_end')
 ),
@@ -283,7 +315,7 @@ SELECT * FROM orderbook
 WHERE item = item_
   AND recv_ts <= CAST(ts_ AS TIMESTAMPTZ)
   AND "date" <= CAST(make_timestamp(epoch_us(CAST(ts_ AS TIMESTAMPTZ)) + 32400000000) AS DATE)
-ORDER BY recv_ts DESC, run_id DESC, frame_seq DESC, row_idx DESC
+ORDER BY recv_ns DESC, run_id DESC, frame_seq DESC, row_idx DESC
 LIMIT 1"""
 """``book_asof(item, ts)``: the last orderbook row of ``item`` received at or before ``ts`` (a TIMESTAMPTZ,
 or a string read in the session time zone, KST), i.e. the book in force then; no row before the first.
@@ -291,14 +323,15 @@ The ``date`` bound (the KST date of ``ts``; 32400 s = UTC+9) lets DuckDB skip la
 
 
 ROWS_SQL: Final = """CREATE OR REPLACE VIEW rows AS
-SELECT f.recv_ts, f.run_id, f.seq AS frame_seq, CAST(u.i - 1 AS SMALLINT) AS row_idx,
+SELECT f.recv_ts, f.recv_ns, f.run_id, f.seq AS frame_seq, CAST(u.i - 1 AS SMALLINT) AS row_idx,
        u.r->>'$.item' AS item, u.r->>'$.type' AS type, u.r->>'$.name' AS name,
        json_transform(u.r->'$.values', '"MAP(VARCHAR, VARCHAR)"') AS "values", f."date", f.minute
 FROM frames AS f,
      LATERAL (SELECT unnest(range(1, len(d) + 1)) AS i, unnest(d) AS r
               FROM (SELECT CAST(f.text->'$.data' AS JSON[]) AS d)) AS u
 WHERE f.direction = 'in' AND f.trnm = 'REAL' AND f.parse_error IS NULL"""
-"""One row per row of every REAL frame received, of any type (docs/protocol.md 1.7, 3): ``recv_ts``, ``run_id``,
+"""One row per row of every REAL frame received, of any type (docs/protocol.md 1.7, 3): ``recv_ts``, ``recv_ns``,
+``run_id``,
 ``frame_seq`` (= ``frames.seq``), ``row_idx``, ``item``, ``type``, ``name``, ``values`` (a
 ``MAP(VARCHAR, VARCHAR)`` of FID to the wire string, in the wire's order: ``"values"['10']``), ``date``,
 ``minute``. Types without a table of their own (0H, 1h, ...) are queried here; ``row_idx`` matches the
@@ -310,24 +343,25 @@ def _set_timezone() -> str:
     return f"SET TimeZone = {sql_string(QUOTE_TZ)}"
 
 
-def statements_for(sources: Mapping[str, Source]) -> list[str]:
+def statements_for(sources: Mapping[str, Source], versions: Mapping[str, str] | None = None) -> list[str]:
     """The catalog's statements over explicit ``sources``: table -> a glob, a list of part files or a Relation.
 
     A table missing from ``sources`` (or with an empty list) gets an empty view. The first statement
-    sets the time zone (it needs DuckDB's ICU extension: a caller may skip it when that fails).
+    sets the time zone (it needs DuckDB's ICU extension: a caller may skip it when that fails). ``versions``:
+    table -> the schema version of its files (:func:`table_view`), ``"2"`` for a table not named.
     """
     out = [_set_timezone()]
     for table in TABLE_NAMES:
         files = sources.get(table)
         if files is not None and not isinstance(files, str | Relation):
             files = list(files) or None
-        out.append(table_view(table, files))
+        out.append(table_view(table, files, (versions or {}).get(table, "2")))
     out.extend(TICK_MACROS_SQL.split(";\n"))
     out += [QUOTES_SQL, GAPS_SQL, ROWS_SQL, BOOK_ASOF_SQL, BARS_SQL, QUOTE_MID_AT_TRADE_SQL]
     return out
 
 
-def catalog_statements(root: str, present: Collection[str]) -> list[str]:
+def catalog_statements(root: str, present: Collection[str], versions: Mapping[str, str] | None = None) -> list[str]:
     """The statements that create the catalog of the dataset at ``root``, in order.
 
     ``present``: the tables that have at least one part file (the others get empty views). ``root``
@@ -337,11 +371,11 @@ def catalog_statements(root: str, present: Collection[str]) -> list[str]:
     bad = GLOB_CHARS.intersection(root)
     if bad:
         raise ValueError(f"the dataset path {root!r} contains {''.join(sorted(bad))}, which DuckDB reads as a glob")
-    return statements_for({t: parquet_glob(root, t) for t in TABLE_NAMES if t in present})
+    return statements_for({t: parquet_glob(root, t) for t in TABLE_NAMES if t in present}, versions)
 
 
-def init_script(root: str, present: Collection[str]) -> str:
+def init_script(root: str, present: Collection[str], versions: Mapping[str, str] | None = None) -> str:
     """:func:`catalog_statements` as one script for ``duckdb -init FILE``."""
     head = (f"-- kiwoom-tape catalog of {root}: views {', '.join(VIEW_NAMES)}; "
             "macros book_asof(item, ts), bars(interval)\n")
-    return head + ";\n".join(catalog_statements(root, present)) + ";\n"
+    return head + ";\n".join(catalog_statements(root, present, versions)) + ";\n"

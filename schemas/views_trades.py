@@ -30,7 +30,7 @@ _KST_US: Final = 9 * 3600 * 1_000_000
 
 BARS_SQL: Final = f"""CREATE OR REPLACE MACRO bars(interval_) AS TABLE
 WITH t AS (
-    SELECT item, recv_ts, run_id, frame_seq, row_idx, price, trade_qty,
+    SELECT item, recv_ns, run_id, frame_seq, row_idx, price, trade_qty,
            epoch_us(trade_time) + {_KST_US} AS kst_us,
            CAST(epoch(CAST(interval_ AS INTERVAL)) * 1000000 AS BIGINT) AS width_us
     FROM trades
@@ -41,10 +41,10 @@ SELECT
     to_timestamp(CAST(CASE WHEN width_us > 0 THEN kst_us // width_us * width_us - {_KST_US}
                       ELSE error('bars(interval): the interval must be positive, e.g. bars(''1 minute'')') END
                  AS DOUBLE) / 1000000) AS bar_start,
-    first(price ORDER BY recv_ts, run_id, frame_seq, row_idx) AS open,
+    first(price ORDER BY recv_ns, run_id, frame_seq, row_idx) AS open,
     max(price) AS high,
     min(price) AS low,
-    last(price ORDER BY recv_ts, run_id, frame_seq, row_idx) AS close,
+    last(price ORDER BY recv_ns, run_id, frame_seq, row_idx) AS close,
     sum(abs(trade_qty)) AS volume,
     CAST(sum(CAST(price AS BIGINT) * abs(trade_qty)) AS DOUBLE) / NULLIF(sum(abs(trade_qty)), 0) AS vwap,
     count(*) AS trades,
@@ -58,7 +58,7 @@ ORDER BY item, bar_start"""
 The bucket is the trade's own time (FID 20 체결시간, whole seconds KST) floored to ``interval`` (a string
 or INTERVAL: ``'1 minute'``, ``'5 minutes'``, ``'1 hour'``; months count as 30 days) counted from a KST
 midnight, so ``'1 day'`` bars are trading days; ``bar_start`` is that bucket's start. ``open``/``close``
-are the first and last trade prices in receive order (``recv_ts``, then the frame and row),
+are the first and last trade prices in receive order (``recv_ns``, then the frame and row),
 ``high``/``low`` the extremes, ``volume`` the shares traded (``sum(abs(FID 15))``), ``vwap`` the
 volume-weighted price, ``trades`` the number of 0B rows, ``buy_volume``/``sell_volume`` the volume by
 aggressor side (the sign of FID 15, docs/protocol.md 2.3). Rows without a price, quantity or time are left out.
@@ -67,16 +67,16 @@ Computed in integer arithmetic (no ICU), like :data:`MINUTE_SQL`."""
 
 def receive_order(alias: str) -> str:
     """The receive order of a row of a normalized table as one sortable SQL value,
-    ``row(alias.recv_ts, alias.run_id, alias.frame_seq, alias.row_idx)``: an ASOF JOIN's inequality on it
-    finds the row received before another even when both came in the same frame or microsecond."""
-    return f"row({alias}.recv_ts, {alias}.run_id, {alias}.frame_seq, {alias}.row_idx)"
+    ``row(alias.recv_ns, alias.run_id, alias.frame_seq, alias.row_idx)``: an ASOF JOIN's inequality on it
+    finds the row received before another even when both came in the same frame or nanosecond."""
+    return f"row({alias}.recv_ns, {alias}.run_id, {alias}.frame_seq, {alias}.row_idx)"
 
 
 QUOTE_MID_AT_TRADE_SQL: Final = f"""CREATE OR REPLACE VIEW quote_mid_at_trade AS
 SELECT
-    t.recv_ts, t."date", t.minute, t.run_id, t.frame_seq, t.row_idx, t.item, t.code, t.venue,
+    t.recv_ts, t.recv_ns, t."date", t.minute, t.run_id, t.frame_seq, t.row_idx, t.item, t.code, t.venue,
     t.trade_time, t.price, t.qty, t.side,
-    q.recv_ts AS quote_recv_ts, q.quote_time, q.bid, q.ask, q.bid_qty, q.ask_qty,
+    q.recv_ts AS quote_recv_ts, q.recv_ns AS quote_recv_ns, q.quote_time, q.bid, q.ask, q.bid_qty, q.ask_qty,
     q.mid, q.spread_ticks, q.crossed,
     CASE WHEN NOT q.crossed THEN 2 * abs(t.price - q.mid) END AS effective_spread,
     CASE WHEN NOT q.crossed THEN abs(2 * krx_tick_index(t.price) - krx_tick_index(q.bid) - krx_tick_index(q.ask))
@@ -89,13 +89,14 @@ ASOF LEFT JOIN quotes AS q
 when it was received, for the effective spread (docs/protocol.md 2.1, 2.3).
 
 The prevailing quote is the last ``quotes`` row of the same item and trading ``date`` received before the trade
-in receive order (``recv_ts``, ``run_id``, ``frame_seq``, ``row_idx``): a book received in the same frame
+in receive order (``recv_ns``, ``run_id``, ``frame_seq``, ``row_idx``): a book received in the same frame
 after the trade row (the simulated market sends a trade, then the 0D row showing the book after it) is not
 in force yet, one earlier in the same frame or microsecond is. A trade before the day's first quote of its item
 has NULL quote columns; a quote of an earlier day never prevails.
 
-Columns: the trade's ``recv_ts``, ``date``, ``minute``, keys, ``item``, ``code``, ``venue``, ``trade_time``,
-``price``, ``qty``, ``side`` (``trades``); the quote's ``quote_recv_ts``, ``quote_time``, ``bid``, ``ask``,
+Columns: the trade's ``recv_ts``, ``recv_ns``, ``date``, ``minute``, keys, ``item``, ``code``, ``venue``,
+``trade_time``, ``price``, ``qty``, ``side`` (``trades``); the quote's ``quote_recv_ts``, ``quote_recv_ns``,
+``quote_time``, ``bid``, ``ask``,
 ``bid_qty``, ``ask_qty``, ``mid``, ``spread_ticks``, ``crossed`` (``quotes``: ``mid`` and ``spread_ticks`` are
 NULL when a side is empty); ``effective_spread`` = 2 x |price - mid| in won and ``effective_spread_ticks``, the
 same in KRX ticks: 2 x |price - mid| over the tick size where bid, ask and price share a tick band, and

@@ -42,7 +42,9 @@ def ticks_between(bid: int, ask: int) -> int:
 def expected_output(root: Path, item: str, at: dt.time | None, n_trades: int) -> str:
     """What ``book`` must print, from the stored rows: the last book stamped at or before ``at`` on the item's
     latest date (receive order), and the last ``n_trades`` trades stamped at or before it."""
-    books = [b for b in read_table(root, "orderbook") if b["item"] == item]
+    # the files hold UTC instants (schema v2); book prints exchange time, KST
+    books = [{**b, "quote_time": b["quote_time"].astimezone(KST)} for b in read_table(root, "orderbook")
+             if b["item"] == item]
     day = max(b["date"] for b in books)
     books = sorted((b for b in books if b["date"] == day), key=receive_order)
     if at is None:
@@ -63,8 +65,8 @@ def expected_output(root: Path, item: str, at: dt.time | None, n_trades: int) ->
     bid, ask = bids[0][0], asks[0][0]
     n = ticks_between(bid, ask)
     out.append(f"\nspread {n} tick{'s' if n != 1 else ''} ({ask - bid:,} won), mid {(bid + ask) / 2:,.1f}")
-    trades = [t for t in read_table(root, "trades") if t["item"] == item and t["date"] == day
-              and t["trade_time"].time() <= at]
+    trades = [t for t in ({**t, "trade_time": t["trade_time"].astimezone(KST)} for t in read_table(root, "trades"))
+              if t["item"] == item and t["date"] == day and t["trade_time"].time() <= at]
     trades = sorted(trades, key=receive_order, reverse=True)[:n_trades]
     out.append(f"\nlast {len(trades)} trade{'s' if len(trades) != 1 else ''} at or before {at:%H:%M:%S}, newest first")
     cells = [("time", "received", "price", "qty", "side")]

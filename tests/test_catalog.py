@@ -38,6 +38,7 @@ from kiwoom_tape.schemas.fields import FIELDS_0D, Kind
 from kiwoom_tape.schemas.market import KST, tick_size
 from kiwoom_tape.schemas.protocol import encode, encode_real_frame, encode_real_row
 from kiwoom_tape.schemas.tables import TABLES
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 from kiwoom_tape.cli import cli
 from kiwoom_tape.demo import Recording, record_simulation
@@ -110,7 +111,7 @@ def kst_ns(date: dt.date, hms: str) -> int:
 
 def read_table(root: Path, name: str) -> list[dict[str, Any]]:
     t = ds.dataset(root / name, format="parquet", partitioning="hive").to_table()
-    t = t.set_column(t.schema.get_field_index("recv_ts"), "recv_ts", t["recv_ts"].cast("int64"))
+    t = t.set_column(t.schema.get_field_index("recv_ts"), "recv_ts", recv_ns_of(t))
     return t.to_pylist()  # type: ignore[no-any-return]
 
 
@@ -179,9 +180,14 @@ def test_views_have_the_stored_columns_a_date_and_a_minute(con: duckdb.DuckDBPyC
     for table, schema in TABLES.items():
         cols = con.execute(f"describe {table}").fetchall()
         derived = views.DERIVED_COLUMNS.get(table, ())
-        assert [c[0] for c in cols] == [*schema.names, "date", "minute", *(name for name, _t, _s in derived)]
+        stored = ["recv_ts", "recv_ns", *(n for n in schema.names if n not in ("recv_ts", "recv_sub_us"))]
+        assert [c[0] for c in cols] == [*stored, "date", "minute", *(name for name, _t, _s in derived)]
+        assert [(n, t.replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")) for n, t in views.view_columns(table)] == [
+            (c[0], c[1]) for c in cols[: len(stored)]]
         assert [c[1] for c in cols] == [
-            *(views.duckdb_type(f.type).replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE") for f in schema), "DATE",
+            "TIMESTAMP WITH TIME ZONE", "BIGINT",
+            *(views.duckdb_type(f.type).replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE") for f in schema
+              if f.name not in ("recv_ts", "recv_sub_us")), "DATE",
             "TIMESTAMP WITH TIME ZONE", *(typ for _n, typ, _s in derived),
         ]
 
@@ -212,7 +218,7 @@ def test_minute_across_day_boundaries_in_kst_and_utc(tmp_path: Path) -> None:
         (kst_ns(day, "10:00:00") - 1_000, "2026-03-10 09:59:00+09"),
         (kst_ns(day, "10:00:30") + 1, "2026-03-10 10:00:00+09"),
         (kst_ns(day, "10:00:59") + 999_999_499, "2026-03-10 10:00:00+09"),
-        (kst_ns(day, "10:01:59") + 999_999_500, "2026-03-10 10:02:00+09"),  # recv_ts rounds to 10:02:00.000000
+        (kst_ns(day, "10:01:59") + 999_999_500, "2026-03-10 10:01:00+09"),  # recv_ts floors to 10:01:59.999999
         (kst_ns(day, "23:59:59") + 999_999_000, "2026-03-10 23:59:00+09"),  # the last minute of a KST date
         (kst_ns(nxt, "00:00:00"), "2026-03-11 00:00:00+09"),  # the next partition
     ]
@@ -222,7 +228,7 @@ def test_minute_across_day_boundaries_in_kst_and_utc(tmp_path: Path) -> None:
         'select item, minute::VARCHAR, epoch_us(minute), "date"::VARCHAR from quotes order by item'
     ).fetchall()
     assert [g[1] for g in got] == [want for _, want in times]
-    assert [g[2] for g in got] == [(ns + 500) // 1_000 // 60_000_000 * 60_000_000 for ns, _ in times]
+    assert [g[2] for g in got] == [ns // 1_000 // 60_000_000 * 60_000_000 for ns, _ in times]
     assert [g[3] for g in got] == [*["2026-03-10"] * 7, "2026-03-11"]
     for tz in ("Asia/Seoul", "UTC"):
         c.execute(f"SET TimeZone = '{tz}'")
@@ -382,7 +388,7 @@ def test_book_asof_returns_the_last_book_at_or_before_the_time(con: duckdb.DuckD
     assert con.execute("select count(*) from book_asof('NOPE', now())").fetchone() == (0,)
     # a TIMESTAMPTZ works as well as a string, and the row carries every column of the book
     last = con.execute("select * from book_asof('005930_NX', now() + interval 1 day)").fetchall()
-    assert len(last) == 1 and len(last[0]) == len(TABLES["orderbook"].names) + 2  # + date, minute
+    assert len(last) == 1 and len(last[0]) == len(TABLES["orderbook"].names) + 2  # recv_ns, date, minute
 
 
 # --------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from kiwoom_tape.replay.tape import Cursor
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.errors import DatasetError
 from kiwoom_tape.schemas.market import KST
+from kiwoom_tape.schemas.versions import recv_ns_of
 from test_replay_recorded import login_reg, recv_reals
 from websockets.asyncio.client import connect
 
@@ -123,7 +124,8 @@ def test_compaction_keeps_every_row_column_and_metadata_and_replays_byte_exact(d
     assert len(files(day, "frames")) == 2  # one per run
     assert all(len(files(day, t)) == 1 for t in ("orderbook", "afterhours", "events"))
     assert replayed(day) == tape
-    book = pq.read_table(files(day, "orderbook")[0], columns=["item", "recv_ts", "run_id", "frame_seq", "row_idx"])
+    book = pq.read_table(files(day, "orderbook")[0], columns=["item", "recv_ts", "recv_sub_us", "run_id",
+                                                                "frame_seq", "row_idx"])
     keys = list(zip(*(book.column(c).cast(pa.int64()).to_pylist() if c == "recv_ts" else book.column(c).to_pylist()
                       for c in book.column_names), strict=True))
     assert keys == sorted(keys)
@@ -149,8 +151,8 @@ def test_a_day_bigger_than_memory_is_sorted_through_spill_files(day: Path) -> No
     compact(day, DAY, bucket_rows=700, progress=msgs.append)  # 3000 0D rows: several ranges of items
     assert any("items 2/" in m for m in msgs), msgs
     assert rows_of(day, "orderbook") == before
-    t = pq.read_table(files(day, "orderbook")[0], columns=["item", "recv_ts"])
-    keys = list(zip(t.column("item").to_pylist(), t.column("recv_ts").cast(pa.int64()).to_pylist(), strict=True))
+    t = pq.read_table(files(day, "orderbook")[0], columns=["item", "recv_ts", "recv_sub_us"])
+    keys = list(zip(t.column("item").to_pylist(), recv_ns_of(t).to_pylist(), strict=True))
     assert keys == sorted(keys)
 
 

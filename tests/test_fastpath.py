@@ -30,6 +30,7 @@ from kiwoom_tape.schemas.normalize import (
 )
 from kiwoom_tape.schemas.protocol import decode_server_message, encode_real_frame
 from kiwoom_tape.schemas.tables import TABLE_OF_TYPE
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 RECV_NS = 1_795_000_000_123_456_789
 ITEMS = ["005930", "000660", "005930_NX", "035720_AL"]
@@ -254,8 +255,8 @@ def _tables(root: Path) -> dict[str, list[dict[str, Any]]]:
         if not (root / name).exists():
             continue
         t = ds.dataset(root / name, format="parquet", partitioning="hive").to_table()
-        t = t.drop_columns(["run_id"]).sort_by("recv_ts")
-        out[name] = t.set_column(0, "recv_ts", t["recv_ts"].cast("int64")).to_pylist()
+        t = t.drop_columns(["run_id"]).sort_by([("recv_ts", "ascending"), ("recv_sub_us", "ascending")])
+        out[name] = t.set_column(0, "recv_ts", recv_ns_of(t)).to_pylist()
     return out
 
 

@@ -216,8 +216,8 @@ def test_batch_of_many_rows_and_parquet_round_trip() -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_batches([batch]), sink)
     back = pq.read_table(pa.BufferReader(sink.getvalue()))
-    assert back.schema.metadata[META_SCHEMA_VERSION] == b"1"
-    assert schema_version_of(back.schema) == 1
+    assert back.schema.metadata[META_SCHEMA_VERSION] == b"2"
+    assert schema_version_of(back.schema) == 2
     for field in ORDERBOOK:
         assert back.schema.field(field.name).metadata == field.metadata
     assert back.cast(ORDERBOOK).to_pylist() == batch.to_pylist()

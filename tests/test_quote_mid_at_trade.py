@@ -89,7 +89,7 @@ def handmade(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_handmade_rows_get_the_quote_in_force(handmade: Path) -> None:
     got = connect(handmade).execute(
-        f"SELECT {COLUMNS} FROM quote_mid_at_trade ORDER BY recv_ts, frame_seq, row_idx").fetchall()
+        f"SELECT {COLUMNS} FROM quote_mid_at_trade ORDER BY recv_ns, frame_seq, row_idx").fetchall()
     none = (None,) * 6
     assert got == [
         ("005930", 70_000, "buy", *none),
@@ -110,7 +110,7 @@ def test_the_quote_columns_name_the_quote_used(handmade: Path) -> None:
     con = connect(handmade)
     got = con.execute("""SELECT epoch_us(recv_ts) - epoch_us(quote_recv_ts), strftime(quote_time, '%H:%M:%S')
                          FROM quote_mid_at_trade WHERE item = '005930' AND price < 70_200
-                         ORDER BY recv_ts, frame_seq, row_idx""").fetchall()
+                         ORDER BY recv_ns, frame_seq, row_idx""").fetchall()
     # before any quote; the 09:00:01 book, not the one after it in its own frame; the book of the frame before,
     # received at the same microsecond
     assert got == [(None, None), (1_000_000, "09:00:01"), (0, "09:00:02")]
@@ -120,7 +120,7 @@ def test_the_quote_columns_name_the_quote_used(handmade: Path) -> None:
 
 
 def ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(rows, key=lambda r: (r["recv_ts"] // 1000, r["run_id"], r["frame_seq"], r["row_idx"]))
+    return sorted(rows, key=lambda r: (r["recv_ts"], r["run_id"], r["frame_seq"], r["row_idx"]))
 
 
 def expected_join(root: Path) -> list[tuple[Any, ...]]:
@@ -128,11 +128,11 @@ def expected_join(root: Path) -> list[tuple[Any, ...]]:
     books: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for b in ordered(read_table(root, "orderbook")):
         books.setdefault((b["item"], b["date"]), []).append(b)
-    keys = {k: [(b["recv_ts"] // 1000, b["run_id"], b["frame_seq"], b["row_idx"]) for b in v]
+    keys = {k: [(b["recv_ts"], b["run_id"], b["frame_seq"], b["row_idx"]) for b in v]
             for k, v in books.items()}
     out = []
     for t in ordered(read_table(root, "trades")):
-        key = (t["recv_ts"] // 1000, t["run_id"], t["frame_seq"], t["row_idx"])
+        key = (t["recv_ts"], t["run_id"], t["frame_seq"], t["row_idx"])
         i = bisect.bisect_left(keys.get((t["item"], t["date"]), []), key)
         side = "buy" if t["trade_qty"] > 0 else "sell"
         if i == 0:
@@ -161,7 +161,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_recorded_session_matches_the_join_done_in_python(simulated: Path) -> None:
     got = connect(simulated).execute(
-        f"SELECT {COLUMNS} FROM quote_mid_at_trade ORDER BY recv_ts, run_id, frame_seq, row_idx").fetchall()
+        f"SELECT {COLUMNS} FROM quote_mid_at_trade ORDER BY recv_ns, run_id, frame_seq, row_idx").fetchall()
     want = expected_join(simulated)
     assert len(got) == len(want) > 20
     assert got == want

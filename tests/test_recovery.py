@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 from _cli import cli_argv
@@ -22,6 +21,7 @@ from kiwoom_tape.recorder.journal import JournalWriter, read_journal
 from kiwoom_tape.recorder.recovery import recover
 from kiwoom_tape.recorder.store import Store
 from kiwoom_tape.schemas.layout import JOURNAL_DIR, new_run_id
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 RUN = new_run_id(1_795_300_000_000_000_000, 0x123456)
 T0 = 1_795_359_000_000_000_000  # 2026-11-22 23:50 KST
@@ -33,7 +33,7 @@ def _table(root: Path, name: str) -> list[dict[str, Any]]:
     if not (root / name).is_dir():
         return []
     t = pads.dataset(root / name, format="parquet", partitioning="hive").to_table()
-    t = t.set_column(t.schema.get_field_index("recv_ts"), "recv_ts", t["recv_ts"].cast(pa.int64()))
+    t = t.set_column(t.schema.get_field_index("recv_ts"), "recv_ts", recv_ns_of(t))
     return sorted(t.to_pylist(), key=lambda r: r["recv_ts"])
 
 

@@ -37,7 +37,8 @@ from kiwoom_tape.replay.sources import SimSource
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.errors import ProtocolError
 from kiwoom_tape.schemas.realframe import parse_real_frame
-from kiwoom_tape.schemas.tables import FRAMES
+from kiwoom_tape.schemas.tables import TABLES_V1
+from kiwoom_tape.schemas.versions import upgrade
 from test_record import ITEMS, real_frames, record_for, table
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -129,14 +130,16 @@ def make_frame(ts: int, rows: Sequence[tuple[str, str]], n: int, style: int, pad
 
 
 def write_part(root: Path, run_id: str, segment: int, records: Sequence[tuple[int, str, str, str | None]],
-               date: dt.date = D, seq0: int = 0) -> Path:
-    """One frames part file: records of (recv_ts ns, direction, text, trnm)."""
+               date: dt.date = D, seq0: int = 0, version: int = 2) -> Path:
+    """One frames part file of schema ``version``: records of (recv_ts ns, direction, text, trnm)."""
     rows = [
         {"recv_ts": ts, "run_id": run_id, "seq": seq0 + k, "direction": d, "text": text, "parse_error": None,
          "trnm": trnm}
         for k, (ts, d, text, trnm) in enumerate(records)
     ]
-    t = pa.Table.from_pylist(rows, schema=FRAMES)
+    t = pa.Table.from_pylist(rows, schema=TABLES_V1["frames"])
+    if version == 2:
+        t = upgrade(t, "frames")
     path = Path(layout.partition_dir(str(root), "frames", date)) / layout.part_filename(run_id, segment, "frames")
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(t, path, row_group_size=64)
@@ -494,6 +497,24 @@ def test_runs_are_merged_by_receive_time_and_the_window_is_honoured(tmp_path: Pa
             async with serve(source, port=0) as server, connect(server.url) as ws:
                 await login_reg(ws, [A, B], ["0D"])
                 assert await recv_reals(ws, len(want), quiet=0.2) == [f.text for f in want]
+
+    run(main())
+
+
+def test_runs_of_v1_and_v2_files_merge_by_the_exact_nanosecond(tmp_path: Path) -> None:
+    # run-a in schema v1 files, run-b in v2 files, each b frame 400 ns after an a frame in the same microsecond
+    ta = [make_frame(T9 + k * 1_000_000 + 300, [(A, "0D")], k, 0) for k in range(30)]
+    tb = [make_frame(T9 + k * 1_000_000 + 700, [(B, "0D")], k, 1) for k in range(30)]
+    write_part(tmp_path, "run-b", 0, [(f.ts, "in", f.text, "REAL") for f in tb], version=2)
+    write_part(tmp_path, "run-a", 0, [(f.ts, "in", f.text, "REAL") for f in ta[:10]], version=1)
+    write_part(tmp_path, "run-a", 1, [(f.ts, "in", f.text, "REAL") for f in ta[10:]], seq0=10, version=2)
+    want = [f.text for pair in zip(ta, tb, strict=True) for f in pair]
+
+    async def main() -> None:
+        source = RecordedSource(tmp_path, speed=None, start_delay=0, batch_rows=7)
+        async with serve(source, port=0) as server, connect(server.url) as ws:
+            await login_reg(ws, [A, B], ["0D"])
+            assert await recv_reals(ws, len(want), quiet=0.2) == want
 
     run(main())
 

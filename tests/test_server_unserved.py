@@ -25,7 +25,8 @@ from kiwoom_tape.replay.simulator import SimulatedMarket
 from kiwoom_tape.replay.sources import SimSource
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.protocol import PING_TEXT
-from kiwoom_tape.schemas.tables import FRAMES
+from kiwoom_tape.schemas.tables import TABLES_V1
+from kiwoom_tape.schemas.versions import upgrade
 from test_record import ITEMS, record_for
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -127,7 +128,7 @@ def write_day(root: Path, records: list[tuple[int, str, str, str]]) -> None:
             for k, (ts, d, text, trnm) in enumerate(records)]
     path = Path(layout.partition_dir(str(root), "frames", D)) / layout.part_filename("run1", 0, "frames")
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=FRAMES), path, row_group_size=4)
+    pq.write_table(upgrade(pa.Table.from_pylist(rows, schema=TABLES_V1["frames"]), "frames"), path, row_group_size=4)
 
 
 def real(item: str, real_type: str, k: int) -> str:

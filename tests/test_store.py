@@ -35,6 +35,7 @@ from kiwoom_tape.schemas.layout import (
 )
 from kiwoom_tape.schemas.protocol import encode, encode_real_frame, encode_real_row
 from kiwoom_tape.schemas.tables import META_SCHEMA_VERSION, META_TABLE, SCHEMA_VERSION
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_TIMEOUT = 60.0
@@ -87,7 +88,7 @@ def table(root: Path, name: str) -> pa.Table:
 
 def frames_by_seq(root: Path) -> list[dict[str, Any]]:
     t = table(root, "frames")
-    t = t.set_column(0, "recv_ts", t.column("recv_ts").cast(pa.int64()))
+    t = t.set_column(0, "recv_ts", recv_ns_of(t))
     return sorted(t.to_pylist(), key=lambda r: r["seq"])
 
 
@@ -310,7 +311,7 @@ def test_caller_supplied_fields_survive_recovery(tmp_path: Path) -> None:
     ev = table(tmp_path / "crashed", "events")
     assert ev.column("kind").to_pylist() == ["gap_start", "recovery"]
     assert json.loads(ev.column("detail")[0].as_py())["cause"] == "crash"
-    assert ev.column("recv_ts").cast(pa.int64())[0].as_py() == BEFORE_MIDNIGHT_NS + len(inputs) - 1
+    assert recv_ns_of(ev)[0].as_py() == BEFORE_MIDNIGHT_NS + len(inputs) - 1
     assert json.loads(ev.column("detail")[1].as_py())["frames"] == 7
 
 
@@ -588,5 +589,5 @@ def test_recover_on_a_missing_or_empty_directory(tmp_path: Path) -> None:
     assert not list((root / JOURNAL_DIR).iterdir())
     ev = table(root, "events")
     assert ev.column("kind").to_pylist() == ["gap_start", "recovery"]
-    assert ev.column("recv_ts").cast(pa.int64())[0].as_py() == created
+    assert recv_ns_of(ev)[0].as_py() == created
     assert not list(root.glob("frames/*/*.parquet"))

@@ -50,7 +50,7 @@ def test_schema_metadata(name: str) -> None:
     assert meta[META_SCHEMA_VERSION] == str(SCHEMA_VERSION).encode()
     assert meta[META_TABLE] == name.encode()
     assert meta[META_WRITER] == WRITER.encode()
-    assert schema_version_of(schema) == SCHEMA_VERSION == 1
+    assert schema_version_of(schema) == SCHEMA_VERSION == 2
     assert len(set(schema.names)) == len(schema.names)
 
 
@@ -87,11 +87,13 @@ def test_normalized_columns_follow_the_field_table(schema: pa.Schema, fields: tu
 
 
 def test_column_types() -> None:
-    assert ORDERBOOK.field("recv_ts").type == pa.timestamp("ns", tz="UTC")
+    assert ORDERBOOK.field("recv_ts").type == pa.timestamp("us", tz="UTC")
+    assert ORDERBOOK.field("recv_sub_us").type == pa.int16()
     assert ORDERBOOK.field("frame_seq").type == pa.int64()
     assert ORDERBOOK.field("row_idx").type == pa.int16()
     assert ORDERBOOK.field("flags").type == pa.int32()
-    assert ORDERBOOK.field("quote_time").type == pa.timestamp("s", tz="Asia/Seoul")
+    assert ORDERBOOK.field("quote_time").type == pa.timestamp("ms", tz="UTC")
+    assert b"UTC" in ORDERBOOK.field("quote_time").metadata[b"instant"]
     assert ORDERBOOK.field("ask_price_1").type == pa.int32()
     assert ORDERBOOK.field("ask_qty_1").type == pa.int64()
     assert ORDERBOOK.field("total_bid_qty_delta").type == pa.int64()
@@ -104,9 +106,9 @@ def test_column_types() -> None:
 
 
 def test_frames_and_events_columns() -> None:
-    assert FRAMES.names == ["recv_ts", "run_id", "seq", "direction", "text", "parse_error", "trnm"]
-    assert [FRAMES.field(n).nullable for n in FRAMES.names] == [False] * 5 + [True, True]
-    assert EVENTS.names == ["recv_ts", "run_id", "kind", "detail", "return_code"]
+    assert FRAMES.names == ["recv_ts", "recv_sub_us", "run_id", "seq", "direction", "text", "parse_error", "trnm"]
+    assert [FRAMES.field(n).nullable for n in FRAMES.names] == [False] * 6 + [True, True]
+    assert EVENTS.names == ["recv_ts", "recv_sub_us", "run_id", "kind", "detail", "return_code"]
     assert EVENTS.field("return_code").nullable
     assert EVENTS.field("return_code").type == pa.int64()
 

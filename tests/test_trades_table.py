@@ -84,7 +84,7 @@ def test_a_bad_value_is_flagged_not_fatal() -> None:
 
 
 def test_schema_metadata_has_every_fid_with_korean_name_kind_and_unit() -> None:
-    assert schema_version_of(TRADES) == SCHEMA_VERSION == 1
+    assert schema_version_of(TRADES) == SCHEMA_VERSION == 2
     assert tuple(TRADES.names[: len(KEY_COLUMNS)]) == KEY_COLUMNS
     assert TRADES.names[-1] == "flags"
     fid_fields = [TRADES.field(i) for i in range(len(KEY_COLUMNS), len(TRADES) - 1)]

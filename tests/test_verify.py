@@ -47,7 +47,7 @@ def test_a_good_recording_passes_with_its_counts(good: tuple[Path, Recording]) -
     result = run(str(root))
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "all readable" in out and "schema version 1" in out
+    assert "all readable" in out and "schema version 2" in out
     assert "OK: no problems found" in out
     for table in ("frames", "orderbook", "afterhours", "events"):
         assert table in out
