@@ -10,88 +10,106 @@ fill while files are being written in ``_tmp/``. One SparkSession for the run (t
 
 from __future__ import annotations
 
-import datetime as dt
-import os
+import asyncio
 import re
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
 from _docs import ROOT, code_blocks, text
+from kiwoom_tape.recorder.client import Recorder
 from kiwoom_tape.replay.catalog import connect
+from kiwoom_tape.replay.server import serve
+from kiwoom_tape.replay.sim_calendar import hms
+from kiwoom_tape.replay.simulator import SimulatedMarket
+from kiwoom_tape.replay.sources import SimSource
 from kiwoom_tape.schemas import layout
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from kiwoom_tape import ddl
+from kiwoom_tape.testing import loopback_recorder, run_recorder
 from tests._cli import URL, cli_argv
 
 pytest_plugins = ["_spark"]  # the session-scoped `spark` fixture
-pytestmark = pytest.mark.timeout(300)  # the JVM's start and a 20 s recording on a shared machine
+pytestmark = pytest.mark.timeout(400)  # the JVM's start (over a minute on a loaded machine) and the recordings
 
 ITEMS = "005930,005930_NX"
-SECONDS = 20
+SECONDS = 12
 TABLES = layout.TABLE_NAMES
 
 
-class Recording:
-    """``replay --simulate`` and ``record`` running in subprocesses, writing into ``out``."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.out = tmp / "data"
-        self.log = tmp / "replay.log"
-        with self.log.open("wb") as log:
-            self.replay = subprocess.Popen(
-                cli_argv("replay", "--simulate", "--sim-start", "15:40", "--speed", "20", "--items", ITEMS,
-                         "--port", "0"), stderr=log)
-        url = self._url(deadline=time.monotonic() + 60)
-        self.record = subprocess.Popen(
-            cli_argv("record", "--items", ITEMS, "--types", "0B,0D,0E", "--url", url, "--out", str(self.out),
-                     "--duration", f"{SECONDS}s", "--roll-minutes", "0.1", "-q"))
-
-    def _url(self, deadline: float) -> str:
-        while time.monotonic() < deadline:
-            m = URL.search(self.log.read_text(encoding="utf-8", errors="replace"))
-            if m:
-                return m[1]
-            assert self.replay.poll() is None, self.log.read_text(encoding="utf-8", errors="replace")
-            time.sleep(0.1)
-        raise AssertionError("replay printed no URL")
-
-    def running(self) -> bool:
-        return self.record.poll() is None
-
-    def finish(self) -> Path:
-        """Wait for ``record`` (its --duration), stop the mock; the dataset's root."""
-        assert self.record.wait(timeout=120) == 0
-        self.replay.terminate()
-        self.replay.wait(timeout=30)
-        return self.out
-
-    def kill(self) -> None:
-        for proc in (self.record, self.replay):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
-@pytest.fixture(scope="module")
-def recording(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
-    """A recording started once the JVM is up (so a test sees it running)."""
-    rec = Recording(tmp_path_factory.mktemp("spark-rec"))
+def record_cli(out: Path, log: Path) -> None:
+    """``record`` of ``replay --simulate``, both console scripts in subprocesses, for SECONDS."""
+    with log.open("wb") as err:
+        replay = subprocess.Popen(cli_argv("replay", "--simulate", "--sim-start", "15:40", "--speed", "20",
+                                           "--items", ITEMS, "--port", "0"), stderr=err)
     try:
-        yield rec
+        deadline = time.monotonic() + 60
+        while not (m := URL.search(log.read_text(encoding="utf-8", errors="replace"))):
+            assert replay.poll() is None and time.monotonic() < deadline, log.read_text(encoding="utf-8")
+            time.sleep(0.1)
+        record = subprocess.run(cli_argv("record", "--items", ITEMS, "--types", "0B,0D,0E", "--url", m[1],
+                                         "--out", str(out), "--duration", f"{SECONDS}s", "-q"), timeout=120)
+        assert record.returncode == 0
     finally:
-        rec.kill()
+        replay.kill()
+        replay.wait()
 
 
 @pytest.fixture(scope="module")
-def dataset(recording: Recording) -> Path:
-    return recording.finish()
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dataset with rows in every table, recorded once for the module."""
+    tmp = tmp_path_factory.mktemp("spark-rec")
+    record_cli(tmp / "data", tmp / "replay.log")
+    return tmp / "data"
+
+
+class LiveRecording:
+    """The recorder on a thread, recording the simulated market into ``root`` until :meth:`stop`, flushing
+    row groups every few rows into files in ``_tmp/`` and moving them into the tables every 2 s."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        async def main() -> None:
+            market = SimulatedMarket(seed=3, items=ITEMS.split(","), start=hms(15, 40))
+            async with serve(SimSource(market, speed=20.0), port=0) as server:
+                rec = loopback_recorder(server.url, self.root, ITEMS.split(","), ["0B", "0D", "0E"])
+                assert rec.store is not None
+                rec.store.flush_rows, rec.store.roll_seconds = 3, 2.0
+
+                async def until(_: Recorder) -> None:
+                    while not self._stop.is_set():  # noqa: ASYNC110  # a thread's event
+                        await asyncio.sleep(0.05)
+
+                async with asyncio.timeout(280):
+                    await run_recorder(rec, until)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # handed to the test by stop()
+            self._error = exc
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        assert not self._thread.is_alive()
+        if self._error is not None:
+            raise self._error
 
 
 def view_counts(root: Path) -> dict[str, int]:
@@ -114,25 +132,30 @@ def local_path(uri: str) -> str:
 # Reading the folders
 
 
-def test_spark_reads_every_table_folder_while_record_writes(spark: SparkSession, recording: Recording) -> None:
+def test_spark_reads_every_table_folder_while_a_recording_runs(spark: SparkSession, tmp_path: Path) -> None:
     """Files being written sit in DIR/_tmp/: a table folder holds only complete files, whatever the moment."""
-    root = recording.out
-    deadline = time.monotonic() + 90
-    while not all(any((root / t).glob("date=*/*.parquet")) for t in TABLES):  # first roll: 6 s
-        assert recording.running() and time.monotonic() < deadline, "no file in some table while recording"
-        time.sleep(0.2)
-    reads = 0
-    while recording.running():
-        staged = [p.name for p in (root / layout.STAGING_DIR).iterdir()]
-        for t in TABLES:
+    root = tmp_path / "data"
+    live = LiveRecording(root)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            staged = list((root / layout.STAGING_DIR).glob("*.tmp")) if (root / layout.STAGING_DIR).is_dir() else []
+            empty = [t for t in TABLES if not any((root / t).glob("date=*/*.parquet"))]
+            if staged and not empty:
+                break
+            assert live.running and time.monotonic() < deadline, f"tables without a file: {empty}; in _tmp/: {staged}"
+            time.sleep(0.1)
+        for t in TABLES:  # while the recorder goes on writing, in _tmp/ and into the tables
             df = spark.read.parquet(str(root / t))
             files = [local_path(f) for f in df.inputFiles()]
             assert files and all(f.endswith(".parquet") and f"/{layout.STAGING_DIR}/" not in f for f in files)
-            assert df.count() == file_count(files), t  # Spark's rows are the rows of the files it listed
-        reads += 1 if staged else 0
-        if reads >= 2:
-            break
-    assert reads, "the recording ended before Spark read it with files in _tmp/"
+            assert df.count() == file_count(files), t  # Spark's rows: those of the complete files it listed
+            assert isinstance(df.schema["recv_ts"].dataType, T.TimestampType)
+        assert live.running
+    finally:
+        live.stop()
+    after = view_counts(root)
+    assert {t: spark.read.parquet(str(root / t)).count() for t in TABLES} == after
 
 
 def test_spark_reads_every_table_with_duckdb_s_counts(spark: SparkSession, dataset: Path) -> None:
@@ -151,7 +174,8 @@ def test_spark_reads_every_table_with_duckdb_s_counts(spark: SparkSession, datas
 
 
 def minute_figures_spark(df: DataFrame) -> set[tuple[Any, ...]]:
-    rows = (df.selectExpr("item", "unix_timestamp(date_trunc('minute', recv_ts)) AS minute",
+    """Per item and minute of the exchange's quote time: rows, total ask quantity, highest ask, lowest bid."""
+    rows = (df.selectExpr("item", "unix_timestamp(date_trunc('minute', quote_time)) AS minute",
                           "total_ask_qty", "ask_price_1", "bid_price_1")
             .groupBy("item", "minute")
             .agg({"*": "count", "total_ask_qty": "sum", "ask_price_1": "max", "bid_price_1": "min"})
@@ -161,7 +185,8 @@ def minute_figures_spark(df: DataFrame) -> set[tuple[Any, ...]]:
 
 
 DUCKDB_MINUTES = """
-    SELECT item, epoch(minute)::BIGINT, count(*), sum(total_ask_qty)::BIGINT, max(ask_price_1), min(bid_price_1)
+    SELECT item, epoch(date_trunc('minute', quote_time))::BIGINT, count(*), sum(total_ask_qty)::BIGINT,
+           max(ask_price_1), min(bid_price_1)
     FROM orderbook GROUP BY ALL
 """
 
@@ -169,7 +194,8 @@ DUCKDB_MINUTES = """
 def test_a_per_minute_aggregate_over_orderbook_is_duckdb_s(spark: SparkSession, dataset: Path) -> None:
     with connect(dataset) as con:
         expected = {tuple(r) for r in con.execute(DUCKDB_MINUTES).fetchall()}
-    assert len(expected) >= 2  # two items, and several minutes of market time
+    assert len(expected) >= 2, expected  # several minutes of market time
+    assert sum(r[2] for r in expected) == view_counts(dataset)["orderbook"]
     assert minute_figures_spark(spark.read.parquet(str(dataset / "orderbook"))) == expected
 
 
@@ -208,33 +234,35 @@ def engine_snippets() -> dict[str, str]:
     return out
 
 
-def run_snippet(block: str, where: Path) -> dict[str, Any]:
-    """Run ``block`` in ``where`` (it names the dataset ``data``); its global names."""
+def run_snippet(block: str, root: Path) -> dict[str, Any]:
+    """Run ``block`` on the dataset at ``root`` (the block calls it ``data``); its global names."""
     names: dict[str, Any] = {"__name__": "snippet"}
-    old = Path.cwd()
-    os.chdir(where)
-    try:
-        exec(compile(block, "docs/scaling.md", "exec"), names)
-    finally:
-        os.chdir(old)
+    code = re.sub(r"(?<=[\"'])data/", f"{root.as_posix()}/", block)
+    assert code != block, "the snippet reads no data/ path"
+    exec(compile(code, "docs/scaling.md", "exec"), names)
     return names
 
 
 def test_the_docs_spark_snippet_runs(spark: SparkSession, dataset: Path) -> None:
-    names = run_snippet(engine_snippets()["pyspark"], dataset.parent)
+    names = run_snippet(engine_snippets()["pyspark"], dataset)
     assert names["spark"] is spark  # getOrCreate: the running session
     assert names["orderbook"].count() == view_counts(dataset)["orderbook"]
     with connect(dataset) as con:
-        expected = {(r[0], r[1], int(r[2])) for r in con.execute(
-            "SELECT item, minute, count(*) FROM orderbook GROUP BY ALL").fetchall()}
-    got = {(r["item"], r["minute"].astimezone(dt.UTC), r["rows"]) for r in names["per_minute"].collect()}
-    assert {(i, m.astimezone(dt.UTC), n) for i, m, n in expected} == got
+        expected = {(r[0], int(r[1]), int(r[2])) for r in con.execute(
+            "SELECT item, epoch(minute), count(*) FROM orderbook GROUP BY ALL").fetchall()}
+    got = {(r["item"], int(r["minute"].timestamp()), r["rows"]) for r in names["per_minute"].collect()}
+    assert got == expected
 
 
 def test_the_docs_polars_and_duckdb_snippets_run(dataset: Path) -> None:
     views = view_counts(dataset)
     snippets = engine_snippets()
-    pl_names = run_snippet(snippets["polars"], dataset.parent)
-    assert pl_names["counts"] == views
-    db_names = run_snippet(snippets["duckdb"], dataset.parent)
-    assert db_names["counts"] == views
+    polars_names = run_snippet(snippets["polars"], dataset)
+    assert polars_names["counts"] == views
+    with connect(dataset) as con:
+        expected = {(r[0], int(r[1]), int(r[2])) for r in con.execute(
+            "SELECT item, epoch(minute), count(*) FROM orderbook GROUP BY ALL").fetchall()}
+    per_minute = polars_names["per_minute"]
+    assert {(i, int(m.timestamp()), n) for i, m, n in per_minute.select("item", "minute", "rows").iter_rows()} \
+        == expected
+    assert run_snippet(snippets["duckdb"], dataset)["counts"] == views
