@@ -3,9 +3,11 @@ folder, while ``record`` runs and after, with DuckDB's counts; the Spark SQL sta
 :mod:`kiwoom_tape.ddl` register the tables; and the snippets of docs/scaling.md "Reading the dataset from
 other engines" (Spark, polars, DuckDB) run and give the catalog's figures.
 
-One recording for the module: ``record --types 0B,0D,0E`` of ``replay --simulate`` from 15:40 KST (KRX 0E
-and close-price 0B fills, NXT 0D: docs/protocol.md 5.3) rolling its files every 6 s, so that table folders
-fill while files are being written in ``_tmp/``. One SparkSession for the run (tests/_spark.py).
+One dataset for the module: ``record --types 0B,0D,0E`` of ``replay --simulate`` from 15:40 KST (KRX 0E
+and close-price 0B fills, NXT 0D: docs/protocol.md 5.3), both console scripts in subprocesses. The read while
+recording uses the recorder in process (:class:`LiveRecording`), flushing row groups every 3 rows into
+``_tmp/`` and rolling every 2 s, so that table folders fill while files are being written beside them.
+One SparkSession for the run (tests/_spark.py). Needs schema version 2 (Spark refuses TIMESTAMP(NANOS)).
 """
 
 from __future__ import annotations
