@@ -103,21 +103,30 @@ def rss_estimate(samples: Sequence[tuple[float, int]], window_s: float = WINDOW_
 # --------------------------------------------------------------------------------------------------
 # The A/B: ``record`` at the real peak once per variant, all at the same time
 
-VARIANTS: dict[str, dict[str, str]] = {
-    "mimalloc (pyarrow's default)": {"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"},
-    "jemalloc": {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"},
-    "system (glibc malloc)": {"ARROW_DEFAULT_MEMORY_POOL": "system"},
+def _flush_rows(n: int) -> str:
+    """A ``record`` prelude: the Store's row-group size (``flush_rows``) set to ``n`` for the run."""
+    return f"import kiwoom_tape.recorder.store as s; s.Store.__init__.__kwdefaults__['flush_rows'] = {n}"
+
+
+VARIANTS: dict[str, tuple[dict[str, str], str]] = {
+    "mimalloc-10k": ({"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}, _flush_rows(10_000)),
+    "jemalloc-10k": ({"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}, _flush_rows(10_000)),
+    "mimalloc-5k": ({"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}, _flush_rows(5_000)),
+    "jemalloc-5k": ({"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}, _flush_rows(5_000)),
+    "system-5k": ({"ARROW_DEFAULT_MEMORY_POOL": "system"}, _flush_rows(5_000)),
 }
+"""name (pyarrow's memory pool, rows per flush) -> (environment of ``record``, Python prelude of ``record``).
+mimalloc-10k is ``record`` as it was (pyarrow's default pool, the Store's default flush)."""
 
 
-def _one(cfg: Any, tmp: Path, wl_path: Path, wl: Any, seconds: float, tag: str, env: dict[str, str],
-         window_s: float, out: dict[str, Any]) -> None:
+def _one(cfg: Any, tmp: Path, wl_path: Path, wl: Any, seconds: float, tag: str,
+         variant: tuple[dict[str, str], str], window_s: float, out: dict[str, Any]) -> None:
     from bench.record import REAL_PEAK_ROWS
     from bench.record_run import record_run
 
     try:
         r = record_run(cfg, tmp, wl_path, wl, rate=REAL_PEAK_ROWS / wl.rows_per_frame, seconds=seconds, tag=tag,
-                       sample_every=1.0, env=env, window_s=window_s,
+                       sample_every=1.0, env=variant[0], prelude=variant[1], window_s=window_s,
                        record_args=("--roll-minutes", f"{max(0.1, seconds / 5 / 60):.2f}"))
         out[tag] = {k: v for k, v in r.items() if k != "rss_samples"}
     except Exception as exc:  # one variant failing must not hide the others

@@ -31,11 +31,12 @@ MAX_DELAY_S = 1.0
 """A frame written later than this after it was sent is a delayed one: the run is not lossless."""
 
 
-def _record_cmd() -> list[str]:
+def _record_cmd(prelude: str = "") -> list[str]:
+    """The ``record`` command; with ``prelude`` (Python run first, e.g. a bench variant's setting), through -c."""
     exe = Path(sys.executable).parent / "record"
-    if exe.exists():
+    if exe.exists() and not prelude:
         return [str(exe)]
-    return [sys.executable, "-c", "from kiwoom_tape.recorder.cli import main; main()"]
+    return [sys.executable, "-c", f"{prelude}\nfrom kiwoom_tape.relay_cli import main; main()"]
 
 
 def _read_dataset(out: Path) -> dict[str, Any]:
@@ -67,18 +68,18 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: float, seconds: float, tag: str,
                cpu_window: float = 0.0, sample_every: float = 0.25,
                record_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
-               window_s: float = WINDOW_S) -> dict[str, Any]:
+               window_s: float = WINDOW_S, prelude: str = "") -> dict[str, Any]:
     """One ``record`` subprocess taking the sender's stream: loss, delay, rate, CPU and RSS.
 
     ``env``: more environment variables for ``record``; ``window_s``: the RSS estimator's window
-    (:func:`bench.memory.rss_estimate`)."""
+    (:func:`bench.memory.rss_estimate`); ``prelude``: Python code ``record`` runs first (:func:`_record_cmd`)."""
     out = tmp / f"{tag}-data"
     items = wl.items
     sender = Sender(tmp, wl_path, tag, rate=rate, seconds=seconds, expect_items=len(items), loop=cfg.loop)
     log = open(tmp / f"{tag}.record.log", "wb")  # noqa: SIM115 - closed below
     env = dict(os.environ, KIWOOM_TOKEN="bench", **(env or {}))
     rec = subprocess.Popen(
-        [*pin(1), *_record_cmd(), "--items", ",".join(items), "--url", sender.url, "--out", str(out), "-q",
+        [*pin(1), *_record_cmd(prelude), "--items", ",".join(items), "--url", sender.url, "--out", str(out), "-q",
          "--duration", f"{seconds + 300:.0f}s", "--event-loop", cfg.loop, *record_args],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
