@@ -114,9 +114,13 @@ VARIANTS: dict[str, tuple[dict[str, str], str]] = {
     "mimalloc-5k": ({"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}, _flush_rows(5_000)),
     "jemalloc-5k": ({"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}, _flush_rows(5_000)),
     "system-5k": ({"ARROW_DEFAULT_MEMORY_POOL": "system"}, _flush_rows(5_000)),
+    "jemalloc-10k-page4": ({"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"},
+                           _flush_rows(10_000) + "\nimport kiwoom_tape.recorder.parquet_parts as p; "
+                           "p.FRAMES_PAGE_BYTES = 4 * 2**20"),
 }
 """name (pyarrow's memory pool, rows per flush) -> (environment of ``record``, Python prelude of ``record``).
-mimalloc-10k is ``record`` as it was (pyarrow's default pool, the Store's default flush)."""
+jemalloc-10k is ``record`` as it is (it picks jemalloc itself when ARROW_DEFAULT_MEMORY_POOL is unset); mimalloc is
+pyarrow's default; ``page4``: ``frames`` data pages of 4 MiB instead of 16 MiB."""
 
 
 def _one(cfg: Any, tmp: Path, wl_path: Path, wl: Any, seconds: float, tag: str,
