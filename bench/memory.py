@@ -120,7 +120,8 @@ VARIANTS: dict[str, tuple[dict[str, str], str]] = {
 }
 """name (pyarrow's memory pool, rows per flush) -> (environment of ``record``, Python prelude of ``record``).
 jemalloc-10k is ``record`` as it is (it picks jemalloc itself when ARROW_DEFAULT_MEMORY_POOL is unset); mimalloc is
-pyarrow's default; ``page4``: ``frames`` data pages of 4 MiB instead of 16 MiB."""
+pyarrow's default; ``page4``: ``frames`` data pages of 4 MiB, which became the default after the run of
+memory-2026-12-02T1903.json (before it, every variant had 16 MiB pages; after it, every variant has 4 MiB)."""
 
 
 def _one(cfg: Any, tmp: Path, wl_path: Path, wl: Any, seconds: float, tag: str,
