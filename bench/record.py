@@ -26,6 +26,7 @@ from typing import Any
 
 from bench.bare_receive import bare_cpu, bare_receive
 from bench.frames import Workload
+from bench.memory import WINDOW_S
 from bench.record_inprocess import footer_in_fresh_process, store_path
 from bench.record_run import record_run
 from bench.report import Config, Figure, median
@@ -81,8 +82,11 @@ def run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, log: Any) -> tuple[
     # its file's footer until the roll (footer_bytes_per_row_group), a growth the roll bounds; what is
     # left over the rolls is what would grow without bound.
     roll_minutes = max(0.1, seconds / 5 / 60)
+    # RSS by the estimator of bench.memory: medians per 5-minute window (quick: a sixth of the run), slope
+    window_s = seconds / 6 if cfg.quick else WINDOW_S
     r = record_run(cfg, tmp, wl_path, wl, rate=peak_fps, seconds=seconds, tag="recpeak", cpu_window=cfg.cpu_seconds,
-                   sample_every=0.25 if cfg.quick else 1.0, record_args=("--roll-minutes", f"{roll_minutes:.2f}"))
+                   sample_every=0.25 if cfg.quick else 1.0, record_args=("--roll-minutes", f"{roll_minutes:.2f}"),
+                   window_s=window_s)
     detail["peak"] = r
     log(f"  record at the real peak ({peak_fps:.0f} frames/s) for {seconds:.0f} s: CPU {r.get('cpu_pct', 0):.2f} %, "
         f"peak RSS {r.get('rss_peak_mib', 0):.0f} MiB, lost {r['lost']}")
@@ -119,14 +123,14 @@ def run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, log: Any) -> tuple[
                        runs=sp["fast"], note=f"CPU time; the general path it replaced: {median(sp['general']):,.0f} "
                        f"frames/s ({speedup:.2f}x)"))
     figs.append(Figure("memory", f"peak RSS of record at 720 rows/s ({seconds:.0f} s)", r.get("rss_peak_mib"), "MiB",
-                       note=f"segments rolled every {roll_minutes:.2f} min"))
+                       note=f"largest of the samples (every second) and VmHWM; segments rolled every "
+                       f"{roll_minutes:.2f} min").check_at_most(150.0, "<= 150 MiB"))
     at = r.get("rss_mib_at", {})
-    figs.append(Figure("memory", "RSS growth with time (peak of each window)", r.get("rss_envelope_mib_per_min"),
+    figs.append(Figure("memory", "RSS growth with time (slope of window medians)", r.get("rss_growth_mib_per_min"),
                        "MiB/min",
-                       note="peak RSS of the last quarter of the run minus that of the second quarter, per minute; "
-                       f"with medians instead {r.get('rss_slope_mib_per_min', float('nan')):.2f} MiB/min; "
-                       f"least-squares slope after 10 s {r.get('rss_slope_whole_mib_per_min', float('nan')):.2f} "
-                       f"MiB/min; RSS at 10/25/50/75/100 %: {'/'.join(str(v) for v in at.values())} MiB")
+                       note=f"least-squares slope over the medians of {window_s / 60:.1f}-minute windows "
+                       f"({'/'.join(str(v) for v in r.get('rss_window_medians_mib', []))} MiB); "
+                       f"RSS at 10/25/50/75/100 %: {'/'.join(str(v) for v in at.values())} MiB")
                 .check_at_most(0.5, "flat (<= 0.5 MiB/min)"))
     footer = [footer_in_fresh_process() for _ in range(cfg.repeats)]
     detail["footer_bytes_per_row_group"] = footer

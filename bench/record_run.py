@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from array import array
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,8 @@ from kiwoom_tape.schemas.versions import recv_ns_of
 
 from bench.frames import Workload
 from bench.machine import kill_if_running, pin, proc_cpu_seconds, proc_rss_bytes
-from bench.report import Config, median
+from bench.memory import WINDOW_S, rss_estimate
+from bench.report import Config
 from bench.sender_process import Sender, sender_rate
 
 __all__ = ["MAX_DELAY_S", "record_run"]
@@ -32,11 +32,12 @@ MAX_DELAY_S = 1.0
 """A frame written later than this after it was sent is a delayed one: the run is not lossless."""
 
 
-def _record_cmd() -> list[str]:
+def _record_cmd(prelude: str = "") -> list[str]:
+    """The ``record`` command; with ``prelude`` (Python run first, e.g. a bench variant's setting), through -c."""
     exe = Path(sys.executable).parent / "record"
-    if exe.exists():
+    if exe.exists() and not prelude:
         return [str(exe)]
-    return [sys.executable, "-c", "from kiwoom_tape.recorder.cli import main; main()"]
+    return [sys.executable, "-c", f"{prelude}\nfrom kiwoom_tape.relay_cli import main; main()"]
 
 
 def _read_dataset(out: Path) -> dict[str, Any]:
@@ -65,40 +66,21 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-def _slope_per_minute(samples: list[tuple[float, int]]) -> float:
-    """Least-squares slope of (seconds, bytes) samples, in MiB per minute."""
-    if len(samples) < 3:
-        return float("nan")
-    xs = [t for t, _ in samples]
-    ys = [b / 2**20 for _, b in samples]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    den = sum((x - mx) ** 2 for x in xs)
-    return 60.0 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else float("nan")
-
-
-def _growth(samples: list[tuple[float, float, int, int]], t0: float, seconds: float,
-            stat: Callable[[list[int]], float]) -> float:
-    """MiB per minute between ``stat`` of the RSS in [25 %, 50 %) and in [75 %, 100 %] of the run."""
-    def window(lo: float, hi: float) -> list[int]:
-        return [rss for t, _c, rss, _h in samples if lo * seconds <= t - t0 < hi * seconds]
-
-    early, late = window(0.25, 0.5), window(0.75, 1.01)
-    if not early or not late:
-        return float("nan")
-    return (stat(late) - stat(early)) / 2**20 / (0.5 * seconds / 60.0)
-
-
 def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: float, seconds: float, tag: str,
                cpu_window: float = 0.0, sample_every: float = 0.25,
-               record_args: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One ``record`` subprocess taking the sender's stream: loss, delay, rate, CPU and RSS."""
+               record_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+               window_s: float = WINDOW_S, prelude: str = "") -> dict[str, Any]:
+    """One ``record`` subprocess taking the sender's stream: loss, delay, rate, CPU and RSS.
+
+    ``env``: more environment variables for ``record``; ``window_s``: the RSS estimator's window
+    (:func:`bench.memory.rss_estimate`); ``prelude``: Python code ``record`` runs first (:func:`_record_cmd`)."""
     out = tmp / f"{tag}-data"
     items = wl.items
     sender = Sender(tmp, wl_path, tag, rate=rate, seconds=seconds, expect_items=len(items), loop=cfg.loop)
     log = open(tmp / f"{tag}.record.log", "wb")  # noqa: SIM115 - closed below
-    env = dict(os.environ, KIWOOM_TOKEN="bench")
+    env = dict(os.environ, KIWOOM_TOKEN="bench", **(env or {}))
     rec = subprocess.Popen(
-        [*pin(1), *_record_cmd(), "--items", ",".join(items), "--url", sender.url, "--out", str(out), "-q",
+        [*pin(1), *_record_cmd(prelude), "--items", ",".join(items), "--url", sender.url, "--out", str(out), "-q",
          "--duration", f"{seconds + 300:.0f}s", "--event-loop", cfg.loop, *record_args],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
@@ -156,14 +138,14 @@ def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: flo
     )
     if samples:
         t0 = started_at if started_at is not None else samples[0][0]
-        res["rss_peak_mib"] = max(s[3] for s in samples) / 2**20
+        # Peak and growth by the estimator stated before the run (bench.memory): medians per window,
+        # least-squares slope over them; the peak is the largest sample (or VmHWM, if higher).
+        est = rss_estimate([(t - t0, rss) for t, _c, rss, _h in samples], window_s, max(s[3] for s in samples))
+        res["rss_peak_mib"] = est.peak_mib
         res["rss_last_mib"] = samples[-1][2] / 2**20
-        # Growth with time, robust to the sawtooth of the flushes (every 10k rows, ~14 s at the peak): the
-        # median RSS of the last quarter of the run minus that of the second quarter, per minute.
-        res["rss_slope_mib_per_min"] = _growth(samples, t0, seconds, median)
-        res["rss_envelope_mib_per_min"] = _growth(samples, t0, seconds, max)
-        res["rss_slope_whole_mib_per_min"] = _slope_per_minute(
-            [(t - t0, rss) for t, _c, rss, _h in samples if t - t0 >= min(10.0, seconds / 4)])
+        res["rss_growth_mib_per_min"] = est.growth_mib_per_min
+        res["rss_window_s"] = est.window_s
+        res["rss_window_medians_mib"] = est.window_medians_mib
         res["rss_mib_at"] = {
             f"{q:.0%}": round(min(samples, key=lambda smp: abs(smp[0] - t0 - q * seconds))[2] / 2**20, 1)
             for q in (0.1, 0.25, 0.5, 0.75, 1.0)

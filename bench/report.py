@@ -34,7 +34,7 @@ class Config:
                        memory_seconds=4.0, storage_rows=6_000, replay_frames=3_000, pacing_seconds=2.0,
                        query_rows=200_000, relay_seconds=5.0)
         return cls(quick=False, repeats=3, record_seconds=20.0, confirm_seconds=60.0, cpu_seconds=60.0,
-                   memory_seconds=600.0, storage_rows=300_000, replay_frames=60_000, pacing_seconds=60.0,
+                   memory_seconds=1800.0, storage_rows=300_000, replay_frames=60_000, pacing_seconds=60.0,
                    query_rows=200 * int(6.5 * 3600 * 3.6))
 
 

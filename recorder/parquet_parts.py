@@ -65,10 +65,14 @@ def parquet_options(table: str) -> dict[str, Any]:
     return opts
 
 
-FRAMES_PAGE_BYTES: Final = 16 * 2**20
+FRAMES_PAGE_BYTES: Final = 4 * 2**20
 """Data page size of ``frames``: zstd compresses each page on its own, and a page of thousands of
 verbatim frames (rather than pyarrow's 1 MiB, a few hundred) finds their common keys and values:
-about a tenth fewer bytes, at the same speed (docs/benchmarks.md: Storage)."""
+16 MiB pages took about a tenth fewer bytes, at the same speed (docs/benchmarks.md: Storage), 4 MiB pages
+about 6 %. 4 MiB, not 16: the writer's page buffers cost ``record`` a transient ~44 MiB at each flush with
+16 MiB pages against ~26 MiB with 4 MiB ones, for 3 % more ``frames`` bytes (both in-process, not in a stored
+run); the peak RSS of ``record`` at the real peak went from 204 to 180 MiB (A/B run
+bench/results/memory-2026-12-02T1903.json)."""
 
 ROW_GROUP_ORDER: Final[dict[str, tuple[str, ...]]] = {
     "orderbook": ("item", "recv_ts", "recv_sub_us", "frame_seq", "row_idx"),
