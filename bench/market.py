@@ -20,9 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ import pyarrow.compute as pc
 from bench.frames import Workload
 from bench.machine import kill_if_running, pin, proc_cpu_seconds, proc_rss_bytes
 from bench.record import REAL_PEAK_ROWS
-from bench.record_run import MAX_DELAY_S, _percentile, _record_cmd
+from bench.record_run import MAX_DELAY_S, _percentile, _record_cmd, watch_record
 from bench.report import Config, Figure
 from bench.sender_process import Sender
 
@@ -141,21 +139,13 @@ def market_run(cfg: Config, tmp: Path, wl_paths: list[Path], groups: list[list[s
     )
     samples: list[tuple[float, float, int]] = []  # (monotonic, cpu s, peak rss)
     sched: list[tuple[float, int, int, int]] = []  # (monotonic, run ns, wait ns, in disk sleep)
-    started_at: float | None = None
+
+    def sample(now: float) -> None:
+        samples.append((now, proc_cpu_seconds(rec.pid), proc_rss_bytes(rec.pid)[1]))
+        sched.append((now, *_sched(rec.pid)))
+
     try:
-        deadline = time.monotonic() + seconds + 240
-        while not sender.stats_path.exists():
-            if rec.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"record stopped early or the run timed out (see {log.name})")
-            now = time.monotonic()
-            if started_at is None and sender.started.exists():
-                started_at = now
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                samples.append((now, proc_cpu_seconds(rec.pid), proc_rss_bytes(rec.pid)[1]))
-                sched.append((now, *_sched(rec.pid)))
-            time.sleep(0.25 if cfg.quick else 0.5)
-        rec.send_signal(signal.SIGTERM)
-        rec.wait(timeout=300)
+        started_at = watch_record(rec, sender, seconds, log.name, 0.25 if cfg.quick else 0.5, sample)
     finally:
         kill_if_running(rec)
         log.close()

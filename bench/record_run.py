@@ -7,12 +7,14 @@ delay, rate, CPU and RSS, read back from the dataset it wrote and sampled from /
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from array import array
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,28 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
+def watch_record(rec: subprocess.Popen[bytes], sender: Sender, seconds: float, log_name: str, every: float,
+                 sample: Callable[[float], None]) -> float | None:
+    """Call ``sample(monotonic now)`` every ``every`` s while ``rec`` records from ``sender`` (a sample that
+    fails reading /proc is skipped), until the sender has written its stats; then stop ``rec`` with SIGTERM.
+    Returns when the sender started sending (monotonic), or None. RuntimeError if ``rec`` stops early or the run
+    outlasts ``seconds`` + 240 s."""
+    started_at: float | None = None
+    deadline = time.monotonic() + seconds + 240
+    while not sender.stats_path.exists():
+        if rec.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"record stopped early or the run timed out (see {log_name})")
+        now = time.monotonic()
+        if started_at is None and sender.started.exists():
+            started_at = now
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            sample(now)
+        time.sleep(every)
+    rec.send_signal(signal.SIGTERM)
+    rec.wait(timeout=300)
+    return started_at
+
+
 def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: float, seconds: float, tag: str,
                cpu_window: float = 0.0, sample_every: float = 0.25,
                record_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
@@ -85,23 +109,13 @@ def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: flo
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     samples: list[tuple[float, float, int, int]] = []  # (monotonic, cpu s, rss, hwm)
-    started_at: float | None = None
+
+    def sample(now: float) -> None:
+        rss, hwm = proc_rss_bytes(rec.pid)
+        samples.append((now, proc_cpu_seconds(rec.pid), rss, hwm))
+
     try:
-        deadline = time.monotonic() + seconds + 240
-        while not sender.stats_path.exists():
-            if rec.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"record stopped early or the run timed out (see {log.name})")
-            now = time.monotonic()
-            if started_at is None and sender.started.exists():
-                started_at = now
-            try:
-                rss, hwm = proc_rss_bytes(rec.pid)
-                samples.append((now, proc_cpu_seconds(rec.pid), rss, hwm))
-            except (OSError, ValueError, IndexError):
-                pass
-            time.sleep(sample_every)
-        rec.send_signal(signal.SIGTERM)
-        rec.wait(timeout=300)
+        started_at = watch_record(rec, sender, seconds, log.name, sample_every, sample)
     finally:
         kill_if_running(rec)
         log.close()
