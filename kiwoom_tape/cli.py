@@ -8,6 +8,7 @@ import click
 
 from kiwoom_tape.book import book_command
 from kiwoom_tape.compact import compact_command
+from kiwoom_tape.ddl import main as ddl_command
 from kiwoom_tape.demo_cli import demo_command
 from kiwoom_tape.migrate import migrate_command
 from kiwoom_tape.relay_cli import record_command
@@ -47,6 +48,7 @@ cli.add_command(book_command)
 cli.add_command(demo_command)
 cli.add_command(compact_command)
 cli.add_command(migrate_command)
+cli.add_command(ddl_command)
 
 
 def main() -> None:

@@ -112,14 +112,25 @@ def statements(engine: str, location: str, *, tables: Sequence[str] = TABLE_NAME
     return out
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("ddl", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("location")
 @click.option("--engine", type=click.Choice(ENGINES), required=True, help="The SQL dialect.")
 @click.option("--schema", default=None, help="Qualify the tables with this schema (Trino: default 'default').")
 @click.option("--table", "tables", multiple=True, type=click.Choice(TABLE_NAMES),
               help="Only this table (repeatable; default: all five).")
 def main(location: str, engine: str, schema: str | None, tables: tuple[str, ...]) -> None:
-    """Print the statements that register the dataset at LOCATION (a path or s3://BUCKET/PREFIX) in ENGINE."""
+    """Print the statements that register the dataset at LOCATION (a path or s3://BUCKET/PREFIX) in ENGINE.
+
+    One CREATE TABLE per table (frames, orderbook, afterhours, trades, events; columns and types from the
+    stored schema, partitioned by date), then the statement that registers the partitions already there.
+    Also runs as python -m kiwoom_tape.ddl.
+
+    \b
+    Examples:
+        kiwoom-tape ddl --engine spark /data/kiwoom                     # spark.sql() each statement
+        kiwoom-tape ddl --engine trino s3://bucket/kiwoom --schema kiwoom
+        kiwoom-tape ddl --engine athena s3://bucket/kiwoom --table orderbook
+    """
     for stmt in statements(engine, location, tables=tables or TABLE_NAMES, schema=schema):
         click.echo(stmt + ";\n")
 
