@@ -93,6 +93,22 @@ class StartedCli:
             proc.send_signal(signal.SIGINT)
         return server
 
+    async def stop_after_market_time(
+        self, proc: asyncio.subprocess.Process, seconds: float, limit: float, margin: float = 1200.0
+    ) -> dict[str, Any]:
+        """:meth:`stop_when` the server's market clock is at ``seconds`` and ``proc`` (the one client) caught up with
+        it: logged in, nothing queued for it (on a busy machine a client lags behind what the server generated, and
+        faults on the market clock reach it late), then ``margin`` market seconds more so (what is still in the
+        sockets arrives)."""
+
+        def caught_up(s: dict[str, Any], at: float) -> bool:
+            return s["market_time"] >= at and s["logged_in"] >= 1 and s["backlog"] == 0
+
+        first = await self.wait_until(lambda s: proc.returncode is not None or caught_up(s, seconds),
+                                      f"at market time {seconds:g} s with the client caught up", limit)
+        return await self.stop_when(proc, lambda s: caught_up(s, first["market_time"] + margin),
+                                    f"{margin:g} market seconds more", limit)
+
     async def interrupt(self) -> int:
         """Ctrl-C (SIGINT); reads the rest of stderr into ``lines`` and returns the exit code."""
         assert self.proc.stderr is not None

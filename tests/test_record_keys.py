@@ -75,7 +75,8 @@ def test_450_items_over_3_keys_record_into_one_dataset_that_verifies(tmp_path: P
                 # what was served, not a wall duration (a busy machine serves the 450 items more slowly)
                 served = await replay.stop_when(rec, lambda s: s["items_served"] >= N_ITEMS,
                                                 f"all {N_ITEMS} items served", WALL_LIMIT)
-                await replay.stop_when(rec, lambda s: s["market_time"] >= served["market_time"] + MARGIN,
+                await replay.stop_when(rec, lambda s: s["market_time"] >= served["market_time"] + MARGIN
+                                       and s["logged_in"] == N_KEYS and s["backlog"] == 0,
                                        f"{MARGIN} market seconds past the last item's first rows", WALL_LIMIT)
                 _, err = await asyncio.wait_for(rec.communicate(), 30)
             finally:

@@ -451,7 +451,7 @@ def test_control_pause_step_seek_speed_and_status(tmp_path: Path) -> None:
                 await login_reg(ws, [A], ["0D"])
                 await recv_reals(ws, 1)
                 status, st = await http(sim.port, "GET", "/control")
-            assert status == 200 and st["server"]["items_served"] == 1
+            assert status == 200 and st["server"]["items_served"] == st["server"]["logged_in"] == 1
             assert 10 * 3600 < st["server"]["market_time"] <= sim.market_time()
 
     run(main())

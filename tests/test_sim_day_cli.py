@@ -37,7 +37,7 @@ async def record_day(out: Path) -> None:
         )
         rec = await asyncio.create_subprocess_exec(*argv)
         try:
-            await replay.stop_when(rec, lambda s: s["market_time"] >= END, "past 20:00 of market time", WALL_LIMIT)
+            await replay.stop_after_market_time(rec, END, WALL_LIMIT)
             assert await asyncio.wait_for(rec.wait(), 30.0) == 0
         finally:
             if rec.returncode is None:
