@@ -30,8 +30,12 @@ simulated market) answers the status with its ``"server"`` part only, and 404 to
 The ``"server"`` part of the status holds the server's counters, ``types_served`` (the REAL types the
 source has data of, docs/protocol.md section 3; null if it cannot tell) and ``registered_without_data``
 (``[{"type": "0H", "items": ["005930"]}, ...]``: what the open connections registered of other types,
-acknowledged as Kiwoom does but never fed). The endpoint is plain HTTP/1.1 on the WebSocket port and binds where
-the server binds (loopback by default); the Kiwoom protocol on ``/api/dostk/websocket`` is untouched.
+acknowledged as Kiwoom does but never fed), ``market_time`` (the source's market clock in seconds since KST
+midnight, null if it has none: the simulated market's runs behind the wall clock x speed on a busy machine) and
+``items_served`` (how many items rows were sent of so far), ``logged_in`` (open connections past their LOGIN) and
+``backlog`` (bytes queued for the clients, in the outboxes and the transports, not yet written to their sockets: 0
+once a slow client caught up). The endpoint is plain HTTP/1.1 on the WebSocket port
+and binds where the server binds (loopback by default); the Kiwoom protocol on ``/api/dostk/websocket`` is untouched.
 
 ``POST`` is answered by the server's own small HTTP reader (the one that serves ``/oauth2/token``);
 ``GET`` (no ``Upgrade`` header) by websockets' ``process_request`` hook.

@@ -297,7 +297,10 @@ class Server(Connections):
                  "rows_sent": self.stats.rows_sent, "slow_clients_dropped": self.stats.slow_clients_dropped,
                  "connections": self.stats.connections, "logins": self.stats.logins, "kicks": self.stats.kicks,
                  "types_served": None if self.served is None else sorted(self.served),
-                 "registered_without_data": self.registered_without_data()}
+                 "registered_without_data": self.registered_without_data(),
+                 "market_time": self.market_time(), "items_served": len(self.stats.rows_by_item),
+                 "logged_in": sum(c.session.state is ServerState.OPEN for c in self._clients),
+                 "backlog": sum(c.backlog + c.conn.transport.get_write_buffer_size() for c in self._clients)}
         return control.handle_http(self.source, method, query, body, extra)
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:

@@ -14,13 +14,16 @@ waits for the ``ws://`` URL it prints, and kills it on the way out if the test d
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = re.compile(r"(ws://127\.0\.0\.1:\d+/api/dostk/websocket)")
@@ -48,6 +51,63 @@ class StartedCli:
     @property
     def output(self) -> str:
         return "".join(self.lines)
+
+    @property
+    def control_url(self) -> str:
+        """``http://127.0.0.1:PORT/control``: the status (and commands) on the server's own port."""
+        return "http://" + self.url.removeprefix("ws://").split("/", 1)[0] + "/control"
+
+    async def status(self) -> dict[str, Any]:
+        """``GET /control``, decoded (in a thread: urllib blocks)."""
+
+        def get() -> dict[str, Any]:
+            with urllib.request.urlopen(self.control_url, timeout=10) as resp:
+                return json.loads(resp.read())  # type: ignore[no-any-return]
+
+        return await asyncio.to_thread(get)
+
+    async def wait_until(self, done: Callable[[dict[str, Any]], bool], what: str, limit: float) -> dict[str, Any]:
+        """Poll the status until ``done(status["server"])``: what was served or the market clock, not wall time
+        (a busy machine serves a simulated day more slowly). Fails naming ``what`` after ``limit`` wall seconds."""
+        server: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(limit):
+                while not done(server := (await self.status())["server"]):  # noqa: ASYNC110  # another process
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            raise AssertionError(f"not {what} within {limit:g} s (busy machine?); server status {server}") from None
+        return server
+
+    async def market_reached(self, seconds: float, limit: float) -> dict[str, Any]:
+        """Wait until the server's market clock (``market_time``, seconds since KST midnight) is at ``seconds``."""
+        return await self.wait_until(lambda s: (s.get("market_time") or 0.0) >= seconds,
+                                     f"at market time {seconds:g} s", limit)
+
+    async def stop_when(
+        self, proc: asyncio.subprocess.Process, done: Callable[[dict[str, Any]], bool], what: str, limit: float
+    ) -> dict[str, Any]:
+        """Ctrl-C ``proc`` (a ``record`` of this server, run with a ``--duration`` longer than ``limit``) once
+        ``done(status["server"])``, or return at once if it exited first; the server's status then."""
+        server = await self.wait_until(lambda s: proc.returncode is not None or done(s), what, limit)
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+        return server
+
+    async def stop_after_market_time(
+        self, proc: asyncio.subprocess.Process, seconds: float, limit: float, margin: float = 1200.0
+    ) -> dict[str, Any]:
+        """:meth:`stop_when` the server's market clock is at ``seconds`` and ``proc`` (the one client) caught up with
+        it: logged in, nothing queued for it (on a busy machine a client lags behind what the server generated, and
+        faults on the market clock reach it late), then ``margin`` market seconds more so (what is still in the
+        sockets arrives)."""
+
+        def caught_up(s: dict[str, Any], at: float) -> bool:
+            return s["market_time"] >= at and s["logged_in"] >= 1 and s["backlog"] == 0
+
+        first = await self.wait_until(lambda s: proc.returncode is not None or caught_up(s, seconds),
+                                      f"at market time {seconds:g} s with the client caught up", limit)
+        return await self.stop_when(proc, lambda s: caught_up(s, first["market_time"] + margin),
+                                    f"{margin:g} market seconds more", limit)
 
     async def interrupt(self) -> int:
         """Ctrl-C (SIGINT); reads the rest of stderr into ``lines`` and returns the exit code."""

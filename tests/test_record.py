@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -83,11 +84,36 @@ def _expected(kind: Kind, raw: str, date: dt.date) -> Any:
     return raw
 
 
+async def until_sent(server: Server, enough: Callable[[Counter[tuple[str, str]]], bool], limit: float) -> None:
+    """Wait until ``enough(rows sent per (item, type))``: on what the server sent (``keep_sent``), not on a wall
+    duration, which a busy machine fills with less market time. Fails after ``limit`` wall seconds."""
+    assert server.sent is not None
+    sent = server.sent
+    rows: Counter[tuple[str, str]] = Counter()
+    seen = 0
+    try:
+        async with asyncio.timeout(limit):
+            while not enough(rows):
+                await asyncio.sleep(0.1)
+                for _, _, text in sent[seen:]:
+                    rows.update((r["item"], r["type"]) for r in json.loads(text)["data"])
+                seen = len(sent)
+    except TimeoutError:
+        raise AssertionError(f"the server sent only {dict(rows)} in {limit:g} s (busy machine?)") from None
+
+
+@pytest.mark.timeout(240)  # the wait below is on what was sent: longer on a busy machine
 def test_records_exactly_what_the_server_sent(tmp_path: Path) -> None:
+    def enough(rows: Counter[tuple[str, str]]) -> bool:
+        """The 15:30 changeover served: KRX 0D rows (all items), then the NXT twin's, and KRX 0E after 15:40."""
+        zero_d = sum(n for (_, t), n in rows.items() if t == "0D")
+        zero_e = sum(n for (_, t), n in rows.items() if t == "0E")
+        return zero_d > 100 and zero_e > 20 and all(rows[item, "0D"] for item in ITEMS)
+
     async def main() -> None:
         market = SimulatedMarket(seed=3, items=ITEMS, start=SIM_START)
         async with serve(SimSource(market, speed=SPEED), port=0, keep_sent=True) as server:
-            await record_for(server, tmp_path, 6.0)
+            await record_for(server, tmp_path, 0.5, during=lambda _: until_sent(server, enough, 150))
             assert server.sent is not None
             sent = [text for _, _, text in server.sent]
         recorded = real_frames(tmp_path)
@@ -110,7 +136,7 @@ def test_records_exactly_what_the_server_sent(tmp_path: Path) -> None:
                     assert row[f.column] == _expected(f.kind, src["values"][f.fid], date), (f.column, src)
                 assert row["flags"] == 0
 
-    run(main())
+    run(main(), timeout=200)
 
 
 def test_drops_and_an_expired_token_reconnect_without_duplicates(tmp_path: Path) -> None:

@@ -27,6 +27,10 @@ from kiwoom_tape.schemas.items import item_problem
 from kiwoom_tape.schemas.layout import new_run_id
 
 N_ITEMS, N_KEYS = 450, 3
+WALL_LIMIT = 90.0
+"""Wall seconds each wait on the server may take at most (all items are served within about 5 s on a quiet machine)."""
+MARGIN = 15.0
+"""Market seconds (3 wall seconds at the test's 5x) recorded after every item was served, for its rows to arrive."""
 
 
 def krx_codes(n: int, seed: int = 15) -> list[str]:
@@ -37,6 +41,7 @@ def krx_codes(n: int, seed: int = 15) -> list[str]:
     return codes
 
 
+@pytest.mark.timeout(WALL_LIMIT * 2 + 120)  # the two waits on what was served, the 3 stores' close, verify
 def test_450_items_over_3_keys_record_into_one_dataset_that_verifies(tmp_path: Path) -> None:
     codes = krx_codes(N_ITEMS)
     items_file = tmp_path / "krx.txt"
@@ -59,13 +64,25 @@ def test_450_items_over_3_keys_record_into_one_dataset_that_verifies(tmp_path: P
         async with started_replay("--simulate", "--port", "0", "--sim-start", "10:00:00", "--speed", "5",
                                   "--max-items", str(N_ITEMS),  # the mock tracks 200 items by default
                                   "--keys", str(keys_file),  # the mock checks each key's pair
-                                  env=env, limit=60) as replay:
+                                  env=env, limit=WALL_LIMIT + 60) as replay:
             rec = await asyncio.create_subprocess_exec(
                 *cli_argv("record", "--items-file", str(items_file), "--keys", str(keys_file), "--url",
-                          replay.url, "--out", str(out), "--duration", "8s", "--types", "0D"),
+                          replay.url, "--out", str(out), "--duration", f"{WALL_LIMIT + 30:g}s", "--types", "0D"),
                 env=env, stderr=asyncio.subprocess.PIPE,
             )
-            _, err = await asyncio.wait_for(rec.communicate(), 45)
+            try:
+                # until every item went out at least once, then MARGIN more market seconds for the last to arrive:
+                # what was served, not a wall duration (a busy machine serves the 450 items more slowly)
+                served = await replay.stop_when(rec, lambda s: s["items_served"] >= N_ITEMS,
+                                                f"all {N_ITEMS} items served", WALL_LIMIT)
+                await replay.stop_when(rec, lambda s: s["market_time"] >= served["market_time"] + MARGIN
+                                       and s["logged_in"] == N_KEYS and s["backlog"] == 0,
+                                       f"{MARGIN} market seconds past the last item's first rows", WALL_LIMIT)
+                _, err = await asyncio.wait_for(rec.communicate(), 30)
+            finally:
+                if rec.returncode is None:
+                    rec.kill()
+                    await rec.wait()
             assert rec.returncode is not None
             assert await replay.interrupt() == 0
         return replay.output, err.decode(), rec.returncode

@@ -446,9 +446,16 @@ def test_control_pause_step_seek_speed_and_status(tmp_path: Path) -> None:
                 # query parameters work as well as a JSON body
                 status, reply = await http(server.port, "POST", "/control?cmd=step&n=2")
                 assert status == 200 and reply["state"] == "paused"
-        async with serve(SimSource(SimulatedMarket(items=[A])), port=0) as sim:
+        async with serve(SimSource(SimulatedMarket(items=[A], start=10 * 3600)), port=0) as sim:
             status, reply = await http(sim.port, "POST", "/control", b'{"cmd":"pause"}')
             assert status == 404 and "recorded" in reply["error"]
+            # the simulated market's clock and what was served, read-only: what tests wait on rather than wall time
+            async with connect(sim.url) as ws:
+                await login_reg(ws, [A], ["0D"])
+                await recv_reals(ws, 1)
+                status, st = await http(sim.port, "GET", "/control")
+            assert status == 200 and st["server"]["items_served"] == st["server"]["logged_in"] == 1
+            assert 10 * 3600 < st["server"]["market_time"] <= sim.market_time()
 
     run(main())
 

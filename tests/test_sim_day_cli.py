@@ -1,6 +1,7 @@
 """A simulated day through the console scripts, as issue 11's "Done when" runs it (about 75 s of wall time).
 
-``replay --simulate --sim-start 08:00 --speed 600`` recorded by ``record --types 0D,0E --duration 72s``, then
+``replay --simulate --sim-start 08:00 --speed 600`` recorded by ``record --types 0D,0E`` until the simulated clock
+is past 20:00 (read from ``/control``: a busy machine takes longer, the day is the same), then
 ``kiwoom-tape verify`` passes with no flagged row and the recorded day looks like a trading day
 (docs/protocol.md 5.3, 5.5): more than 10 h of market time, bounded quantities, level totals, the KRX silence
 after 15:30, the ETF's 5-won levels, and 0E rows.
@@ -13,23 +14,31 @@ import statistics
 import subprocess
 from pathlib import Path
 
+import pytest
 from kiwoom_tape.replay.catalog import connect
 
 from tests._cli import cli_argv, started_replay
 
 ITEMS = "005930,069500,005930_NX"
+END = 20 * 3600 + 60
+"""Market time (seconds since KST midnight) to record to: past the NXT close at 20:00."""
+WALL_LIMIT = 240.0
+"""Wall seconds the recording may take at most (about 72 on a quiet machine)."""
 
 
 async def record_day(out: Path) -> None:
+    """Record until the simulated market's clock is past 20:00 (``market_time`` in ``/control``): at 600x that is
+    about 72 s on a quiet machine, longer on a busy one (the market falls behind), never a shorter day."""
     replay_args = ("--simulate", "--sim-start", "08:00", "--speed", "600", "--items", ITEMS, "--port", "0")
-    async with started_replay(*replay_args, limit=110.0) as replay:
+    async with started_replay(*replay_args, limit=WALL_LIMIT + 60) as replay:
         argv = cli_argv(
-            "record", "--items", ITEMS, "--types", "0D,0E", "--duration", "72s", "--url", replay.url,
-            "--out", str(out), "-q",
+            "record", "--items", ITEMS, "--types", "0D,0E", "--duration", f"{WALL_LIMIT + 30:g}s", "--url",
+            replay.url, "--out", str(out), "-q",
         )
         rec = await asyncio.create_subprocess_exec(*argv)
         try:
-            assert await asyncio.wait_for(rec.wait(), 100.0) == 0
+            await replay.stop_after_market_time(rec, END, WALL_LIMIT)
+            assert await asyncio.wait_for(rec.wait(), 30.0) == 0
         finally:
             if rec.returncode is None:
                 rec.kill()
@@ -37,6 +46,7 @@ async def record_day(out: Path) -> None:
         assert await replay.interrupt() == 0
 
 
+@pytest.mark.timeout(WALL_LIMIT + 120)  # the wait on market time, then verify and the queries
 def test_a_recorded_simulated_day_verifies_and_looks_like_a_trading_day(tmp_path: Path) -> None:
     """The recorder may be dropped as a slow client when the machine is busy (it reconnects, verify reports
     the gap as a warning): the checks are on what it recorded."""
