@@ -118,8 +118,9 @@ def test_two_local_clients_with_different_items_and_types_share_one_upstream_con
         for n in (1, 2):
             expected = [s for s in (share(t, wants[n]) for t in reals) if s is not None]
             start = expected.index(got[n][0])
-            assert expected[start:start + len(got[n])] == got[n]  # in order, none skipped, none extra
-            assert any(f in reals for f in got[n])  # byte-exact when it wanted every row
+            # in order, none skipped, none extra; byte-exact where it wanted every row (share gives the frame itself).
+            # No "some frame was whole" check: whether one was depends on how the simulator mixed the rows (CI flake)
+            assert expected[start:start + len(got[n])] == got[n]
         tables = {name: {(r["item"]) for r in read_table(tmp_path, name)} for name in ("orderbook", "trades")}
         assert {"005930", "000660"} <= tables["orderbook"] and {"005930", "000660"} <= tables["trades"]
         added = events(tmp_path, "items_added")
