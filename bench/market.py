@@ -26,13 +26,13 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
+from kiwoom_tape.schemas.versions import recv_ns_of
 
 from bench.frames import Workload
 from bench.machine import kill_if_running, pin, proc_cpu_seconds, proc_rss_bytes
 from bench.record import REAL_PEAK_ROWS
-from bench.record_run import MAX_DELAY_S, _percentile, _record_cmd, watch_record
-from bench.report import Config, Figure
+from bench.record_run import MAX_DELAY_S, record_cmd, watch_record
+from bench.report import Config, Figure, percentile
 from bench.sender_process import Sender
 
 __all__ = ["KEYS", "MARGIN_STEPS", "market_items", "renamed", "run"]
@@ -87,10 +87,10 @@ def _read(out: Path) -> dict[str, Any]:
         def scan(table: str) -> str:
             return f"read_parquet('{out}/{table}/date=*/*.parquet', hive_partitioning = true)"
 
-        frames = con.sql(f"SELECT run_id, seq, recv_ts FROM {scan('frames')} "
+        frames = con.sql(f"SELECT run_id, seq, recv_ts, recv_sub_us FROM {scan('frames')} "
                          "WHERE direction = 'in' AND trnm = 'REAL'").to_arrow_table()
-        ns = pc.cast(frames["recv_ts"], pa.timestamp("ns", tz="UTC")).cast(pa.int64())
-        frames = frames.set_column(2, "recv_ns", ns).sort_by([("run_id", "ascending"), ("seq", "ascending")])
+        frames = pa.table({"run_id": frames["run_id"], "seq": frames["seq"], "recv_ns": recv_ns_of(frames)})
+        frames = frames.sort_by([("run_id", "ascending"), ("seq", "ascending")])
         runs: dict[str, dict[str, Any]] = {}
         for run_id, recv in zip(frames["run_id"].to_pylist(), frames["recv_ns"].to_pylist(), strict=True):
             runs.setdefault(run_id, {"recv_ns": [], "rows_0d": 0, "rows_0e": 0, "item": "", "events": {}})
@@ -132,7 +132,7 @@ def market_run(cfg: Config, tmp: Path, wl_paths: list[Path], groups: list[list[s
                     connections=len(groups), loop=cfg.loop, tokens=True)
     log = open(tmp / f"{tag}.record.log", "wb")  # noqa: SIM115 - closed below
     rec = subprocess.Popen(
-        [*pin(1), *_record_cmd(), "--items-file", str(items_file), "--keys", str(keys_file), "--url", sender.url,
+        [*pin(1), *record_cmd(), "--items-file", str(items_file), "--keys", str(keys_file), "--url", sender.url,
          "--out", str(out), "--types", "0D,0E", "-q", "--duration", f"{seconds + 300:.0f}s",
          "--event-loop", cfg.loop],
         stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -171,7 +171,7 @@ def market_run(cfg: Config, tmp: Path, wl_paths: list[Path], groups: list[list[s
             "sent": c["sent"], "written": len(recv),
             "rows_0d_sent": c["rows_0d"], "rows_0d_written": r.get("rows_0d", 0),
             "rows_0e_sent": c["rows_0e"], "rows_0e_written": r.get("rows_0e", 0),
-            "delay_p50_s": _percentile(delays, 0.5), "delay_p99_s": _percentile(delays, 0.99),
+            "delay_p50_s": percentile(delays, 0.5), "delay_p99_s": percentile(delays, 0.99),
             "delay_max_s": delays[-1] if delays else float("nan"),
             "gaps": events.get("gap_start", 0), "reconnects": max(0, events.get("connect", 0) - 1),
             "events": events,
@@ -197,7 +197,7 @@ def market_run(cfg: Config, tmp: Path, wl_paths: list[Path], groups: list[list[s
         "delay_max_s": max((c["delay_max_s"] for c in per_conn), default=float("nan")),
         "gaps": sum(c["gaps"] for c in per_conn),
         "reconnects": sum(c["reconnects"] for c in per_conn),
-        "delay_p50_s": _percentile(sorted(c["delay_p50_s"] for c in per_conn), 0.5),
+        "delay_p50_s": percentile([c["delay_p50_s"] for c in per_conn], 0.5),
         "lossless": len(per_conn) == len(groups) and all(c["lossless"] for c in per_conn),
         "per_connection": per_conn, "returncode": rec.returncode,
     }

@@ -22,9 +22,9 @@ from typing import Any
 from bench.frames import Workload
 from bench.machine import kill_if_running, pin, proc_cpu_seconds
 from bench.replay import replay_data, serve_recorded
-from bench.report import Config, Figure
+from bench.report import Config, Figure, percentile
 
-__all__ = ["BUSY_CORE", "busy_core", "percentile", "run"]
+__all__ = ["BUSY_CORE", "busy_core", "run"]
 
 BUSY_CORE = 1
 """The core the spinner keeps busy (the client's; the server runs on core 0)."""
@@ -39,12 +39,6 @@ def busy_core(cpu: int = BUSY_CORE) -> Iterator[subprocess.Popen[bytes]]:
         yield proc
     finally:
         kill_if_running(proc)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile of ``values`` (nearest rank), NaN for none."""
-    v = sorted(values)
-    return v[min(len(v) - 1, max(0, round(q * (len(v) - 1))))] if v else float("nan")
 
 
 def run(cfg: Config, tmp: Path, wl: Workload, log: Any) -> tuple[list[Figure], dict[str, Any]]:

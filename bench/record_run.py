@@ -25,16 +25,16 @@ from kiwoom_tape.schemas.versions import recv_ns_of
 from bench.frames import Workload
 from bench.machine import kill_if_running, pin, proc_cpu_seconds, proc_rss_bytes
 from bench.memory import WINDOW_S, rss_estimate
-from bench.report import Config
+from bench.report import Config, percentile
 from bench.sender_process import Sender, sender_rate
 
-__all__ = ["MAX_DELAY_S", "record_run"]
+__all__ = ["MAX_DELAY_S", "read_dataset", "record_cmd", "record_run"]
 
 MAX_DELAY_S = 1.0
 """A frame written later than this after it was sent is a delayed one: the run is not lossless."""
 
 
-def _record_cmd(prelude: str = "") -> list[str]:
+def record_cmd(prelude: str = "") -> list[str]:
     """The ``record`` command; with ``prelude`` (Python run first, e.g. a bench variant's setting), through -c."""
     exe = Path(sys.executable).parent / "record"
     if exe.exists() and not prelude:
@@ -42,7 +42,7 @@ def _record_cmd(prelude: str = "") -> list[str]:
     return [sys.executable, "-c", f"{prelude}\nfrom kiwoom_tape.relay_cli import main; main()"]
 
 
-def _read_dataset(out: Path) -> dict[str, Any]:
+def read_dataset(out: Path) -> dict[str, Any]:
     res: dict[str, Any] = {"frames": 0, "orderbook": 0, "afterhours": 0, "recv_ns": array("q")}
     fdir = out / "frames"
     if fdir.exists():
@@ -59,13 +59,6 @@ def _read_dataset(out: Path) -> dict[str, Any]:
         if d.exists():
             res[table] = ds.dataset(d, format="parquet", partitioning="hive").count_rows()
     return res
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    k = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[k]
 
 
 def watch_record(rec: subprocess.Popen[bytes], sender: Sender, seconds: float, log_name: str, every: float,
@@ -97,14 +90,14 @@ def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: flo
     """One ``record`` subprocess taking the sender's stream: loss, delay, rate, CPU and RSS.
 
     ``env``: more environment variables for ``record``; ``window_s``: the RSS estimator's window
-    (:func:`bench.memory.rss_estimate`); ``prelude``: Python code ``record`` runs first (:func:`_record_cmd`)."""
+    (:func:`bench.memory.rss_estimate`); ``prelude``: Python code ``record`` runs first (:func:`record_cmd`)."""
     out = tmp / f"{tag}-data"
     items = wl.items
     sender = Sender(tmp, wl_path, tag, rate=rate, seconds=seconds, expect_items=len(items), loop=cfg.loop)
     log = open(tmp / f"{tag}.record.log", "wb")  # noqa: SIM115 - closed below
     env = dict(os.environ, KIWOOM_TOKEN="bench", **(env or {}))
     rec = subprocess.Popen(
-        [*pin(1), *_record_cmd(prelude), "--items", ",".join(items), "--url", sender.url, "--out", str(out), "-q",
+        [*pin(1), *record_cmd(prelude), "--items", ",".join(items), "--url", sender.url, "--out", str(out), "-q",
          "--duration", f"{seconds + 300:.0f}s", "--event-loop", cfg.loop, *record_args],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
@@ -123,7 +116,7 @@ def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: flo
     st = sender.stats()
     conns = st["connections"]
     conn = conns[0]
-    got = _read_dataset(out)
+    got = read_dataset(out)
     send_ns = sender.send_ns()[: conn["sent"]]
     recv_ns = got["recv_ns"]
     n = min(len(send_ns), len(recv_ns))
@@ -141,8 +134,8 @@ def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: flo
         "connections": len(conns),
         "rate": sender_rate(conn),
         "recorder_rate": (len(recv_ns) - 1) / span if span > 0 else float("nan"),
-        "delay_p50_s": _percentile(delays, 0.5),
-        "delay_p99_s": _percentile(delays, 0.99),
+        "delay_p50_s": percentile(delays, 0.5),
+        "delay_p99_s": percentile(delays, 0.99),
         "delay_max_s": delays[-1] if delays else float("nan"),
         "returncode": rec.returncode,
     }

@@ -29,10 +29,9 @@ from typing import Any
 
 from bench.frames import Workload
 from bench.machine import kill_if_running, pin, wait_for_file
-from bench.pacing import percentile
 from bench.record import REAL_PEAK_ROWS
-from bench.record_run import _read_dataset, _record_cmd
-from bench.report import Config, Figure
+from bench.record_run import read_dataset, record_cmd
+from bench.report import Config, Figure, percentile
 from bench.sender_process import Sender
 
 __all__ = ["TARGET_MS", "relay_delays", "run"]
@@ -118,7 +117,7 @@ def _run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, log: Any) -> tuple
     rec_log_path = tmp / "relay.record.log"
     rec_log = open(rec_log_path, "wb")  # noqa: SIM115 - closed below
     rec = subprocess.Popen(
-        [*pin(1), *_record_cmd(), "--items", ",".join(items), "--url", sender.url, "--out", str(out), "-q",
+        [*pin(1), *record_cmd(), "--items", ",".join(items), "--url", sender.url, "--out", str(out), "-q",
          "--duration", f"{seconds + 300:.0f}s", "--event-loop", cfg.loop, "--serve", "0",
          "--serve-secret-env", "BENCH_RELAY_SECRET"],
         stdout=rec_log, stderr=subprocess.STDOUT,
@@ -152,7 +151,7 @@ def _run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, log: Any) -> tuple
         code = None if client is None else client.returncode
         raise ClientFailed(f"the local client failed (exit {code}, stats written: {stats.exists()}): {tail}")
     sent = sender.stats()["connections"][0]["sent"]
-    got = _read_dataset(out)
+    got = read_dataset(out)
     client_ns = array("q")
     client_ns.frombytes(Path(f"{stamps}.0").read_bytes())
     d = relay_delays(sender.send_ns()[:sent], got["recv_ns"], client_ns)

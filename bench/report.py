@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Config", "Figure", "median", "table"]
+__all__ = ["Config", "Figure", "median", "percentile", "table"]
 
 
 @dataclass
@@ -60,6 +60,14 @@ class Figure:
             self.verdict = "met" if self.ratio >= at_least else "MISSED"
         return self
 
+    def check_ratio_at_most(self, limit: float) -> Figure:
+        """A target on ``value / ceiling`` from above: "<= 100 % of ceiling" for a cost against a bare floor."""
+        if self.value is not None and self.ceiling:
+            self.ratio = self.value / self.ceiling
+            self.target = f"<= {limit:.0%} of ceiling"
+            self.verdict = "met" if self.ratio <= limit else "MISSED"
+        return self
+
     def check_at_most(self, limit: float, text: str) -> Figure:
         self.target = text
         if self.value is not None:
@@ -72,6 +80,12 @@ class Figure:
 
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank), NaN for none."""
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, round(q * (len(v) - 1))))] if v else float("nan")
 
 
 def _fmt(v: float | None, unit: str = "") -> str:
