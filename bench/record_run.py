@@ -86,11 +86,13 @@ def watch_record(rec: subprocess.Popen[bytes], sender: Sender, seconds: float, l
 def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: float, seconds: float, tag: str,
                cpu_window: float = 0.0, sample_every: float = 0.25,
                record_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
-               window_s: float = WINDOW_S, prelude: str = "") -> dict[str, Any]:
+               window_s: float = WINDOW_S, prelude: str = "",
+               on_spawn: Callable[[int], None] | None = None) -> dict[str, Any]:
     """One ``record`` subprocess taking the sender's stream: loss, delay, rate, CPU and RSS.
 
     ``env``: more environment variables for ``record``; ``window_s``: the RSS estimator's window
-    (:func:`bench.memory.rss_estimate`); ``prelude``: Python code ``record`` runs first (:func:`record_cmd`)."""
+    (:func:`bench.memory.rss_estimate`); ``prelude``: Python code ``record`` runs first (:func:`record_cmd`);
+    ``on_spawn``: called with ``record``'s pid once it is started (a profiler attaches there)."""
     out = tmp / f"{tag}-data"
     items = wl.items
     sender = Sender(tmp, wl_path, tag, rate=rate, seconds=seconds, expect_items=len(items), loop=cfg.loop)
@@ -101,6 +103,8 @@ def record_run(cfg: Config, tmp: Path, wl_path: Path, wl: Workload, *, rate: flo
          "--duration", f"{seconds + 300:.0f}s", "--event-loop", cfg.loop, *record_args],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
+    if on_spawn is not None:
+        on_spawn(rec.pid)
     samples: list[tuple[float, float, int, int]] = []  # (monotonic, cpu s, rss, hwm)
 
     def sample(now: float) -> None:
