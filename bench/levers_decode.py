@@ -9,7 +9,11 @@ parsed by msgspec once the "+" signs are gone). The levers, each measured agains
   list, then each type's ``values`` of the batch as one JSON list);
 - ``0D ints, msgspec per row``: the integer FIDs of each 0D row parsed by msgspec and packed (the fast path);
 - ``0D ints, pyarrow.compute``: the same values decoded as strings, turned into columns per batch and cast to
-  int64 by ``pyarrow.compute`` kernels (``replace_substring`` of "+", ``cast``), batches of 64 / 1024 / 10,000 rows.
+  int64 by ``pyarrow.compute`` kernels (``replace_substring`` of "+", ``cast``), batches of 64 / 1024 / 10,000 rows;
+- ``pyarrow.json``: no Python per row at all: a batch of frames (64 or 1,024), one per line, read by pyarrow's JSON
+  reader (one thread) into columns, the rows flattened and every integer FID of the 0D rows cast to int64 by the
+  same kernels. It does none of the checks that keep the fast path exact (so it is a lower bound of that design's
+  cost) and keeps no raw text per row.
 
 ::
 
@@ -19,6 +23,7 @@ parsed by msgspec once the "+" signs are gone). The levers, each measured agains
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import time
@@ -29,7 +34,9 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pj
 from kiwoom_tape.schemas import fastpath as fp
+from kiwoom_tape.schemas.fields import FIELDS_0D
 from msgspec.structs import astuple
 
 from bench.frames import make_workload
@@ -113,6 +120,23 @@ def levers(frames: list[bytes]) -> dict[str, Callable[[], int]]:
             return n
         return run
 
+    int_fids = [f.fid for f in FIELDS_0D if f.kind in fp._INT_KINDS]
+
+    def arrow_json(batch: int) -> Callable[[], int]:
+        opts = pj.ReadOptions(use_threads=False, block_size=1 << 24)
+
+        def run() -> int:
+            for i in range(0, len(frames), batch):
+                t = pj.read_json(io.BytesIO(b"\n".join(frames[i : i + batch])), read_options=opts)
+                rows = pc.list_flatten(t.column("data"))
+                values = pc.struct_field(rows, "values")
+                is_0d = pc.equal(pc.struct_field(rows, "type"), "0D")
+                values = pc.filter(values, is_0d)
+                for fid in int_fids:
+                    pc.cast(pc.replace_substring(pc.struct_field(values, fid), "+", ""), pa.int64())
+            return len(frames)
+        return run
+
     return {
         "read_real_frame (the fast path, all of it), frames/s": read_real_frame,
         "decodes, per row (now), frames/s": per_row,
@@ -121,6 +145,8 @@ def levers(frames: list[bytes]) -> dict[str, Callable[[], int]]:
         "0D ints, pyarrow.compute cast, batch 64, rows/s": ints_arrow(64),
         "0D ints, pyarrow.compute cast, batch 1024, rows/s": ints_arrow(1024),
         "0D ints, pyarrow.compute cast, batch 10000, rows/s": ints_arrow(10_000),
+        "pyarrow.json reader + pyarrow.compute casts, batch 64 frames, frames/s": arrow_json(64),
+        "pyarrow.json reader + pyarrow.compute casts, batch 1024 frames, frames/s": arrow_json(1024),
     }
 
 
