@@ -83,6 +83,7 @@ class Sender:
         self.conns: list[_Conn] = []
         self.ready = asyncio.Event()
         self.done = asyncio.Event()
+        self.timed_out = False
 
     async def handler(self, ws: ServerConnection) -> None:
         conn = _Conn(ws, len(self.conns))
@@ -198,6 +199,7 @@ class Sender:
                         rows_0d += r0d[j % n]
                         rows_0e += r0e[j % n]
                 i = k
+            conn.sent, conn.rows_0d, conn.rows_0e = i, rows_0d, rows_0e  # current if the run is cut short
             if a.mode == "raw":
                 await asyncio.sleep(0)
         conn.sent = i
@@ -206,6 +208,7 @@ class Sender:
 
     def stats(self) -> dict[str, Any]:
         return {
+            "timed_out": self.timed_out,
             "connections": [
                 {
                     "sent": c.sent,
@@ -236,6 +239,7 @@ async def _main(args: argparse.Namespace) -> int:
         try:
             await asyncio.wait_for(sender.done.wait(), args.timeout)
         except TimeoutError:
+            sender.timed_out = True
             print("bench.sender: timed out", file=sys.stderr)
         stats = sender.stats()
         write_atomic(args.stats + ".send_ns", b"".join(c.send_ns.tobytes() for c in sender.conns))

@@ -15,7 +15,11 @@ from kiwoom_tape.schemas.protocol import WS_PATH
 
 from bench.machine import pin, wait_for_file
 
-__all__ = ["Sender", "sender_rate"]
+__all__ = ["TIMEOUT_MARGIN_S", "Sender", "sender_rate"]
+
+TIMEOUT_MARGIN_S = 600.0
+"""The sender gives up this long after its sending time (logins, the PING echo, a slow reader): it had a fixed
+900 s before, which cut the record section's 30-minute memory run to 15 minutes with no sign of it but its stats."""
 
 
 class Sender:
@@ -36,7 +40,7 @@ class Sender:
                str(self.ready), "--stats", str(self.stats_path), "--started-file", str(self.started),
                "--mode", mode, "--rate", str(rate), "--duration", str(seconds), "--expect-items",
                str(expect_items), "--connections", str(connections), "--max-frames", str(max_frames),
-               "--loop", loop]
+               "--loop", loop, "--timeout", f"{seconds + TIMEOUT_MARGIN_S:.0f}"]
         if batch:
             cmd += ["--batch", str(batch)]
         if close:
@@ -54,7 +58,10 @@ class Sender:
         return f"ws://127.0.0.1:{self.port}{WS_PATH}"
 
     def stats(self) -> dict[str, Any]:
+        """What the sender did; RuntimeError if it gave up (``--timeout``) before every connection was done."""
         data: dict[str, Any] = json.loads(self.stats_path.read_text())
+        if data.get("timed_out"):
+            raise RuntimeError(f"bench.sender timed out before the run was over (see {self.log.name})")
         return data
 
     def send_ns(self) -> array[int]:
