@@ -43,12 +43,15 @@ PARTS: dict[str, tuple[tuple[str, str], ...]] = {
     "building Arrow batches from the buffered rows": (("flush", "schemas/"),),
     "pyarrow's Parquet writer (encoding, compression, file write)": (("write", "parquet_parts.py"),),
     "the rest of the flush (the sort by item, the loop)": (("_flush", ""),),
-    "journal (append_frame)": (("append_frame", ""),),
+    "journal (append_frame, sync)": (("append_frame", ""), ("sync", "journal.py"), ("maybe_sync", "")),
     "websockets: receiving and parsing the frames": (("", "websockets/"),),
-    "the event loop (asyncio, uvloop)": (("", "asyncio/"), ("", "uvloop/")),
+    "the receive loop and per-frame bookkeeping (their own lines)": (
+        ("_receive_loop", ""), ("add_received", ""), ("_journal_frame", ""), ("_drain", "")),
+    "the event loop (asyncio, uvloop) and other tasks": (("", "asyncio/"), ("", "uvloop/")),
 }
 """The parts a sample is counted in: the innermost frame of its stack that one of them names, by function name
-and a part of its file path ("" for any); a sample no part names counts as "other". The shares add up to 1."""
+(py-spy gives qualified names, ``Class.method``: the last part is compared) and a part of its file path ("" for
+any); a sample no part names counts as "other". The shares add up to 1."""
 
 DECODER_CALL = re.compile(r"_read_frame\(|read_strs\(|read_nums\(|read_every\(|_read_other\(")
 """A source line of :mod:`kiwoom_tape.schemas.fastpath` that calls one of its msgspec decoders."""
@@ -68,7 +71,7 @@ def part_of(stack: list[tuple[str, str, int]]) -> str:
     """The part (a key of :data:`PARTS`, or "other") of a sample: the innermost frame a part names."""
     for func, file, _ in reversed(stack):
         for name, keys in PARTS.items():
-            if any((not f or f == func) and (not p or p in file) for f, p in keys):
+            if any((not f or func == f or func.endswith("." + f)) and (not p or p in file) for f, p in keys):
                 return name
     return "other"
 
@@ -82,14 +85,18 @@ class Folded:
     leaf_lines: Counter[tuple[str, str, int]]
     functions: Counter[str]
     decoder_lines: int
+    idle: int = 0
 
     def share(self, n: int) -> float:
         return n / self.samples if self.samples else float("nan")
 
 
 def fold(lines: Iterable[str]) -> Folded:
-    """Fold py-spy ``--format raw`` lines (``frame;frame;...;frame COUNT``, outermost first)."""
-    total = 0
+    """Fold py-spy ``--format raw`` lines (``frame;frame;...;frame COUNT``, outermost first).
+
+    A sample whose innermost frame is the selector's wait (``EpollSelector.select``: the event loop waiting for
+    the socket) is idle time py-spy did not leave out: it counts in ``idle``, not in ``samples``."""
+    total = idle = 0
     parts = dict.fromkeys([*PARTS, "other"], 0)
     leaves: Counter[tuple[str, str, int]] = Counter()
     functions: Counter[str] = Counter()
@@ -102,6 +109,9 @@ def fold(lines: Iterable[str]) -> Folded:
         stack = [parse_frame(f) for f in stack_text.split(";") if f]
         if not stack:
             continue
+        if stack[-1][0].endswith("select") and stack[-1][1].endswith("selectors.py"):
+            idle += n
+            continue
         total += n
         parts[part_of(stack)] += n
         for func in {f[0] for f in stack}:
@@ -110,7 +120,7 @@ def fold(lines: Iterable[str]) -> Folded:
         leaves[leaf] += n
         if leaf[1].endswith("fastpath.py") and DECODER_CALL.search(linecache.getline(_source(leaf[1]), leaf[2])):
             decoder += n
-    return Folded(total, parts, leaves, functions, decoder)
+    return Folded(total, parts, leaves, functions, decoder, idle)
 
 
 def _source(file: str) -> str:
@@ -164,6 +174,21 @@ def profile(seconds: float, rate_hz: int, rows: int, loop: str, offered: float =
             raise SystemExit(f"py-spy wrote no profile: {err.decode(errors='replace').strip()[-400:]}\n"
                              "Install it with: pip install -e '.[profile]'")
         text = raw.read_text(encoding="utf-8", errors="replace").splitlines()
+    kept = {k: v for k, v in run.items() if k != "rss_samples"}
+    head: dict[str, Any] = {
+        "kind": "profile-record",
+        "workload": wl.summary(),
+        "event_loop": loop,
+        "offered_frames_per_s": offered or "as fast as record takes them",
+        "seconds": seconds,
+        "py_spy_rate_hz": rate_hz,
+        "run": kept,
+    }
+    return {**head, **summary(text, kept)}
+
+
+def summary(text: list[str], run: dict[str, Any]) -> dict[str, Any]:
+    """The folded profile of py-spy's raw ``text`` lines, in CPU us per frame of the ``record_run`` result ``run``."""
     f = fold(text)
     frames_per_s = run["recorder_rate"]
     busy = run.get("busy_pct", float("nan")) / 100.0  # record's CPU share while the stream ran
@@ -173,15 +198,9 @@ def profile(seconds: float, rate_hz: int, rows: int, loop: str, offered: float =
         return linecache.getline(_source(leaf[1]), leaf[2]).strip()
 
     return {
-        "kind": "profile-record",
-        "workload": wl.summary(),
-        "event_loop": loop,
-        "offered_frames_per_s": offered or "as fast as record takes them",
-        "seconds": seconds,
-        "py_spy_rate_hz": rate_hz,
-        "run": {k: v for k, v in run.items() if k != "rss_samples"},
         "cpu_us_per_frame": us_per_frame,
         "samples": f.samples,
+        "idle_samples_left_out": f.idle,
         "parts": {name: {"share": f.share(n), "us_per_frame": f.share(n) * us_per_frame}
                   for name, n in f.parts.items()},
         "msgspec_decoder_lines": {"share": f.share(f.decoder_lines),
@@ -190,8 +209,17 @@ def profile(seconds: float, rate_hz: int, rows: int, loop: str, offered: float =
         "top_lines": [{"func": leaf[0], "file": leaf[1], "line": leaf[2], "source": line_text(leaf),
                        "share": f.share(n)} for leaf, n in f.leaf_lines.most_common(25)],
         "top_functions_inclusive": [{"func": func, "share": f.share(n)} for func, n in f.functions.most_common(40)],
-        "folded_top": sorted(text, key=_count, reverse=True)[:400],
+        "folded": sorted(text, key=_count, reverse=True),
     }
+
+
+def _print(res: dict[str, Any]) -> None:
+    print(f"record: {res['run']['recorder_rate']:,.0f} frames/s, {res['cpu_us_per_frame']:.1f} CPU us/frame, "
+          f"{res['samples']} samples ({res['idle_samples_left_out']} idle left out)")
+    for name, v in res["parts"].items():
+        print(f"  {v['share']:6.1%} {v['us_per_frame']:6.1f} us  {name}")
+    v = res["msgspec_decoder_lines"]
+    print(f"  {v['share']:6.1%} {v['us_per_frame']:6.1f} us  of which on msgspec decoder lines")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -203,17 +231,20 @@ def main(argv: list[str] | None = None) -> None:
                     help="the sender's pace (default 0: as fast as record takes them; the real peak is 550)")
     ap.add_argument("--rows", type=int, default=40_000, help="0D rows of the workload (default 40,000)")
     ap.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio")
+    ap.add_argument("--refold", action="store_true",
+                    help="fold the samples stored in --out again (after a change to the parts), without a run")
     args = ap.parse_args(argv)
+    if args.refold:
+        stored = json.loads(args.out.read_text(encoding="utf-8"))
+        stored.update(summary(stored["folded"], stored["run"]))
+        args.out.write_text(json.dumps(stored, indent=1, default=str, ensure_ascii=False) + "\n", encoding="utf-8")
+        _print(stored)
+        return
     load_before = os.getloadavg()
     res = profile(args.seconds, args.sample_rate, args.rows, args.event_loop, args.frames_per_s)
     res = {"machine": machine_info(), "load_before": load_before, "load_after": os.getloadavg(), **res}
     args.out.write_text(json.dumps(res, indent=1, default=str, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"record: {res['run']['recorder_rate']:,.0f} frames/s, {res['cpu_us_per_frame']:.1f} CPU us/frame, "
-          f"{res['samples']} samples")
-    for name, v in res["parts"].items():
-        print(f"  {v['share']:6.1%} {v['us_per_frame']:6.1f} us  {name}")
-    v = res["msgspec_decoder_lines"]
-    print(f"  {v['share']:6.1%} {v['us_per_frame']:6.1f} us  of which on msgspec decoder lines")
+    _print(res)
 
 
 if __name__ == "__main__":

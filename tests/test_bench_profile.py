@@ -36,32 +36,40 @@ def test_a_sample_counts_for_the_innermost_part_named_and_the_shares_add_up() ->
     lines = [
         raw(f"{DRAIN_IN_FLUSH};read_real_frame ({FASTPATH}:{DECODE_LINE})", 30),
         raw(f"{DRAIN_IN_FLUSH};read_real_frame ({FASTPATH}:{CHECK_LINE})", 10),
-        raw(f"{INTAKE};_flush (recorder/segment.py:190);write (recorder/parquet_parts.py:118)", 20),
+        raw(f"{INTAKE};SegmentRows._flush (recorder/segment.py:190);_Part.write (recorder/parquet_parts.py:118)", 20),
         raw(f"{INTAKE};_flush (recorder/segment.py:187)", 5),
-        raw(f"{INTAKE};append_frame (recorder/journal.py:260)", 5),
+        raw(f"{INTAKE};JournalWriter.append_frame (recorder/journal.py:260)", 5),
         raw(RECV, 25),
         raw(LOOP, 4),
+        raw(INTAKE, 2),
         raw("<module> (record:8);main (kiwoom_tape/relay_cli.py:40)", 1),
         "not a sample line\n",
         "\n",
     ]
     f = fold(lines)
-    assert f.samples == 100
+    assert f.samples == 102
     assert sum(f.parts.values()) == f.samples
     names = list(PARTS)
     assert f.parts[names[0]] == 40  # read_real_frame inside the flush's drain still counts as reading
     assert f.parts["pyarrow's Parquet writer (encoding, compression, file write)"] == 20
     assert f.parts["the rest of the flush (the sort by item, the loop)"] == 5
-    assert f.parts["journal (append_frame)"] == 5
+    assert f.parts["journal (append_frame, sync)"] == 5
     assert f.parts["websockets: receiving and parsing the frames"] == 25  # not the event loop below it
-    assert f.parts["the event loop (asyncio, uvloop)"] == 4
+    assert f.parts["the event loop (asyncio, uvloop) and other tasks"] == 4
+    assert f.parts["the receive loop and per-frame bookkeeping (their own lines)"] == 2  # not the loop around it
     assert f.parts["other"] == 1
     assert f.decoder_lines == 30  # the decode line, not the backslash check
-    assert f.functions["_flush"] == 65 and f.functions["main"] == 100
+    assert f.functions["SegmentRows._flush"] == 20 and f.functions["main"] == 102
     assert f.leaf_lines.most_common(1)[0] == (("read_real_frame", FASTPATH, DECODE_LINE), 30)
-    assert f.share(f.parts["other"]) == pytest.approx(0.01)
+    assert f.share(f.parts["other"]) == pytest.approx(1 / 102)
 
 
 def test_part_of_an_unnamed_stack_is_other() -> None:
     assert part_of([("main", "kiwoom_tape/relay_cli.py", 40)]) == "other"
     assert part_of([]) == "other"
+
+
+def test_the_selector_s_wait_is_idle_time_left_out() -> None:
+    f = fold([raw(f"{LOOP};EpollSelector.select (selectors.py:468)", 40), raw(f"{INTAKE};read_real_frame (x:1)", 10)])
+    assert f.samples == 10 and f.idle == 40
+    assert f.parts[list(PARTS)[0]] == 10
