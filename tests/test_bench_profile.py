@@ -72,4 +72,4 @@ def test_part_of_an_unnamed_stack_is_other() -> None:
 def test_the_selector_s_wait_is_idle_time_left_out() -> None:
     f = fold([raw(f"{LOOP};EpollSelector.select (selectors.py:468)", 40), raw(f"{INTAKE};read_real_frame (x:1)", 10)])
     assert f.samples == 10 and f.idle == 40
-    assert f.parts[list(PARTS)[0]] == 10
+    assert f.parts[next(iter(PARTS))] == 10
