@@ -2,10 +2,11 @@
 
 Prints the machine, the package versions and one table (figure, value, ceiling, ratio, target,
 verdict), and writes everything, with each section's details, to ``DIR/latest.json`` (``--quick``:
-``latest-quick.json``) and a dated copy. Full mode takes about 70 minutes (the memory run alone is 30,
-compacting the query day about 10); ``--quick`` takes a few minutes and only shows that everything
-runs: its figures are too short to mean much. The machine is shared and small (see PERF-LIMITS.md):
-figures are medians of several runs, and the load average before and after is recorded with them.
+``latest-quick.json``) and a dated copy. Full mode takes about an hour (66 minutes in
+``2026-12-03T053103.json``; the memory run alone is 30, compacting the query day about 6); ``--quick``
+takes a few minutes and only shows that everything runs: its figures are too short to mean much. The
+machine is shared and small (see PERF-LIMITS.md): figures are medians of several runs, and the load
+average before and after is recorded with them.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import logging
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _docs import PAGES, ROOT, SCRIPTS, code_blocks, text
@@ -45,19 +46,59 @@ def test_the_benchmark_table_is_the_named_run_file_s() -> None:
     assert table == run["table_markdown"].strip()
 
 
+def test_the_readme_performance_table_is_the_named_run_s_targets() -> None:
+    readme = text(ROOT / "README.md")
+    section = readme.split("\n## Performance\n", 1)[1].split("\n## ", 1)[0]
+    named = re.search(r"run file `bench/results/(\S+\.json)`", section)
+    assert named is not None, "the README's performance table names no run file"
+    run = json.loads((ROOT / "bench" / "results" / named[1]).read_text(encoding="utf-8"))
+    lines = run["table_markdown"].strip().splitlines()
+    with_target = [line for line in lines[2:] if line.split("|")[-3].strip() != "-"]
+    assert with_target, "the run has no figure with a target"
+    shown = [line for line in section.splitlines() if line.startswith("|")]
+    assert shown == lines[:2] + with_target  # every target of the run, verbatim, and nothing else
+    assert f"commit {run['machine']['commit'].removesuffix('+dirty')}" in section
+
+
 def test_the_figures_quoted_from_other_runs_are_theirs() -> None:
     page = " ".join(text(ROOT / "docs" / "benchmarks.md").split())
     results = ROOT / "bench" / "results"
 
-    def figure(run: str, name: str) -> float:
-        figures = json.loads((results / run).read_text(encoding="utf-8"))["figures"]
-        return float(next(f["value"] for f in figures if f["name"].startswith(name)))
+    def load(run: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((results / run).read_text(encoding="utf-8"))
+        return data
 
-    older = (figure("2026-11-22T042811.json", "pacing"), figure("2026-11-22T033258.json", "pacing"))
-    assert f"{older[0]:.2f} ms and {older[1]:.2f} ms in the two runs before it (`2026-11-22T042811.json`" in page
-    store = figure("2026-11-22T042811.json", "store path")
-    assert f"than in `2026-11-22T042811.json` ({figure('2026-11-22T072108.json', 'store path'):,.0f} against " \
-           f"{store:,.0f} frames/s)" in page
+    def figure(run: str, name: str) -> float:
+        return float(next(f["value"] for f in load(run)["figures"] if f["name"].startswith(name)))
+
+    before = "2026-12-02T225647.json"
+    assert f"took {figure(before, 'per-item per-minute mid/spread, views, the day'):.2f} s on the segment files " \
+           f"in the run before" in page
+    hand = next(f["ceiling"] for f in load(before)["figures"] if f["name"].startswith("per-item per-minute mid/sp"))
+    assert f"against {hand:.2f} s)" in page
+
+    med = load("batch-decode-2026-12-03.json")["medians"]
+    fast, rows, decodes, batched = (med[k] for k in (
+        "read_real_frame (the fast path, all of it), frames/s", "0D ints, msgspec per row (now), rows/s",
+        "decodes, per row (now), frames/s", "decodes, batched 64 frames per call, frames/s"))
+    assert f"one msgspec call per 64 frames is {batched / decodes:.2f}x" in page
+    casts = [v / rows for k, v in med.items() if k.startswith("0D ints, pyarrow.compute")]
+    assert f"casts of the integer FIDs {min(casts):.2f}-{max(casts):.2f}x msgspec's" in page
+    json_reader = [med[f"pyarrow.json reader + pyarrow.compute casts, batch {n} frames, frames/s"] / fast
+                   for n in (64, 1024)]
+    assert f"{json_reader[0]:.2f}x (64 frames a batch) and {json_reader[1]:.2f}x (1,024)" in page
+
+    top = load("profile-record-2026-12-03.json")
+    share = {name.split(":")[0].split(" (")[0]: v["share"] for name, v in top["parts"].items()}
+    assert f"`read_real_frame` {share['read_real_frame'] * 100:.0f} %, of which " \
+           f"{top['msgspec_decoder_lines']['share'] * 100:.0f} points are the msgspec decoder calls" in page
+    assert f"its {top['run']['recorder_rate']:,.0f} frames/s and {top['cpu_us_per_frame']:.0f} CPU us per frame" in page
+    peak = load("profile-record-peak-2026-12-03.json")["parts"]
+    transport = sum(v["share"] for k, v in peak.items() if k.startswith(("websockets", "the event loop")))
+    work = sum(v["share"] for k, v in peak.items() if k.startswith(("read_real", "buffering", "building", "pyarrow",
+                                                                    "the rest of the flush", "journal")))
+    assert f"websockets and the event loop are {transport * 100:.0f} % of `record`'s busy samples, and reading, " \
+           f"buffering, journaling and Parquet are {work * 100:.0f} %" in page
 
 
 def test_the_layout_example_names_are_the_code_s() -> None:

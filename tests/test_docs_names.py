@@ -74,6 +74,7 @@ def _all_options() -> set[str]:
 
 OTHER_TOOLS = {
     "--quick", "--sections",  # python -m bench
+    "--frames-per-s",  # python -m bench.profile_record
     "--write", "--check",  # python -m kiwoom_tape.helpdoc
 }
 
