@@ -31,8 +31,9 @@ unreadable range and resynchronise on the next valid record; :meth:`JournalWrite
 such range to ``{journal}.torn`` before recovery appends to the file, so no byte is ever dropped unseen.
 
 The encoding lives in :mod:`kiwoom_tape.recorder.journal_format`, the reading in
-:mod:`kiwoom_tape.recorder.journal_reader`;
-this module is the writer and re-exports both.
+:mod:`kiwoom_tape.recorder.journal_reader`, the file operations under the writer (locking, whole writes, keeping
+damaged ranges in ``.torn`` files) in :mod:`kiwoom_tape.recorder.journal_io`; this module is the writer and
+re-exports the first two.
 
 Every ``OSError`` is translated once, here, into :class:`kiwoom_tape.schemas.errors.StorageError` naming the path,
 the system's reason and how to fix it (:func:`storage_error`).
@@ -66,6 +67,7 @@ from kiwoom_tape.recorder.journal_format import (
     fsync_dir,
     storage_error,
 )
+from kiwoom_tape.recorder.journal_io import close_fd, lock_journal, save_damage, torn_path, write_all
 from kiwoom_tape.recorder.journal_reader import (
     Damage,
     JournalContents,
@@ -103,10 +105,8 @@ __all__ = [
     "iter_journal",
     "iter_journal_at",
     "read_journal",
-    "save_damage",
     "scan_journal",
     "storage_error",
-    "torn_path",
 ]
 
 class JournalWriter:
@@ -169,17 +169,17 @@ class JournalWriter:
         except OSError as exc:
             raise storage_error(exc, tmp, "create the journal") from exc
         try:
-            _lock(fd, tmp)
-            _write_all(fd, head)
+            lock_journal(fd, tmp)
+            write_all(fd, head)
             portable.datasync(fd)
             if not portable.RENAMES_OPEN_FILES:
-                fd = _close(fd)
+                fd = close_fd(fd)
             os.rename(tmp, self.path)
             fsync_dir(self.path.parent)
             if fd < 0:
                 fd = self._reopen_locked()
         except OSError as exc:
-            _close(fd)
+            close_fd(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise storage_error(exc, self.path, "create the journal") from exc
@@ -196,7 +196,7 @@ class JournalWriter:
         """
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | portable.OPEN_FLAGS)
         try:
-            _lock(fd, self.path)
+            lock_journal(fd, self.path)
         except BaseException:
             os.close(fd)
             raise
@@ -214,12 +214,12 @@ class JournalWriter:
         """Lock an existing journal, keep its unreadable ranges aside, and return a writer appending to it.
 
         Every damaged range (``scan.damage``: a torn tail, or corruption anywhere, any size) is first
-        copied, in file order, to ``{path}.torn`` (:func:`save_damage`; skipped with ``keep_damage``
-        False, for a half-created journal about to be deleted). Nothing is cut off: the bytes stay in
-        place and readers skip them, so a recovery interrupted and run again finds the same ranges.
-        Records appended go after the last byte of the file. Raises JournalBusy if a live recorder
-        (or another recovery) holds it, JournalFormatError if it is not a journal. The caller must
-        :meth:`close` or :meth:`remove` the writer.
+        copied, in file order, to ``{path}.torn`` (:func:`kiwoom_tape.recorder.journal_io.save_damage`;
+        skipped with ``keep_damage`` False, for a half-created journal about to be deleted). Nothing is
+        cut off: the bytes stay in place and readers skip them, so a recovery interrupted and run again
+        finds the same ranges. Records appended go after the last byte of the file. Raises JournalBusy if
+        a live recorder (or another recovery) holds it, JournalFormatError if it is not a journal. The
+        caller must :meth:`close` or :meth:`remove` the writer.
         """
         p = Path(path)
         try:
@@ -227,7 +227,7 @@ class JournalWriter:
         except OSError as exc:
             raise storage_error(exc, p, "open the journal") from exc
         try:
-            _lock(fd, p)
+            lock_journal(fd, p)
             scan = scan_journal(p)
             if scan.damage and keep_damage:
                 save_damage(fd, scan.damage, torn_path(p))
@@ -311,7 +311,7 @@ class JournalWriter:
         self._buffered = 0
         try:
             with memoryview(self._arena) as view:
-                _write_all(self._fd, view[:size])
+                write_all(self._fd, view[:size])
             portable.datasync(self._fd)
         except OSError as exc:
             self._failed = storage_error(exc, self.path, "write the journal")
@@ -373,51 +373,3 @@ class JournalWriter:
         raise StorageError(
             f"journal {self.path} is closed", path=str(self.path), hint="this is a bug; please report it"
         )
-
-
-def torn_path(path: str | os.PathLike[str]) -> Path:
-    """Where :meth:`JournalWriter.resume` keeps the unreadable ranges of ``path``: ``{path}.torn``."""
-    return Path(os.fspath(path) + TORN_SUFFIX)
-
-
-def save_damage(fd: int, damage: tuple[Damage, ...], dest: Path) -> None:
-    """Write the bytes of every range of ``damage`` (read from ``fd``), in order, to ``dest``; fsync it.
-
-    The ranges' offsets are in the ``journal_damage`` events recovery records (:mod:`kiwoom_tape.recorder.recovery`).
-    """
-    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | portable.OPEN_FLAGS, 0o644)
-    try:
-        for d in damage:
-            pos = d.start
-            while pos < d.end and (chunk := portable.pread(fd, min(1 << 20, d.end - pos), pos)):
-                _write_all(out, chunk)
-                pos += len(chunk)
-        os.fsync(out)
-    finally:
-        os.close(out)
-    fsync_dir(dest.parent)
-
-
-def _lock(fd: int, path: Path) -> None:
-    """Lock the journal open as ``fd`` (:func:`kiwoom_tape.portable.try_lock`), or raise JournalBusy."""
-    if not portable.try_lock(fd):
-        raise JournalBusy(
-            f"journal {path} is in use by a running recorder or recovery",
-            path=str(path),
-            hint="stop the other recorder first, or record into another --out",
-        )
-
-
-def _close(fd: int) -> int:
-    """Close ``fd`` if it is open (>= 0); returns -1, the "closed" value."""
-    if fd >= 0:
-        os.close(fd)
-    return -1
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-

@@ -30,8 +30,8 @@ from kiwoom_tape.recorder.journal import (
     Record,
     iter_journal_at,
     storage_error,
-    torn_path,
 )
+from kiwoom_tape.recorder.journal_io import torn_path
 from kiwoom_tape.recorder.store import Store
 from kiwoom_tape.schemas import layout
 from kiwoom_tape.schemas.errors import StorageError

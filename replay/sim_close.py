@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 import random
 
-from kiwoom_tape.replay.sim_book import Code
 from kiwoom_tape.replay.sim_calendar import hms
+from kiwoom_tape.replay.sim_code import Code
 from kiwoom_tape.replay.sim_frames import SimRow
 from kiwoom_tape.replay.sim_references import seed_int
 from kiwoom_tape.replay.sim_streams import CHECKPOINT, Stream

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import random
 
-from kiwoom_tape.replay.sim_book import Book, Code
+from kiwoom_tape.replay.sim_book import Book
 from kiwoom_tape.replay.sim_calendar import rate_factor, session_windows
+from kiwoom_tape.replay.sim_code import Code
 from kiwoom_tape.replay.sim_frames import Row0D, SimRow, row_0e, template_0e
 from kiwoom_tape.replay.sim_references import seed_int
 from kiwoom_tape.replay.sim_trades import TradeTape

@@ -32,7 +32,8 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kiwoom_tape.replay.sim_book import Book, Code
+from kiwoom_tape.replay.sim_book import Book
+from kiwoom_tape.replay.sim_code import Code
 from kiwoom_tape.replay.sim_frames import SimRow, hhmmss, pct_text, signed_delta
 from kiwoom_tape.replay.sim_references import seed_int
 from kiwoom_tape.schemas.fields import FIELDS_0B

@@ -4,8 +4,8 @@
 client sees what the live server sends (docs/protocol.md 1.7, 2.0-2.2, 5.1-5.5) without credentials.
 This module reads no clock, touches no socket or file and runs no event loop: the server driver
 asks :meth:`SimulatedMarket.advance` for everything up to a market time of its choosing. The day's
-calendar is :mod:`kiwoom_tape.replay.sim_calendar`, the book process :mod:`kiwoom_tape.replay.sim_book`, the row
-encoding
+calendar is :mod:`kiwoom_tape.replay.sim_calendar`, an item's ladder, sizes and fair price
+:mod:`kiwoom_tape.replay.sim_code`, the book process :mod:`kiwoom_tape.replay.sim_book`, the row encoding
 :mod:`kiwoom_tape.replay.sim_frames`, the streams :mod:`kiwoom_tape.replay.sim_streams`; this module is the market that
 merges them.
 
@@ -77,7 +77,6 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kiwoom_tape.replay.sim_book import Code
 from kiwoom_tape.replay.sim_calendar import (
     KRX_0D_WINDOWS,
     KRX_0E_WINDOWS,
@@ -86,6 +85,7 @@ from kiwoom_tape.replay.sim_calendar import (
     session_windows,
 )
 from kiwoom_tape.replay.sim_close import CloseStream
+from kiwoom_tape.replay.sim_code import Code
 from kiwoom_tape.replay.sim_frames import SimRow
 from kiwoom_tape.replay.sim_references import DEFAULT_UNIVERSE, REFERENCE_PRICES, reference_price_of
 from kiwoom_tape.replay.sim_streams import CHECKPOINT, AfterHoursStream, BookStream, Stream

@@ -21,8 +21,8 @@ from kiwoom_tape.recorder.journal import (
     iter_journal,
     read_journal,
     scan_journal,
-    torn_path,
 )
+from kiwoom_tape.recorder.journal_io import torn_path
 from kiwoom_tape.schemas.errors import StorageError
 
 REAL = '{"trnm":"REAL","data":[{"type":"0D","name":"주식호가잔량","item":"005930","values":{"21":"090000"}}]}'

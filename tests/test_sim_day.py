@@ -17,7 +17,7 @@ import kiwoom_tape.replay.sim_streams as sim_streams
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kiwoom_tape.replay.sim_book import Code
+from kiwoom_tape.replay.sim_code import Code
 from kiwoom_tape.replay.simulator import CHECKPOINT, SimRow, SimTick, SimulatedMarket, reference_price_of
 from kiwoom_tape.replay.sources import SimSource
 from kiwoom_tape.schemas.market import band, is_etf, on_tick_grid, tick_size
