@@ -47,7 +47,8 @@ and 4) is rewritten with the same rows: idempotent, no duplicates.
 Frames read in batches (:meth:`Store.add_received`) are described in :mod:`kiwoom_tape.recorder.intake`.
 
 **Loss bound.** A ``kill -9`` or power cut loses at most the frames appended in the last
-``fsync_interval`` seconds (the journal's buffer), provided :meth:`Store.tick` runs at least that often.
+``fsync_interval`` seconds plus one write+fdatasync (the journal's buffers: the timed syncs run on a worker
+thread, :mod:`kiwoom_tape.recorder.journal_sync`), provided :meth:`Store.tick` runs at least that often.
 
 **Errors.** Every ``OSError`` (full disk, unwritable directory) becomes a
 :class:`kiwoom_tape.schemas.errors.StorageError` naming the path and the fix. After one, the store is *failed*:
@@ -331,6 +332,7 @@ class Store(Intake):
             fsync_interval=self.fsync_interval,
             monotonic=self._monotonic,
             created_ns=self._clock_ns(),
+            background=True,  # the timed syncs off the event loop (kiwoom_tape.recorder.journal_sync)
         )
         self._seg_date = None
         self._seg_records = 0
