@@ -1,5 +1,5 @@
 """Background journal syncs (recorder/journal_sync.py): the timed write+fdatasync on a worker thread, in order,
-failures raised as before, close and explicit syncs waiting for the one in flight."""
+failures raised as before, close and explicit syncs waiting for the one in flight; the stagger of the stores."""
 
 from __future__ import annotations
 
@@ -200,3 +200,16 @@ def test_a_full_buffer_waits_for_the_sync_in_flight(tmp_path: Path, held: HeldSy
     w.close()
     assert _seqs(path) == [0, 1]
 
+
+def test_staggered_stores_flush_first_at_their_share(tmp_path: Path) -> None:
+    stores = [Store(tmp_path / "data", new_run_id(1_795_300_000_000_000_000, k), flush_rows=10, stagger=k / 4).open()
+              for k in range(4)]
+    first = []
+    for s in stores:
+        n = 0
+        while not list((tmp_path / "data" / "_tmp").glob(f"frames.*{s.run_id}*")):
+            s.add_frame(NS + n, "in", PING)
+            n += 1
+        first.append(n)
+        s.close()
+    assert first == [10, 8, 5, 3]
