@@ -6,8 +6,9 @@ buffer: double buffering. At most one write+fdatasync is in flight per journal, 
 in the order they were appended; an explicit :meth:`JournalWriter.sync`, :meth:`JournalWriter.close` and the
 recovery paths wait for it and then write what is left on the calling thread, as before.
 
-Why: ``record --keys`` runs one journal per app key on one event loop; 14 journals at 5 syncs per second each
-were 70 blocking ``fdatasync`` calls per second on the loop thread (docs/benchmarks.md: Market). ``os.write``
+Why: ``record --keys`` runs one journal per app key on one event loop; 14 journals syncing every 0.2 s
+spent 14.5 % of the loop thread's time in ``fdatasync`` (p99 12 ms, max 0.4 s; an instrumented market bench
+run, see bench/results/market-2026-12-03-bgsync-stagger.json's commit). ``os.write``
 and ``fdatasync`` release the GIL, so the loop receives while a worker waits for the disk.
 
 The worker threads are shared by every journal of the process (a small pool, created at the first hand-off).
