@@ -259,9 +259,10 @@ async def _record(
     stop_signals = on_stop_signals(asyncio.get_running_loop(), stop.set)
     recs: list[tuple[str, Recorder]] = []
     # one store per connection, each its own run_id: its own journal and part file names in the one dataset
-    for name, entries, tokens in plan:
+    for k, (name, entries, tokens) in enumerate(plan):
         run_id = new_run_id(time.time_ns(), _secrets.randbits(24))
-        store = Store(out, run_id, fsync_interval=fsync_interval, roll_seconds=roll_seconds)
+        # staggered: the stores' Parquet flushes and rolls spread out instead of stalling the loop all at once
+        store = Store(out, run_id, fsync_interval=fsync_interval, roll_seconds=roll_seconds, stagger=k / len(plan))
         try:
             store.open()
             recs.append((name, Recorder(url, (), (), store, tokens, policy=policy, also=entries,

@@ -25,6 +25,13 @@ the last sync (checked on every append), when it holds more than ``max_buffer`` 
 synced too: a ``kill -9`` or a power cut then loses at most the records appended during the last
 ``fsync_interval`` seconds.
 
+With ``background=True`` (the live Store's journals) the timed syncs run on a worker thread
+(:mod:`kiwoom_tape.recorder.journal_sync`): the filled buffer is handed off and appends go on into a second
+one, at most one write+fdatasync in flight, so the file keeps the order. The bound becomes
+``fsync_interval`` plus the time of one write+fdatasync (two when the disk is slower than the interval: the
+next hand-off waits until the one in flight is done). :meth:`JournalWriter.sync`, :meth:`JournalWriter.close`
+and recovery stay synchronous: they wait for the one in flight and write the rest themselves.
+
 A crash can leave a torn tail (a record cut short or half-written), a bad disk a damaged range
 anywhere. :func:`scan_journal` and :func:`read_journal` (:mod:`kiwoom_tape.recorder.journal_reader`) skip every
 unreadable range and resynchronise on the next valid record; :meth:`JournalWriter.resume` copies every
@@ -77,6 +84,7 @@ from kiwoom_tape.recorder.journal_reader import (
     read_journal,
     scan_journal,
 )
+from kiwoom_tape.recorder.journal_sync import BackgroundSync
 from kiwoom_tape.schemas.errors import StorageError
 
 from kiwoom_tape import portable
@@ -131,6 +139,7 @@ class JournalWriter:
         max_buffer: int = 4 * 2**20,
         monotonic: Callable[[], float] = time.monotonic,
         created_ns: int | None = None,
+        background: bool = False,
         _fd: int | None = None,
         _size: int = 0,
     ) -> None:
@@ -149,6 +158,8 @@ class JournalWriter:
         self.closed = False
         self.frames = 0
         self.events = 0
+        self._bg: BackgroundSync | None = None
+        self._bg_unseen = False  # a background sync failed and no call raised it yet
         if _fd is not None:
             self._fd = _fd
             self.size = _size
@@ -186,6 +197,8 @@ class JournalWriter:
         self._fd = fd
         self.size = len(head)
         self._last_sync = monotonic()
+        if background:
+            self._bg = BackgroundSync(fd, self._failed_in_background)
 
     def _reopen_locked(self) -> int:
         """Where an open file cannot be renamed (Windows): open the new journal again and lock it.
@@ -270,8 +283,8 @@ class JournalWriter:
         arena[mid:end] = tail
         self._buffered = end
         self.frames += 1
-        if self._monotonic() - self._last_sync >= self.fsync_interval or self._buffered >= self.max_buffer:
-            self.sync()
+        if self._monotonic() - self._last_sync >= self.fsync_interval or end >= self.max_buffer:
+            self._timed_sync()
 
     def append_event(self, recv_ns: int, kind: str, detail_json: str, return_code: int | None = None) -> None:
         """Buffer one event record (``detail_json`` = a JSON object's text)."""
@@ -286,24 +299,53 @@ class JournalWriter:
         self._buffered = end
         self.events += 1
         if self._monotonic() - self._last_sync >= self.fsync_interval:
-            self.sync()
+            self._timed_sync()
 
     def maybe_sync(self) -> None:
         """:meth:`sync` if ``fsync_interval`` has passed since the last sync (call it from a timer)."""
+        if self._failed is not None:
+            self._raise_closed()
         if self._buffered and self._monotonic() - self._last_sync >= self.fsync_interval:
-            self.sync()
+            self._timed_sync()
 
     @property
     def buffered(self) -> int:
-        """Bytes appended but not yet written and synced."""
-        return self._buffered
+        """Bytes appended but not yet written and synced (in flight on a worker included)."""
+        return self._buffered + (self._bg.inflight if self._bg is not None else 0)
+
+    def _timed_sync(self) -> None:
+        """The interval passed (or the buffer is full): :meth:`sync`, or hand the buffer to the worker."""
+        bg = self._bg
+        if bg is None:
+            self.sync()
+            return
+        if bg.busy and self._buffered < self.max_buffer:
+            return  # one in flight: hand off at the next append or tick after it is done
+        self._wait_background()  # the one before is done (or the buffer is full: wait for it)
+        self._last_sync = self._monotonic()
+        if self._buffered:
+            self._arena = bg.submit(self._arena, self._buffered)
+            self._buffered = 0
+
+    def _wait_background(self) -> None:
+        """Wait for the background write+fdatasync in flight; raise its StorageError if it failed."""
+        if self._bg is not None:
+            self.size += self._bg.wait()
+        if self._failed is not None:
+            self._raise_closed()
+
+    def _failed_in_background(self, exc: OSError) -> None:
+        """On the worker: fail the journal (the next append, sync or close raises this)."""
+        err = storage_error(exc, self.path, "write the journal")
+        err.__cause__ = exc
+        self._bg_unseen = True  # first: a call that raises _failed as soon as it is set marks it seen
+        self._failed = err
 
     def sync(self) -> None:
         """Write the buffer and fdatasync: everything appended so far survives a crash after this returns."""
-        if self._failed is not None:
-            raise self._failed
-        if self.closed:
+        if self.closed and self._failed is None:
             return
+        self._wait_background()
         self._last_sync = self._monotonic()
         size = self._buffered
         if not size:
@@ -326,22 +368,30 @@ class JournalWriter:
         self._arena.extend(bytes(new - len(self._arena)))
 
     def close(self) -> None:
-        """Sync and close; the file stays (its records are the truth until they are in Parquet)."""
+        """Sync and close; the file stays (its records are the truth until they are in Parquet).
+
+        Raises the StorageError of a background sync that failed unseen (no call raised it yet).
+        """
         if self.closed:
             return
         try:
-            if self._failed is None:
+            if self._failed is None or self._bg_unseen:
                 self.sync()
         finally:
-            self.closed = True
-            os.close(self._fd)
+            self._close_fd()
 
     def abandon(self) -> None:
         """Close without writing the buffer (after a failure): what was synced stays on disk."""
         if not self.closed:
-            self.closed = True
             self._buffered = 0
-            os.close(self._fd)
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        """Mark closed and close the file, once no worker writes to it."""
+        self.closed = True
+        if self._bg is not None:
+            self.size += self._bg.wait()
+        os.close(self._fd)
 
     def remove(self) -> None:
         """Delete the segment (its contents are in closed Parquet files now) and fsync the directory.
@@ -353,8 +403,7 @@ class JournalWriter:
         if not portable.RENAMES_OPEN_FILES and not self.closed:
             # Windows cannot delete an open file: close first. A recovery that takes the journal in
             # between finds every Parquet file already in place and redoes nothing twice (idempotent).
-            self.closed = True
-            os.close(self._fd)
+            self._close_fd()
         try:
             os.unlink(self.path)  # while still holding the lock (POSIX): no recovery can pick it up half-way
             fsync_dir(self.path.parent)
@@ -364,11 +413,11 @@ class JournalWriter:
             raise storage_error(exc, self.path, "delete the finished journal") from exc
         finally:
             if not self.closed:
-                self.closed = True
-                os.close(self._fd)
+                self._close_fd()
 
     def _raise_closed(self) -> None:
         if self._failed is not None:
+            self._bg_unseen = False
             raise self._failed
         raise StorageError(
             f"journal {self.path} is closed", path=str(self.path), hint="this is a bug; please report it"

@@ -47,7 +47,8 @@ and 4) is rewritten with the same rows: idempotent, no duplicates.
 Frames read in batches (:meth:`Store.add_received`) are described in :mod:`kiwoom_tape.recorder.intake`.
 
 **Loss bound.** A ``kill -9`` or power cut loses at most the frames appended in the last
-``fsync_interval`` seconds (the journal's buffer), provided :meth:`Store.tick` runs at least that often.
+``fsync_interval`` seconds plus one write+fdatasync (the journal's buffers: the timed syncs run on a worker
+thread, :mod:`kiwoom_tape.recorder.journal_sync`), provided :meth:`Store.tick` runs at least that often.
 
 **Errors.** Every ``OSError`` (full disk, unwritable directory) becomes a
 :class:`kiwoom_tape.schemas.errors.StorageError` naming the path and the fix. After one, the store is *failed*:
@@ -124,6 +125,9 @@ class Store(Intake):
     ``roll_bytes``: Parquet bytes of a segment (all tables) that start a new segment, checked per flush.
     ``roll_seconds``: age of a segment that starts a new one, checked at :meth:`tick`.
     ``defer_frames``: in-frames :meth:`add_received` holds (journaled) before it reads them as a batch.
+    ``stagger`` (0 to 1): the first flush and the first roll come this fraction of ``flush_rows``,
+    ``flush_seconds`` and ``roll_seconds`` early. ``record --keys`` gives its N stores k/N: they start
+    together at about the same rate, and N flushes at one moment stalled the one event loop for seconds.
     ``clock_ns`` (wall clock, ns) dates the journal headers; ``monotonic`` times every interval. Receive
     times are the caller's: ``add_frame``/``add_event`` take them, so tests can cross a KST midnight.
 
@@ -144,10 +148,12 @@ class Store(Intake):
         clock_ns: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
         defer_frames: int = 64,
+        stagger: float = 0.0,
         _recovering: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.defer_frames = max(1, defer_frames)
+        self.stagger = min(max(stagger, 0.0), 0.999)
         self._deferred: list[tuple[int, int, bytes]] = []  # (recv_ns, seq, bytes) journaled, not yet read
         self.run_id = run_id
         self.fsync_interval = fsync_interval
@@ -197,6 +203,10 @@ class Store(Intake):
             if self._live:
                 self._ensure_dir(self.root / layout.JOURNAL_DIR)
                 self._start_segment(self._segment)
+                # the first flush and roll early (class docstring): counters and clocks start part way
+                self._pending_frames = self._pending_rows = int(self.stagger * self.flush_rows)
+                self._last_flush -= self.stagger * self.flush_seconds
+                self._seg_opened -= self.stagger * self.roll_seconds
             else:
                 self._seg_opened = self._last_flush = self._monotonic()
         except StorageError as exc:
@@ -331,6 +341,7 @@ class Store(Intake):
             fsync_interval=self.fsync_interval,
             monotonic=self._monotonic,
             created_ns=self._clock_ns(),
+            background=True,  # the timed syncs off the event loop (kiwoom_tape.recorder.journal_sync)
         )
         self._seg_date = None
         self._seg_records = 0
