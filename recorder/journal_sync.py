@@ -88,10 +88,11 @@ class BackgroundSync:
     def _run(self, arena: bytearray, size: int) -> bool:
         """On a worker: write ``arena[:size]`` and fdatasync; False (after ``on_error``) on an OSError."""
         try:
-            view = memoryview(arena)[:size]
-            while view:
-                view = view[os.write(self._fd, view) :]
-            view.release()  # arena may be resized again once it is handed back
+            with memoryview(arena) as whole:  # released on every way out: arena may be resized once handed back
+                view = whole[:size]
+                while view:
+                    view = view[os.write(self._fd, view) :]
+                view.release()
             portable.datasync(self._fd)
         except OSError as exc:
             self._on_error(exc)
