@@ -161,7 +161,7 @@ def profile(seconds: float, rate_hz: int, rows: int, loop: str, offered: float =
 
         def attach(pid: int) -> None:
             def later() -> None:
-                time.sleep(2.0)  # record's imports; py-spy leaves idle samples out anyway
+                time.sleep(2.0)  # record's imports; samples while it waits for the socket are idle (fold)
                 spy["p"] = _pyspy(pid, raw, seconds, rate_hz)
             threading.Thread(target=later, daemon=True).start()
 

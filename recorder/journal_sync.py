@@ -19,10 +19,11 @@ and its next append, sync or close raises it.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+
+from kiwoom_tape.recorder.journal_io import write_all
 
 from kiwoom_tape import portable
 
@@ -88,11 +89,8 @@ class BackgroundSync:
     def _run(self, arena: bytearray, size: int) -> bool:
         """On a worker: write ``arena[:size]`` and fdatasync; False (after ``on_error``) on an OSError."""
         try:
-            with memoryview(arena) as whole:  # released on every way out: arena may be resized once handed back
-                view = whole[:size]
-                while view:
-                    view = view[os.write(self._fd, view) :]
-                view.release()
+            with memoryview(arena) as view:  # released on the way out: arena may be resized once handed back
+                write_all(self._fd, view[:size])
             portable.datasync(self._fd)
         except OSError as exc:
             self._on_error(exc)
