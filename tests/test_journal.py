@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 
 import pytest
+from _clock import FakeClock
 from kiwoom_tape.recorder import journal as jmod
 from kiwoom_tape.recorder.journal import (
     EventRecord,
@@ -27,13 +28,6 @@ from kiwoom_tape.schemas.errors import StorageError
 
 REAL = '{"trnm":"REAL","data":[{"type":"0D","name":"주식호가잔량","item":"005930","values":{"21":"090000"}}]}'
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _records() -> list[FrameRecord | EventRecord]:
@@ -228,7 +222,7 @@ def test_bad_magic_is_not_a_journal(tmp_path: Path) -> None:
 
 
 def test_sync_on_interval_and_on_demand(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     path = tmp_path / "a.journal"
     w = JournalWriter(path, "run1", 0, fsync_interval=0.2, monotonic=clock)
     base = path.stat().st_size

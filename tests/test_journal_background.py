@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _clock import FakeClock
 from kiwoom_tape.recorder.journal import JournalWriter, read_journal
 from kiwoom_tape.recorder.recovery import recover
 from kiwoom_tape.recorder.store import Store
@@ -22,13 +23,6 @@ RUN = new_run_id(1_795_300_000_000_000_000, 0xABCDEF)
 NS = 1_795_359_598_000_000_000 - 10**12  # a KST afternoon
 PING = '{"trnm":"PING"}'
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class HeldSync:
@@ -65,7 +59,7 @@ def _seqs(path: Path) -> list[int]:
 
 
 def test_appends_while_a_sync_is_in_flight_land_in_order(tmp_path: Path, held: HeldSync) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     path = tmp_path / "a.journal"
     w = JournalWriter(path, "run1", 0, fsync_interval=0.2, monotonic=clock, background=True)
     base = path.stat().st_size
@@ -88,7 +82,7 @@ def test_appends_while_a_sync_is_in_flight_land_in_order(tmp_path: Path, held: H
 
 
 def test_tick_hands_off_a_quiet_stream(tmp_path: Path, held: HeldSync) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     root = tmp_path / "data"
     s = Store(root, RUN, monotonic=clock).open()
     s.add_frame(NS, "in", PING)
@@ -105,7 +99,7 @@ def test_tick_hands_off_a_quiet_stream(tmp_path: Path, held: HeldSync) -> None:
 def test_a_failed_background_sync_fails_the_store_with_the_same_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     root = tmp_path / "data"
     s = Store(root, RUN, monotonic=clock).open()
     for i in range(3):
@@ -146,7 +140,7 @@ def test_a_failed_background_sync_fails_the_store_with_the_same_error(
 
 
 def test_close_waits_for_the_sync_in_flight(tmp_path: Path, held: HeldSync) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     path = tmp_path / "a.journal"
     w = JournalWriter(path, "run1", 0, fsync_interval=0.2, monotonic=clock, background=True)
     w.append_frame(1, 0, "in", b"{}")
@@ -166,7 +160,7 @@ def test_close_waits_for_the_sync_in_flight(tmp_path: Path, held: HeldSync) -> N
 
 
 def test_close_raises_a_background_failure_no_call_raised_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     path = tmp_path / "a.journal"
     w = JournalWriter(path, "run1", 0, fsync_interval=0.2, monotonic=clock, background=True)
     w.append_frame(1, 0, "in", b"{}")
@@ -186,7 +180,7 @@ def test_close_raises_a_background_failure_no_call_raised_yet(tmp_path: Path, mo
 
 
 def test_a_full_buffer_waits_for_the_sync_in_flight(tmp_path: Path, held: HeldSync) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     path = tmp_path / "a.journal"
     w = JournalWriter(path, "run1", 0, fsync_interval=0.2, monotonic=clock, background=True, max_buffer=64)
     w.append_frame(1, 0, "in", b"x" * 80)  # over max_buffer: handed off at once

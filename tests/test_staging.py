@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+from _clock import FakeClock
 from hypothesis import given
 from hypothesis import strategies as st
 from kiwoom_tape.recorder.recovery import recover
@@ -25,13 +26,6 @@ RUN = layout.new_run_id(1_795_300_000_000_000_000, 0x5A6E)
 T0 = 1_795_330_000_000_000_000  # 2026-11-22 15:46:40 KST
 TABLES = ("frames", "orderbook", "afterhours", "trades", "events")
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def frame(i: int) -> str:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from _clock import FakeClock
 from kiwoom_tape.recorder.journal import JournalWriter, read_journal
 from kiwoom_tape.recorder.recovery import RecoveryReport, recover
 from kiwoom_tape.recorder.store import Store
@@ -73,13 +74,6 @@ def real_frame(*rows: tuple[str, str, int]) -> str:
         [encode_real_row(t, item, json.dumps(values(t, k), separators=(",", ":"))) for t, item, k in rows]
     )
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def table(root: Path, name: str) -> pa.Table:
